@@ -1,0 +1,5 @@
+"""agentflow/engines."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,153 @@
+"""agentflow's one exception hierarchy.
+
+Errors are values: a failing step yields ``Err(error, state, trace)`` rather than raising, and the
+first ``Err`` short-circuits a sequence. The same classes are raised from the synchronous edges
+(loading a plan, building an engine). Third-party exceptions are translated at the adapter boundary
+with ``raise X(...) from exc``.
+
+    AgentflowError
+    ├── UserError                  a mistake in what the user gave us
+    │   ├── ConfigError            bad option, engine spec, limit
+    │   ├── PlanError              bad plan file / LLMCompiler plan (names file:line:column)
+    │   ├── StateTypeError         a flow asked for state of another type
+    │   └── SerializationError     a value cannot be journaled (names the path to the bad value)
+    └── RuntimeFailure             something failed while running
+        ├── StepError              a step's code raised (cause kept)
+        ├── StepTimeout            a step ran past its time limit
+        ├── MergeConflict          parallel branches wrote an unruled state field
+        ├── LoopLimitError         a loop, replan or retry budget ran out
+        ├── RaceLostError          every branch of a race failed
+        ├── EngineError            an LLM engine failed
+        │   ├── EngineUnavailableError   cannot load / reach the engine
+        │   ├── EngineRequestError       the engine rejected or failed one request
+        │   └── UnsupportedFeatureError  the engine lacks a requested capability
+        ├── InferenceError         typed inference could not produce a valid value (raw text kept)
+        ├── ToolError              a tool failed or was called wrongly
+        ├── SchedulerError         the request scheduler refused or failed
+        ├── MemoryStoreError       the memory store failed
+        └── ResumeError            a resumed run diverged from its journal
+"""
+
+from __future__ import annotations
+
+from agentflow.dsl._errors import (
+    AgentflowError,
+    ConfigError,
+    LoopLimitError,
+    MergeConflict,
+    RaceLostError,
+    RuntimeFailure,
+    StateTypeError,
+    StepError,
+    StepTimeout,
+    UserError,
+)
+
+__all__ = [
+    "AgentflowError",
+    "ConfigError",
+    "EngineError",
+    "EngineRequestError",
+    "EngineUnavailableError",
+    "InferenceError",
+    "LoopLimitError",
+    "MemoryStoreError",
+    "MergeConflict",
+    "PlanError",
+    "RaceLostError",
+    "ResumeError",
+    "RuntimeFailure",
+    "SchedulerError",
+    "SerializationError",
+    "StateTypeError",
+    "StepError",
+    "StepTimeout",
+    "ToolError",
+    "UnsupportedFeatureError",
+    "UserError",
+]
+
+
+class PlanError(UserError):
+    """A plan (YAML file or LLMCompiler text) is invalid.
+
+    Attributes:
+        file: The plan file, if the plan came from one.
+        line: 1-based line number, if known.
+        column: 1-based column number, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        parts = [p for p in (file, None if line is None else str(line), None if column is None else str(column))]
+        where = ":".join(p for p in parts if p) or None
+        if where is None and line is not None:
+            where = f"line {line}"
+        super().__init__(message, where=where)
+
+
+class SerializationError(UserError):
+    """A value could not be serialized; ``path`` names the bad value (``state.notes[3].when``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"cannot serialize value at {path}: {message}")
+
+
+class EngineError(RuntimeFailure):
+    """An LLM engine failed."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine cannot be loaded or reached (missing model file, extra not installed, server down)."""
+
+
+class EngineRequestError(EngineError):
+    """The engine rejected or failed one request (after any retries)."""
+
+
+class UnsupportedFeatureError(EngineError):
+    """The engine does not support a requested feature (streaming, structured output, priority...)."""
+
+
+class InferenceError(RuntimeFailure):
+    """Typed inference did not produce a valid value.
+
+    Attributes:
+        raw: The last raw text the engine produced.
+        attempts: How many generations were tried.
+    """
+
+    def __init__(self, message: str, *, raw: str, attempts: int, where: str | None = None) -> None:
+        self.raw = raw
+        self.attempts = attempts
+        super().__init__(message, where=where)
+
+
+class ToolError(RuntimeFailure):
+    """A tool failed, timed out, or was called with invalid arguments."""
+
+    def __init__(self, tool: str, message: str, *, where: str | None = None) -> None:
+        self.tool = tool
+        super().__init__(f"tool {tool!r}: {message}", where=where)
+
+
+class SchedulerError(RuntimeFailure):
+    """The request scheduler refused or failed a request."""
+
+
+class MemoryStoreError(RuntimeFailure):
+    """The memory store failed (I/O, corruption, migration)."""
+
+
+class ResumeError(RuntimeFailure):
+    """A resumed run does not match its journal (the code or inputs changed)."""

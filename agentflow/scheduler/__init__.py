@@ -1,0 +1,5 @@
+"""agentflow/scheduler."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
