@@ -1,0 +1,202 @@
+"""The engine protocol: requests, completions, usage accounting and declared capabilities.
+
+Every engine (embedded llama.cpp, OpenAI-compatible HTTP, in-process vLLM, test doubles) implements
+``Engine``. The scheduler and ``infer`` only talk to this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+PrefixCacheKind = Literal["exact", "block", "none"]
+"""How an engine reuses prompt prefixes: ``exact`` (token-exact, e.g. llama.cpp snapshots),
+``block`` (fixed-size blocks, e.g. vLLM/SGLang automatic prefix caching) or ``none``."""
+
+JsonSchema = Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHints:
+    """What the scheduler may know about a request's place in a workflow.
+
+    Attributes:
+        workflow_id: The run/workflow the request belongs to.
+        agent: The agent (or step path) issuing the request; requests of one agent share a prefix.
+        tenant: Tenant for cache isolation (``cache_salt`` on vLLM).
+        steps_to_execution: DAG distance until this request's result is needed (0 = now).
+        fanout_group: Requests of one fan-out share this id and should run back to back.
+        deadline: Absolute ``time.monotonic()`` deadline, if any.
+        priority: Engine priority (lower runs earlier on vLLM), if any.
+    """
+
+    workflow_id: str | None = None
+    agent: str | None = None
+    tenant: str | None = None
+    steps_to_execution: int = 0
+    fanout_group: str | None = None
+    deadline: float | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One LLM request: either a raw ``prompt`` or chat ``messages`` (exactly one of them).
+
+    Attributes:
+        prompt: Raw prompt text (no chat template applied).
+        messages: Chat messages (the engine applies its chat template).
+        max_tokens: Upper bound on generated tokens.
+        temperature: Sampling temperature (0 = greedy).
+        top_p: Nucleus sampling.
+        stop: Stop strings.
+        seed: Sampling seed, if the engine supports it.
+        json_schema: Constrain the output to this JSON Schema (grammar / response_format / structured outputs).
+        hints: Scheduling hints.
+    """
+
+    prompt: str | None = None
+    messages: tuple[Message, ...] | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    json_schema: JsonSchema | None = None
+    hints: RequestHints = field(default_factory=RequestHints)
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            from agentflow.errors import ConfigError
+
+            raise ConfigError("a GenerationRequest needs exactly one of `prompt` or `messages`")
+        if self.max_tokens < 1:
+            from agentflow.errors import ConfigError
+
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token accounting and timings of one completion.
+
+    Invariant: ``prompt_tokens == cached_tokens + computed_tokens``.
+
+    Attributes:
+        prompt_tokens: Tokens in the prompt.
+        cached_tokens: Prompt tokens whose KV was reused from a cache.
+        computed_tokens: Prompt tokens actually prefilled.
+        completion_tokens: Generated tokens.
+        queue_s: Seconds waiting in the scheduler / engine queue.
+        ttft_s: Seconds from submission to the first generated token.
+        total_s: Seconds from submission to completion.
+    """
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    computed_tokens: int = 0
+    completion_tokens: int = 0
+    queue_s: float = 0.0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.computed_tokens + other.computed_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.queue_s + other.queue_s,
+            self.ttft_s + other.ttft_s,
+            self.total_s + other.total_s,
+        )
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The result of one generation."""
+
+    text: str
+    usage: Usage
+    finish_reason: FinishReason = "stop"
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed piece of a completion; the last chunk carries ``usage`` and ``finish_reason``."""
+
+    text: str
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine declares it can do.
+
+    Attributes:
+        prefix_cache: How the engine reuses prompt prefixes.
+        slots: How many requests it runs at once (llama.cpp: 1 per ``Llama``).
+        structured_output: Whether ``json_schema`` constrained decoding is supported.
+        priority: Whether per-request priority is honoured.
+        streaming: Whether ``stream`` yields incremental chunks.
+        block_size: Prefix-cache block size in tokens (``block`` caches).
+        cache_bytes: Approximate bytes of KV cache available to reuse, if known.
+    """
+
+    prefix_cache: PrefixCacheKind = "none"
+    slots: int = 1
+    structured_output: bool = False
+    priority: bool = False
+    streaming: bool = True
+    block_size: int = 16
+    cache_bytes: int | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An LLM engine. Implementations must be safe to call from many anyio tasks at once."""
+
+    @property
+    def name(self) -> str:
+        """A short human-readable name, e.g. ``llamacpp:SmolLM2-135M-Instruct``."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this engine supports."""
+        ...
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """Run one request to completion."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Run one request, yielding chunks as they are produced."""
+        ...
+
+    async def tokenize(self, text: str) -> Sequence[int]:
+        """Token ids of ``text`` as this engine's model sees it."""
+        ...
+
+    async def render(self, request: GenerationRequest) -> str:
+        """The exact prompt text the engine will feed the model (chat template applied)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources (threads, connections, model memory)."""
+        ...
