@@ -88,7 +88,9 @@ class PlanError(UserError):
         self.file = file
         self.line = line
         self.column = column
-        parts = [p for p in (file, None if line is None else str(line), None if column is None else str(column))]
+        parts = [
+            p for p in (file, None if line is None else str(line), None if column is None else str(column))
+        ]
         where = ":".join(p for p in parts if p) or None
         if where is None and line is not None:
             where = f"line {line}"

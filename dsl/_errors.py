@@ -68,7 +68,7 @@ class MergeConflict(RuntimeFailure):
         self.field = field
         self.branches = tuple(branches)
         hint = detail or (
-            f"declare a merge rule, e.g. `{field}: Annotated[list[str], Append]`, "
+            f"declare a merge rule on the field (e.g. `{field}: Annotated[..., Replace]`, Append, Max, Reducer), "
             "or write the field from one branch only"
         )
         super().__init__(

@@ -1,0 +1,25 @@
+"""The Reader layer's environment.
+
+``Context`` is what every step of a run can read: user dependencies and the run id. The agentflow
+runtime subclasses it (``agentflow.RunContext``) to add the engine, scheduler, tools, memory and
+journal; the DSL itself knows nothing about those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Context:
+    """Read-only environment of a run.
+
+    Attributes:
+        deps: User dependencies (any object: a database handle, settings...), read with ``deps(T)``.
+        run_id: Identifier of the run; also the workflow id given to the scheduler.
+        services: Extra named capabilities for extensions, read with ``ask()``.
+    """
+
+    deps: object = None
+    run_id: str = ""
+    services: dict[str, object] = field(default_factory=dict)

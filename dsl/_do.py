@@ -1,0 +1,154 @@
+"""Do-notation: ``@flow`` async functions in which ``x = await other_flow`` binds, and ``@step``.
+
+A ``@flow`` body runs with a *frame* (environment + current state) in a context variable. Awaiting a
+``Flow`` inside the body runs it against the frame, threads the new state back into the frame, and
+either returns the value or short-circuits the body with the ``Err`` (via a ``BaseException`` so a
+user's ``except Exception`` cannot swallow it).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._errors import AgentflowError
+from ._flow import Env, Flow, Res, error_from, named
+from ._outcome import Err, Ok, State
+
+A = TypeVar("A")
+P = ParamSpec("P")
+
+
+class _Frame:
+    __slots__ = ("env", "state")
+
+    def __init__(self, env: Env, state: State) -> None:
+        self.env = env
+        self.state = state
+
+
+class _ShortCircuit(BaseException):
+    """Carries an ``Err`` out of a ``@flow`` body to its runner."""
+
+    def __init__(self, err: Err) -> None:
+        super().__init__()
+        self.err = err
+
+
+_FRAME: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar("agentflow_frame", default=None)
+
+
+async def await_in_frame(m: Flow[A]) -> A:
+    """Run ``m`` inside the enclosing ``@flow`` body's frame (what ``await m`` does)."""
+    frame = _FRAME.get()
+    if frame is None:
+        raise AgentflowError(
+            "a Flow was awaited outside a @flow/@step body; run it with `await flow.run(ctx)` "
+            "or `agentflow.run(flow)` instead"
+        )
+    res = await m._exec(frame.env, frame.state)
+    frame.state = res.state
+    if isinstance(res, Err):
+        raise _ShortCircuit(res)
+    return res.value  # type: ignore[no-any-return]
+
+
+def _body_flow(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow[Any]:
+    is_async = inspect.iscoroutinefunction(fn)
+
+    async def leaf(env: Env, state: State) -> Res:
+        frame = _Frame(env, state)
+        token = _FRAME.set(frame)
+        try:
+            value = await fn(*args, **kwargs) if is_async else fn(*args, **kwargs)
+        except _ShortCircuit as sc:
+            return sc.err
+        except Exception as exc:
+            return Err(error_from(exc, env.path), frame.state)
+        finally:
+            _FRAME.reset(token)
+        return Ok(value, frame.state)
+
+    return Flow(leaf)
+
+
+def flow(fn: Callable[P, Coroutine[Any, Any, A]]) -> Callable[P, Flow[A]]:
+    """Turn an async function into a function returning a ``Flow`` (do-notation).
+
+    Inside the body, ``x = await some_flow`` binds ``some_flow``'s value (typed: ``x`` has the
+    flow's value type); the first failing flow short-circuits the body into an ``Err``. Calling the
+    decorated function runs nothing: it returns a re-runnable description.
+
+    >>> import anyio
+    >>> @flow
+    ... async def add_one(x: int) -> int:
+    ...     y = await pure(x)
+    ...     return y + 1
+    >>> anyio.run(add_one(41).run).value
+    42
+    """
+
+    @functools.wraps(fn)
+    def make(*args: P.args, **kwargs: P.kwargs) -> Flow[A]:
+        return _body_flow(fn, args, kwargs)
+
+    return make
+
+
+@overload
+def step(fn: Callable[P, Coroutine[Any, Any, A]], /) -> Callable[P, Flow[A]]: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retry: int | None = None,
+    backoff: float | Any = 0.0,
+    timeout: float | None = None,
+) -> Callable[[Callable[P, Coroutine[Any, Any, A]]], Callable[P, Flow[A]]]: ...
+def step(
+    fn: Callable[P, Coroutine[Any, Any, A]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: int | None = None,
+    backoff: float | Any = 0.0,
+    timeout: float | None = None,
+) -> Callable[P, Flow[A]] | Callable[[Callable[P, Coroutine[Any, Any, A]]], Callable[P, Flow[A]]]:
+    """Lift an async function into a named step (a span in the trace, a journal key).
+
+    ``@step`` or ``@step(name=..., retry=3, backoff=0.5, timeout=10)``. The body may ``await``
+    flows like a ``@flow`` body. Each attempt of a retry starts from the step's input state; the
+    timeout applies per attempt.
+
+    >>> import anyio
+    >>> @step(retry=2)
+    ... async def double(x: int) -> int:
+    ...     return 2 * x
+    >>> anyio.run(double(21).run).value
+    42
+    """
+
+    def decorate(f: Callable[P, Coroutine[Any, Any, A]]) -> Callable[P, Flow[A]]:
+        step_name = name or f.__name__
+
+        @functools.wraps(f)
+        def make(*args: P.args, **kwargs: P.kwargs) -> Flow[A]:
+            body: Flow[A] = _body_flow(f, args, kwargs)
+            if timeout is not None:
+                from ._control import timeout as with_timeout
+
+                body = with_timeout(body, timeout)
+            if retry is not None and retry > 1:
+                from ._control import retry as with_retry
+
+                body = with_retry(body, attempts=retry, backoff=backoff)
+            return named(step_name, body)
+
+        return make
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,451 @@
+"""The ``Flow`` monad transformer: Reader (``Context``) + State (pydantic model) + Except (``Err``) +
+Writer (trace events) over anyio.
+
+A ``Flow[A]`` is a lazy, re-runnable description. Running it (``await flow.run(ctx, state)``) gives an
+``Outcome[A]``. Internally a flow is either a *leaf* (an async function of the environment and the
+state) or a *bind* node (a flow and a continuation). Bind chains are run by a trampoline, so chains of
+any length and recursion through continuations never grow the Python stack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Generic, TypeAlias, TypeVar, overload
+
+from pydantic import BaseModel
+
+from ._context import Context
+from ._errors import AgentflowError, ConfigError, StateTypeError, StepError
+from ._outcome import Err, Event, Ok, State
+
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C", bound=Context)
+S = TypeVar("S")
+A_co = TypeVar("A_co", covariant=True)
+
+
+class Env:
+    """Per-run (and per-branch) interpreter environment. Internal to the DSL.
+
+    Attributes:
+        ctx: The Reader value; shared by every branch of a run.
+        log: The Writer's event list for this branch; a ``par`` branch gets its own list, appended
+            to the parent's in branch order at the join.
+        path: The current step path (``a/b[2]``).
+    """
+
+    __slots__ = ("ctx", "log", "path")
+
+    def __init__(self, ctx: Context, log: list[Event], path: str) -> None:
+        self.ctx = ctx
+        self.log = log
+        self.path = path
+
+    def child(self, path: str | None = None, log: list[Event] | None = None) -> Env:
+        """A copy with another path and/or log."""
+        return Env(self.ctx, self.log if log is None else log, self.path if path is None else path)
+
+
+Res: TypeAlias = "Ok[Any] | Err"
+LeafFn: TypeAlias = Callable[[Env, State], Awaitable["Ok[Any] | Err"]]
+
+
+def error_from(exc: Exception, path: str) -> AgentflowError:
+    """Turn an exception raised by user code into an ``AgentflowError`` that names where it happened."""
+    if isinstance(exc, AgentflowError):
+        return exc.at(path or "<root>")
+    err = StepError(path, exc)
+    err.__cause__ = exc
+    return err
+
+
+class Flow(Generic[A_co]):
+    """A lazy, typed, re-runnable workflow that produces an ``A_co``.
+
+    Build flows with the combinators (``pure``, ``par``, ``retry``...) or with ``@flow`` / ``@step``
+    do-notation; run them with ``await flow.run(ctx, state)``.
+
+    >>> import anyio
+    >>> anyio.run((pure(20) >> (lambda x: pure(x + 1))).map(lambda x: x * 2).run)
+    Ok(value=42, state=None, trace=())
+    """
+
+    __slots__ = ("_k", "_leaf", "_prev")
+
+    _leaf: LeafFn | None
+    _prev: Flow[Any] | None
+    _k: Callable[[Any], Flow[Any]] | None
+
+    def __init__(self, leaf: LeafFn) -> None:
+        self._leaf = leaf
+        self._prev = None
+        self._k = None
+
+    @classmethod
+    def _bind_node(cls, prev: Flow[Any], k: Callable[[Any], Flow[Any]]) -> Flow[Any]:
+        node: Flow[Any] = cls.__new__(cls)
+        node._leaf = None
+        node._prev = prev
+        node._k = k
+        return node
+
+    async def _exec(self, env: Env, state: State) -> Ok[Any] | Err:
+        """Interpret this flow. Internal: combinators call this; users call ``run``.
+
+        Invariant: a bind node never holds a leaf, and continuations are popped in the order they
+        were bound, so ``(m >> f) >> g`` and ``m >> (lambda a: f(a) >> g)`` run identically.
+        """
+        if self._leaf is not None:
+            return await self._leaf(env, state)
+        stack: list[Callable[[Any], Flow[Any]]] = []
+        cur: Flow[Any] = self
+        while True:
+            while cur._leaf is None:
+                assert cur._k is not None and cur._prev is not None
+                stack.append(cur._k)
+                cur = cur._prev
+            res = await cur._leaf(env, state)
+            if not stack or isinstance(res, Err):
+                return res
+            state = res.state
+            k = stack.pop()
+            try:
+                nxt: object = k(res.value)
+            except Exception as exc:
+                return Err(error_from(exc, env.path), state)
+            if not isinstance(nxt, Flow):
+                return Err(
+                    StepError(
+                        env.path,
+                        TypeError(f"a bind continuation must return a Flow, got {type(nxt).__name__}"),
+                    ),
+                    state,
+                )
+            cur = nxt
+
+    async def run(self, ctx: Context | None = None, state: State = None) -> Ok[A_co] | Err:
+        """Run the flow and return its outcome with the full trace.
+
+        Args:
+            ctx: The Reader environment (a fresh ``Context()`` when omitted).
+            state: The initial state (a pydantic model) or ``None``.
+        """
+        env = Env(ctx if ctx is not None else Context(), [], "")
+        res = await self._exec(env, state)
+        trace = tuple(env.log)
+        if isinstance(res, Err):
+            return Err(res.error, res.state, trace)
+        return Ok(res.value, res.state, trace)
+
+    # -- do-notation ---------------------------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, A_co]:
+        """Bind inside a ``@flow`` body: ``x = await other_flow`` gives ``other_flow``'s value."""
+        from ._do import await_in_frame
+
+        return await_in_frame(self).__await__()
+
+    # -- method forms of the core combinators ------------------------------------------------
+    def map(self, f: Callable[[A_co], B]) -> Flow[B]:
+        """Apply a plain function to the value.
+
+        >>> import anyio
+        >>> anyio.run(pure(2).map(str).run).value
+        '2'
+        """
+        return Flow._bind_node(self, lambda a: pure(f(a)))
+
+    def bind(self, f: Callable[[A_co], Flow[B]]) -> Flow[B]:
+        """Sequence: run this flow, feed its value to ``f``, run the flow ``f`` returns."""
+        return Flow._bind_node(self, f)
+
+    @overload
+    def __rshift__(self, other: Flow[B]) -> Flow[B]: ...
+    @overload
+    def __rshift__(self, other: Callable[[A_co], Flow[B]]) -> Flow[B]: ...
+    def __rshift__(self, other: Flow[B] | Callable[[A_co], Flow[B]]) -> Flow[B]:
+        """``m >> f`` is ``bind``; ``m >> n`` (a Flow) is ``then``."""
+        if isinstance(other, Flow):
+            return self.then(other)
+        return Flow._bind_node(self, other)
+
+    def then(self, other: Flow[B]) -> Flow[B]:
+        """Run this flow, discard its value, then run ``other``."""
+        return Flow._bind_node(self, lambda _: other)
+
+    def named(self, name: str) -> Flow[A_co]:
+        """Give this flow a step name: a span in the trace and a journal key."""
+        return named(name, self)
+
+    def retry(
+        self,
+        attempts: int = 3,
+        backoff: float | Any = 0.0,
+        on: Any = None,
+    ) -> Flow[A_co]:
+        """Method form of ``retry``."""
+        from ._control import retry
+
+        return retry(self, attempts=attempts, backoff=backoff, on=on)
+
+    def timeout(self, seconds: float) -> Flow[A_co]:
+        """Method form of ``timeout``."""
+        from ._control import timeout
+
+        return timeout(self, seconds)
+
+    def recover(self, handler: Callable[[AgentflowError], Flow[B]]) -> Flow[A_co | B]:
+        """Method form of ``recover``."""
+        from ._control import recover
+
+        return recover(self, handler)
+
+    def __repr__(self) -> str:
+        return "Flow(bind)" if self._leaf is None else f"Flow({getattr(self._leaf, '__qualname__', 'leaf')})"
+
+
+# -- primitive flows ----------------------------------------------------------------------------
+
+
+def pure(value: A) -> Flow[A]:
+    """A flow that yields ``value`` and touches nothing.
+
+    >>> import anyio
+    >>> anyio.run(pure("x").run).value
+    'x'
+    """
+
+    async def leaf(env: Env, state: State) -> Res:
+        return Ok(value, state)
+
+    return Flow(leaf)
+
+
+def fail(error: AgentflowError) -> Flow[Any]:
+    """A flow that fails with ``error``.
+
+    >>> import anyio
+    >>> anyio.run(fail(AgentflowError("no")).run).error.message
+    'no'
+    """
+
+    async def leaf(env: Env, state: State) -> Res:
+        return Err(error, state)
+
+    return Flow(leaf)
+
+
+def fmap(f: Callable[[A], B], m: Flow[A]) -> Flow[B]:
+    """Function form of ``Flow.map`` (exported as ``map``)."""
+    return m.map(f)
+
+
+def bind(m: Flow[A], f: Callable[[A], Flow[B]]) -> Flow[B]:
+    """Function form of ``Flow.bind`` / ``>>``."""
+    return m.bind(f)
+
+
+def then(m: Flow[Any], n: Flow[B]) -> Flow[B]:
+    """Function form of ``Flow.then``."""
+    return m.then(n)
+
+
+def from_async(fn: Callable[[], Awaitable[A]]) -> Flow[A]:
+    """Lift a zero-argument async function into a flow (called anew on every run).
+
+    Exceptions become ``Err(StepError)``; ``AgentflowError`` subclasses are kept as they are.
+    """
+
+    async def leaf(env: Env, state: State) -> Res:
+        try:
+            value = await fn()
+        except Exception as exc:
+            return Err(error_from(exc, env.path), state)
+        return Ok(value, state)
+
+    return Flow(leaf)
+
+
+# -- Reader -----------------------------------------------------------------------------------
+
+
+@overload
+def ask() -> Flow[Context]: ...
+@overload
+def ask(kind: type[C]) -> Flow[C]: ...
+def ask(kind: type[Context] | None = None) -> Flow[Context]:
+    """The run's ``Context`` (checked to be an instance of ``kind`` when given)."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        if kind is not None and not isinstance(env.ctx, kind):
+            return Err(
+                StateTypeError(
+                    f"the run context is a {type(env.ctx).__name__}, but a step asked for {kind.__name__}; "
+                    f"run the flow with a {kind.__name__}",
+                    where=env.path or "<root>",
+                ),
+                state,
+            )
+        return Ok(env.ctx, state)
+
+    return Flow(leaf)
+
+
+def deps(kind: type[S]) -> Flow[S]:
+    """The user dependencies of the run, checked to be a ``kind``."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        value = env.ctx.deps
+        if not isinstance(value, kind):
+            return Err(
+                StateTypeError(
+                    f"the run's deps are {type(value).__name__}, but a step asked for {kind.__name__}; "
+                    f"pass Context(deps=<a {kind.__name__}>)",
+                    where=env.path or "<root>",
+                ),
+                state,
+            )
+        return Ok(value, state)
+
+    return Flow(leaf)
+
+
+def current_path() -> Flow[str]:
+    """The current step path (``""`` at the root)."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        return Ok(env.path, state)
+
+    return Flow(leaf)
+
+
+# -- State --------------------------------------------------------------------------------------
+
+M = TypeVar("M")
+
+
+def get_state(kind: type[M]) -> Flow[M]:
+    """The current state, checked to be a ``kind``."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        current = state
+        if not isinstance(current, kind):
+            return Err(
+                StateTypeError(
+                    f"the run state is {type(state).__name__}, but a step asked for {kind.__name__}; "
+                    f"start the run with state={kind.__name__}(...)",
+                    where=env.path or "<root>",
+                ),
+                state,
+            )
+        return Ok(current, state)
+
+    return Flow(leaf)
+
+
+def put(new_state: State) -> Flow[None]:
+    """Replace the state."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        return Ok(None, new_state)
+
+    return Flow(leaf)
+
+
+SM = TypeVar("SM", bound=BaseModel)
+
+
+def modify(kind: type[SM], f: Callable[[SM], SM]) -> Flow[SM]:
+    """Replace the state with ``f(state)`` (``state`` checked to be a ``kind``); yields the new state."""
+    return get_state(kind).bind(lambda s: _put_value(f(s)))
+
+
+def _put_value(s: SM) -> Flow[SM]:
+    async def leaf(env: Env, state: State) -> Res:
+        return Ok(s, s)
+
+    return Flow(leaf)
+
+
+def update(**fields: object) -> Flow[None]:
+    """Set state fields by name (``update(count=3)``), keeping the model type; validates the result."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        if state is None:
+            return Err(
+                StateTypeError(
+                    f"update({', '.join(fields)}) needs a state model, but the run has none; "
+                    "start the run with state=YourModel()",
+                    where=env.path or "<root>",
+                ),
+                state,
+            )
+        unknown = [f for f in fields if f not in type(state).model_fields]
+        if unknown:
+            return Err(
+                StateTypeError(
+                    f"state {type(state).__name__} has no field(s) {unknown}; "
+                    f"fields are {sorted(type(state).model_fields)}",
+                    where=env.path or "<root>",
+                ),
+                state,
+            )
+        try:
+            new = type(state).model_validate({**dict(state), **fields})
+        except Exception as exc:
+            return Err(error_from(exc, env.path), state)
+        return Ok(None, new)
+
+    return Flow(leaf)
+
+
+# -- Writer -------------------------------------------------------------------------------------
+
+
+def tell(kind: str, **data: object) -> Flow[None]:
+    """Append an event to the trace."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        env.log.append(Event(kind, env.path, time.time(), data))
+        return Ok(None, state)
+
+    return Flow(leaf)
+
+
+def join_path(parent: str, name: str) -> str:
+    """``a`` + ``b`` -> ``a/b``; an index name like ``[2]`` attaches without a slash."""
+    if not parent:
+        return name
+    if name.startswith("["):
+        return parent + name
+    return f"{parent}/{name}"
+
+
+def named(name: str, inner: Flow[A]) -> Flow[A]:
+    """Run ``inner`` as a named step: its path gets ``/name``, and ``step.start``/``step.end`` events
+    (with duration and status) bracket it in the trace."""
+    if not name or "/" in name:
+        raise ConfigError(f"step name {name!r} must be non-empty and contain no '/' (nest named() for paths)")
+
+    async def leaf(env: Env, state: State) -> Res:
+        path = join_path(env.path, name)
+        log = env.log
+        t0 = time.time()
+        log.append(Event("step.start", path, t0, {}))
+        res = await inner._exec(Env(env.ctx, log, path), state)
+        t1 = time.time()
+        if isinstance(res, Err):
+            log.append(
+                Event(
+                    "step.end",
+                    path,
+                    t1,
+                    {"ok": False, "seconds": t1 - t0, "error": type(res.error).__name__},
+                )
+            )
+        else:
+            log.append(Event("step.end", path, t1, {"ok": True, "seconds": t1 - t0}))
+        return res
+
+    return Flow(leaf)
