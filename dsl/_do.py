@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import _flow as _flow_module
 from ._errors import AgentflowError
 from ._flow import Env, Flow, Res, error_from, named
 from ._outcome import Err, Ok, State
@@ -56,9 +57,9 @@ async def await_in_frame(m: Flow[A]) -> A:
     return res.value  # type: ignore[no-any-return]
 
 
-def _body_flow(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow[Any]:
-    is_async = inspect.iscoroutinefunction(fn)
-
+def _body_flow(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], is_async: bool
+) -> Flow[Any]:
     async def leaf(env: Env, state: State) -> Res:
         frame = _Frame(env, state)
         token = _FRAME.set(frame)
@@ -91,9 +92,11 @@ def flow(fn: Callable[P, Coroutine[Any, Any, A]]) -> Callable[P, Flow[A]]:
     42
     """
 
+    is_async = inspect.iscoroutinefunction(fn)
+
     @functools.wraps(fn)
     def make(*args: P.args, **kwargs: P.kwargs) -> Flow[A]:
-        return _body_flow(fn, args, kwargs)
+        return _body_flow(fn, args, kwargs, is_async)
 
     return make
 
@@ -133,10 +136,11 @@ def step(
 
     def decorate(f: Callable[P, Coroutine[Any, Any, A]]) -> Callable[P, Flow[A]]:
         step_name = name or f.__name__
+        is_async = inspect.iscoroutinefunction(f)
 
         @functools.wraps(f)
         def make(*args: P.args, **kwargs: P.kwargs) -> Flow[A]:
-            body: Flow[A] = _body_flow(f, args, kwargs)
+            body: Flow[A] = _body_flow(f, args, kwargs, is_async)
             if timeout is not None:
                 from ._control import timeout as with_timeout
 
@@ -152,3 +156,6 @@ def step(
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+_flow_module.await_hook = await_in_frame

@@ -10,7 +10,8 @@ any length and recursion through continuations never grow the Python stack.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from types import MappingProxyType
 from typing import Any, Generic, TypeAlias, TypeVar, overload
 
 from pydantic import BaseModel
@@ -50,6 +51,10 @@ class Env:
 
 Res: TypeAlias = "Ok[Any] | Err"
 LeafFn: TypeAlias = Callable[[Env, State], Awaitable["Ok[Any] | Err"]]
+
+
+await_hook: Callable[[Flow[Any]], Coroutine[Any, Any, Any]] | None = None
+"""Set by ``_do`` at import: runs a flow inside the enclosing ``@flow`` body's frame."""
 
 
 def error_from(exc: Exception, path: str) -> AgentflowError:
@@ -142,9 +147,12 @@ class Flow(Generic[A_co]):
     # -- do-notation ---------------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, A_co]:
         """Bind inside a ``@flow`` body: ``x = await other_flow`` gives ``other_flow``'s value."""
-        from ._do import await_in_frame
+        hook = await_hook
+        if hook is None:
+            from ._do import await_in_frame
 
-        return await_in_frame(self).__await__()
+            hook = await_in_frame
+        return hook(self).__await__()
 
     # -- method forms of the core combinators ------------------------------------------------
     def map(self, f: Callable[[A_co], B]) -> Flow[B]:
@@ -413,6 +421,9 @@ def tell(kind: str, **data: object) -> Flow[None]:
     return Flow(leaf)
 
 
+_NO_DATA: Mapping[str, object] = MappingProxyType({})
+
+
 def join_path(parent: str, name: str) -> str:
     """``a`` + ``b`` -> ``a/b``; an index name like ``[2]`` attaches without a slash."""
     if not parent:
@@ -432,7 +443,7 @@ def named(name: str, inner: Flow[A]) -> Flow[A]:
         path = join_path(env.path, name)
         log = env.log
         t0 = time.time()
-        log.append(Event("step.start", path, t0, {}))
+        log.append(Event("step.start", path, t0, _NO_DATA))
         res = await inner._exec(Env(env.ctx, log, path), state)
         t1 = time.time()
         if isinstance(res, Err):

@@ -22,7 +22,11 @@ _real_connect = socket.socket.connect
 
 def _guarded_connect(self: socket.socket, address: object) -> None:
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and self.family != socket.AF_UNIX:
+    if (
+        isinstance(host, str)
+        and host not in ("127.0.0.1", "localhost", "::1")
+        and self.family != socket.AF_UNIX
+    ):
         raise RuntimeError(f"tests may not reach the network: connect to {address!r} refused")
     _real_connect(self, address)  # type: ignore[arg-type]
 

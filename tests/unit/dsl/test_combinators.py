@@ -7,8 +7,6 @@ from typing import Annotated
 
 import anyio
 import pytest
-from pydantic import BaseModel
-
 from agentflow.dsl import (
     Append,
     Backoff,
@@ -49,6 +47,7 @@ from agentflow.dsl import (
     when,
 )
 from agentflow.dsl._errors import AgentflowError, StateTypeError
+from pydantic import BaseModel
 
 pytestmark = pytest.mark.anyio
 

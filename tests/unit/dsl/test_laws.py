@@ -11,12 +11,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
+from agentflow.dsl import Append, Err, Flow, Ok, fail, get_state, par, pure, put, tell
+from agentflow.dsl._errors import AgentflowError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-
-from agentflow.dsl import Append, Err, Flow, Ok, fail, get_state, par, pure, put, tell
-from agentflow.dsl._errors import AgentflowError
 
 
 class Acc(BaseModel):
@@ -121,7 +120,9 @@ def test_par_of_independent_pure_flows_equals_sequential_result(spec: list[tuple
 
     sequential: Flow[tuple[int, ...]] = pure(())
     for x, log in spec:
-        sequential = sequential.bind(lambda acc, x=x, log=log: branch(x, log).map(lambda v, acc=acc: (*acc, v)))
+        sequential = sequential.bind(
+            lambda acc, x=x, log=log: branch(x, log).map(lambda v, acc=acc: (*acc, v))
+        )
     assert run(parallel) == run(sequential)
 
 
