@@ -1,0 +1,408 @@
+"""A reader of Prometheus text exposition (``/metrics``) and vLLM's prefix-cache counters.
+
+``parse_prometheus_text`` parses the text format 0.0.4 that ``prometheus_client`` writes (and vLLM
+serves): ``# HELP`` / ``# TYPE`` lines, samples with escaped label values, ``+Inf``/``-Inf``/``NaN``
+values and optional timestamps. Samples are grouped into families: ``name_total``/``name_created``
+belong to counter ``name``; ``name_bucket``/``name_sum``/``name_count`` to histogram or summary
+``name``.
+
+``VLLMMetrics.from_text`` picks vLLM's engine-side cache numbers out of a scrape, summing over
+label sets (several engines, several models); ``VLLMMetrics.delta(before, after)`` turns two
+scrapes into what happened in between, which is how benchmarks report engine-side hit rates.
+
+vLLM metric names read (v1 engine, ``vllm/v1/metrics/loggers.py``):
+
+    vllm:prefix_cache_queries_total        counter  prompt tokens looked up in the prefix cache
+    vllm:prefix_cache_hits_total           counter  of those, tokens found cached
+    vllm:gpu_prefix_cache_queries_total    counter  the same before vLLM 0.9 (deprecated names)
+    vllm:gpu_prefix_cache_hits_total       counter
+    vllm:prompt_tokens_total               counter  prompt tokens of finished prefills
+    vllm:prompt_tokens_cached_total        counter  of those, served from a cache (newer vLLM)
+    vllm:prompt_tokens_by_source_total     counter  split by source=local_compute|local_cache_hit|
+                                                    external_kv_transfer (newer vLLM)
+    vllm:generation_tokens_total           counter
+    vllm:num_preemptions_total             counter
+    vllm:num_requests_running              gauge
+    vllm:num_requests_waiting              gauge
+    vllm:kv_cache_usage_perc               gauge    (older: vllm:gpu_cache_usage_perc)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from agentflow.errors import EngineRequestError
+
+__all__ = [
+    "MetricFamily",
+    "MetricType",
+    "PrometheusText",
+    "Sample",
+    "VLLMMetrics",
+    "VLLMMetricsDelta",
+    "parse_prometheus_text",
+]
+
+MetricType = Literal["counter", "gauge", "histogram", "summary", "untyped"]
+
+_TYPES: Mapping[str, MetricType] = {
+    "counter": "counter",
+    "gauge": "gauge",
+    "histogram": "histogram",
+    "summary": "summary",
+    "untyped": "untyped",
+}
+_SUFFIXES: Mapping[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("_sum", "_count", "_created"),
+    "gauge": (),
+    "untyped": (),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sample line: ``name{labels} value [timestamp]``."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricFamily:
+    """The samples of one metric, with its declared type and help text."""
+
+    name: str
+    type: MetricType
+    help: str
+    samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusText:
+    """A parsed scrape: metric families by name, in the order they appeared."""
+
+    families: Mapping[str, MetricFamily]
+
+    def samples(self, sample_name: str) -> tuple[Sample, ...]:
+        """Every sample named exactly ``sample_name`` (e.g. ``vllm:prompt_tokens_total``)."""
+        return tuple(s for family in self.families.values() for s in family.samples if s.name == sample_name)
+
+    def total(self, sample_name: str, **labels: str) -> float | None:
+        """Sum of the samples named ``sample_name`` whose labels include ``labels``.
+
+        Returns ``None`` when no sample matches, so an absent metric is not mistaken for zero.
+        """
+        matching = [
+            s.value
+            for s in self.samples(sample_name)
+            if all(s.labels.get(key) == value for key, value in labels.items())
+        ]
+        return math.fsum(matching) if matching else None
+
+
+class _Cursor:
+    """A position in one line of exposition text, for the label parser."""
+
+    def __init__(self, text: str, lineno: int) -> None:
+        self.text = text
+        self.pos = 0
+        self.lineno = lineno
+
+    def error(self, message: str) -> EngineRequestError:
+        return EngineRequestError(
+            f"cannot parse Prometheus metrics line {self.lineno} ({self.text!r}): {message}; "
+            "is the URL a Prometheus text endpoint such as <server>/metrics?"
+        )
+
+    def skip_spaces(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t":
+            self.pos += 1
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            raise self.error(f"expected {char!r} at column {self.pos + 1}")
+        self.pos += 1
+
+    def name(self) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] in "_:"):
+            self.pos += 1
+        if start == self.pos or self.text[start].isdigit():
+            raise self.error(f"expected a metric or label name at column {start + 1}")
+        return self.text[start : self.pos]
+
+    def quoted(self) -> str:
+        self.expect('"')
+        out: list[str] = []
+        while True:
+            if self.pos >= len(self.text):
+                raise self.error("unterminated label value")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == '"':
+                return "".join(out)
+            if char == "\\":
+                if self.pos >= len(self.text):
+                    raise self.error("dangling backslash in label value")
+                escaped = self.text[self.pos]
+                self.pos += 1
+                out.append({"n": "\n", "\\": "\\", '"': '"'}.get(escaped, "\\" + escaped))
+            else:
+                out.append(char)
+
+    def labels(self) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        if self.peek() != "{":
+            return labels
+        self.pos += 1
+        while True:
+            self.skip_spaces()
+            if self.peek() == "}":
+                self.pos += 1
+                return labels
+            key = self.name()
+            self.skip_spaces()
+            self.expect("=")
+            self.skip_spaces()
+            labels[key] = self.quoted()
+            self.skip_spaces()
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != "}":
+                raise self.error(f"expected ',' or '}}' at column {self.pos + 1}")
+
+
+def _parse_value(text: str, cursor: _Cursor) -> float:
+    lowered = text.lower()
+    if lowered in ("+inf", "inf"):
+        return math.inf
+    if lowered == "-inf":
+        return -math.inf
+    if lowered == "nan":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise cursor.error(f"bad sample value {text!r}") from exc
+
+
+def _parse_sample(line: str, lineno: int) -> Sample:
+    cursor = _Cursor(line, lineno)
+    name = cursor.name()
+    labels = cursor.labels()
+    rest = line[cursor.pos :].split()
+    if not rest or len(rest) > 2:
+        raise cursor.error("expected a value and an optional timestamp after the name")
+    value = _parse_value(rest[0], cursor)
+    timestamp: int | None = None
+    if len(rest) == 2:
+        try:
+            timestamp = int(rest[1])
+        except ValueError as exc:
+            raise cursor.error(f"bad timestamp {rest[1]!r}") from exc
+    return Sample(name, labels, value, timestamp)
+
+
+def _family_of(sample_name: str, types: Mapping[str, MetricType]) -> str:
+    if sample_name in types:
+        return sample_name
+    for family_type in ("counter", "histogram", "summary"):
+        for suffix in _SUFFIXES[family_type]:
+            if sample_name.endswith(suffix):
+                base = sample_name[: -len(suffix)]
+                if types.get(base) == family_type:
+                    return base
+    return sample_name
+
+
+def parse_prometheus_text(text: str) -> PrometheusText:
+    """Parse Prometheus text exposition format 0.0.4 into metric families.
+
+    Args:
+        text: The body of a ``/metrics`` response.
+
+    Returns:
+        The families by name. A sample without a ``# TYPE`` line forms an ``untyped`` family.
+
+    Raises:
+        EngineRequestError: A line is not valid exposition text (the message names the line).
+    """
+    types: dict[str, MetricType] = {}
+    helps: dict[str, str] = {}
+    samples: dict[str, list[Sample]] = {}
+    order: list[str] = []
+    # Lines end in "\n" only: label values may hold other line-breaking characters.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip(" \t\r")
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line[1:].split(None, 3)
+            if len(parts) >= 3 and parts[0] in ("HELP", "TYPE"):
+                keyword, name = parts[0], parts[1]
+                rest = " ".join(parts[2:])
+                if keyword == "TYPE":
+                    kind = _TYPES.get(rest.strip())
+                    if kind is None:
+                        raise _Cursor(raw, lineno).error(f"unknown metric type {rest.strip()!r}")
+                    types[name] = kind
+                else:
+                    helps[name] = rest.replace("\\n", "\n").replace("\\\\", "\\")
+                if name not in samples:
+                    samples[name] = []
+                    order.append(name)
+            continue
+        sample = _parse_sample(line, lineno)
+        family = _family_of(sample.name, types)
+        if family not in samples:
+            samples[family] = []
+            order.append(family)
+        samples[family].append(sample)
+    families = {
+        name: MetricFamily(name, types.get(name, "untyped"), helps.get(name, ""), tuple(samples[name]))
+        for name in order
+    }
+    return PrometheusText(families)
+
+
+def _first(scrape: PrometheusText, names: Iterable[str]) -> float | None:
+    for name in names:
+        value = scrape.total(name)
+        if value is not None:
+            return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class VLLMMetricsDelta:
+    """What a vLLM server did between two scrapes (counters subtracted).
+
+    Attributes:
+        prefix_cache_queries: Prompt tokens looked up in the prefix cache.
+        prefix_cache_hits: Of those, tokens found cached.
+        prompt_tokens: Prompt tokens prefilled or reused.
+        cached_prompt_tokens: Prompt tokens served from a cache, when the server reports them.
+        generation_tokens: Generated tokens.
+        preemptions: Requests preempted (evicted and recomputed later).
+    """
+
+    prefix_cache_queries: float
+    prefix_cache_hits: float
+    prompt_tokens: float
+    cached_prompt_tokens: float | None
+    generation_tokens: float
+    preemptions: float
+
+    @property
+    def hit_rate(self) -> float | None:
+        """``prefix_cache_hits / prefix_cache_queries``, or ``None`` when nothing was queried."""
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else None
+
+    @property
+    def cached_fraction(self) -> float | None:
+        """``cached_prompt_tokens / prompt_tokens``, or ``None`` when unknown or no prompts ran."""
+        if self.cached_prompt_tokens is None or not self.prompt_tokens:
+            return None
+        return self.cached_prompt_tokens / self.prompt_tokens
+
+
+def _counter_delta(before: float, after: float) -> float:
+    # A counter that went down means the server restarted: the new value is all that happened since.
+    return after - before if after >= before else after
+
+
+@dataclass(frozen=True, slots=True)
+class VLLMMetrics:
+    """vLLM's engine-side cache and queue numbers from one ``/metrics`` scrape.
+
+    Counters are cumulative since the server started and summed over every label set (engines,
+    models). Missing counters read as 0, except ``cached_prompt_tokens`` and ``kv_cache_usage``,
+    which stay ``None`` on vLLM versions that do not export them.
+
+    Attributes:
+        prefix_cache_queries: Prompt tokens looked up in the prefix cache.
+        prefix_cache_hits: Of those, tokens found cached.
+        prompt_tokens: Prompt tokens of all requests.
+        cached_prompt_tokens: Prompt tokens served from a cache (local hits plus KV transfers).
+        generation_tokens: Generated tokens.
+        preemptions: Requests preempted so far.
+        requests_running: Requests in the running batch now.
+        requests_waiting: Requests queued now.
+        kv_cache_usage: Fraction of KV-cache blocks in use now (0..1).
+    """
+
+    prefix_cache_queries: float = 0.0
+    prefix_cache_hits: float = 0.0
+    prompt_tokens: float = 0.0
+    cached_prompt_tokens: float | None = None
+    generation_tokens: float = 0.0
+    preemptions: float = 0.0
+    requests_running: float = 0.0
+    requests_waiting: float = 0.0
+    kv_cache_usage: float | None = None
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Cumulative prefix-cache hit rate in tokens, or ``None`` before any query."""
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else None
+
+    @classmethod
+    def from_scrape(cls, scrape: PrometheusText) -> VLLMMetrics:
+        """Pick vLLM's numbers out of a parsed scrape (both current and pre-0.9 metric names)."""
+        cached = scrape.total("vllm:prompt_tokens_cached_total")
+        if cached is None:
+            local = scrape.total("vllm:prompt_tokens_by_source_total", source="local_cache_hit")
+            external = scrape.total("vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
+            if local is not None or external is not None:
+                cached = (local or 0.0) + (external or 0.0)
+        return cls(
+            prefix_cache_queries=_first(
+                scrape, ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total")
+            )
+            or 0.0,
+            prefix_cache_hits=_first(
+                scrape, ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total")
+            )
+            or 0.0,
+            prompt_tokens=scrape.total("vllm:prompt_tokens_total") or 0.0,
+            cached_prompt_tokens=cached,
+            generation_tokens=scrape.total("vllm:generation_tokens_total") or 0.0,
+            preemptions=scrape.total("vllm:num_preemptions_total") or 0.0,
+            requests_running=scrape.total("vllm:num_requests_running") or 0.0,
+            requests_waiting=scrape.total("vllm:num_requests_waiting") or 0.0,
+            kv_cache_usage=_first(scrape, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> VLLMMetrics:
+        """Parse a ``/metrics`` body and pick vLLM's numbers out of it."""
+        return cls.from_scrape(parse_prometheus_text(text))
+
+    @staticmethod
+    def delta(before: VLLMMetrics, after: VLLMMetrics) -> VLLMMetricsDelta:
+        """What happened between two scrapes.
+
+        A counter lower in ``after`` than in ``before`` means the server restarted in between; the
+        delta is then ``after``'s value (everything counted since the restart).
+        """
+        cached: float | None = None
+        if after.cached_prompt_tokens is not None:
+            cached = _counter_delta(before.cached_prompt_tokens or 0.0, after.cached_prompt_tokens)
+        return VLLMMetricsDelta(
+            prefix_cache_queries=_counter_delta(before.prefix_cache_queries, after.prefix_cache_queries),
+            prefix_cache_hits=_counter_delta(before.prefix_cache_hits, after.prefix_cache_hits),
+            prompt_tokens=_counter_delta(before.prompt_tokens, after.prompt_tokens),
+            cached_prompt_tokens=cached,
+            generation_tokens=_counter_delta(before.generation_tokens, after.generation_tokens),
+            preemptions=_counter_delta(before.preemptions, after.preemptions),
+        )

@@ -1,0 +1,127 @@
+"""Retry policy for HTTP engines: jittered exponential backoff that honours ``Retry-After``.
+
+The policy is a frozen value with pure methods, so the delay arithmetic is tested without a clock;
+the engine that owns the HTTP client does the sleeping.
+
+    attempt:   1      2        3            4
+    base:      d      d*m      d*m^2        d*m^3     (capped at max_delay)
+    delay:     base * (1 - jitter) + uniform(0, base * jitter)
+    Retry-After: when the server sends one, the delay is exactly what it asks for
+                 (a request for more than ``max_retry_after`` ends the retries at once).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from agentflow.errors import ConfigError
+
+__all__ = ["RetryEvent", "RetryPolicy", "parse_retry_after"]
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth retrying: timeouts, conflicts on overload, rate limits and server errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently an engine retries a failed HTTP request.
+
+    Attributes:
+        attempts: Total tries including the first one (1 = never retry).
+        initial_delay: Backoff base in seconds before the second try.
+        multiplier: Growth factor of the base per further try.
+        max_delay: Upper bound of a computed backoff, in seconds.
+        jitter: Fraction of each delay that is randomized (0 = none, 1 = full jitter).
+        max_retry_after: The longest ``Retry-After`` the engine will honour; a server asking for
+            more ends the retries with an error naming the requested wait.
+    """
+
+    attempts: int = 4
+    initial_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 20.0
+    jitter: float = 0.5
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise ConfigError(
+                "RetryPolicy delays must be >= 0, got "
+                f"initial_delay={self.initial_delay}, max_delay={self.max_delay}, "
+                f"max_retry_after={self.max_retry_after}"
+            )
+        if self.multiplier < 1:
+            raise ConfigError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier}")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"RetryPolicy.jitter must be within [0, 1], got {self.jitter}")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The jittered delay after failed try number ``attempt`` (1-based), without Retry-After."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempt - 1))
+        return base * (1 - self.jitter) + rng.uniform(0, base * self.jitter)
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float | None:
+        """The delay before the next try, or ``None`` when the policy says to stop.
+
+        Args:
+            attempt: The 1-based number of the try that just failed.
+            retry_after: Seconds the server asked to wait (``Retry-After``), if it sent any.
+            rng: Source of jitter (seeded in tests).
+        """
+        if attempt >= self.attempts:
+            return None
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                return None
+            return max(0.0, retry_after)
+        return self.backoff(attempt, rng)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """One retry an engine is about to make, reported to an ``on_retry`` callback.
+
+    Attributes:
+        url: The request URL.
+        attempt: The 1-based number of the try that failed.
+        delay_s: Seconds the engine will wait before the next try.
+        reason: What failed, e.g. ``HTTP 503`` or ``ConnectError``.
+        retry_after: The server's ``Retry-After`` in seconds, if it sent one.
+    """
+
+    url: str
+    attempt: int
+    delay_s: float
+    reason: str
+    retry_after: float | None = None
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date).
+
+    Returns ``None`` when the header is absent or unparseable; a date in the past gives ``0.0``.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())
