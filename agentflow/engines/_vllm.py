@@ -1,0 +1,441 @@
+"""``VLLMEngine``: vLLM's v1 ``AsyncLLM`` in this process (GPU; extra ``agentflow[vllm]``).
+
+vLLM is imported lazily: building a ``VLLMEngine`` without vLLM installed raises an
+``EngineUnavailableError`` naming the extra to install, and nothing in agentflow imports vLLM
+otherwise. The engine itself (``AsyncLLM.from_engine_args(AsyncEngineArgs(model=..., **args))``)
+is built on first use, in a worker thread, because loading a model blocks for a long time.
+
+The translation from agentflow's request to vLLM's is a set of pure functions (``sampling_spec``,
+``make_sampling_params``, ``vllm_prompt``, ``usage_from_output``) tested without vLLM:
+
+    GenerationRequest              vLLM
+    prompt                         {"prompt": text}
+    messages                       {"prompt": tokenizer.apply_chat_template(..., add_generation_prompt=True)}
+    hints.tenant (salted)          {"cache_salt": ...} in the prompt dict
+    max_tokens/temperature/...     SamplingParams(max_tokens=..., temperature=..., top_p=..., stop=..., seed=...)
+    json_schema                    SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))
+                                   (vLLM < 0.11: guided_decoding=GuidedDecodingParams(json=schema))
+    hints.priority                 generate(..., priority=p)  (only with scheduling_policy="priority")
+    usage.cached_tokens            RequestOutput.num_cached_tokens
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import anyio
+
+from agentflow.engines._openai import SecretHandle, _reveal, cache_salt_for
+from agentflow.engines._types import (
+    Capabilities,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    JsonSchema,
+    Usage,
+)
+from agentflow.errors import ConfigError, EngineError, EngineRequestError, EngineUnavailableError
+
+__all__ = [
+    "SamplingSpec",
+    "VLLMApi",
+    "VLLMEngine",
+    "finish_reason_from_vllm",
+    "make_sampling_params",
+    "require_vllm",
+    "sampling_spec",
+    "usage_from_output",
+    "vllm_prompt",
+]
+
+OutputKind = Literal["delta", "final_only"]
+ConstraintField = Literal["structured_outputs", "guided_decoding"]
+
+_INSTALL_HINT = (
+    "VLLMEngine needs vLLM, which is not installed: install the extra with "
+    "`pip install 'agentflow[vllm]'` (vLLM runs on an NVIDIA GPU with CUDA); "
+    "or serve the model with `vllm serve` and use OpenAIEngine (openai:<base_url>#<model>)"
+)
+
+
+def require_vllm() -> None:
+    """Raise ``EngineUnavailableError`` naming the extra to install when vLLM is missing."""
+    if importlib.util.find_spec("vllm") is None:
+        raise EngineUnavailableError(_INSTALL_HINT)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingSpec:
+    """vLLM ``SamplingParams`` arguments, as plain data.
+
+    Attributes:
+        kwargs: Keyword arguments of ``SamplingParams`` (without ``output_kind`` and constraint).
+        output_kind: ``delta`` for streaming, ``final_only`` for one result.
+        json_schema: The JSON Schema to constrain the output to, if any.
+    """
+
+    kwargs: Mapping[str, object]
+    output_kind: OutputKind
+    json_schema: JsonSchema | None = None
+
+
+def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
+    """The ``SamplingParams`` arguments of ``request`` (pure)."""
+    kwargs: dict[str, object] = {
+        "n": 1,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+    }
+    if request.stop:
+        kwargs["stop"] = list(request.stop)
+    if request.seed is not None:
+        kwargs["seed"] = request.seed
+    return SamplingSpec(kwargs, "delta" if stream else "final_only", request.json_schema)
+
+
+class _ParamsFactory(Protocol):
+    def __call__(self, **kwargs: object) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VLLMApi:
+    """The vLLM classes the engine builds requests with (found once at start-up).
+
+    Attributes:
+        sampling_params: ``vllm.SamplingParams``.
+        output_kinds: ``RequestOutputKind.DELTA`` / ``FINAL_ONLY`` by our name.
+        constraint_field: ``structured_outputs`` (vLLM >= 0.11) or ``guided_decoding`` (older).
+        constraint_params: ``StructuredOutputsParams`` or ``GuidedDecodingParams``.
+    """
+
+    sampling_params: _ParamsFactory
+    output_kinds: Mapping[OutputKind, object]
+    constraint_field: ConstraintField
+    constraint_params: _ParamsFactory
+
+
+def make_sampling_params(spec: SamplingSpec, api: VLLMApi) -> object:
+    """Build vLLM ``SamplingParams`` from a spec with the classes in ``api``."""
+    kwargs = dict(spec.kwargs)
+    kwargs["output_kind"] = api.output_kinds[spec.output_kind]
+    if spec.json_schema is not None:
+        kwargs[api.constraint_field] = api.constraint_params(json=dict(spec.json_schema))
+    return api.sampling_params(**kwargs)
+
+
+def _load_api() -> VLLMApi:
+    require_vllm()
+    try:
+        vllm = importlib.import_module("vllm")
+        sampling = importlib.import_module("vllm.sampling_params")
+    except Exception as exc:
+        raise EngineUnavailableError(
+            f"vLLM is installed but failed to import ({exc}); reinstall agentflow[vllm]"
+        ) from exc
+    kinds = sampling.RequestOutputKind
+    if hasattr(sampling, "StructuredOutputsParams"):
+        return VLLMApi(
+            vllm.SamplingParams,
+            {"delta": kinds.DELTA, "final_only": kinds.FINAL_ONLY},
+            "structured_outputs",
+            sampling.StructuredOutputsParams,
+        )
+    return VLLMApi(
+        vllm.SamplingParams,
+        {"delta": kinds.DELTA, "final_only": kinds.FINAL_ONLY},
+        "guided_decoding",
+        sampling.GuidedDecodingParams,
+    )
+
+
+def vllm_prompt(text: str, cache_salt: str | None) -> dict[str, str]:
+    """The prompt dict vLLM's ``generate`` takes (``TextPrompt``), salted when ``cache_salt``."""
+    prompt = {"prompt": text}
+    if cache_salt is not None:
+        prompt["cache_salt"] = cache_salt
+    return prompt
+
+
+def finish_reason_from_vllm(reason: str | None) -> FinishReason:
+    """vLLM's ``CompletionOutput.finish_reason`` in agentflow's terms (``abort`` is an error)."""
+    if reason == "length":
+        return "length"
+    if reason == "abort":
+        return "error"
+    return "stop"
+
+
+def usage_from_output(
+    prompt_token_ids: Sequence[int] | None,
+    num_cached_tokens: int | None,
+    completion_tokens: int,
+    *,
+    queue_s: float,
+    ttft_s: float,
+    total_s: float,
+) -> Usage:
+    """Usage from a vLLM ``RequestOutput``: ``num_cached_tokens`` is the prefix-cache hit."""
+    prompt = len(prompt_token_ids) if prompt_token_ids is not None else 0
+    cached = max(0, min(num_cached_tokens or 0, prompt))
+    return Usage(
+        prompt_tokens=prompt,
+        cached_tokens=cached,
+        computed_tokens=prompt - cached,
+        completion_tokens=completion_tokens,
+        queue_s=queue_s,
+        ttft_s=ttft_s,
+        total_s=total_s,
+    )
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one request produced so far (mutated while its outputs arrive)."""
+
+    submitted: float
+    started: float = 0.0
+    first_token: float | None = None
+    completion_tokens: int = 0
+    prompt_token_ids: Sequence[int] | None = None
+    num_cached_tokens: int | None = None
+    finish: str | None = None
+    pieces: list[str] = field(default_factory=list)
+
+    def usage(self) -> Usage:
+        now = time.monotonic()
+        return usage_from_output(
+            self.prompt_token_ids,
+            self.num_cached_tokens,
+            self.completion_tokens,
+            queue_s=self.started - self.submitted,
+            ttft_s=(self.first_token if self.first_token is not None else now) - self.submitted,
+            total_s=now - self.submitted,
+        )
+
+
+class VLLMEngine:
+    """vLLM's ``AsyncLLM`` in this process.
+
+    Example:
+        >>> engine = VLLMEngine("HuggingFaceTB/SmolLM2-135M-Instruct", engine_args={"gpu_memory_utilization": 0.3})  # doctest: +SKIP
+        >>> await engine.generate(GenerationRequest(prompt="Hello", max_tokens=8))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        engine_args: Mapping[str, object] | None = None,
+        cache_salt_per_tenant: bool = False,
+        cache_salt_secret: SecretHandle | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Check that vLLM is importable and remember the configuration; the model loads on first use.
+
+        Args:
+            model: A Hugging Face model id or local path.
+            engine_args: Further ``AsyncEngineArgs`` fields (``gpu_memory_utilization``,
+                ``max_model_len``, ``load_format="dummy"``, ``scheduling_policy="priority"``...).
+            cache_salt_per_tenant: Salt the prefix cache per ``hints.tenant``.
+            cache_salt_secret: Key for tenant salts (random per engine when absent).
+            max_concurrency: Requests submitted at once (default ``max_num_seqs`` or 256).
+
+        Raises:
+            EngineUnavailableError: vLLM is not installed.
+            ConfigError: A bad option.
+        """
+        require_vllm()
+        if not model:
+            raise ConfigError("VLLMEngine needs a model (vllm:<model>), got ''")
+        args = dict(engine_args or {})
+        if "model" in args:
+            raise ConfigError("pass the model as VLLMEngine(model, ...), not inside engine_args")
+        self._model = model
+        self._args = args
+        max_num_seqs = args.get("max_num_seqs")
+        self._slots = max_concurrency or (max_num_seqs if isinstance(max_num_seqs, int) else 256)
+        self._priority = args.get("scheduling_policy") == "priority"
+        block = args.get("block_size")
+        self._block_size = block if isinstance(block, int) else 16
+        self._prefix_cache = args.get("enable_prefix_caching", True) is not False
+        self._salt_secret: bytes | None = None
+        if cache_salt_per_tenant:
+            self._salt_secret = (
+                _reveal(cache_salt_secret).encode("utf-8")
+                if cache_salt_secret is not None
+                else os.urandom(32)
+            )
+        # Built by start(); live until aclose().
+        self._llm: object | None = None
+        self._api: VLLMApi | None = None
+        self._tokenizer: object | None = None
+        self._start_lock = anyio.Lock()
+        self._limiter = anyio.CapacityLimiter(self._slots)
+
+    def __repr__(self) -> str:
+        return f"VLLMEngine(model={self._model!r}, started={self._llm is not None})"
+
+    @property
+    def name(self) -> str:
+        """``vllm:<model>``."""
+        return f"vllm:{self._model}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Block prefix cache, structured outputs; priority only with ``scheduling_policy="priority"``."""
+        return Capabilities(
+            prefix_cache="block" if self._prefix_cache else "none",
+            slots=self._slots,
+            structured_output=True,
+            priority=self._priority,
+            block_size=self._block_size,
+        )
+
+    async def start(self) -> None:
+        """Load the model (``AsyncLLM.from_engine_args``) unless already loaded."""
+        async with self._start_lock:
+            if self._llm is not None:
+                return
+            api = _load_api()
+            try:
+                engine_mod = importlib.import_module("vllm.engine.arg_utils")
+                async_llm_mod = importlib.import_module("vllm.v1.engine.async_llm")
+                engine_args = engine_mod.AsyncEngineArgs(model=self._model, **self._args)
+                build: Callable[[], object] = lambda: async_llm_mod.AsyncLLM.from_engine_args(engine_args)  # noqa: E731
+                llm = await anyio.to_thread.run_sync(build)
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise EngineUnavailableError(
+                    f"vLLM could not start model {self._model!r} with engine_args {self._args}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            self._api = api
+            self._llm = llm
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """Run one request to completion."""
+        progress = _Progress(submitted=time.monotonic())
+        async for _ in self._run(request, progress, stream=False):
+            pass
+        return Completion(
+            text="".join(progress.pieces),
+            usage=progress.usage(),
+            finish_reason=finish_reason_from_vllm(progress.finish),
+            model=self._model,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Run one request, yielding text as vLLM produces it; the last chunk carries usage."""
+        progress = _Progress(submitted=time.monotonic())
+        async for piece in self._run(request, progress, stream=True):
+            if piece:
+                yield Chunk(text=piece)
+        yield Chunk(text="", usage=progress.usage(), finish_reason=finish_reason_from_vllm(progress.finish))
+
+    async def tokenize(self, text: str) -> Sequence[int]:
+        """Token ids of ``text`` from the model's tokenizer (with its special-token defaults)."""
+        tokenizer = await self._get_tokenizer()
+        encode: Callable[[str], list[int]] = tokenizer.encode  # type: ignore[attr-defined]
+        return list(encode(text))
+
+    async def render(self, request: GenerationRequest) -> str:
+        """The exact prompt: the text itself, or the model's chat template applied to ``messages``."""
+        if request.prompt is not None:
+            return request.prompt
+        assert request.messages is not None
+        tokenizer = await self._get_tokenizer()
+        apply: Callable[..., str] = tokenizer.apply_chat_template  # type: ignore[attr-defined]
+        return apply(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+
+    async def aclose(self) -> None:
+        """Shut vLLM down (engine-core process and GPU memory)."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            shutdown: Callable[[], None] = llm.shutdown  # type: ignore[attr-defined]
+            await anyio.to_thread.run_sync(shutdown)
+
+    # ---- internals ---------------------------------------------------------------------
+
+    async def _get_tokenizer(self) -> object:
+        await self.start()
+        if self._tokenizer is None:
+            getter = getattr(self._llm, "get_tokenizer", None)
+            tokenizer = getter() if getter is not None else getattr(self._llm, "tokenizer", None)
+            if inspect.isawaitable(tokenizer):
+                tokenizer = await tokenizer
+            if tokenizer is None:
+                raise EngineUnavailableError(
+                    f"{self.name}: this vLLM version exposes no tokenizer on AsyncLLM"
+                )
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    async def _run(
+        self, request: GenerationRequest, progress: _Progress, *, stream: bool
+    ) -> AsyncIterator[str]:
+        await self.start()
+        assert self._llm is not None and self._api is not None
+        text = await self.render(request)
+        salt = (
+            cache_salt_for(self._salt_secret, request.hints.tenant)
+            if self._salt_secret is not None and request.hints.tenant is not None
+            else None
+        )
+        params = make_sampling_params(sampling_spec(request, stream=stream), self._api)
+        priority = request.hints.priority if self._priority and request.hints.priority is not None else 0
+        request_id = f"agentflow-{uuid.uuid4().hex}"
+        generate: Callable[..., AsyncIterator[object]] = self._llm.generate  # type: ignore[attr-defined]
+        async with self._limiter:
+            progress.started = time.monotonic()
+            try:
+                async for output in generate(vllm_prompt(text, salt), params, request_id, priority=priority):
+                    piece = self._absorb(output, progress)
+                    if piece:
+                        yield piece
+            except EngineError:
+                raise
+            except Exception as exc:
+                dead = type(exc).__name__ == "EngineDeadError"
+                error_cls = EngineUnavailableError if dead else EngineRequestError
+                raise error_cls(
+                    f"{self.name}: request {request_id} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    @staticmethod
+    def _absorb(output: object, progress: _Progress) -> str:
+        """Fold one ``RequestOutput`` into ``progress``; return the new text."""
+        prompt_ids = getattr(output, "prompt_token_ids", None)
+        if prompt_ids is not None:
+            progress.prompt_token_ids = prompt_ids
+        cached = getattr(output, "num_cached_tokens", None)
+        if cached is not None:
+            progress.num_cached_tokens = cached
+        completions = getattr(output, "outputs", None) or []
+        if not completions:
+            return ""
+        first = completions[0]
+        token_ids = getattr(first, "token_ids", None) or []
+        if token_ids and progress.first_token is None:
+            progress.first_token = time.monotonic()
+        progress.completion_tokens += len(token_ids)
+        reason = getattr(first, "finish_reason", None)
+        if reason is not None:
+            progress.finish = str(reason)
+        piece = getattr(first, "text", "") or ""
+        progress.pieces.append(piece)
+        return piece
