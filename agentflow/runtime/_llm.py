@@ -1,0 +1,235 @@
+"""LLM calls as flows: ``generate`` (text) and ``infer`` (typed, validated by pydantic).
+
+Both read the engine from the run's ``RunContext`` and record an ``llm.call`` trace event with the
+completion's usage (never the prompt or output text unless the run opts in). ``infer`` turns a
+pydantic model into JSON Schema, asks the engine for constrained output, validates it, and on
+failure asks again with the validation error in the conversation (bounded by ``max_repairs``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agentflow.dsl import Err, Event, Flow, Ok
+from agentflow.dsl._flow import Env, Res
+from agentflow.dsl._outcome import State
+from agentflow.engines import Completion, Engine, GenerationRequest, Message, RequestHints
+from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
+
+from ._context import RunContext
+
+M = TypeVar("M", bound=BaseModel)
+
+Prompt = str | Sequence[Message]
+"""A user prompt: plain text (one user message) or a list of chat messages."""
+
+
+def _engine_of(env: Env) -> Engine:
+    ctx = env.ctx
+    engine = ctx.engine if isinstance(ctx, RunContext) else None
+    if engine is None:
+        raise ConfigError(
+            "this step calls an LLM but the run has no engine; run it with "
+            "agentflow.run(flow, engine='llamacpp:default') or RunContext(engine=...)",
+            where=env.path or "<root>",
+        )
+    return engine
+
+
+def _messages(prompt: Prompt, system: str | None) -> tuple[Message, ...]:
+    msgs: list[Message] = []
+    if system:
+        msgs.append(Message("system", system))
+    if isinstance(prompt, str):
+        msgs.append(Message("user", prompt))
+    else:
+        msgs.extend(prompt)
+    return tuple(msgs)
+
+
+def _hints(env: Env, hints: RequestHints | None) -> RequestHints:
+    if hints is not None:
+        return hints
+    return RequestHints(workflow_id=env.ctx.run_id or None, agent=env.path or None)
+
+
+def _record(env: Env, engine: Engine, completion: Completion, t0: float, **extra: object) -> None:
+    u = completion.usage
+    env.log.append(
+        Event(
+            "llm.call",
+            env.path,
+            time.time(),
+            {
+                "engine": engine.name,
+                "model": completion.model,
+                "prompt_tokens": u.prompt_tokens,
+                "cached_tokens": u.cached_tokens,
+                "computed_tokens": u.computed_tokens,
+                "completion_tokens": u.completion_tokens,
+                "queue_s": u.queue_s,
+                "ttft_s": u.ttft_s,
+                "total_s": u.total_s,
+                "started": t0,
+                "finish_reason": completion.finish_reason,
+                **extra,
+            },
+        )
+    )
+
+
+async def _call(env: Env, engine: Engine, request: GenerationRequest, **extra: object) -> Completion:
+    t0 = time.time()
+    completion = await engine.generate(request)
+    _record(env, engine, completion, t0, **extra)
+    return completion
+
+
+def generate(
+    prompt: Prompt,
+    *,
+    system: str | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    hints: RequestHints | None = None,
+) -> Flow[Completion]:
+    """One LLM call through the run's engine; yields the ``Completion`` (text + usage).
+
+    Engine failures become ``Err(EngineError)``; the call is recorded as an ``llm.call`` event.
+    """
+
+    async def leaf(env: Env, state: State) -> Res:
+        try:
+            engine = _engine_of(env)
+            request = GenerationRequest(
+                messages=_messages(prompt, system),
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=tuple(stop),
+                seed=seed,
+                hints=_hints(env, hints),
+            )
+            return Ok(await _call(env, engine, request), state)
+        except Exception as exc:
+            return Err(_engine_error(exc, env), state)
+
+    return Flow(leaf)
+
+
+def _engine_error(exc: Exception, env: Env) -> AgentflowError:
+    if isinstance(exc, AgentflowError):
+        return exc.at(env.path or "<root>")
+    err = EngineError(f"engine call failed: {type(exc).__name__}: {exc}", where=env.path or "<root>")
+    err.__cause__ = exc
+    return err
+
+
+def schema_instructions(model: type[BaseModel]) -> str:
+    """The system instructions ``infer`` uses: answer with JSON matching the model's schema."""
+    schema = json.dumps(model.model_json_schema(), separators=(",", ":"))
+    return (
+        f"Answer with a single JSON object that matches this JSON Schema, and nothing else.\nSchema: {schema}"
+    )
+
+
+def _short_errors(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def infer(
+    model: type[M],
+    prompt: Prompt,
+    *,
+    system: str | None = None,
+    max_repairs: int = 2,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    hints: RequestHints | None = None,
+) -> Flow[M]:
+    """Ask the engine for a ``model`` instance.
+
+    The model's JSON Schema constrains decoding (llama.cpp grammar, ``response_format`` on
+    OpenAI-compatible servers, vLLM structured outputs) and is stated in the system prompt. The
+    output is validated with pydantic; an invalid answer is sent back with the validation errors
+    and the engine tries again, at most ``max_repairs`` more times.
+
+    Args:
+        model: The pydantic model to produce.
+        prompt: The user prompt (text or messages).
+        system: Extra system instructions, placed before the schema instructions.
+        max_repairs: Additional attempts after an invalid answer.
+        max_tokens: Token budget per attempt.
+        temperature: Sampling temperature.
+        seed: Sampling seed.
+        hints: Scheduling hints (defaults to the run id and step path).
+
+    Returns:
+        A flow yielding the validated instance, or failing with ``InferenceError`` carrying the raw
+        text of the last attempt.
+    """
+    if max_repairs < 0:
+        raise ConfigError(f"infer max_repairs must be >= 0, got {max_repairs}")
+    instructions = schema_instructions(model)
+    sys_text = f"{system}\n\n{instructions}" if system else instructions
+    schema = model.model_json_schema()
+
+    async def leaf(env: Env, state: State) -> Res:
+        try:
+            engine = _engine_of(env)
+        except ConfigError as exc:
+            return Err(exc, state)
+        messages = list(_messages(prompt, sys_text))
+        raw = ""
+        problem = ""
+        attempts = 0
+        for attempt in range(1, max_repairs + 2):
+            attempts = attempt
+            request = GenerationRequest(
+                messages=tuple(messages),
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+                json_schema=schema,
+                hints=_hints(env, hints),
+            )
+            try:
+                completion = await _call(env, engine, request, schema=model.__name__, attempt=attempt)
+            except Exception as exc:
+                return Err(_engine_error(exc, env), state)
+            raw = completion.text
+            try:
+                return Ok(model.model_validate_json(raw), state)
+            except ValidationError as exc:
+                problem = _short_errors(exc)
+            if completion.finish_reason == "length":
+                problem += f" (the answer was cut off at max_tokens={max_tokens})"
+            messages.append(Message("assistant", raw))
+            messages.append(
+                Message(
+                    "user",
+                    f"That answer is not valid: {problem}. Reply again with only the corrected JSON object.",
+                )
+            )
+        return Err(
+            InferenceError(
+                f"no valid {model.__name__} after {attempts} attempt(s): {problem}",
+                raw=raw,
+                attempts=attempts,
+                where=env.path or "<root>",
+            ),
+            state,
+        )
+
+    return Flow(leaf)
