@@ -1,5 +1,42 @@
-"""executors."""
+"""Tools and the parallel function-call executor.
+
+- :class:`Tool`, :func:`tool`, :class:`ToolRegistry`, :class:`ToolView`: tools from typed Python functions or
+  JSON-Schema function specs (OpenAI, BFCL), validated arguments, per-tool timeout / concurrency / retries, and
+  per-agent allowlists.
+- :class:`Task`, :class:`Executor`, :class:`Execution`: the LLMCompiler task fetching unit: tasks with ``$N``
+  references run the moment their dependencies finish, with typed single-pass substitution.
+- :class:`PlanGraph`: DAG analysis (cycles, critical path, steps-to-execution, DOT/JSON export).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._dag import PlanGraph
+from ._executor import Execution, ExecutionReport, Executor
+from ._refs import REF_PATTERN, Ref, find_refs, ref_ids, substitute
+from ._registry import ToolRegistry, ToolView
+from ._schema import JsonSchemaValidator, normalize_schema
+from ._task import Task, TaskResult, TaskStatus
+from ._tool import TOOL_NAME, Tool, ToolFunction, tool
+
+__all__ = [
+    "REF_PATTERN",
+    "TOOL_NAME",
+    "Execution",
+    "ExecutionReport",
+    "Executor",
+    "JsonSchemaValidator",
+    "PlanGraph",
+    "Ref",
+    "Task",
+    "TaskResult",
+    "TaskStatus",
+    "Tool",
+    "ToolFunction",
+    "ToolRegistry",
+    "ToolView",
+    "find_refs",
+    "normalize_schema",
+    "ref_ids",
+    "substitute",
+    "tool",
+]

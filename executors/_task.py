@@ -1,0 +1,126 @@
+"""Tasks (one tool call of a plan) and their results (the observations the executor records)."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import JsonValue
+
+from agentflow.errors import PlanError, StepTimeout, ToolError
+
+from ._refs import ref_ids
+
+__all__ = ["Task", "TaskResult", "TaskStatus"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One tool call of a plan.
+
+    References to earlier results (``$N``, ``${N}``, ``$N.field``; see :mod:`agentflow.executors._refs`) may
+    appear anywhere in the arguments, also inside strings, lists and dict values; they define ``deps``.
+
+    Attributes:
+        id: A positive task id, unique within a run (replans continue the numbering).
+        tool: The tool's registered name (dots allowed).
+        args: Positional arguments; they bind to the tool's parameters in declaration order.
+        kwargs: Keyword arguments.
+        thought: The planner's reasoning that preceded this task, if any.
+        deps: Ids of the tasks this one references (derived, not passed).
+    """
+
+    id: int
+    tool: str
+    args: Sequence[JsonValue] = ()
+    kwargs: Mapping[str, JsonValue] = field(default_factory=dict)
+    thought: str | None = None
+    deps: frozenset[int] = field(init=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id < 1:
+            raise PlanError(f"task id {self.id!r} is invalid; task ids are integers >= 1")
+        if isinstance(self.args, (str, bytes)) or not isinstance(self.args, Sequence):
+            raise PlanError(f"task {self.id}: args must be a list of positional arguments, got {self.args!r}")
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+        deps = ref_ids(list(self.args)) | ref_ids(dict(self.kwargs))
+        if self.id in deps:
+            raise PlanError(f"task {self.id} ({self.tool}) references its own result ${self.id}")
+        object.__setattr__(self, "deps", deps)
+
+    def call_text(self) -> str:
+        """The call as LLMCompiler plan text: ``search("Barack Obama", k=3)``."""
+        parts = [json.dumps(a, ensure_ascii=False) for a in self.args]
+        parts += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in self.kwargs.items()]
+        return f"{self.tool}({', '.join(parts)})"
+
+
+class TaskStatus(enum.StrEnum):
+    """How a task ended."""
+
+    OK = "ok"
+    """The tool returned a value."""
+    ERROR = "error"
+    """The tool raised, or its arguments were invalid (``error`` is a :class:`ToolError`)."""
+    TIMEOUT = "timeout"
+    """The tool or the executor's per-task limit ran out (``error`` is a :class:`StepTimeout`)."""
+    SKIPPED = "skipped"
+    """A dependency did not finish OK, so the tool was never called (``error`` names the dependency)."""
+    CANCELLED = "cancelled"
+    """The task or the whole execution was cancelled before the task finished."""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The observation of one task, with its timeline.
+
+    Times are ``time.perf_counter()`` seconds.
+
+    Attributes:
+        task: The task.
+        status: How it ended.
+        value: The tool's return value (``None`` unless ``status`` is OK).
+        error: Why it did not end OK.
+        ready_at: When its last dependency finished (or when it was added, for a task without dependencies).
+        started_at: When the tool call started (None if it never started).
+        finished_at: When the task ended.
+    """
+
+    task: Task
+    status: TaskStatus
+    value: object = None
+    error: ToolError | StepTimeout | None = None
+    ready_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the tool returned a value."""
+        return self.status is TaskStatus.OK
+
+    @property
+    def dispatch_latency(self) -> float | None:
+        """Seconds from the task becoming ready to its tool call starting (None if it never started)."""
+        return None if self.started_at is None else self.started_at - self.ready_at
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the tool call ran (None if it never started)."""
+        return None if self.started_at is None else self.finished_at - self.started_at
+
+    def observation(self) -> str:
+        """The result as text for a prompt: the value (JSON for lists and dicts) or ``Error: ...``."""
+        if self.status is TaskStatus.OK:
+            if isinstance(self.value, str):
+                return self.value
+            try:
+                return json.dumps(self.value, ensure_ascii=False, default=str)
+            except (TypeError, ValueError):
+                return str(self.value)
+        if self.status is TaskStatus.CANCELLED:
+            return "Error: cancelled"
+        return f"Error: {self.error}"
