@@ -1,0 +1,555 @@
+"""The temporal memory tree: turns and facts under session, period (month) and root nodes.
+
+::
+
+    root
+    ├── period 2023-05                (a month, from its sessions' dates)
+    │   ├── session D1  8 May 2023    (sessions carry their date)
+    │   │   ├── leaf D1:1  "Caroline: Hey Mel! ..."
+    │   │   └── leaf D1:2  ...
+    │   └── session D2 ...
+    └── period 2023-06 ...
+
+Inserting a leaf writes the leaf and marks only its path (session, period, root) dirty, in one
+transaction. Summaries of dirty nodes are recomputed lazily, bottom-up, on ``refresh()`` or before a
+search. Retrieval scores leaves and node summaries with BM25 and propagates session/period scores and
+neighbouring turns' scores to each leaf (see ``agentflow.memory._index``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+from agentflow.memory._index import LEAF, PERIOD, ROOT, SESSION, ScoringWeights, TreeIndex, leaf_text
+from agentflow.memory._models import InsertResult, Leaf, NodeKind, PathNode, SearchHit, from_epoch
+from agentflow.memory._schema import content_hash
+from agentflow.memory._summarize import ExtractiveSummarizer, Summarizer, SyncSummarizer
+
+from agentflow.errors import ConfigError, MemoryStoreError
+
+if TYPE_CHECKING:
+    from agentflow.memory._store import MemoryStore, StoreCore
+
+__all__ = ["NewLeaf", "ScoringWeights", "TemporalMemoryTree", "TemporalTreeCore"]
+
+_KINDS = {ROOT: NodeKind.ROOT, PERIOD: NodeKind.PERIOD, SESSION: NodeKind.SESSION, LEAF: NodeKind.LEAF}
+_LEAF_COLUMNS = "id, key, parent, ts, position, speaker, text, meta"
+SummaryWork = tuple[int, int, list[str]]
+"""A dirty node to summarize: (rowid, dirty generation seen, children's texts)."""
+
+
+def to_epoch(value: datetime, name: str) -> float:
+    """Epoch seconds of an aware datetime; a naive one is taken as UTC."""
+    if not isinstance(value, datetime):
+        raise ConfigError(
+            f"{name}={value!r} is not a datetime; pass a datetime (naive values are read as UTC)"
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+@dataclass(frozen=True)
+class NewLeaf:
+    """One leaf to insert.
+
+    Attributes:
+        text: The turn or fact.
+        session: The session it belongs to (created on first use).
+        at: When it was said; defaults to the session's date.
+        speaker: Who said it.
+        leaf_id: A stable id (``"D3:12"``); derived from the content when omitted.
+        meta: Small string attributes stored with the leaf.
+        session_at: The session's date when this insert creates the session (default: ``at`` or now).
+    """
+
+    text: str
+    session: str
+    at: datetime | None = None
+    speaker: str | None = None
+    leaf_id: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+    session_at: datetime | None = None
+
+
+class TemporalTreeCore:
+    """The synchronous temporal tree over a ``StoreCore``.
+
+    Args:
+        store: The store core.
+        tree_id: The tree's id in the store.
+        summarize: Runs inline on refresh (a ``SyncSummarizer``'s ``summarize_sync``); ``None`` leaves
+            summaries to the async tree (an LLM summarizer).
+        weights: Retrieval weights.
+    """
+
+    def __init__(
+        self,
+        store: StoreCore,
+        tree_id: str,
+        *,
+        summarize: Callable[[Sequence[str]], str] | None = None,
+        weights: ScoringWeights | None = None,
+    ) -> None:
+        if not tree_id:
+            raise ConfigError("tree_id is empty; name the tree, e.g. 'chat-42'")
+        self.store = store
+        self.tree_id = tree_id
+        self.summarize = summarize
+        self.weights = weights or ScoringWeights()
+        # The retrieval cache, loaded on first search and caught up from seq afterwards.
+        self._index = TreeIndex()
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def _begin(self, conn: sqlite3.Connection) -> int:
+        self.store.ensure_tree(conn, self.tree_id, "temporal")
+        return int(
+            conn.execute(
+                "UPDATE trees SET seq = seq + 1 WHERE tree_id = ? RETURNING seq", (self.tree_id,)
+            ).fetchone()[0]
+        )
+
+    def _inner(self, conn: sqlite3.Connection, key: str) -> tuple[int, float, int | None] | None:
+        row = conn.execute(
+            "SELECT id, ts, parent FROM tnodes WHERE tree_id = ? AND key = ?", (self.tree_id, key)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _ensure_inner(
+        self,
+        conn: sqlite3.Connection,
+        level: int,
+        key: str,
+        ts: float,
+        parent: int | None,
+        text: str,
+        seq: int,
+    ) -> tuple[int, float, int | None]:
+        found = self._inner(conn, key)
+        if found is not None:
+            return found
+        cur = conn.execute(
+            "INSERT INTO tnodes (tree_id, key, level, parent, ts, text, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.tree_id, key, level, parent, ts, text, seq),
+        )
+        return (int(cur.lastrowid or 0), ts, parent)
+
+    def _ensure_session(
+        self, conn: sqlite3.Connection, session: str, ts: float, title: str | None, seq: int
+    ) -> tuple[int, float, int | None]:
+        found = self._inner(conn, f"session:{session}")
+        if found is not None:
+            return found
+        root = self._ensure_inner(conn, ROOT, "root", time.time(), None, "", seq)
+        month = datetime.fromtimestamp(ts, tz=UTC)
+        start = month.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        period_key = f"period:{month:%Y-%m}"
+        period = self._ensure_inner(conn, PERIOD, period_key, start, root[0], "", seq)
+        return self._ensure_inner(conn, SESSION, f"session:{session}", ts, period[0], title or session, seq)
+
+    def _insert_one(self, conn: sqlite3.Connection, item: NewLeaf, seq: int) -> InsertResult:
+        if not item.session:
+            raise ConfigError("session is empty; every leaf belongs to a named session")
+        at = None if item.at is None else to_epoch(item.at, "at")
+        digest = content_hash(item.leaf_id, item.session, item.speaker, item.text, at)
+        key = f"leaf:{item.leaf_id if item.leaf_id is not None else digest[:24]}"
+        existing = (
+            conn.execute(
+                f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND content_hash = ?",
+                (self.tree_id, digest),
+            ).fetchone()
+            or conn.execute(
+                f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND key = ?", (self.tree_id, key)
+            ).fetchone()
+        )
+        if existing is not None:
+            leaf = self._leaf(conn, existing)
+            if (leaf.session, leaf.speaker, leaf.text) != (item.session, item.speaker, item.text):
+                raise MemoryStoreError(
+                    f"leaf {leaf.id!r} in tree {self.tree_id!r} already holds different content "
+                    f"({leaf.text[:40]!r}); insert the new content under another leaf_id"
+                )
+            return InsertResult(leaf=leaf, created=False)
+        if item.session_at is not None:
+            session_ts = to_epoch(item.session_at, "session_at")
+        else:
+            session_ts = at if at is not None else time.time()
+        session_id, session_ts, period_id = self._ensure_session(conn, item.session, session_ts, None, seq)
+        ts = at if at is not None else session_ts
+        position = conn.execute(
+            "SELECT COALESCE(MAX(position) + 1, 0) FROM tnodes WHERE parent = ?", (session_id,)
+        ).fetchone()[0]
+        meta = json.dumps(item.meta, sort_keys=True)
+        conn.execute(
+            "INSERT INTO tnodes (tree_id, key, level, parent, ts, position, speaker, text, meta, content_hash, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.tree_id, key, LEAF, session_id, ts, position, item.speaker, item.text, meta, digest, seq),
+        )
+        root_id = conn.execute("SELECT parent FROM tnodes WHERE id = ?", (period_id,)).fetchone()[0]
+        conn.execute(
+            "UPDATE tnodes SET dirty = dirty + 1 WHERE id IN (?, ?, ?)", (session_id, period_id, root_id)
+        )
+        leaf = Leaf(
+            id=key.removeprefix("leaf:"),
+            session=item.session,
+            at=from_epoch(ts),
+            position=position,
+            speaker=item.speaker,
+            text=item.text,
+            meta=dict(item.meta),
+        )
+        return InsertResult(leaf=leaf, created=True)
+
+    def insert(
+        self,
+        text: str,
+        *,
+        session: str,
+        at: datetime | None = None,
+        speaker: str | None = None,
+        leaf_id: str | None = None,
+        meta: dict[str, str] | None = None,
+        session_at: datetime | None = None,
+    ) -> InsertResult:
+        """Insert one leaf in its own transaction; a duplicate returns the stored leaf with ``created=False``."""
+        item = NewLeaf(text, session, at, speaker, leaf_id, dict(meta or {}), session_at)
+        return self.insert_many([item])[0]
+
+    def insert_many(self, items: Sequence[NewLeaf]) -> list[InsertResult]:
+        """Insert several leaves in one transaction (all or none)."""
+        if not items:
+            return []
+        with self.store.write(self.tree_id, f"insert into tree {self.tree_id!r}") as conn:
+            seq = self._begin(conn)
+            return [self._insert_one(conn, item, seq) for item in items]
+
+    def add_session(self, session: str, at: datetime, *, title: str | None = None) -> PathNode:
+        """Create a session dated ``at`` (under its month's period); an existing one is returned as is."""
+        ts = to_epoch(at, "at")
+        with self.store.write(self.tree_id, f"add session to tree {self.tree_id!r}") as conn:
+            seq = self._begin(conn)
+            row_id, ts, _ = self._ensure_session(conn, session, ts, title, seq)
+            summary = conn.execute("SELECT summary FROM tnodes WHERE id = ?", (row_id,)).fetchone()[0]
+        return PathNode(kind=NodeKind.SESSION, key=session, at=from_epoch(ts), summary=summary)
+
+    # ---- summaries ----------------------------------------------------------------------------
+
+    def dirty_work(self, level: int) -> list[SummaryWork]:
+        """The dirty nodes of one level with their children's texts (leaves' text or child summaries)."""
+        with self.store.connection() as conn:
+            dirty = conn.execute(
+                "SELECT id, dirty FROM tnodes WHERE tree_id = ? AND level = ? AND dirty > 0 ORDER BY id",
+                (self.tree_id, level),
+            ).fetchall()
+            work: list[SummaryWork] = []
+            for node_id, generation in dirty:
+                if level == SESSION:
+                    rows = conn.execute(
+                        "SELECT speaker, text FROM tnodes WHERE parent = ? ORDER BY position, id", (node_id,)
+                    ).fetchall()
+                    texts = [leaf_text(s, t) for s, t in rows]
+                else:
+                    rows = conn.execute(
+                        "SELECT summary FROM tnodes WHERE parent = ? AND summary != '' ORDER BY ts, id",
+                        (node_id,),
+                    ).fetchall()
+                    texts = [r[0] for r in rows]
+                work.append((node_id, generation, texts))
+        return work
+
+    def write_summaries(self, results: Sequence[tuple[int, int, str]]) -> None:
+        """Store ``(rowid, generation, summary)``; a node stays dirty if it changed since ``generation``."""
+        if not results:
+            return
+        with self.store.write(self.tree_id, f"write summaries of tree {self.tree_id!r}") as conn:
+            seq = self._begin(conn)
+            conn.executemany(
+                "UPDATE tnodes SET summary = ?, seq = ?, dirty = CASE WHEN dirty = ? THEN 0 ELSE dirty END "
+                "WHERE id = ?",
+                [(summary, seq, generation, node_id) for node_id, generation, summary in results],
+            )
+
+    def refresh(self) -> int:
+        """Re-summarize dirty nodes bottom-up with the inline summarizer; returns how many were rewritten."""
+        summarize = self.summarize
+        if summarize is None:
+            raise ConfigError(
+                f"tree {self.tree_id!r} has an async summarizer; call `await tree.refresh()` on the async tree"
+            )
+        done = 0
+        with self.store.tree_lock(self.tree_id):
+            for level in (SESSION, PERIOD, ROOT):
+                work = self.dirty_work(level)
+                self.write_summaries([(node_id, gen, summarize(texts)) for node_id, gen, texts in work])
+                done += len(work)
+        return done
+
+    def dirty(self) -> set[str]:
+        """Keys of the dirty nodes (``"root"``, ``"period:2023-05"``, ``"session:D1"``)."""
+        with self.store.connection() as conn:
+            rows = conn.execute("SELECT key FROM tnodes WHERE tree_id = ? AND dirty > 0", (self.tree_id,))
+            return {r[0] for r in rows}
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT seq FROM trees WHERE tree_id = ?", (self.tree_id,)).fetchone()
+        if row is None or row[0] <= self._index.seen_seq:
+            return
+        rows = conn.execute(
+            "SELECT id, level, key, parent, ts, position, speaker, text, summary FROM tnodes "
+            "WHERE tree_id = ? AND seq > ? AND seq <= ? ORDER BY level, seq, id",
+            (self.tree_id, self._index.seen_seq, row[0]),
+        ).fetchall()
+        self._index.apply(rows)
+        self._index.seen_seq = row[0]
+
+    def _leaf(
+        self, conn: sqlite3.Connection, row: tuple[int, str, int, float, int, str | None, str, str]
+    ) -> Leaf:
+        _, key, parent, ts, position, speaker, text, meta = row
+        session = conn.execute("SELECT key FROM tnodes WHERE id = ?", (parent,)).fetchone()[0]
+        return Leaf(
+            id=key.removeprefix("leaf:"),
+            session=session.removeprefix("session:"),
+            at=from_epoch(ts),
+            position=position,
+            speaker=speaker,
+            text=text,
+            meta=json.loads(meta),
+        )
+
+    def _path(self, conn: sqlite3.Connection, session_rowid: int) -> tuple[PathNode, ...]:
+        path: list[PathNode] = []
+        node_id: int | None = session_rowid
+        while node_id is not None:
+            level, key, ts, summary, parent = conn.execute(
+                "SELECT level, key, ts, summary, parent FROM tnodes WHERE id = ?", (node_id,)
+            ).fetchone()
+            path.append(
+                PathNode(kind=_KINDS[level], key=key.split(":", 1)[-1], at=from_epoch(ts), summary=summary)
+            )
+            node_id = parent
+        return tuple(reversed(path))
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        refresh: bool = True,
+    ) -> list[SearchHit]:
+        """The ``k`` leaves that best match ``query``, best first, each with its path.
+
+        Args:
+            query: Free text.
+            k: How many leaves at most (leaves that match nothing are never returned).
+            since: Only leaves at or after this time.
+            until: Only leaves at or before this time.
+            refresh: Re-summarize dirty nodes first (when the tree has an inline summarizer).
+        """
+        if k < 1:
+            raise ConfigError(f"k={k!r} must be at least 1")
+        lo = None if since is None else to_epoch(since, "since")
+        hi = None if until is None else to_epoch(until, "until")
+        with self.store.tree_lock(self.tree_id):
+            if refresh and self.summarize is not None:
+                self.refresh()
+            with self.store.connection() as conn:
+                self._catch_up(conn)
+                top = self._index.top(query, k, self.weights, lo, hi)
+                if not top:
+                    return []
+                marks = ",".join("?" * len(top))
+                rows = {
+                    r[0]: r
+                    for r in conn.execute(
+                        f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE id IN ({marks})", [i for i, _ in top]
+                    )
+                }
+                paths: dict[int, tuple[PathNode, ...]] = {}
+                hits: list[SearchHit] = []
+                for rowid, score in top:
+                    row = rows[rowid]
+                    if row[2] not in paths:
+                        paths[row[2]] = self._path(conn, row[2])
+                    hits.append(SearchHit(leaf=self._leaf(conn, row), score=score, path=paths[row[2]]))
+                return hits
+
+    def get(self, leaf_id: str) -> Leaf | None:
+        """The leaf with this id, or None."""
+        with self.store.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND key = ?",
+                (self.tree_id, f"leaf:{leaf_id}"),
+            ).fetchone()
+            return None if row is None else self._leaf(conn, row)
+
+    def path(self, leaf_id: str) -> tuple[PathNode, ...]:
+        """The leaf's path: root, period, session."""
+        with self.store.connection() as conn:
+            row = conn.execute(
+                "SELECT parent FROM tnodes WHERE tree_id = ? AND key = ?", (self.tree_id, f"leaf:{leaf_id}")
+            ).fetchone()
+            if row is None:
+                raise MemoryStoreError(f"no leaf {leaf_id!r} in tree {self.tree_id!r}; check the id")
+            return self._path(conn, row[0])
+
+    def leaves(self, session: str | None = None) -> list[Leaf]:
+        """All leaves (of one session), in time order."""
+        with self.store.connection() as conn:
+            if session is None:
+                rows = conn.execute(
+                    f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND level = 3 ORDER BY ts, position, id",
+                    (self.tree_id,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE parent = "
+                    "(SELECT id FROM tnodes WHERE tree_id = ? AND key = ?) ORDER BY position, id",
+                    (self.tree_id, f"session:{session}"),
+                ).fetchall()
+            return [self._leaf(conn, r) for r in rows]
+
+
+class TemporalMemoryTree:
+    """The async temporal memory tree; every call runs the core in the store's worker threads.
+
+    Get one from ``MemoryStore.temporal(tree_id)``.
+
+    Args:
+        store: The async store.
+        tree_id: The tree's id.
+        summarizer: An LLM ``Summarizer`` (async) or a ``SyncSummarizer``; default ``ExtractiveSummarizer()``.
+        weights: Retrieval weights.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        tree_id: str,
+        *,
+        summarizer: Summarizer | SyncSummarizer | None = None,
+        weights: ScoringWeights | None = None,
+    ) -> None:
+        if not tree_id:
+            raise ConfigError("tree_id is empty; name the tree, e.g. 'chat-42'")
+        self.store = store
+        self.tree_id = tree_id
+        self.summarizer: Summarizer | SyncSummarizer = summarizer or ExtractiveSummarizer(max_words=200)
+        self._weights = weights
+        self._core: TemporalTreeCore | None = None
+
+    @property
+    def sync(self) -> TemporalTreeCore:
+        """The synchronous core (opens the store on first use; blocking)."""
+        if self._core is None:
+            inline = self.summarizer.summarize_sync if isinstance(self.summarizer, SyncSummarizer) else None
+            self._core = TemporalTreeCore(
+                self.store.sync, self.tree_id, summarize=inline, weights=self._weights
+            )
+        return self._core
+
+    async def _core_async(self) -> TemporalTreeCore:
+        if self._core is None:
+            await self.store.run(lambda: self.sync)
+        assert self._core is not None
+        return self._core
+
+    async def insert(
+        self,
+        text: str,
+        *,
+        session: str,
+        at: datetime | None = None,
+        speaker: str | None = None,
+        leaf_id: str | None = None,
+        meta: dict[str, str] | None = None,
+        session_at: datetime | None = None,
+    ) -> InsertResult:
+        """Insert one leaf (one transaction); a duplicate returns the stored leaf with ``created=False``."""
+        core = await self._core_async()
+        return await self.store.run(
+            core.insert,
+            text,
+            session=session,
+            at=at,
+            speaker=speaker,
+            leaf_id=leaf_id,
+            meta=meta,
+            session_at=session_at,
+        )
+
+    async def insert_many(self, items: Sequence[NewLeaf]) -> list[InsertResult]:
+        """Insert several leaves in one transaction."""
+        core = await self._core_async()
+        return await self.store.run(core.insert_many, list(items))
+
+    async def add_session(self, session: str, at: datetime, *, title: str | None = None) -> PathNode:
+        """Create a dated session (an existing one is returned unchanged)."""
+        core = await self._core_async()
+        return await self.store.run(core.add_session, session, at, title=title)
+
+    async def refresh(self) -> int:
+        """Re-summarize the dirty nodes, sessions first; returns how many were rewritten.
+
+        An LLM summarizer runs in the event loop (up to 4 summaries at once); a node written to while its
+        summary was being computed keeps its dirty mark and is redone on the next refresh.
+        """
+        core = await self._core_async()
+        if core.summarize is not None:
+            return await self.store.run(core.refresh)
+        summarizer = self.summarizer
+        assert isinstance(summarizer, Summarizer)
+        done = 0
+        limiter = anyio.CapacityLimiter(4)
+        for level in (SESSION, PERIOD, ROOT):
+            work = await self.store.run(core.dirty_work, level)
+            results: list[tuple[int, int, str]] = []
+
+            async def one(
+                node_id: int, generation: int, texts: list[str], out: list[tuple[int, int, str]]
+            ) -> None:
+                async with limiter:
+                    out.append((node_id, generation, await summarizer.summarize(texts)))
+
+            async with anyio.create_task_group() as tg:
+                for node_id, generation, texts in work:
+                    tg.start_soon(one, node_id, generation, texts, results)
+            await self.store.run(core.write_summaries, sorted(results))
+            done += len(work)
+        return done
+
+    async def search(
+        self, query: str, k: int = 10, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[SearchHit]:
+        """The ``k`` best leaves for ``query`` with their paths; dirty summaries are refreshed first."""
+        core = await self._core_async()
+        if core.summarize is None:
+            await self.refresh()
+        return await self.store.run(core.search, query, k, since=since, until=until)
+
+    async def get(self, leaf_id: str) -> Leaf | None:
+        """The leaf with this id, or None."""
+        core = await self._core_async()
+        return await self.store.run(core.get, leaf_id)
+
+    async def path(self, leaf_id: str) -> tuple[PathNode, ...]:
+        """The leaf's path: root, period, session."""
+        core = await self._core_async()
+        return await self.store.run(core.path, leaf_id)
+
+    async def leaves(self, session: str | None = None) -> list[Leaf]:
+        """All leaves (of one session), in time order."""
+        core = await self._core_async()
+        return await self.store.run(core.leaves, session)
