@@ -1,7 +1,7 @@
 """The in-memory retrieval index of one temporal tree, kept in step with SQLite through ``seq``.
 
 The store is the source of truth; this index is a cache that any process can rebuild. Every write
-to a tree bumps the tree's ``seq`` and stamps the rows it created or re-summarized with it, so a reader
+to a tree stamps the rows it created or re-summarized with the tree's next ``seq``, so a reader
 catches up by loading the rows with ``seq`` above the last one it applied (its own writes and other
 processes' alike). Leaves are append-only; a session's or period's summary document is replaced when
 its summary changes.

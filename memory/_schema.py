@@ -9,7 +9,7 @@ Version history:
 
 1. ``trees`` and ``tnodes`` (temporal nodes: root, period, session, leaf) with text and time only.
 2. Content hashes (unique per tree, for duplicate-free concurrent inserts), summaries with a dirty
-   generation counter, a per-tree change sequence (``seq``) that lets readers catch up incrementally,
+   generation counter, a per-tree change sequence (``tnodes.seq``: rows written by one transaction share its number) that lets readers catch up incrementally,
    and the task-tree tables ``task_nodes`` and ``task_deps``.
 """
 
@@ -73,7 +73,6 @@ def _v2(conn: sqlite3.Connection) -> None:
     _execute_script(
         conn,
         """
-        ALTER TABLE trees ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE tnodes ADD COLUMN content_hash TEXT;
         ALTER TABLE tnodes ADD COLUMN summary TEXT NOT NULL DEFAULT '';
         ALTER TABLE tnodes ADD COLUMN dirty INTEGER NOT NULL DEFAULT 0;
@@ -125,7 +124,6 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn,
         """
         UPDATE tnodes SET seq = 1;
-        UPDATE trees SET seq = 1;
         UPDATE tnodes SET dirty = 1 WHERE level < 3;
         CREATE UNIQUE INDEX tnodes_hash ON tnodes(tree_id, content_hash) WHERE content_hash IS NOT NULL;
         CREATE INDEX tnodes_seq ON tnodes(tree_id, seq);

@@ -106,14 +106,20 @@ class TemporalTreeCore:
         self.weights = weights or ScoringWeights()
         # The retrieval cache, loaded on first search and caught up from seq afterwards.
         self._index = TreeIndex()
+        # Committed facts that never change, so writes can skip their lookups: the tree row exists;
+        # session name -> (session rowid, session ts, period rowid, root rowid).
+        self._tree_ready = False
+        self._sessions: dict[str, tuple[int, float, int, int]] = {}
 
     # ---- writes -------------------------------------------------------------------------------
 
     def _begin(self, conn: sqlite3.Connection) -> int:
-        self.store.ensure_tree(conn, self.tree_id, "temporal")
+        if not self._tree_ready:
+            self.store.ensure_tree(conn, self.tree_id, "temporal")
+        # Invariant: BEGIN IMMEDIATE serializes writers, so MAX(seq) + 1 is unique and commits in order.
         return int(
             conn.execute(
-                "UPDATE trees SET seq = seq + 1 WHERE tree_id = ? RETURNING seq", (self.tree_id,)
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM tnodes WHERE tree_id = ?", (self.tree_id,)
             ).fetchone()[0]
         )
 
@@ -142,34 +148,51 @@ class TemporalTreeCore:
         )
         return (int(cur.lastrowid or 0), ts, parent)
 
-    def _ensure_session(
-        self, conn: sqlite3.Connection, session: str, ts: float, title: str | None, seq: int
-    ) -> tuple[int, float, int | None]:
+    def _session_path(
+        self,
+        conn: sqlite3.Connection,
+        session: str,
+        ts: float,
+        title: str | None,
+        seq: int,
+        staged: dict[str, tuple[int, float, int, int]],
+    ) -> tuple[int, float, int, int]:
+        """(session, its ts, period, root) rowids, creating what is missing; new entries go to ``staged``."""
+        known = self._sessions.get(session) or staged.get(session)
+        if known is not None:
+            return known
         found = self._inner(conn, f"session:{session}")
         if found is not None:
-            return found
+            period_id = found[2]
+            assert period_id is not None
+            root_id = conn.execute("SELECT parent FROM tnodes WHERE id = ?", (period_id,)).fetchone()[0]
+            staged[session] = (found[0], found[1], period_id, root_id)
+            return staged[session]
         root = self._ensure_inner(conn, ROOT, "root", time.time(), None, "", seq)
         month = datetime.fromtimestamp(ts, tz=UTC)
         start = month.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
-        period_key = f"period:{month:%Y-%m}"
-        period = self._ensure_inner(conn, PERIOD, period_key, start, root[0], "", seq)
-        return self._ensure_inner(conn, SESSION, f"session:{session}", ts, period[0], title or session, seq)
+        period = self._ensure_inner(conn, PERIOD, f"period:{month:%Y-%m}", start, root[0], "", seq)
+        node = self._ensure_inner(conn, SESSION, f"session:{session}", ts, period[0], title or session, seq)
+        staged[session] = (node[0], node[1], period[0], root[0])
+        return staged[session]
 
-    def _insert_one(self, conn: sqlite3.Connection, item: NewLeaf, seq: int) -> InsertResult:
+    def _insert_one(
+        self,
+        conn: sqlite3.Connection,
+        item: NewLeaf,
+        seq: int,
+        staged: dict[str, tuple[int, float, int, int]],
+    ) -> InsertResult:
         if not item.session:
             raise ConfigError("session is empty; every leaf belongs to a named session")
         at = None if item.at is None else to_epoch(item.at, "at")
         digest = content_hash(item.leaf_id, item.session, item.speaker, item.text, at)
         key = f"leaf:{item.leaf_id if item.leaf_id is not None else digest[:24]}"
-        existing = (
-            conn.execute(
-                f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND content_hash = ?",
-                (self.tree_id, digest),
-            ).fetchone()
-            or conn.execute(
-                f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND key = ?", (self.tree_id, key)
-            ).fetchone()
-        )
+        existing = conn.execute(
+            f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND content_hash = ? "
+            f"UNION ALL SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND key = ? LIMIT 1",
+            (self.tree_id, digest, self.tree_id, key),
+        ).fetchone()
         if existing is not None:
             leaf = self._leaf(conn, existing)
             if (leaf.session, leaf.speaker, leaf.text) != (item.session, item.speaker, item.text):
@@ -182,18 +205,17 @@ class TemporalTreeCore:
             session_ts = to_epoch(item.session_at, "session_at")
         else:
             session_ts = at if at is not None else time.time()
-        session_id, session_ts, period_id = self._ensure_session(conn, item.session, session_ts, None, seq)
-        ts = at if at is not None else session_ts
-        position = conn.execute(
-            "SELECT COALESCE(MAX(position) + 1, 0) FROM tnodes WHERE parent = ?", (session_id,)
-        ).fetchone()[0]
-        meta = json.dumps(item.meta, sort_keys=True)
-        conn.execute(
-            "INSERT INTO tnodes (tree_id, key, level, parent, ts, position, speaker, text, meta, content_hash, seq) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.tree_id, key, LEAF, session_id, ts, position, item.speaker, item.text, meta, digest, seq),
+        session_id, session_ts, period_id, root_id = self._session_path(
+            conn, item.session, session_ts, None, seq, staged
         )
-        root_id = conn.execute("SELECT parent FROM tnodes WHERE id = ?", (period_id,)).fetchone()[0]
+        ts = at if at is not None else session_ts
+        meta = json.dumps(item.meta, sort_keys=True) if item.meta else "{}"
+        position = conn.execute(
+            "INSERT INTO tnodes (tree_id, key, level, parent, ts, position, speaker, text, meta, content_hash, seq) "
+            "VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(position) + 1, 0) FROM tnodes WHERE parent = ?), "
+            "?, ?, ?, ?, ?) RETURNING position",
+            (self.tree_id, key, LEAF, session_id, ts, session_id, item.speaker, item.text, meta, digest, seq),
+        ).fetchone()[0]
         conn.execute(
             "UPDATE tnodes SET dirty = dirty + 1 WHERE id IN (?, ?, ?)", (session_id, period_id, root_id)
         )
@@ -227,17 +249,27 @@ class TemporalTreeCore:
         """Insert several leaves in one transaction (all or none)."""
         if not items:
             return []
+        staged: dict[str, tuple[int, float, int, int]] = {}
         with self.store.write(self.tree_id, f"insert into tree {self.tree_id!r}") as conn:
             seq = self._begin(conn)
-            return [self._insert_one(conn, item, seq) for item in items]
+            results = [self._insert_one(conn, item, seq, staged) for item in items]
+        self._commit_cache(staged)
+        return results
+
+    def _commit_cache(self, staged: dict[str, tuple[int, float, int, int]]) -> None:
+        """Remember what a committed transaction created or looked up (never after a rollback)."""
+        self._tree_ready = True
+        self._sessions.update(staged)
 
     def add_session(self, session: str, at: datetime, *, title: str | None = None) -> PathNode:
         """Create a session dated ``at`` (under its month's period); an existing one is returned as is."""
         ts = to_epoch(at, "at")
+        staged: dict[str, tuple[int, float, int, int]] = {}
         with self.store.write(self.tree_id, f"add session to tree {self.tree_id!r}") as conn:
             seq = self._begin(conn)
-            row_id, ts, _ = self._ensure_session(conn, session, ts, title, seq)
+            row_id, ts, _, _ = self._session_path(conn, session, ts, title, seq, staged)
             summary = conn.execute("SELECT summary FROM tnodes WHERE id = ?", (row_id,)).fetchone()[0]
+        self._commit_cache(staged)
         return PathNode(kind=NodeKind.SESSION, key=session, at=from_epoch(ts), summary=summary)
 
     # ---- summaries ----------------------------------------------------------------------------
@@ -301,8 +333,8 @@ class TemporalTreeCore:
     # ---- reads --------------------------------------------------------------------------------
 
     def _catch_up(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT seq FROM trees WHERE tree_id = ?", (self.tree_id,)).fetchone()
-        if row is None or row[0] <= self._index.seen_seq:
+        row = conn.execute("SELECT MAX(seq) FROM tnodes WHERE tree_id = ?", (self.tree_id,)).fetchone()
+        if row[0] is None or row[0] <= self._index.seen_seq:
             return
         rows = conn.execute(
             "SELECT id, level, key, parent, ts, position, speaker, text, summary FROM tnodes "
