@@ -1,0 +1,367 @@
+"""A shadow model of a block prefix cache (vLLM / SGLang automatic prefix caching).
+
+A block cache keeps KV in fixed-size blocks of ``block_size`` tokens. A full block is identified by a hash
+chained over every block before it, so a block can only be reused when the whole prefix up to it matches::
+
+    prompt tokens : | block 0 | block 1 | block 2 | bl|
+    chain hash    :   h0=H(-,b0) h1=H(h0,b1) h2=H(h1,b2)   (the partial tail block is never cached)
+    cached        : |   hit   |   hit   |  miss   | ...  -> cached_tokens = 2 * block_size
+
+We cannot see inside a remote engine, so ``BlockLRU`` guesses: blocks of every dispatched prompt are
+inserted, free blocks are evicted least recently used first once ``capacity_blocks`` is exceeded, and blocks
+of in-flight requests (and pins) are never evicted. Two corrections keep the guess honest:
+
+* Reported ``cached_tokens``: ``release(..., predicted=p, reported=r)`` compares the model's prediction with
+  what the engine said it reused. ``r < p`` means the engine holds less than we assumed, so the capacity
+  estimate shrinks by 10 % (never below ``min_capacity_blocks``); ``r > p`` means it holds more, so capacity
+  grows by the surplus blocks (never above the configured capacity). Errors are counted in ``stats()``.
+* vLLM KV events (``--kv-events-config``, published over ZMQ as ``BlockStored`` / ``BlockRemoved`` /
+  ``AllBlocksCleared``): a subscriber decodes them and calls ``on_block_stored`` / ``on_block_removed`` /
+  ``on_all_blocks_cleared``. From the first event on, the model stops evicting on its own and follows the
+  engine exactly; engine block hashes are mapped to this model's chain hashes through the token ids each
+  ``BlockStored`` event carries.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from agentflow.errors import ConfigError
+
+from ._radix import MatchListener
+
+__all__ = ["BlockLRU", "BlockStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStats:
+    """How well the shadow model predicts the engine.
+
+    Attributes:
+        predictions: Completed requests whose reported ``cached_tokens`` was checked.
+        exact: Predictions equal to the reported value.
+        abs_error_tokens: Sum of ``|predicted - reported|``.
+        capacity_blocks: The current capacity estimate.
+        events: Engine KV events applied.
+    """
+
+    predictions: int
+    exact: int
+    abs_error_tokens: int
+    capacity_blocks: int | None
+    events: int
+
+
+class BlockLRU:
+    """Shadow LRU model of a block prefix cache, with watched match lengths like ``RadixTree``.
+
+    Called from the scheduler's event loop only: ``watch`` for queued requests, ``acquire`` at dispatch,
+    ``release`` at completion (with the engine's reported cached tokens), ``pin``/``unpin`` for paused agents,
+    and the ``on_block_*`` methods from a KV-event subscriber.
+
+    Args:
+        block_size: Tokens per block (vLLM's default is 16).
+        capacity_blocks: Blocks the engine can keep (``None``: unbounded).
+        min_capacity_blocks: Floor for the corrected capacity estimate.
+        on_match_change: Told about every change of a watched match length.
+        clock: Time source for pin expiry.
+    """
+
+    def __init__(
+        self,
+        *,
+        block_size: int = 16,
+        capacity_blocks: int | None = None,
+        min_capacity_blocks: int = 1,
+        on_match_change: MatchListener | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if block_size < 1:
+            raise ConfigError(f"BlockLRU block_size must be >= 1 token, got {block_size}")
+        if capacity_blocks is not None and capacity_blocks < 1:
+            raise ConfigError(f"BlockLRU capacity_blocks must be >= 1 or None, got {capacity_blocks}")
+        self._bs = block_size
+        self._max_capacity = capacity_blocks
+        self._min_capacity = max(1, min_capacity_blocks)
+        self._clock = clock
+        self.on_match_change = on_match_change
+        # Current capacity estimate; corrected at every release() that reports cached tokens.
+        self._capacity = capacity_blocks
+        # Cached block hash -> reference count (in-flight requests + pins); lives until evicted/removed.
+        self._refs: dict[int, int] = {}
+        # Cached blocks with no reference, least recently used first: the eviction order.
+        self._free: OrderedDict[int, None] = OrderedDict()
+        # Pinned tokens -> expiry, and its (expiry, tokens) heap with stale entries skipped on pop.
+        self._pins: dict[tuple[int, ...], float] = {}
+        self._pin_heap: list[tuple[float, tuple[int, ...]]] = []
+        # Watched key -> (chain hashes, matched blocks); index of keys by each hash they depend on.
+        self._watches: dict[Hashable, tuple[list[int], int]] = {}
+        self._watch_index: dict[int, set[Hashable]] = {}
+        # Keys to re-match at the end of the current operation.
+        self._dirty: set[Hashable] = set()
+        # Engine (vLLM) block hash -> our chain hash; filled by on_block_stored.
+        self._engine_hashes: dict[int, int] = {}
+        self._events = 0
+        self._predictions = 0
+        self._exact = 0
+        self._abs_error = 0
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per block."""
+        return self._bs
+
+    @property
+    def budget_tokens(self) -> int | None:
+        """The current capacity estimate in tokens."""
+        return None if self._capacity is None else self._capacity * self._bs
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens in cached blocks."""
+        return len(self._refs) * self._bs
+
+    @property
+    def locked_tokens(self) -> int:
+        """Tokens in blocks referenced by in-flight requests or pins."""
+        return (len(self._refs) - len(self._free)) * self._bs
+
+    def chain(self, tokens: Sequence[int]) -> list[int]:
+        """Chain hashes of the full blocks of ``tokens``."""
+        out: list[int] = []
+        h = 0
+        bs = self._bs
+        seq = tuple(tokens)
+        for i in range(0, len(seq) - bs + 1, bs):
+            h = hash((h, seq[i : i + bs]))
+            out.append(h)
+        return out
+
+    def match(self, tokens: Sequence[int]) -> int:
+        """Tokens the engine would reuse: leading cached full blocks, leaving at least one token to compute."""
+        return self._cap(len(tokens), self._count(self.chain(tokens)))
+
+    def stats(self) -> BlockStats:
+        """Prediction accuracy and the current capacity estimate."""
+        return BlockStats(self._predictions, self._exact, self._abs_error, self._capacity, self._events)
+
+    # ------------------------------------------------------------------ scheduler calls
+
+    def insert(self, tokens: Sequence[int]) -> int:
+        """Record that the engine holds the full blocks of ``tokens``; returns blocks added."""
+        added = 0
+        for h in self.chain(tokens):
+            added += self._add(h)
+        self._evict_to_capacity()
+        self._flush()
+        return added
+
+    def acquire(self, tokens: Sequence[int]) -> int:
+        """Reference the prompt's blocks for an in-flight request; returns the predicted cached tokens."""
+        self.expire_pins()
+        chain = self.chain(tokens)
+        predicted = self._cap(len(tokens), self._count(chain))
+        for h in chain:
+            self._add(h)
+            self._ref(h, +1)
+        self._evict_to_capacity()
+        self._flush()
+        return predicted
+
+    def release(
+        self, tokens: Sequence[int], *, predicted: int | None = None, reported: int | None = None
+    ) -> None:
+        """Drop the references ``acquire`` took, and correct the model from the engine's reported reuse."""
+        for h in self.chain(tokens):
+            if h in self._refs:
+                self._ref(h, -1)
+        if predicted is not None and reported is not None:
+            self._predictions += 1
+            self._abs_error += abs(predicted - reported)
+            if predicted == reported:
+                self._exact += 1
+            elif self._capacity is not None and not self._events:
+                if reported < predicted:
+                    self._capacity = max(self._min_capacity, int(self._capacity * 0.9))
+                else:
+                    surplus = (reported - predicted) // self._bs
+                    cap = self._capacity + max(1, surplus)
+                    self._capacity = cap if self._max_capacity is None else min(self._max_capacity, cap)
+        self._evict_to_capacity()
+        self._flush()
+
+    def pin(self, tokens: Sequence[int], ttl_s: float) -> None:
+        """Keep the full blocks of ``tokens`` for ``ttl_s`` seconds (re-pinning extends the deadline)."""
+        if ttl_s <= 0:
+            raise ConfigError(f"pin ttl_s must be > 0 seconds, got {ttl_s}; use unpin() to release early")
+        self.expire_pins()
+        seq = tuple(tokens)
+        expiry = self._clock() + ttl_s
+        if seq not in self._pins:
+            for h in self.chain(seq):
+                self._add(h)
+                self._ref(h, +1)
+        self._pins[seq] = expiry
+        heapq.heappush(self._pin_heap, (expiry, seq))
+        self._evict_to_capacity()
+        self._flush()
+
+    def unpin(self, tokens: Sequence[int]) -> bool:
+        """Release a pin early; ``False`` if ``tokens`` was not pinned."""
+        seq = tuple(tokens)
+        if self._pins.pop(seq, None) is None:
+            return False
+        self.release(seq)
+        return True
+
+    def expire_pins(self) -> int:
+        """Release pins whose TTL has passed; returns how many."""
+        now = self._clock()
+        expired = 0
+        while self._pin_heap and self._pin_heap[0][0] <= now:
+            expiry, seq = heapq.heappop(self._pin_heap)
+            if self._pins.get(seq) == expiry:
+                del self._pins[seq]
+                self.release(seq)
+                expired += 1
+        return expired
+
+    # ------------------------------------------------------------------ watches
+
+    def watch(self, key: Hashable, tokens: Sequence[int]) -> int:
+        """Track the cached length of ``tokens`` under ``key``; changes go to ``on_match_change``."""
+        self.unwatch(key)
+        chain = self.chain(tokens)
+        blocks = self._count(chain)
+        self._watches[key] = (chain, blocks)
+        for h in chain[: blocks + 1]:
+            self._watch_index.setdefault(h, set()).add(key)
+        return blocks * self._bs
+
+    def unwatch(self, key: Hashable) -> None:
+        """Stop tracking ``key``."""
+        entry = self._watches.pop(key, None)
+        if entry is None:
+            return
+        chain, blocks = entry
+        for h in chain[: blocks + 1]:
+            keys = self._watch_index.get(h)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._watch_index[h]
+        self._dirty.discard(key)
+
+    def watched(self, key: Hashable) -> int:
+        """Current cached tokens of a watched key (whole blocks; the scheduler caps at ``len - 1``)."""
+        return self._watches[key][1] * self._bs
+
+    # ------------------------------------------------------------------ vLLM KV events
+
+    def on_block_stored(
+        self, block_hashes: Sequence[int], parent_block_hash: int | None, token_ids: Sequence[int]
+    ) -> None:
+        """Apply a vLLM ``BlockStored`` event: the engine cached these blocks after ``parent_block_hash``."""
+        self._events += 1
+        self._capacity = None
+        parent = 0 if parent_block_hash is None else self._engine_hashes.get(parent_block_hash)
+        if parent is None:
+            return
+        h = parent
+        bs = self._bs
+        for i, engine_hash in enumerate(block_hashes):
+            block = tuple(token_ids[i * bs : (i + 1) * bs])
+            if len(block) < bs:
+                break
+            h = hash((h, block))
+            self._engine_hashes[engine_hash] = h
+            self._add(h)
+        self._flush()
+
+    def on_block_removed(self, block_hashes: Sequence[int]) -> None:
+        """Apply a vLLM ``BlockRemoved`` event."""
+        self._events += 1
+        self._capacity = None
+        for engine_hash in block_hashes:
+            h = self._engine_hashes.pop(engine_hash, None)
+            if h is not None and self._refs.get(h) == 0:
+                self._drop(h)
+        self._flush()
+
+    def on_all_blocks_cleared(self) -> None:
+        """Apply a vLLM ``AllBlocksCleared`` event."""
+        self._events += 1
+        self._capacity = None
+        self._engine_hashes.clear()
+        for h in list(self._free):
+            self._drop(h)
+        self._flush()
+
+    # ------------------------------------------------------------------ internals
+
+    def _cap(self, n_tokens: int, blocks: int) -> int:
+        return min(blocks * self._bs, max(0, (n_tokens - 1) // self._bs * self._bs))
+
+    def _count(self, chain: list[int]) -> int:
+        refs = self._refs
+        for i, h in enumerate(chain):
+            if h not in refs:
+                return i
+        return len(chain)
+
+    def _add(self, h: int) -> int:
+        if h in self._refs:
+            if h in self._free:
+                self._free.move_to_end(h)
+            return 0
+        self._refs[h] = 0
+        self._free[h] = None
+        self._dirty.update(self._watch_index.get(h, ()))
+        return 1
+
+    def _ref(self, h: int, delta: int) -> None:
+        n = self._refs[h] + delta
+        self._refs[h] = n
+        if n == 0:
+            self._free[h] = None
+        elif delta > 0 and n == 1:
+            self._free.pop(h, None)
+
+    def _drop(self, h: int) -> None:
+        del self._refs[h]
+        self._free.pop(h, None)
+        self._dirty.update(self._watch_index.get(h, ()))
+
+    def _evict_to_capacity(self) -> None:
+        if self._capacity is None:
+            return
+        while len(self._refs) > self._capacity and self._free:
+            h, _ = self._free.popitem(last=False)
+            del self._refs[h]
+            self._dirty.update(self._watch_index.get(h, ()))
+
+    def _flush(self) -> None:
+        while self._dirty:
+            key = self._dirty.pop()
+            entry = self._watches.get(key)
+            if entry is None:
+                continue
+            chain, old = entry
+            new = self._count(chain)
+            if new == old:
+                continue
+            for h in chain[: old + 1]:
+                keys = self._watch_index.get(h)
+                if keys is not None:
+                    keys.discard(key)
+            for h in chain[: new + 1]:
+                self._watch_index.setdefault(h, set()).add(key)
+            self._watches[key] = (chain, new)
+            if self.on_match_change is not None:
+                self.on_match_change(key, new * self._bs)

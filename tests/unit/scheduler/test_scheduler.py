@@ -1,0 +1,242 @@
+"""Scheduler behaviour on the library's test engines (exact one-context prefix cache, no model)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from agentflow.engines import FunctionEngine, GenerationRequest, Message, RequestHints, TestEngine
+from agentflow.errors import SchedulerError
+from agentflow.scheduler import RequestMetrics, Scheduler
+
+SYSTEMS = {
+    name: f"You are agent {name}. " + " ".join(f"rule{i}-{name}" for i in range(40))
+    for name in ("a", "b", "c")
+}
+
+
+def _request(agent: str, question: str, *, group: str | None = None, wf: str = "w") -> GenerationRequest:
+    return GenerationRequest(
+        messages=(Message("system", SYSTEMS[agent]), Message("user", question)),
+        max_tokens=4,
+        hints=RequestHints(workflow_id=wf, agent=agent, fanout_group=group),
+    )
+
+
+class GatedEngine(FunctionEngine):
+    """A FunctionEngine (exact one-context cache) that holds its first request until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = anyio.Event()
+        self.served: list[str] = []
+        self.running = 0
+        self.max_running = 0
+        super().__init__(self._serve, prefix_cache=True)
+
+    async def _serve(self, request: GenerationRequest) -> str:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        self.served.append(request.hints.agent or "")
+        await self.gate.wait()
+        self.running -= 1
+        return "ok"
+
+
+async def _run_interleaved(policy: str) -> tuple[GatedEngine, Scheduler]:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, policy=policy)
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            for agent in ("a", "b", "c"):
+                tg.start_soon(scheduler.generate, _request(agent, f"question {i}"))
+                await anyio.wait_all_tasks_blocked()
+        engine.gate.set()
+    return engine, scheduler
+
+
+@pytest.mark.anyio
+async def test_ours_groups_shared_prefixes_and_prefills_less_than_fifo() -> None:
+    fifo_engine, fifo = await _run_interleaved("fifo")
+    ours_engine, ours = await _run_interleaved("ours")
+    assert fifo_engine.served == ["a", "b", "c"] * 3
+    assert ours_engine.served == ["a", "a", "a", "b", "b", "b", "c", "c", "c"]
+    fifo_total, ours_total = fifo.metrics().total, ours.metrics().total
+    assert ours_total.computed_tokens < fifo_total.computed_tokens
+    assert ours_total.hit_rate > fifo_total.hit_rate
+    assert ours.metrics().lower_bound_prefill_tokens == fifo.metrics().lower_bound_prefill_tokens
+
+
+@pytest.mark.anyio
+async def test_max_concurrency_caps_requests_in_flight() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, policy="fifo", max_concurrency=2)
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(scheduler.generate, _request("a", f"q{i}"))
+        await anyio.wait_all_tasks_blocked()
+        assert scheduler.in_flight == 2
+        assert scheduler.queued == 3
+        engine.gate.set()
+    assert engine.max_running == 2
+    assert scheduler.metrics().total.requests == 5
+
+
+@pytest.mark.anyio
+async def test_cache_budget_admits_one_request_when_working_set_does_not_fit() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine, policy="fifo", max_concurrency=4, cache_budget_tokens=120)
+    async with anyio.create_task_group() as tg:
+        for agent in ("a", "b", "c"):
+            tg.start_soon(scheduler.generate, _request(agent, "q"))
+        await anyio.wait_all_tasks_blocked()
+        assert scheduler.in_flight == 1  # each prompt is ~100 tokens: two do not fit in 120
+        engine.gate.set()
+    assert engine.max_running == 1
+
+
+@pytest.mark.anyio
+async def test_metrics_cover_requests_workflows_and_lower_bound() -> None:
+    seen: list[RequestMetrics] = []
+    engine = TestEngine(response="fine thanks", prefix_cache=True)
+    scheduler = Scheduler(engine, on_request_done=seen.append)
+    first = await scheduler.generate(_request("a", "one", wf="w1"))
+    second = await scheduler.generate(_request("a", "two", wf="w2"))
+    m = scheduler.metrics()
+    assert [r.workflow_id for r in seen] == ["w1", "w2"]
+    assert set(m.workflows) == {"w1", "w2"}
+    assert m.total.requests == 2
+    assert second.usage.cached_tokens > 0 and first.usage.cached_tokens == 0
+    assert m.total.cached_tokens == second.usage.cached_tokens
+    assert m.total.computed_tokens + m.total.cached_tokens == m.total.prompt_tokens
+    # Union trie: the first prompt plus the second prompt's new tail; the engine prefilled exactly that.
+    assert m.lower_bound_prefill_tokens == m.total.computed_tokens
+    assert m.workflows["w2"].lower_bound_prefill_tokens == second.usage.prompt_tokens
+    assert all(r.pte > r.computed_tokens for r in m.requests)  # decode adds gamma * context * tokens
+    assert second.usage.total_s >= second.usage.queue_s
+    assert m.decisions == 2 and m.decision_us_mean > 0
+
+
+@pytest.mark.anyio
+async def test_mirror_cache_model_follows_engine_live_context() -> None:
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine)
+    await scheduler.generate(_request("a", "one"))
+    prompt_a = tuple(await engine.tokenize(await engine.render(_request("a", "one"))))
+    prompt_b = tuple(await engine.tokenize(await engine.render(_request("b", "one"))))
+    assert scheduler.cache_model.match(prompt_a) == len(prompt_a)
+    await scheduler.generate(_request("b", "one"))
+    assert scheduler.cache_model.match(prompt_b) == len(prompt_b)
+    assert scheduler.cache_model.match(prompt_a) < len(prompt_a)  # the live context moved on
+    assert scheduler.metrics().prediction_abs_error_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_cancelled_queued_request_leaves_the_queue() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.generate, _request("a", "first"))
+        await anyio.wait_all_tasks_blocked()
+        with anyio.CancelScope() as scope:
+            tg.start_soon(scheduler.generate, _request("b", "doomed"))
+            await anyio.wait_all_tasks_blocked()
+            assert scheduler.queued == 1
+        assert not scope.cancel_called
+        tg.cancel_scope.cancel()
+    assert scheduler.queued == 0
+    assert scheduler.in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_rate_limit_holds_request_in_queue_when_no_capacity() -> None:
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine, rpm=1)
+    await scheduler.generate(_request("a", "one"))
+    with anyio.move_on_after(0.2):
+        await scheduler.generate(_request("a", "two"))
+    assert scheduler.metrics().total.requests == 1
+    assert scheduler.queued == 0  # the cancelled request left the queue
+
+
+@pytest.mark.anyio
+async def test_request_larger_than_tpm_is_scheduler_error() -> None:
+    scheduler = Scheduler(TestEngine(), tpm=50)
+    with pytest.raises(SchedulerError, match="raise tpm or lower max_tokens"):
+        await scheduler.generate(_request("a", "q"))
+
+
+@pytest.mark.anyio
+async def test_pin_locks_prefix_in_cache_model_until_unpinned() -> None:
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine, pin_ttl_s=60)
+    request = _request("a", "tool call please")
+    await scheduler.generate(request)
+    tokens = await scheduler.pin(request)
+    assert scheduler.metrics().pinned_prefixes == 1
+    assert scheduler.cache_model.locked_tokens == len(tokens)
+    await scheduler.generate(_request("b", "other"))  # the engine's live context moves on
+    assert scheduler.cache_model.match(tokens) == len(tokens)  # kept by the pin (model side)
+    assert await scheduler.unpin(tokens)
+    assert scheduler.cache_model.locked_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_prewarm_runs_when_idle_and_next_request_reuses_it() -> None:
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine)
+    prefix = GenerationRequest(prompt=SYSTEMS["c"] + " history so far.", hints=RequestHints(workflow_id="w"))
+    assert await scheduler.prewarm(prefix)
+    done = await scheduler.generate(
+        GenerationRequest(
+            prompt=SYSTEMS["c"] + " history so far. Tool said: 42.", hints=RequestHints(workflow_id="w")
+        )
+    )
+    assert done.usage.cached_tokens > 80
+    kinds = [r.kind for r in scheduler.metrics().requests]
+    assert kinds == ["prewarm", "request"]
+
+
+@pytest.mark.anyio
+async def test_prewarm_is_dropped_when_a_covering_request_arrives_first() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine)
+    prefix = GenerationRequest(prompt=SYSTEMS["b"], hints=RequestHints(agent="b"))
+    results: list[bool] = []
+
+    async def prewarm() -> None:
+        results.append(await scheduler.prewarm(prefix))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.generate, _request("a", "busy"))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(prewarm)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(
+            scheduler.generate,
+            GenerationRequest(prompt=SYSTEMS["b"] + " more", hints=RequestHints(agent="b")),
+        )
+        await anyio.wait_all_tasks_blocked()
+        engine.gate.set()
+    assert results == [False]
+    assert engine.served == ["a", "b"]
+
+
+@pytest.mark.anyio
+async def test_stream_yields_chunks_and_final_usage_with_queue_wait() -> None:
+    scheduler = Scheduler(TestEngine(response="one two three", prefix_cache=True))
+    chunks = [c async for c in scheduler.stream(replace(_request("a", "q"), max_tokens=16))]
+    assert "".join(c.text for c in chunks) == "one two three"
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+    assert scheduler.metrics().total.requests == 1
+
+
+@pytest.mark.anyio
+async def test_closed_scheduler_refuses_requests() -> None:
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine)
+    await scheduler.aclose()
+    with pytest.raises(SchedulerError, match="closed"):
+        await scheduler.generate(_request("a", "q"))
+    assert engine.cache_listener is None
