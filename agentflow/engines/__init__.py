@@ -1,5 +1,99 @@
-"""agentflow/engines."""
+"""LLM engines: the ``Engine`` protocol, the embedded llama.cpp engine, test doubles and engine specs.
+
+Importing this package loads neither llama.cpp (the model loads on first use) nor the HTTP/vLLM adapters:
+``OpenAIEngine`` and ``VLLMEngine`` are imported on first attribute access.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib
+from typing import TYPE_CHECKING
+
+from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
+from ._replay import RecordingEngine, ReplayEngine, request_key
+from ._schema_example import example_from_schema
+from ._snapshots import (
+    CacheEvent,
+    CacheEventKind,
+    CacheListener,
+    SnapshotInfo,
+    SnapshotMatch,
+    SnapshotStore,
+    common_prefix_len,
+)
+from ._spec import ENGINE_SPEC_FORMS, engine_from_spec
+from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
+from ._types import (
+    Capabilities,
+    Chunk,
+    Completion,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    JsonSchema,
+    Message,
+    PrefixCacheKind,
+    RequestHints,
+    Role,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from ._openai import OpenAIEngine
+    from ._vllm import VLLMEngine
+
+__all__ = [
+    "ENGINE_SPEC_FORMS",
+    "CacheEvent",
+    "CacheEventKind",
+    "CacheListener",
+    "Capabilities",
+    "Chunk",
+    "Completion",
+    "Engine",
+    "FinishReason",
+    "FunctionEngine",
+    "FunctionHandler",
+    "GenerationRequest",
+    "JsonSchema",
+    "LlamaCppEngine",
+    "LlamaCppStats",
+    "Message",
+    "OpenAIEngine",
+    "PrefixCacheKind",
+    "RecordingEngine",
+    "ReplayEngine",
+    "RequestHints",
+    "Role",
+    "SnapshotInfo",
+    "SnapshotMatch",
+    "SnapshotStore",
+    "TestEngine",
+    "Usage",
+    "VLLMEngine",
+    "common_prefix_len",
+    "default_model_path",
+    "engine_from_spec",
+    "example_from_schema",
+    "render_messages",
+    "request_key",
+    "simple_tokenize",
+]
+
+_LAZY: dict[str, str] = {
+    "OpenAIEngine": "._openai",
+    "VLLMEngine": "._vllm",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

