@@ -27,10 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from rank_bm25 import BM25Okapi
-from rich.console import Console
-from rich.table import Table
-
 from agentflow.memory import (
     ExtractiveSummarizer,
     LocomoConversation,
@@ -41,6 +37,9 @@ from agentflow.memory import (
     load_locomo,
     tokenize,
 )
+from rank_bm25 import BM25Okapi
+from rich.console import Console
+from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo"
@@ -89,7 +88,9 @@ def evaluate(
         leaves = conv.leaves()
         ids = [leaf.leaf_id or "" for leaf in leaves]
         flat = BM25Okapi([tokenize(f"{leaf.speaker}: {leaf.text}") for leaf in leaves])
-        variants = {name: TemporalTreeCore(core.store, core.tree_id, weights=w) for name, w in ablations.items()}
+        variants = {
+            name: TemporalTreeCore(core.store, core.tree_id, weights=w) for name, w in ablations.items()
+        }
         splits = ["all"] + ([] if conv.conv_id in DEV_CONVERSATIONS else ["held_out"])
         for qa in conv.questions:
             if not qa.evidence:
@@ -107,7 +108,9 @@ def evaluate(
     return out
 
 
-def insert_rate(conversations: list[LocomoConversation], workdir: Path, synchronous: str, limit: int) -> float:
+def insert_rate(
+    conversations: list[LocomoConversation], workdir: Path, synchronous: str, limit: int
+) -> float:
     """Turns per second, one transaction per turn, no summaries (they are lazy)."""
     store = StoreCore(workdir / f"insert-{synchronous}.db", synchronous=synchronous)  # type: ignore[arg-type]
     leaves = [leaf for conv in conversations for leaf in conv.leaves()][:limit]
@@ -204,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         f"(build {speed['build_s']:.1f} s, first search incl. index load {speed['first_search_s']:.1f} s)"
     )
     result: dict[str, object] = {
-        f"recall@{k}": {"tree": round(recall["all"]["tree"].value(k), 2), "flat": round(recall["all"]["flat"].value(k), 2)}
+        f"recall@{k}": {
+            "tree": round(recall["all"]["tree"].value(k), 2),
+            "flat": round(recall["all"]["flat"].value(k), 2),
+        }
         for k in sorted(KS, reverse=True)
     }
     result.update(
@@ -218,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
             "held_out": {
                 f"recall@{k}": {s: round(r.value(k), 2) for s, r in recall["held_out"].items()} for k in KS
             },
-            "ablation_all": {f"recall@{k}": {s: round(r.value(k), 2) for s, r in recall["all"].items()} for k in KS},
+            "ablation_all": {
+                f"recall@{k}": {s: round(r.value(k), 2) for s, r in recall["all"].items()} for k in KS
+            },
             "questions": recall["all"]["tree"].n,
             "conversations": len(conversations),
             "synthetic_leaves": n_synthetic,

@@ -146,6 +146,14 @@ class BM25Index:
             cached = self._cache[term] = (slots, tfs)
         return cached
 
+    def contains_any(self, query: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """Which slots hold at least one query term (a term's idf, and so its score, can be 0)."""
+        out = np.zeros(self._slots, dtype=bool)
+        for term in set(query):
+            if term in self._df:
+                out[self._postings(term)[0]] = True
+        return out
+
     def scores(self, query: Sequence[str]) -> FloatArray:
         """Score every slot against ``query`` (a token list; repeated terms count again, as in BM25Okapi).
 

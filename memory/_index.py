@@ -183,14 +183,20 @@ class TreeIndex:
         dense = np.where(docs >= 0, raw[np.maximum(docs, 0)] if len(raw) else 0.0, 0.0)
         return _normalized(dense.astype(np.float64))
 
-    def scores(self, query: str, weights: ScoringWeights) -> FloatArray:
-        """Combined score of every leaf slot for ``query`` (0 for leaves that match nothing)."""
+    def scores(self, query: str, weights: ScoringWeights) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Combined score of every leaf slot for ``query``, and which leaves contain a query term.
+
+        BM25Okapi's idf is 0 or negative for a term in half or more of the documents (always so in a
+        one-document tree), so a leaf that contains query terms can score <= 0; the mask keeps it.
+        """
         terms = tokenize(query)
         n = self.leaves.size
         if not terms or n == 0:
-            return np.zeros(n, dtype=np.float64)
+            return np.zeros(n, dtype=np.float64), np.zeros(n, dtype=bool)
         arrays = self._np()
-        own = _normalized(self.leaves.scores(terms))
+        raw = self.leaves.scores(terms)
+        matched = self.leaves.contains_any(terms)
+        own = _normalized(raw)
         total = own.copy()
         if weights.session and self.sessions:
             per_session = self._level_scores(self.sessions_bm25, arrays["session_doc"], terms)
@@ -203,7 +209,7 @@ class TreeIndex:
             prev, nxt = arrays["prev"], arrays["next"]
             padded = np.append(own, 0.0)  # index -1 reads the padding 0
             total += weights.neighbor * (padded[prev] + padded[nxt])
-        return total
+        return total, matched
 
     def top(
         self, query: str, k: int, weights: ScoringWeights, since: float | None, until: float | None
@@ -213,10 +219,10 @@ class TreeIndex:
         Invariant: the result depends only on the indexed rows and the arguments, never on numpy's
         partition order: ties at the cut are resolved by slot before truncating.
         """
-        total = self.scores(query, weights)
+        total, matched = self.scores(query, weights)
         if len(total) == 0:
             return []
-        keep = total > 0
+        keep = (total > 0) | matched
         if since is not None or until is not None:
             ts = self._np()["ts"]
             if since is not None:
