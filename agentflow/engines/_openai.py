@@ -242,7 +242,8 @@ def _gbnf_for(schema: JsonSchema) -> str:
             "building one from a JSON Schema needs llama-cpp-python installed; install it or send "
             "chat `messages` instead of a `prompt`"
         ) from exc
-    return json_schema_to_gbnf(json.dumps(schema))
+    grammar: str = json_schema_to_gbnf(json.dumps(schema))
+    return grammar
 
 
 def _finish_reason(raw: str | None) -> FinishReason:
@@ -330,6 +331,17 @@ class _SSEDecoder:
         data = "\n".join(self._data)
         self._data = []
         return data
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What one streaming attempt has seen so far (mutated as events arrive)."""
+
+    yielded: int = 0
+    first_token: float | None = None
+    finish: str | None = None
+    usage: _UsageBody | None = None
+    done: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,82 +553,65 @@ class OpenAIEngine:
         submitted = time.monotonic()
         kind = await self.probe()
         url, body = self._endpoint(request), build_body(request, self._options(kind), stream=True)
-        limiter = self._get_limiter()
-        async with limiter:
+        state = _StreamState()
+        async with self._get_limiter():
             started = time.monotonic()
             attempt = 0
             while True:
                 attempt += 1
-                yielded = 0
-                first_token: float | None = None
-                usage_body: _UsageBody | None = None
-                finish: str | None = None
-                done = False
+                state = _StreamState()
                 try:
                     async with self._client.stream("POST", url, json=body) as response:
                         if response.status_code != 200:
                             await response.aread()
                             retry_after = self._check_status(response, url, attempt)
-                            await self._backoff(
-                                url, attempt, f"HTTP {response.status_code}", retry_after, None, response.text
-                            )
+                            reason = f"HTTP {response.status_code}"
+                            await self._backoff(url, attempt, reason, retry_after, None, response.text)
                             continue
-                        decoder = _SSEDecoder()
-                        async for line in response.aiter_lines():
-                            data = decoder.feed(line)
-                            if data is None:
-                                continue
-                            if data.strip() == "[DONE]":
-                                done = True
-                                break
-                            piece = self._parse_event(data, url)
-                            if piece.usage is not None:
-                                usage_body = piece.usage
-                            for choice in piece.choices[:1]:
+                        async for event in self._events(response, url, state):
+                            for choice in event.choices[:1]:
                                 text = (choice.delta.content if choice.delta else choice.text) or ""
-                                if choice.finish_reason is not None:
-                                    finish = choice.finish_reason
+                                state.finish = choice.finish_reason or state.finish
                                 if text:
-                                    if first_token is None:
-                                        first_token = time.monotonic()
-                                    yielded += 1
+                                    state.first_token = state.first_token or time.monotonic()
+                                    state.yielded += 1
                                     yield Chunk(text=text)
                 except _RETRYABLE_TRANSPORT as exc:
-                    if yielded:
+                    if state.yielded:
                         raise EngineRequestError(
-                            f"POST {url}: the stream broke after {yielded} chunks "
+                            f"POST {url}: the stream broke after {state.yielded} chunks "
                             f"({type(exc).__name__}: {exc}); the chunks already received are valid, "
-                            "the rest of the answer is lost — retry the request"
+                            "the rest of the answer is lost; retry the request"
                         ) from exc
                     await self._backoff(url, attempt, type(exc).__name__, None, exc)
                     continue
                 except httpx.HTTPError as exc:
                     raise EngineRequestError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
                 break
-        if finish is None:
+        if state.finish is None:
             hint = (
                 "llama.cpp servers end a stream early when another request arrives; use max_concurrency=1"
                 if kind == "llamacpp"
                 else "the server or a proxy cut the stream"
             )
             raise EngineRequestError(
-                f"POST {url}: the stream ended without a finish reason after {yielded} chunks "
-                f"({'[DONE] received' if done else 'no [DONE]'}); {hint}"
+                f"POST {url}: the stream ended without a finish reason after {state.yielded} chunks "
+                f"({'[DONE] received' if state.done else 'no [DONE]'}); {hint}"
             )
         finished = time.monotonic()
+        usage_body = state.usage
         if usage_body is None:
             # The server ignored stream_options.include_usage (llama-cpp-python does): count the
             # streamed pieces (one per token there) and, for raw prompts, tokenize the prompt.
-            usage_body = _UsageBody(
-                prompt_tokens=await self._count_prompt(request), completion_tokens=yielded
-            )
+            prompt_tokens = await self._count_prompt(request)
+            usage_body = _UsageBody(prompt_tokens=prompt_tokens, completion_tokens=state.yielded)
         usage = usage_from_body(
             usage_body,
             queue_s=started - submitted,
-            ttft_s=(first_token if first_token is not None else finished) - submitted,
+            ttft_s=(state.first_token or finished) - submitted,
             total_s=finished - submitted,
         )
-        yield Chunk(text="", usage=usage, finish_reason=_finish_reason(finish))
+        yield Chunk(text="", usage=usage, finish_reason=_finish_reason(state.finish))
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """Token ids of ``text`` from the server's tokenize endpoint (with the server's defaults
@@ -626,14 +621,13 @@ class OpenAIEngine:
             UnsupportedFeatureError: The server has no tokenize endpoint.
         """
         kind = await self.probe()
-        candidates: list[tuple[str, dict[str, object]]] = {
-            "vllm": [("/tokenize", {"model": self._model, "prompt": text})],
-            "llamacpp": [
+        vllm_shape: tuple[str, dict[str, object]] = ("/tokenize", {"model": self._model, "prompt": text})
+        candidates = [vllm_shape]
+        if kind == "llamacpp":
+            candidates = [
                 ("/extras/tokenize", {"model": self._model, "input": text}),
                 ("/tokenize", {"content": text}),
-            ],
-            "openai": [("/tokenize", {"model": self._model, "prompt": text})],
-        }[kind]
+            ]
         for path, body in candidates:
             url = self._root + path
             response = await self._send("POST", url, body, missing_ok=True)
@@ -667,33 +661,29 @@ class OpenAIEngine:
 
     async def probe(self) -> ServerKind:
         """Detect the server kind once (``/v1/models`` ``owned_by``, then ``/version``)."""
-        if self._kind is not None:
-            return self._kind
-        async with self._probe_lock:
-            if self._kind is not None:
-                return self._kind
-            kind: ServerKind = "openai"
-            url = f"{self._root}/v1/models"
-            response = await self._send("GET", url, None, missing_ok=True)
-            owners: set[str] = set()
-            if response.status_code == 200:
-                try:
-                    models = _ModelList.model_validate_json(response.content).data
-                except ValidationError:
-                    models = []
-                owners = {(m.owned_by or "").lower() for m in models}
-            if "vllm" in owners:
-                kind = "vllm"
-            elif owners & {"me", "llamacpp", "llama.cpp"}:
-                kind = "llamacpp"
-            elif response.status_code != 200:
-                # No model list: vLLM also answers GET /version with {"version": "..."}.
-                version = await self._send("GET", f"{self._root}/version", None, missing_ok=True)
-                if version.status_code == 200 and _version_of(version.content):
-                    kind = "vllm"
-            self._kind = kind
-            logger.debug("%s: detected server kind %s", self.name, kind)
-            return kind
+        if self._kind is None:
+            async with self._probe_lock:
+                if self._kind is None:
+                    self._kind = await self._detect_kind()
+                    logger.debug("%s: detected server kind %s", self.name, self._kind)
+        return self._kind
+
+    async def _detect_kind(self) -> ServerKind:
+        response = await self._send("GET", f"{self._root}/v1/models", None, missing_ok=True)
+        if response.status_code != 200:
+            # No model list: vLLM also answers GET /version with {"version": "..."}.
+            version = await self._send("GET", f"{self._root}/version", None, missing_ok=True)
+            return "vllm" if version.status_code == 200 and _version_of(version.content) else "openai"
+        try:
+            models = _ModelList.model_validate_json(response.content).data
+        except ValidationError:
+            models = []
+        owners = {(m.owned_by or "").lower() for m in models}
+        if "vllm" in owners:
+            return "vllm"
+        if owners & {"me", "llamacpp", "llama.cpp"}:
+            return "llamacpp"
+        return "openai"
 
     async def prometheus(self) -> PrometheusText:
         """The server's ``/metrics`` scrape, parsed.
@@ -758,6 +748,23 @@ class OpenAIEngine:
             ) from exc
         self._raise_body_error(parsed, url)
         return parsed
+
+    async def _events(
+        self, response: httpx.Response, url: str, state: _StreamState
+    ) -> AsyncIterator[_ResponseBody]:
+        """The JSON events of an SSE response until ``[DONE]``; records usage and ``[DONE]``."""
+        decoder = _SSEDecoder()
+        async for line in response.aiter_lines():
+            data = decoder.feed(line)
+            if data is None:
+                continue
+            if data.strip() == "[DONE]":
+                state.done = True
+                return
+            event = self._parse_event(data, url)
+            if event.usage is not None:
+                state.usage = event.usage
+            yield event
 
     def _parse_event(self, data: str, url: str) -> _ResponseBody:
         try:

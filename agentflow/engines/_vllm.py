@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import anyio
 
@@ -103,10 +103,6 @@ def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
     return SamplingSpec(kwargs, "delta" if stream else "final_only", request.json_schema)
 
 
-class _ParamsFactory(Protocol):
-    def __call__(self, **kwargs: object) -> object: ...
-
-
 @dataclass(frozen=True, slots=True)
 class VLLMApi:
     """The vLLM classes the engine builds requests with (found once at start-up).
@@ -118,10 +114,10 @@ class VLLMApi:
         constraint_params: ``StructuredOutputsParams`` or ``GuidedDecodingParams``.
     """
 
-    sampling_params: _ParamsFactory
+    sampling_params: Callable[..., object]
     output_kinds: Mapping[OutputKind, object]
     constraint_field: ConstraintField
-    constraint_params: _ParamsFactory
+    constraint_params: Callable[..., object]
 
 
 def make_sampling_params(spec: SamplingSpec, api: VLLMApi) -> object:

@@ -4,11 +4,13 @@
 --port <free port>`` as a subprocess, waits until ``GET /v1/models`` answers, and can be killed
 (SIGKILL), frozen (SIGSTOP) and restarted on the same port. ``llama_server`` is a module-scoped
 pytest fixture: import it into a test module (``from _servers import llama_server``) so one server
-serves every test of that module.
+serves every test of that module; ``running_llama_server()`` is the same as a context manager, for
+fixtures of other scopes or names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -23,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["LlamaServer", "bundled_gguf", "free_port", "llama_server"]
+__all__ = ["LlamaServer", "bundled_gguf", "free_port", "llama_server", "running_llama_server"]
 
 _STARTUP_LIMIT_S = 120.0
 
@@ -50,7 +52,7 @@ def free_port() -> int:
 class LlamaServer:
     """One ``llama_cpp.server`` subprocess on 127.0.0.1 serving the bundled model."""
 
-    def __init__(self, model: Path, port: int | None = None, *, n_ctx: int = 2048, threads: int = 2) -> None:
+    def __init__(self, model: Path, port: int | None = None, *, n_ctx: int = 2048, threads: int = 1) -> None:
         self.model = model
         self.port = port if port is not None else free_port()
         self.n_ctx = n_ctx
@@ -98,6 +100,7 @@ class LlamaServer:
                 )
             try:
                 if httpx.get(f"{self.base_url}/v1/models", timeout=2.0).status_code == 200:
+                    self._warm_up()
                     return
             except httpx.TransportError:
                 pass
@@ -105,6 +108,14 @@ class LlamaServer:
         self.stop()
         raise RuntimeError(
             f"llama_cpp.server did not answer within {_STARTUP_LIMIT_S:g} s:\n{self.log_tail()}"
+        )
+
+    def _warm_up(self) -> None:
+        # llama.cpp's first decode allocates its compute graph (seconds on a busy machine); pay it here.
+        httpx.post(
+            f"{self.base_url}/v1/completions",
+            json={"prompt": "Hi", "max_tokens": 1},
+            timeout=_STARTUP_LIMIT_S,
         )
 
     def freeze(self) -> None:
@@ -140,12 +151,19 @@ class LlamaServer:
         Path(self._log.name).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[LlamaServer]:
-    """One running server for the whole test module."""
+@contextlib.contextmanager
+def running_llama_server() -> Iterator[LlamaServer]:
+    """A started server on a free port, closed on exit (for fixtures of any scope)."""
     server = LlamaServer(bundled_gguf())
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[LlamaServer]:
+    """One running server for the whole test module (``from _servers import llama_server``)."""
+    with running_llama_server() as server:
+        yield server

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,7 @@ def completion_json(
     }
 
 
-def reply(payload: dict[str, object], status: int = 200, headers: dict[str, str] | None = None) -> Handler:
+def reply(payload: Mapping[str, object], status: int = 200, headers: dict[str, str] | None = None) -> Handler:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, json=payload, headers=headers)
 
@@ -95,7 +95,7 @@ def sequence(*handlers: Handler) -> Handler:
     return handler
 
 
-def sse(*events: dict[str, object] | str) -> bytes:
+def sse(*events: Mapping[str, object] | str) -> bytes:
     lines = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
     return "".join(lines).encode()
 

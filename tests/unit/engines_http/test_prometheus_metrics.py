@@ -152,7 +152,7 @@ def test_parser_raises_engine_request_error_naming_line_when_malformed(line: str
 
 
 _names = st.from_regex(r"[a-z_:][a-z0-9_:]{0,15}", fullmatch=True)
-_label_values = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_label_values = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
 
 
 def _escape(value: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from agentflow.engines._types import GenerationRequest
 from agentflow.engines._vllm import (
+    OutputKind,
     VLLMApi,
     VLLMEngine,
     finish_reason_from_vllm,
@@ -25,7 +26,7 @@ from agentflow.engines._vllm import (
 )
 from agentflow.errors import EngineUnavailableError
 
-SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+SCHEMA: dict[str, object] = {"type": "object", "properties": {"answer": {"type": "integer"}}}
 
 vllm_missing = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here"
@@ -85,7 +86,7 @@ class _SamplingParams:
     guided_decoding: _GuidedDecodingParams | None = None
 
 
-KINDS = {"delta": "DELTA", "final_only": "FINAL_ONLY"}
+KINDS: dict[OutputKind, object] = {"delta": "DELTA", "final_only": "FINAL_ONLY"}
 
 
 def test_make_sampling_params_uses_structured_outputs_when_vllm_is_recent() -> None:
