@@ -287,6 +287,7 @@ class Tool:
         fn: ToolFunction | None = None,
         *,
         strict: bool = True,
+        nullable_optional: bool = True,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         retries: int = 0,
@@ -304,6 +305,8 @@ class Tool:
                 (validating calls works, invoking raises :class:`ToolError`).
             strict: Reject arguments the spec does not declare (adds ``additionalProperties: false`` to the
                 top-level object unless the spec says otherwise).
+            nullable_optional: Let optional arguments also be ``null``, meaning "not given" (the OpenAI
+                strict-mode convention; BFCL gold calls pass ``None`` for Python-style ``=None`` defaults).
             timeout: Seconds per attempt, or None.
             max_concurrency: At most this many calls at once per event loop, or None.
             retries: Extra attempts after a failure or timeout.
@@ -330,6 +333,8 @@ class Tool:
         schema = normalize_schema(raw_params, where=f"{name}.parameters")
         if "type" not in schema:
             schema["type"] = "object"
+        if nullable_optional:
+            _allow_null_for_optional(schema)
         if strict and "additionalProperties" not in schema and schema.get("type") == "object":
             schema["additionalProperties"] = False
         description = body.get("description")
@@ -429,6 +434,8 @@ class Tool:
         for pname in self._param_names:
             prop = props.get(pname) if isinstance(props, Mapping) else None
             kind = prop.get("type", "any") if isinstance(prop, Mapping) else "any"
+            if isinstance(kind, list):
+                kind = "|".join(str(k) for k in kind)
             parts.append(f"{pname}{'' if pname in self._required else '?'}: {kind}")
         return f"{self._name}({', '.join(parts)})"
 
@@ -563,6 +570,24 @@ class Tool:
             limiter = anyio.CapacityLimiter(self._max_concurrency)
             self._limiters[key] = limiter
         return limiter
+
+
+def _allow_null_for_optional(schema: dict[str, JsonValue]) -> None:
+    props = schema.get("properties")
+    required = schema.get("required")
+    if not isinstance(props, dict):
+        return
+    for name, prop in props.items():
+        if (isinstance(required, list) and name in required) or not isinstance(prop, dict):
+            continue
+        kind = prop.get("type")
+        if isinstance(kind, str) and kind != "null":
+            prop["type"] = [kind, "null"]
+        elif isinstance(kind, list) and "null" not in kind:
+            prop["type"] = [*kind, "null"]
+        enum = prop.get("enum")
+        if isinstance(enum, list) and None not in enum:
+            prop["enum"] = [*enum, None]
 
 
 def _is_async_callable(fn: object) -> bool:

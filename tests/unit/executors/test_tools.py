@@ -247,7 +247,7 @@ def test_from_spec_reads_openai_form() -> None:
 
 
 def test_from_spec_normalizes_bfcl_dialect() -> None:
-    fact = Tool.from_spec(BFCL_SPEC)
+    fact = Tool.from_spec(BFCL_SPEC, nullable_optional=False)
     params = fact.parameters
     assert params["type"] == "object"
     assert params["required"] == ["number"]
@@ -259,6 +259,14 @@ def test_from_spec_normalizes_bfcl_dialect() -> None:
     fact.validate({"number": 5, "coords": [1, 2.5], "payload": {"any": ["thing"]}})
     with pytest.raises(ToolError, match="'number': 'five' is not of type 'integer'"):
         fact.validate({"number": "five"})
+
+
+def test_from_spec_lets_optional_arguments_be_null_by_default() -> None:
+    fact = Tool.from_spec(BFCL_SPEC)
+    assert fact.validate({"number": 3, "scale": None}) == {"number": 3, "scale": None}
+    with pytest.raises(ToolError, match="'number': None is not of type 'integer'"):
+        fact.validate({"number": None})
+    assert "scale?: number|null" in fact.signature_hint()
 
 
 def test_normalize_schema_reads_required_flags_on_properties() -> None:
