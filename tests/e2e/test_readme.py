@@ -1,0 +1,42 @@
+"""The README stays true: its commands match CI, and its Python example runs on the embedded engine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def bash_blocks() -> list[str]:
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", README, re.S)]
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    blocks = bash_blocks()
+    assert len(blocks) == 2, blocks
+    assert all("\n" not in b for b in blocks), "each set-up command is a single line"
+    assert "examples/" in blocks[0]
+    assert "scripts/check" in blocks[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert bash_blocks()[1] in ci
+
+
+@pytest.mark.e2e
+def test_readme_python_example_runs_on_the_embedded_engine(tmp_path: Path) -> None:
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    script = tmp_path / "readme_example.py"
+    script.write_text(code)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Usage(prompt_tokens=" in proc.stdout
