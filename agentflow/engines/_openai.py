@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentflow.engines._metrics import PrometheusText, VLLMMetrics, parse_prometheus_text
 from agentflow.engines._retry import RETRYABLE_STATUS, RetryEvent, RetryPolicy, parse_retry_after
+from agentflow.engines._testing import render_messages
 from agentflow.engines._types import (
     Capabilities,
     Chunk,
@@ -52,7 +53,6 @@ from agentflow.engines._types import (
     FinishReason,
     GenerationRequest,
     JsonSchema,
-    Message,
     Usage,
 )
 from agentflow.errors import (
@@ -69,7 +69,6 @@ __all__ = [
     "ServerKind",
     "StructuredOutputMode",
     "cache_salt_for",
-    "render_messages",
 ]
 
 logger = logging.getLogger("agentflow.engines.openai")
@@ -190,16 +189,6 @@ class _TokensBody(_ResponseModel):
 
 # --------------------------------------------------------------------------------------------
 # Pure mapping functions (unit-tested without a server).
-
-
-def render_messages(messages: Sequence[Message]) -> str:
-    """A deterministic role-tagged rendering of chat messages.
-
-    An HTTP server applies its own chat template, which the client cannot see; this rendering
-    (``<|role|>\\ncontent\\n`` per message, then ``<|assistant|>\\n``) is stable and keeps
-    shared prefixes shared, which is what prefix-aware scheduling needs from ``render``.
-    """
-    return "".join(f"<|{m.role}|>\n{m.content}\n" for m in messages) + "<|assistant|>\n"
 
 
 def cache_salt_for(secret: bytes, tenant: str) -> str:
@@ -646,12 +635,14 @@ class OpenAIEngine:
         )
 
     async def render(self, request: GenerationRequest) -> str:
-        """The prompt for ``prompt`` requests; for chat, ``render_messages`` (the server's own chat
-        template is not visible over HTTP, so this is a stable stand-in, not the exact text)."""
-        if request.prompt is not None:
-            return request.prompt
-        assert request.messages is not None
-        return render_messages(request.messages)
+        """The prompt for ``prompt`` requests; for chat, a role-tagged rendering
+        (``<|role|>\ncontent\n`` per message, then ``<|assistant|>\n``).
+
+        The server applies its own chat template, which is not visible over HTTP; this stand-in is
+        deterministic and keeps shared message prefixes shared, which is what prefix-aware
+        scheduling needs, but it is not the exact text the model sees.
+        """
+        return render_messages(request)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from agentflow.engines._openai import OpenAIEngine, cache_salt_for, render_messages
+from agentflow.engines._openai import OpenAIEngine, cache_salt_for
 from agentflow.engines._retry import RetryEvent, RetryPolicy
 from agentflow.engines._types import Chunk, Engine, GenerationRequest, Message, RequestHints
 from agentflow.errors import (
@@ -532,7 +532,6 @@ async def test_render_returns_prompt_or_role_tagged_chat_when_asked() -> None:
         assert await engine.render(PROMPT) == "Once upon"
         rendered = await engine.render(CHAT)
     assert rendered == "<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\n"
-    assert rendered == render_messages(CHAT.messages or ())
 
 
 async def test_engine_satisfies_engine_protocol_when_constructed() -> None:
