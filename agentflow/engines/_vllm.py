@@ -10,7 +10,8 @@ The translation from agentflow's request to vLLM's is a set of pure functions (`
 
     GenerationRequest              vLLM
     prompt                         {"prompt": text}
-    messages                       {"prompt": tokenizer.apply_chat_template(..., add_generation_prompt=True)}
+    messages                       {"prompt_token_ids": the chat template applied (add_generation_prompt=True),
+                                    tokenized without adding special tokens again}
     hints.tenant (salted)          {"cache_salt": ...} in the prompt dict
     max_tokens/temperature/...     SamplingParams(max_tokens=..., temperature=..., top_p=..., stop=..., seed=...)
     json_schema                    SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))
@@ -154,12 +155,19 @@ def _load_api() -> VLLMApi:
     )
 
 
-def vllm_prompt(text: str, cache_salt: str | None) -> dict[str, str]:
-    """The prompt dict vLLM's ``generate`` takes (``TextPrompt``), salted when ``cache_salt``."""
-    prompt = {"prompt": text}
+def vllm_prompt(prompt: str | Sequence[int], cache_salt: str | None) -> dict[str, object]:
+    """The prompt dict vLLM's ``generate`` takes, salted when ``cache_salt`` is given.
+
+    Text becomes a ``TextPrompt`` (vLLM tokenizes it with the model's special-token defaults);
+    token ids become a ``TokensPrompt`` (used for chat, whose rendered template already holds the
+    special tokens, so they must not be added twice).
+    """
+    built: dict[str, object] = (
+        {"prompt": prompt} if isinstance(prompt, str) else {"prompt_token_ids": list(prompt)}
+    )
     if cache_salt is not None:
-        prompt["cache_salt"] = cache_salt
-    return prompt
+        built["cache_salt"] = cache_salt
+    return built
 
 
 def finish_reason_from_vllm(reason: str | None) -> FinishReason:
@@ -386,7 +394,11 @@ class VLLMEngine:
     ) -> AsyncIterator[str]:
         await self.start()
         assert self._llm is not None and self._api is not None
-        text = await self.render(request)
+        prompt: str | Sequence[int] = await self.render(request)
+        if request.messages is not None:
+            tokenizer = await self._get_tokenizer()
+            encode: Callable[..., list[int]] = tokenizer.encode  # type: ignore[attr-defined]
+            prompt = encode(prompt, add_special_tokens=False)
         salt = (
             cache_salt_for(self._salt_secret, request.hints.tenant)
             if self._salt_secret is not None and request.hints.tenant is not None
@@ -399,7 +411,9 @@ class VLLMEngine:
         async with self._limiter:
             progress.started = time.monotonic()
             try:
-                async for output in generate(vllm_prompt(text, salt), params, request_id, priority=priority):
+                async for output in generate(
+                    vllm_prompt(prompt, salt), params, request_id, priority=priority
+                ):
                     piece = self._absorb(output, progress)
                     if piece:
                         yield piece

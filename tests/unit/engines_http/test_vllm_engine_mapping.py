@@ -123,6 +123,11 @@ def test_vllm_prompt_carries_cache_salt_when_tenant_is_salted() -> None:
     assert vllm_prompt("hello", "s4lt") == {"prompt": "hello", "cache_salt": "s4lt"}
 
 
+def test_vllm_prompt_passes_token_ids_when_chat_was_rendered_and_tokenized() -> None:
+    assert vllm_prompt((1, 2, 3), None) == {"prompt_token_ids": [1, 2, 3]}
+    assert vllm_prompt([7], "s") == {"prompt_token_ids": [7], "cache_salt": "s"}
+
+
 def test_usage_from_output_splits_cached_tokens_when_vllm_reports_them() -> None:
     usage = usage_from_output(list(range(40)), 32, 5, queue_s=0.1, ttft_s=0.2, total_s=0.5)
     assert (usage.prompt_tokens, usage.cached_tokens, usage.computed_tokens, usage.completion_tokens) == (
