@@ -11,8 +11,10 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agentflow.engines._openai import OpenAIEngine, cache_salt_for
+from agentflow.engines._openai import OpenAIEngine, _SSEDecoder, cache_salt_for
 from agentflow.engines._retry import RetryEvent, RetryPolicy
 from agentflow.engines._types import Chunk, Engine, GenerationRequest, Message, RequestHints
 from agentflow.errors import (
@@ -549,3 +551,43 @@ def test_constructor_raises_config_error_when_base_url_is_invalid(url: str) -> N
 def test_base_url_drops_trailing_v1_when_given() -> None:
     engine = OpenAIEngine("http://127.0.0.1:8000/v1/", "m")
     assert engine.base_url == "http://127.0.0.1:8000"
+
+
+def test_sse_decoder_joins_data_lines_and_skips_comments_when_reading_events() -> None:
+    decoder = _SSEDecoder()
+    lines = [": ping", "event: message", "data: first", "data:second\r", "", "id: 7", "data: {}", ""]
+    events = [event for line in lines if (event := decoder.feed(line)) is not None]
+    assert events == ["first\nsecond", "{}"]
+    assert decoder.flush() is None
+
+
+class _ChunkedStream(httpx.AsyncByteStream):
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pieces=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=1), max_size=8),
+)
+def test_stream_reassembles_pieces_when_bytes_arrive_split_anywhere(
+    pieces: list[str], cuts: list[int]
+) -> None:
+    payload = sse(*[delta(p) for p in pieces], delta("", finish="stop"), "[DONE]")
+    points = sorted({c % len(payload) for c in cuts} - {0})
+    parts = [payload[a:b] for a, b in zip([0, *points], [*points, len(payload)], strict=True)]
+
+    async def split(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_ChunkedStream(parts))
+
+    async def run() -> list[str]:
+        server = FakeServer(routes={("POST", "/v1/chat/completions"): split})
+        async with server.engine() as engine:
+            return [c.text async for c in engine.stream(CHAT) if c.text]
+
+    assert anyio.run(run) == pieces
