@@ -43,6 +43,7 @@ from ._flow import (
     update,
 )
 from ._flow import fmap as map
+from ._journal import StepJournal
 from ._merge import Append, Max, MergeRule, Min, Reducer, Replace, Union, merge_states
 from ._outcome import Err, Event, Ok, Outcome, State, Trace
 from ._parallel import gather, par, race
@@ -71,6 +72,7 @@ __all__ = [
     "State",
     "StateTypeError",
     "StepError",
+    "StepJournal",
     "StepTimeout",
     "Trace",
     "Union",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._journal import StepJournal
+
 
 @dataclass(frozen=True)
 class Context:
@@ -18,8 +20,10 @@ class Context:
         deps: User dependencies (any object: a database handle, settings...), read with ``deps(T)``.
         run_id: Identifier of the run; also the workflow id given to the scheduler.
         services: Extra named capabilities for extensions, read with ``ask()``.
+        journal: Where named steps record results for resume (``None``: no journal).
     """
 
     deps: object = None
     run_id: str = ""
     services: dict[str, object] = field(default_factory=dict)
+    journal: StepJournal | None = None

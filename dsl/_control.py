@@ -87,7 +87,7 @@ def retry(
     async def leaf(env: Env, state: State) -> Res:
         res: Res = Err(AgentflowError("retry made no attempt"), state)
         for attempt in range(1, attempts + 1):
-            res = await inner._exec(env, state)
+            res = await inner._exec(env.fresh(), state)
             if isinstance(res, Ok):
                 return res
             assert isinstance(res, Err)

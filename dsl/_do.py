@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -76,6 +77,14 @@ def _body_flow(
     return Flow(leaf)
 
 
+def _return_type(fn: Callable[..., Any]) -> object:
+    """The function's evaluated return annotation, or ``None`` when it has none or cannot be resolved."""
+    try:
+        return typing.get_type_hints(fn).get("return")
+    except Exception:
+        return None
+
+
 def flow(fn: Callable[P, Coroutine[Any, Any, A]]) -> Callable[P, Flow[A]]:
     """Turn an async function into a function returning a ``Flow`` (do-notation).
 
@@ -110,6 +119,7 @@ def step(
     retry: int | None = None,
     backoff: float | Any = 0.0,
     timeout: float | None = None,
+    idempotent: bool = True,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, A]]], Callable[P, Flow[A]]]: ...
 def step(
     fn: Callable[P, Coroutine[Any, Any, A]] | None = None,
@@ -119,12 +129,15 @@ def step(
     retry: int | None = None,
     backoff: float | Any = 0.0,
     timeout: float | None = None,
+    idempotent: bool = True,
 ) -> Callable[P, Flow[A]] | Callable[[Callable[P, Coroutine[Any, Any, A]]], Callable[P, Flow[A]]]:
     """Lift an async function into a named step (a span in the trace, a journal key).
 
-    ``@step`` or ``@step(name=..., retry=3, backoff=0.5, timeout=10)``. The body may ``await``
-    flows like a ``@flow`` body. Each attempt of a retry starts from the step's input state; the
-    timeout applies per attempt.
+    ``@step`` or ``@step(name=..., retry=3, backoff=0.5, timeout=10, idempotent=False)``. The body may
+    ``await`` flows like a ``@flow`` body. Each attempt of a retry starts from the step's input state;
+    the timeout applies per attempt. With a journal, the step's result is recorded (decoded on resume
+    with the function's return annotation); ``idempotent=False`` marks side effects that must never
+    run twice.
 
     >>> import anyio
     >>> @step(retry=2)
@@ -137,6 +150,7 @@ def step(
     def decorate(f: Callable[P, Coroutine[Any, Any, A]]) -> Callable[P, Flow[A]]:
         step_name = name or f.__name__
         is_async = inspect.iscoroutinefunction(f)
+        result_type = _return_type(f)
 
         @functools.wraps(f)
         def make(*args: P.args, **kwargs: P.kwargs) -> Flow[A]:
@@ -149,7 +163,7 @@ def step(
                 from ._control import retry as with_retry
 
                 body = with_retry(body, attempts=retry, backoff=backoff)
-            return named(step_name, body)
+            return named(step_name, body, result_type=result_type, idempotent=idempotent)
 
         return make
 

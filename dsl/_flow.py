@@ -37,16 +37,26 @@ class Env:
         path: The current step path (``a/b[2]``).
     """
 
-    __slots__ = ("ctx", "log", "path")
+    __slots__ = ("counts", "ctx", "log", "path")
 
     def __init__(self, ctx: Context, log: list[Event], path: str) -> None:
         self.ctx = ctx
         self.log = log
         self.path = path
+        self.counts: dict[str, int] | None = None  # occurrences of each child step name; made on first use
 
-    def child(self, path: str | None = None, log: list[Event] | None = None) -> Env:
-        """A copy with another path and/or log."""
-        return Env(self.ctx, self.log if log is None else log, self.path if path is None else path)
+    def fresh(self) -> Env:
+        """The same scope with its step-name counters reset (each retry attempt gets one)."""
+        return Env(self.ctx, self.log, self.path)
+
+    def child_name(self, name: str) -> str:
+        """The path segment of the next child step called ``name``: ``name``, then ``name[1]``, ``name[2]``..."""
+        counts = self.counts
+        if counts is None:
+            counts = self.counts = {}
+        n = counts.get(name, 0)
+        counts[name] = n + 1
+        return name if n == 0 else f"{name}[{n}]"
 
 
 Res: TypeAlias = "Ok[Any] | Err"
@@ -433,18 +443,51 @@ def join_path(parent: str, name: str) -> str:
     return f"{parent}/{name}"
 
 
-def named(name: str, inner: Flow[A]) -> Flow[A]:
-    """Run ``inner`` as a named step: its path gets ``/name``, and ``step.start``/``step.end`` events
-    (with duration and status) bracket it in the trace."""
+def named(
+    name: str,
+    inner: Flow[A],
+    *,
+    result_type: object = None,
+    idempotent: bool = True,
+) -> Flow[A]:
+    """Run ``inner`` as a named step: its path gets ``/name`` (``name[n]`` for the n-th repeat in the same
+    parent), ``step.start``/``step.end`` events (with duration and status) bracket it in the trace, and
+    when the run has a journal the step's result is recorded and replayed on resume.
+
+    Args:
+        name: The step name (no ``/``).
+        inner: The flow to run.
+        result_type: The value's type, used by the journal to decode a replayed result (``@step`` fills
+            it from the return annotation).
+        idempotent: ``False`` for steps with side effects that must never run twice; the journal refuses
+            to re-run such a step that started but did not commit.
+    """
     if not name or "/" in name:
         raise ConfigError(f"step name {name!r} must be non-empty and contain no '/' (nest named() for paths)")
 
     async def leaf(env: Env, state: State) -> Res:
-        path = join_path(env.path, name)
+        path = join_path(env.path, env.child_name(name))
         log = env.log
+        journal = env.ctx.journal
         t0 = time.time()
+        if journal is not None:
+            try:
+                hit = await journal.replay(path, name, result_type, state)
+                refusal = None if hit is not None else await journal.begin(path, name, idempotent)
+            except AgentflowError as exc:
+                return Err(exc.at(path), state)
+            if hit is not None:
+                log.append(Event("step.replayed", path, t0, _NO_DATA))
+                return hit
+            if refusal is not None:
+                return Err(refusal.at(path), state)
         log.append(Event("step.start", path, t0, _NO_DATA))
         res = await inner._exec(Env(env.ctx, log, path), state)
+        if journal is not None and isinstance(res, Ok):
+            try:
+                await journal.commit(path, name, res.value, res.state, result_type)
+            except AgentflowError as exc:
+                res = Err(exc.at(path), state)
         t1 = time.time()
         if isinstance(res, Err):
             log.append(

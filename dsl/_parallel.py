@@ -156,7 +156,7 @@ class _Par:
         for i, f in enumerate(flows):
             if not isinstance(f, Flow):
                 raise ConfigError(f"par() argument {i} is a {type(f).__name__}, not a Flow")
-        return _join(flows, settle=settle, limit=None, index_paths=False, as_tuple=True)
+        return _join(flows, settle=settle, limit=None, index_paths=True, as_tuple=True)
 
     def map(
         self, fn: Callable[[T], Flow[B]], items: Sequence[T], *, limit: int | None = None
@@ -212,7 +212,8 @@ def race(*flows: Flow[A]) -> Flow[A]:
         async with anyio.create_task_group() as tg:
 
             async def branch(i: int) -> None:
-                res = await flows[i]._exec(Env(env.ctx, logs[i], env.path), snapshot(state))
+                path = join_path(env.path, f"[{i}]")
+                res = await flows[i]._exec(Env(env.ctx, logs[i], path), snapshot(state))
                 if isinstance(res, Err):
                     errors[i] = res.error
                 elif not winner:

@@ -12,12 +12,13 @@ from agentflow.engines import Engine
 class RunContext(Context):
     """What every step of an agentflow run can read (``await ask(RunContext)``).
 
+    The DSL's ``Context`` fields (``deps``, ``run_id``, ``services``, ``journal``) are inherited.
+
     Attributes:
         engine: The engine every LLM call goes through (normally a ``Scheduler`` wrapping the real
             engine, so requests of all agents share one KV-reuse-aware queue).
         tools: The tool registry available to agents, if any.
         memory: The memory store / trees available to agents, if any.
-        journal: The step journal used for resume, if any.
         tracer: The OpenTelemetry tracer, if tracing is configured.
         max_llm_tokens: Limit on generated + prompt tokens per run (``None``: unlimited).
     """
@@ -25,6 +26,5 @@ class RunContext(Context):
     engine: Engine | None = None
     tools: object | None = None
     memory: object | None = None
-    journal: object | None = None
     tracer: object | None = None
     max_llm_tokens: int | None = None

@@ -76,7 +76,7 @@ async def test_failing_branch_cancels_sleeping_sibling_before_it_completes() -> 
     assert isinstance(out, Err)
     assert isinstance(out.error, StepError)
     assert isinstance(out.error.cause, ValueError)
-    assert out.error.where == "boom"
+    assert out.error.where == "[1]/boom"
     assert completed == []
     assert cancelled == ["sleeper"]
     assert time.monotonic() - started < 30  # it did not wait for the sibling

@@ -119,11 +119,22 @@ def test_par_of_independent_pure_flows_equals_sequential_result(spec: list[tuple
     parallel = par(*[branch(x, log) for x, log in spec])
 
     sequential: Flow[tuple[int, ...]] = pure(())
-    for x, log in spec:
+    for i, (x, log) in enumerate(spec):
         sequential = sequential.bind(
-            lambda acc, x=x, log=log: branch(x, log).map(lambda v, acc=acc: (*acc, v))
+            lambda acc, i=i, x=x, log=log: at_path(f"[{i}]", branch(x, log)).map(lambda v, acc=acc: (*acc, v))
         )
+    # Same values, state and trace; par runs branch i under the path "[i]", so the sequential
+    # version runs each flow under the same path.
     assert run(parallel) == run(sequential)
+
+
+def at_path(path: str, f: Flow[int]) -> Flow[int]:
+    from agentflow.dsl._flow import Env, Res
+
+    async def leaf(env: Env, state: BaseModel | None) -> Res:
+        return await f._exec(Env(env.ctx, env.log, path), state)
+
+    return Flow(leaf)
 
 
 @given(st.lists(ints, min_size=1, max_size=6))
