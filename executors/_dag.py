@@ -5,6 +5,7 @@ Edges run from a dependency to its dependent (``1 -> 3`` when task 3 references 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Collection, Iterable, Mapping
 
 import networkx as nx
@@ -135,7 +136,12 @@ class PlanGraph:
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready picture of the DAG: ``{"nodes": [{"id", "tool", "call", "deps"}], "edges": [[from, to]]}``."""
         nodes: list[JsonValue] = [
-            {"id": t.id, "tool": t.tool, "call": t.call_text(), "deps": sorted(t.deps)}
+            {
+                "id": t.id,
+                "tool": t.tool,
+                "call": t.call_text(),
+                "deps": typing.cast(list[JsonValue], sorted(t.deps)),
+            }
             for t in (self._tasks[i] for i in self.topological_order())
         ]
         edges: list[JsonValue] = [[u, v] for u, v in sorted(self._graph.edges)]

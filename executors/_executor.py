@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import networkx as nx
 
 from agentflow.errors import ConfigError, PlanError, StepTimeout, ToolError
@@ -119,7 +120,7 @@ class Execution:
         self._dependents: dict[int, list[int]] = {}
         # When each waiting task's last dependency finished; set just before the task starts.
         self._ready_at: dict[int, float] = {}
-        # Cancel scopes of tasks whose coroutine is running; removed when the coroutine ends.
+        # Cancel scopes of launched tasks; added by _launch, removed when the task's coroutine ends.
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._graph: nx.DiGraph[int] = nx.DiGraph()
         self._closed = False
@@ -219,9 +220,9 @@ class Execution:
         if task_id in self._waiting:
             self._cancel_waiting(task_id)
         else:
-            scope = self._scopes.get(task_id)
-            if scope is not None:
-                scope.cancel()
+            launched = self._scopes.get(task_id)
+            if launched is not None:
+                launched.cancel()
 
     def _cancel_waiting(self, task_id: int) -> None:
         if task_id not in self._waiting:
@@ -303,18 +304,20 @@ class Execution:
                 )
             )
             return
+        # The scope exists from launch on, so cancel() also stops a task whose coroutine has not started yet.
+        self._scopes[task_id] = anyio.CancelScope()
         self._tg.start_soon(self._run, task_id, name=f"task {task_id} {task.tool}")
 
     async def _run(self, task_id: int) -> None:
         task = self._tasks[task_id]
         tool, arguments = self._bound.pop(task_id)
         ready_at = self._ready_at.pop(task_id)
-        scope = anyio.CancelScope()
-        self._scopes[task_id] = scope
+        scope = self._scopes[task_id]
         started_at: float | None = None
         result: TaskResult | None = None
         try:
             with scope:
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 try:

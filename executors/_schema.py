@@ -111,11 +111,14 @@ def normalize_schema(schema: Mapping[str, JsonValue], *, where: str = "parameter
                 optional_names.add(name)
             new_props[name] = normalize_schema(prop, where=f"{where}.{name}")
         out["properties"] = new_props
-        final = [n for n in dict.fromkeys(required) if n not in optional_names and n in new_props]
+        final: list[JsonValue] = [
+            n for n in dict.fromkeys(required) if n not in optional_names and n in new_props
+        ]
         if final:
-            out["required"] = list(final)
+            out["required"] = final
     elif isinstance(schema.get("required"), list):
-        out["required"] = _required_list(schema, where)
+        names: list[JsonValue] = [*_required_list(schema, where)]
+        out["required"] = names
     return out
 
 

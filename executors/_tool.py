@@ -246,7 +246,7 @@ class Tool:
                 positional_only.append(param.name)
             annotation = hints.get(param.name, Any)
             desc = doc.params.get(param.name)
-            annotated = typing.Annotated[annotation, Field(description=desc)] if desc else annotation
+            annotated: Any = typing.Annotated[annotation, Field(description=desc)] if desc else annotation
             if param.default is param.empty:
                 fields[param.name] = Required[annotated]
                 required.add(param.name)
@@ -255,7 +255,7 @@ class Tool:
                 defaults[param.name] = param.default
             adapters[param.name] = TypeAdapter(annotated)
         try:
-            typed_dict = TypedDict(f"{tool_name.replace('.', '_')}_args", fields, total=False)  # type: ignore[operator]
+            typed_dict = TypedDict(f"{tool_name.replace('.', '_')}_args", fields, total=False)  # type: ignore[misc]
             adapter: TypeAdapter[Any] = TypeAdapter(with_config(ConfigDict(extra="forbid"))(typed_dict))
             schema: dict[str, JsonValue] = adapter.json_schema()
         except Exception as exc:

@@ -339,3 +339,46 @@ async def test_report_graph_and_steps_to_execution_reflect_progress() -> None:
     assert report.graph().levels() == [[1], [2], [3]]
     assert report.values() == {1: "g", 2: "g", 3: "g"}
     assert report.makespan >= 0
+
+
+@pytest.mark.anyio
+async def test_cancel_before_the_task_coroutine_starts_never_calls_the_tool() -> None:
+    calls: list[int] = []
+
+    @tool
+    async def record(i: int) -> int:
+        """Record the call."""
+        calls.append(i)
+        return i
+
+    async with Executor(registry(record)).open() as run:
+        run.add(Task(1, "record", (1,)))
+        run.cancel(1)
+        run.add(Task(2, "record", (2,)))
+        run.cancel()
+        report = await run.wait()
+    assert calls == []
+    assert [r.status for r in report.results.values()] == [TaskStatus.CANCELLED, TaskStatus.CANCELLED]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio
+async def test_executor_runs_on_every_anyio_backend(anyio_backend: str) -> None:
+    @tool(max_concurrency=1)
+    def sync_double(x: int) -> int:
+        """A sync tool (runs in a worker thread)."""
+        return 2 * x
+
+    report = await Executor(registry(sync_double), max_concurrency=2).run(
+        [Task(1, "sync_double", (1,)), Task(2, "sync_double", ("$1",)), Task(3, "concat", ("a", "b"))]
+    )
+    assert report.values() == {1: 2, 2: 4, 3: "ab"}
+
+
+@pytest.mark.anyio
+async def test_allowlist_view_limits_what_a_plan_may_call() -> None:
+    view = registry().allowlist(["echo"])
+    report = await Executor(view).run([Task(1, "echo", ("ok",))])
+    assert report.values() == {1: "ok"}
+    with pytest.raises(PlanError, match="not allowed here"):
+        await Executor(view).run([Task(1, "concat", ("a",))])
