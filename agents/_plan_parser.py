@@ -431,6 +431,11 @@ class PlanParser:
 
     def _line(self, line: str, *, final: bool) -> Task | None:
         if self._pending:
+            if _TASK_LINE.match(line) is not None or _THOUGHT.match(line) is not None:
+                text = "\n".join(self._pending)
+                raise self._checker.error(
+                    "the call is cut off (unclosed bracket or string)", self._pending_start, text
+                )
             self._pending.append(line)
             return self._call("\n".join(self._pending), self._pending_start, final=final)
         stripped = line.strip()

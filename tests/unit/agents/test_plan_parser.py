@@ -142,6 +142,12 @@ def test_syntax_errors_carry_the_column() -> None:
     assert info.value.line == 1 and info.value.column == 15
 
 
+def test_unclosed_call_followed_by_next_task_names_the_unclosed_line() -> None:
+    with pytest.raises(PlanError, match="cut off") as info:
+        parse_plan('1. search("a"\n2. search("b")\n', REGISTRY)
+    assert info.value.line == 1
+
+
 def test_unterminated_call_at_end_of_stream_is_a_plan_error() -> None:
     parser = PlanParser(REGISTRY)
     assert parser.feed('1. search("abc\n') == []
