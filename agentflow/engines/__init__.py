@@ -16,10 +16,12 @@ from ._snapshots import (
     CacheEvent,
     CacheEventKind,
     CacheListener,
+    ReusePlan,
     SnapshotInfo,
     SnapshotMatch,
     SnapshotStore,
     common_prefix_len,
+    plan_reuse,
 )
 from ._spec import ENGINE_SPEC_FORMS, engine_from_spec
 from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
@@ -64,6 +66,7 @@ __all__ = [
     "RecordingEngine",
     "ReplayEngine",
     "RequestHints",
+    "ReusePlan",
     "Role",
     "SnapshotInfo",
     "SnapshotMatch",
@@ -75,6 +78,7 @@ __all__ = [
     "default_model_path",
     "engine_from_spec",
     "example_from_schema",
+    "plan_reuse",
     "render_messages",
     "request_key",
     "simple_tokenize",

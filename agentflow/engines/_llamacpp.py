@@ -42,7 +42,7 @@ import anyio.to_thread
 
 from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableError
 
-from ._snapshots import CacheEvent, CacheListener, SnapshotInfo, SnapshotStore, common_prefix_len
+from ._snapshots import CacheEvent, CacheListener, ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
 from ._stops import StopBuffer
 from ._types import Capabilities, Chunk, Completion, FinishReason, GenerationRequest, JsonSchema, Usage
 
@@ -55,6 +55,7 @@ __all__ = ["LlamaCppEngine", "LlamaCppStats", "default_model_path"]
 T = TypeVar("T")
 
 _PREFILL_CHUNK = 256  # tokens per prefill step: cancellation granularity of long prompts
+_GRAMMAR_CACHE = 64  # JSON-Schema grammars kept per engine
 
 
 def default_model_path() -> Path:
@@ -107,14 +108,6 @@ class LlamaCppStats:
     spills: int
     snapshot_bytes: int
     snapshots: int
-
-
-@dataclass(frozen=True, slots=True)
-class _ReusePlan:
-    """What to reuse for one prompt: ``reuse`` tokens, from a snapshot (``snapshot`` set) or the live KV."""
-
-    reuse: int
-    snapshot: tuple[int, ...] | None
 
 
 class _Counters:
@@ -218,7 +211,8 @@ class LlamaCppEngine:
         # Cache events produced on the worker thread, delivered to cache_listener on the event loop.
         self._events: deque[CacheEvent] = deque()
         self._store: SnapshotStore[bytes] = SnapshotStore(snapshot_bytes, listener=self._events.append)
-        self._grammars: dict[str, object] = {}  # schema JSON -> LlamaGrammar, for the engine's lifetime
+        # Schema JSON -> LlamaGrammar, the most recent _GRAMMAR_CACHE built; lives as long as the engine.
+        self._grammars: dict[str, object] = {}
         self._counters = _Counters()
         self._closed = False
         self.cache_listener: CacheListener | None = None
@@ -332,27 +326,28 @@ class LlamaCppEngine:
                     if stopped:
                         finish = "stop"
                         break
-                if not stops.stopped:
-                    tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
-                    if tail:
-                        yield Chunk(tail)
             finally:
                 sampler.close()  # type: ignore[no-untyped-call]
-                self._publish_live()
-            total_s = time.perf_counter() - submitted
-            usage = Usage(
-                prompt_tokens=len(tokens),
-                cached_tokens=cached,
-                computed_tokens=len(tokens) - cached,
-                completion_tokens=generated,
-                queue_s=queue_s,
-                ttft_s=ttft_s or total_s,
-                total_s=total_s,
-            )
-            self._count(usage)
-            yield Chunk("", usage=usage, finish_reason=finish)
         finally:
+            self._publish_live()
             self._slot.release_on_behalf_of(borrower)
+        # The slot is free again: the tail and the usage chunk do not hold up the next request.
+        if not stops.stopped:
+            tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
+            if tail:
+                yield Chunk(tail)
+        total_s = time.perf_counter() - submitted
+        usage = Usage(
+            prompt_tokens=len(tokens),
+            cached_tokens=cached,
+            computed_tokens=len(tokens) - cached,
+            completion_tokens=generated,
+            queue_s=queue_s,
+            ttft_s=ttft_s or total_s,
+            total_s=total_s,
+        )
+        self._count(usage)
+        yield Chunk("", usage=usage, finish_reason=finish)
 
     async def aclose(self) -> None:
         """Wait for the running request, then free the model and the snapshots."""
@@ -417,17 +412,15 @@ class LlamaCppEngine:
         try:
             queue_s = time.perf_counter() - waiting
             llama = self._require_open()
-            try:
-                cached = await self._work(self._prepare, llama, tokens)
-                await self._prefill(llama, tokens[cached:])
-            finally:
-                self._publish_live()
-            total_s = time.perf_counter() - submitted
-            usage = Usage(len(tokens), cached, len(tokens) - cached, 0, queue_s, total_s, total_s)
-            self._count(usage)
-            return usage
+            cached = await self._work(self._prepare, llama, tokens)
+            await self._prefill(llama, tokens[cached:])
         finally:
+            self._publish_live()
             self._slot.release_on_behalf_of(borrower)
+        total_s = time.perf_counter() - submitted
+        usage = Usage(len(tokens), cached, len(tokens) - cached, 0, queue_s, total_s, total_s)
+        self._count(usage)
+        return usage
 
     async def snapshot_live(self) -> bool:
         """Save the live context into the snapshot store now (to keep an agent's prefix over a tool call).
@@ -440,11 +433,9 @@ class LlamaCppEngine:
         await self._slot.acquire_on_behalf_of(borrower)
         try:
             llama = self._require_open()
-            try:
-                return await self._work(self._spill, llama)
-            finally:
-                self._flush_events()
+            return await self._work(self._spill, llama)
         finally:
+            self._flush_events()
             self._slot.release_on_behalf_of(borrower)
 
     # -- async helpers ----------------------------------------------------------------------------------------
@@ -486,6 +477,8 @@ class LlamaCppEngine:
         if cached is not None:
             return cached
         grammar = await anyio.to_thread.run_sync(self._grammar_sync, key, limiter=self._tokenizer_limiter)
+        if len(self._grammars) >= _GRAMMAR_CACHE:
+            del self._grammars[next(iter(self._grammars))]
         self._grammars[key] = grammar
         return grammar
 
@@ -575,15 +568,8 @@ class LlamaCppEngine:
                 "simplify the schema (local $refs, no unsupported keywords)"
             ) from exc
 
-    def _plan(self, live: tuple[int, ...], tokens: Sequence[int]) -> _ReusePlan:
-        limit = max(0, len(tokens) - 1)
-        live_match = min(common_prefix_len(live, tokens), limit)
-        match = self._store.best_match(tokens, touch=False)
-        if match is not None:
-            snap_match = min(match.length, limit)
-            if snap_match >= live_match + max(1, self._restore_min_gain):
-                return _ReusePlan(snap_match, match.tokens)
-        return _ReusePlan(live_match, None)
+    def _plan(self, live: Sequence[int], tokens: Sequence[int]) -> ReusePlan:
+        return plan_reuse(live, tokens, self._store, restore_min_gain=self._restore_min_gain)
 
     def _prepare(self, llama: Llama, tokens: Sequence[int]) -> int:
         """Make the live context hold the longest reusable prefix of ``tokens``; return its length."""

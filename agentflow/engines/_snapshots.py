@@ -33,10 +33,12 @@ __all__ = [
     "CacheEvent",
     "CacheEventKind",
     "CacheListener",
+    "ReusePlan",
     "SnapshotInfo",
     "SnapshotMatch",
     "SnapshotStore",
     "common_prefix_len",
+    "plan_reuse",
 ]
 
 S = TypeVar("S")
@@ -265,3 +267,42 @@ class SnapshotStore(Generic[S]):
     def _emit(self, event: CacheEvent) -> None:
         if self._listener is not None:
             self._listener(event)
+
+
+@dataclass(frozen=True, slots=True)
+class ReusePlan:
+    """Which cached KV an engine with one live context and a snapshot store should use for a prompt.
+
+    Attributes:
+        reuse: Prompt tokens whose KV is reused (``cached_tokens``); at most ``len(prompt) - 1``.
+        snapshot: The key of the snapshot to restore first, or ``None`` to keep the live context.
+    """
+
+    reuse: int
+    snapshot: tuple[int, ...] | None
+
+
+def plan_reuse(
+    live: Sequence[int], tokens: Sequence[int], store: SnapshotStore[S], *, restore_min_gain: int
+) -> ReusePlan:
+    """Decide between the live context and the best snapshot for a prompt.
+
+    The last prompt token is always computed (its logits start generation), so reuse is capped at
+    ``len(tokens) - 1``. A snapshot is restored only when it reuses at least ``max(1, restore_min_gain)`` more
+    tokens than the live context, because loading one costs about as much as prefilling a few tokens.
+
+    >>> store = SnapshotStore[str](100)
+    >>> _ = store.insert((1, 2, 3, 4), "state", 10)
+    >>> plan_reuse((1, 9), (1, 2, 3, 4, 5), store, restore_min_gain=2)
+    ReusePlan(reuse=4, snapshot=(1, 2, 3, 4))
+    >>> plan_reuse((1, 2, 3), (1, 2, 3, 4, 5), store, restore_min_gain=2)
+    ReusePlan(reuse=3, snapshot=None)
+    """
+    limit = max(0, len(tokens) - 1)
+    live_match = min(common_prefix_len(live, tokens), limit)
+    match = store.best_match(tokens, touch=False)
+    if match is not None:
+        snap_match = min(match.length, limit)
+        if snap_match >= live_match + max(1, restore_min_gain):
+            return ReusePlan(snap_match, match.tokens)
+    return ReusePlan(live_match, None)

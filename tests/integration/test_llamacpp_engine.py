@@ -247,3 +247,14 @@ async def test_prefill_warms_prefix_for_next_request(engine: LlamaCppEngine) -> 
 async def test_missing_model_file_raises_unavailable_naming_path() -> None:
     with pytest.raises(EngineUnavailableError, match=r"nowhere/model\.gguf"):
         LlamaCppEngine(model_path="/nowhere/model.gguf")
+
+
+async def test_sampling_with_same_seed_repeats_text(engine: LlamaCppEngine) -> None:
+    request = GenerationRequest(
+        prompt="My favourite bread is", max_tokens=6, temperature=0.9, top_p=0.95, seed=7
+    )
+    first = await engine.generate(request)
+    second = await engine.generate(request)
+    assert first.text.strip()
+    assert second.text == first.text
+    assert_consistent(second.usage)

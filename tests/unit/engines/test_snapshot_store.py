@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentflow.engines import CacheEvent, SnapshotStore, common_prefix_len
+from agentflow.engines import CacheEvent, ReusePlan, SnapshotStore, common_prefix_len, plan_reuse
 from agentflow.errors import ConfigError
 
 
@@ -210,3 +210,47 @@ def test_store_agrees_with_brute_force_model_for_any_operation_sequence(
         else:
             mirrored.remove(event.tokens)
     assert mirrored == {e.tokens for e in store.entries()}
+
+
+# --- reuse planning ----------------------------------------------------------------------------------------
+
+
+def test_plan_reuse_keeps_live_context_when_snapshot_gain_is_small() -> None:
+    store, _ = _store(1000)
+    store.insert((1, 2, 3, 4, 5), FakeState("s"), 10)
+    plan = plan_reuse((1, 2, 3, 9), (1, 2, 3, 4, 5, 6), store, restore_min_gain=3)
+    assert plan == ReusePlan(3, None)
+    plan = plan_reuse((1, 2, 3, 9), (1, 2, 3, 4, 5, 6), store, restore_min_gain=2)
+    assert plan == ReusePlan(5, (1, 2, 3, 4, 5))
+
+
+def test_plan_reuse_never_reuses_the_last_prompt_token() -> None:
+    store, _ = _store(1000)
+    store.insert((1, 2, 3), FakeState("s"), 10)
+    assert plan_reuse((), (1, 2, 3), store, restore_min_gain=0) == ReusePlan(2, (1, 2, 3))
+    assert plan_reuse((1, 2, 3), (1, 2, 3), store, restore_min_gain=0) == ReusePlan(2, None)
+    assert plan_reuse((1,), (1,), store, restore_min_gain=0) == ReusePlan(0, None)
+
+
+@given(
+    st.lists(st.integers(0, 2), max_size=6),
+    st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=6), max_size=4),
+    st.lists(st.integers(0, 2), max_size=6),
+    st.integers(0, 3),
+)
+def test_plan_reuse_is_the_best_allowed_choice(
+    live: list[int], keys: list[list[int]], prompt: list[int], gain: int
+) -> None:
+    store, _ = _store(10_000)
+    for key in keys:
+        store.insert(key, FakeState(str(key)), 1)
+    plan = plan_reuse(live, prompt, store, restore_min_gain=gain)
+    cap = max(0, len(prompt) - 1)
+    live_len = min(common_prefix_len(live, prompt), cap)
+    best_snapshot = max((min(common_prefix_len(e.tokens, prompt), cap) for e in store.entries()), default=0)
+    if best_snapshot >= live_len + max(1, gain):
+        assert plan.snapshot is not None
+        assert plan.reuse == best_snapshot == min(common_prefix_len(plan.snapshot, prompt), cap)
+    else:
+        assert plan == ReusePlan(live_len, None)
+    assert 0 <= plan.reuse <= cap
