@@ -43,7 +43,10 @@ class Task:
         if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id < 1:
             raise PlanError(f"task id {self.id!r} is invalid; task ids are integers >= 1")
         if isinstance(self.args, (str, bytes)) or not isinstance(self.args, Sequence):
-            raise PlanError(f"task {self.id}: args must be a list of positional arguments, got {self.args!r}")
+            raise PlanError(
+                f"task {self.id}: args must be a list of positional arguments, got {self.args!r}; "
+                "pass keyword arguments as kwargs={...}"
+            )
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "kwargs", dict(self.kwargs))
         deps = ref_ids(list(self.args)) | ref_ids(dict(self.kwargs))
