@@ -179,8 +179,8 @@ class CacheAwarePolicy(Policy):
     def __init__(
         self,
         *,
-        age_tokens_per_s: float = 50.0,
-        max_wait_s: float = 30.0,
+        age_tokens_per_s: float = 10.0,
+        max_wait_s: float = 60.0,
         urgency_tokens_per_step: float = 32.0,
         deadline_slack_s: float = 1.0,
         fanout: bool = True,

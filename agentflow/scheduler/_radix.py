@@ -46,22 +46,23 @@ MatchListener = Callable[[Hashable, int], None]
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token sequences.
 
+    Compares 64-token slices (in C) and scans only the first differing slice token by token.
+
     >>> common_prefix_len((1, 2, 3), (1, 2, 4))
     2
     """
+    if type(a) is not type(b):
+        a, b = tuple(a), tuple(b)
     n = min(len(a), len(b))
-    a_t = tuple(a[:n])
-    b_t = tuple(b[:n])
-    if a_t == b_t:
-        return n
-    lo, hi = 0, n - 1  # a_t[:lo] == b_t[:lo]; a_t[:hi + 1] != b_t[:hi + 1]
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a_t[:mid] == b_t[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    i = 0
+    while i < n:
+        j = min(i + 64, n)
+        if a[i:j] != b[i:j]:
+            while a[i] == b[i]:
+                i += 1
+            return i
+        i = j
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,9 @@ class _Node:
         self.ends = 0  # stored sequences ending exactly here
         self.lock_ref = 0  # in-flight requests and pins whose path runs through here
         self.last_access = now
-        self.watchers: set[Hashable] = set()  # watched keys whose match ends inside this edge
+        # Watched keys whose match ends inside this edge, by the token after their match (None: fully matched);
+        # a new child starting with token t can only extend the watches filed under t.
+        self.watchers: dict[int | None, set[Hashable]] = {}
 
 
 class _Watch:
@@ -345,15 +348,16 @@ class RadixTree:
         self.unwatch(key)
         seq = tuple(tokens)
         length, node = self._walk(seq)
-        self._watches[key] = _Watch(seq, length, node)
-        node.watchers.add(key)
+        w = _Watch(seq, length, node)
+        self._watches[key] = w
+        self._attach(key, w)
         return length
 
     def unwatch(self, key: Hashable) -> None:
         """Stop tracking ``key`` (no-op if it is not watched)."""
         w = self._watches.pop(key, None)
         if w is not None:
-            w.node.watchers.discard(key)
+            self._detach(key, w)
             self._dirty.discard(key)
 
     def watched(self, key: Hashable) -> int:
@@ -392,7 +396,10 @@ class RadixTree:
                 new = _Node(seq[i:], node, n, now)
                 node.children[seq[i]] = new
                 self._total += n - i
-                self._dirty.update(node.watchers)
+                depth = node.depth
+                for key in node.watchers.get(seq[i], ()):
+                    if self._watches[key].length == depth:
+                        self._dirty.add(key)
                 return new, n - i
             key = child.key
             k = len(key)
@@ -414,10 +421,12 @@ class RadixTree:
         child.key = child.key[j:]
         child.parent = mid
         mid.children[child.key[0]] = child
-        for key in [k for k in child.watchers if self._watches[k].length <= mid.depth]:
-            child.watchers.discard(key)
-            mid.watchers.add(key)
-            self._watches[key].node = mid
+        moving = [k for keys in child.watchers.values() for k in keys if self._watches[k].length <= mid.depth]
+        for key in moving:
+            w = self._watches[key]
+            self._detach(key, w)
+            w.node = mid
+            self._attach(key, w)
         return mid
 
     def _lock_path(self, seq: tuple[int, ...], delta: int) -> _Node:
@@ -476,10 +485,12 @@ class RadixTree:
         assert parent is not None
         del parent.children[leaf.key[0]]
         self._total -= len(leaf.key)
-        for key in leaf.watchers:
-            self._watches[key].node = parent
-            parent.watchers.add(key)
-            self._dirty.add(key)
+        for keys in leaf.watchers.values():
+            for key in keys:
+                w = self._watches[key]
+                w.node = parent
+                self._attach(key, w)
+                self._dirty.add(key)
         leaf.watchers.clear()
 
     def _path(self, node: _Node) -> tuple[int, ...]:
@@ -490,6 +501,20 @@ class RadixTree:
             cur = cur.parent
         return tuple(t for part in reversed(parts) for t in part)
 
+    @staticmethod
+    def _next_token(w: _Watch) -> int | None:
+        return w.tokens[w.length] if w.length < len(w.tokens) else None
+
+    def _attach(self, key: Hashable, w: _Watch) -> None:
+        w.node.watchers.setdefault(self._next_token(w), set()).add(key)
+
+    def _detach(self, key: Hashable, w: _Watch) -> None:
+        bucket = w.node.watchers.get(self._next_token(w))
+        if bucket is not None:
+            bucket.discard(key)
+            if not bucket:
+                del w.node.watchers[self._next_token(w)]
+
     def _flush(self) -> None:
         """Re-match watches touched by the last operation and report changed lengths."""
         while self._dirty:
@@ -499,10 +524,9 @@ class RadixTree:
                 continue
             old_length = w.length
             length, node = self._walk(w.tokens)
-            if node is not w.node:
-                w.node.watchers.discard(key)
-                node.watchers.add(key)
-                w.node = node
+            self._detach(key, w)
+            w.node = node
             w.length = length
+            self._attach(key, w)
             if self.on_match_change is not None and length != old_length:
                 self.on_match_change(key, length)

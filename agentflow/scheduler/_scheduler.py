@@ -377,10 +377,12 @@ class Scheduler:
         tokens = await self._tokens_of(prefix)
         ttl = self._pin_ttl if ttl_s is None else ttl_s
         self._drain_events()
-        self._cache.pin(tokens, ttl)
         engine_pin = getattr(self._engine, "pin_prefix", None)
         if callable(engine_pin):
             engine_pin(tokens, ttl)
+        elif self._mirrored:
+            return tokens  # the engine cannot keep it: a model-side pin would only falsify the mirror
+        self._cache.pin(tokens, ttl)
         self._pump()
         return tokens
 
@@ -399,7 +401,8 @@ class Scheduler:
 
         Called by an agent paused on a tool call with the part of its next prompt it already knows, rendered
         so that it is a byte-exact prefix of the next prompt (a raw ``prompt`` built with ``PromptLayout``).
-        The prefill (``max_tokens=1``) runs only when nothing else is queued or in flight.
+        The prefill runs only when nothing else is queued or in flight, through the engine's
+        ``prefill(request)`` when it has one (the llama.cpp engine), else as a ``max_tokens=1`` generation.
 
         Returns:
             ``True`` if the prefill ran; ``False`` if it was dropped because the prompt was already cached or
@@ -409,9 +412,13 @@ class Scheduler:
         async with self._admitted(req, "prewarm") as ticket:
             if ticket.dropped:
                 return False
-            completion = await self._engine.generate(req)
-            ticket.usage = completion.usage
-            ticket.engine_ttft_s = completion.usage.ttft_s
+            prefill = getattr(self._engine, "prefill", None)
+            if callable(prefill):
+                usage = await prefill(request)
+            else:
+                usage = (await self._engine.generate(req)).usage
+            ticket.usage = usage
+            ticket.engine_ttft_s = usage.ttft_s
         return True
 
     # ------------------------------------------------------------------ introspection

@@ -167,19 +167,49 @@ async def test_request_larger_than_tpm_is_scheduler_error() -> None:
         await scheduler.generate(_request("a", "q"))
 
 
+class PinningEngine(TestEngine):
+    """A TestEngine that accepts pins (records them), like an engine with a pinnable snapshot store."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        super().__init__(prefix_cache=True)
+        self.pins: dict[tuple[int, ...], float] = {}
+
+    def pin_prefix(self, tokens: tuple[int, ...], ttl_s: float) -> None:
+        self.pins[tokens] = ttl_s
+
+    def unpin_prefix(self, tokens: tuple[int, ...]) -> None:
+        self.pins.pop(tokens, None)
+
+
 @pytest.mark.anyio
-async def test_pin_locks_prefix_in_cache_model_until_unpinned() -> None:
-    engine = TestEngine(prefix_cache=True)
+async def test_pin_locks_prefix_in_engine_and_cache_model_until_unpinned() -> None:
+    engine = PinningEngine()
     scheduler = Scheduler(engine, pin_ttl_s=60)
     request = _request("a", "tool call please")
     await scheduler.generate(request)
     tokens = await scheduler.pin(request)
+    assert engine.pins == {tokens: 60}
     assert scheduler.metrics().pinned_prefixes == 1
     assert scheduler.cache_model.locked_tokens == len(tokens)
-    await scheduler.generate(_request("b", "other"))  # the engine's live context moves on
-    assert scheduler.cache_model.match(tokens) == len(tokens)  # kept by the pin (model side)
+    await scheduler.generate(_request("b", "other"))
+    assert scheduler.cache_model.match(tokens) == len(tokens)
     assert await scheduler.unpin(tokens)
+    assert engine.pins == {}
     assert scheduler.cache_model.locked_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_pin_leaves_mirror_truthful_when_engine_cannot_pin() -> None:
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine)
+    request = _request("a", "tool call please")
+    await scheduler.generate(request)
+    tokens = await scheduler.pin(request)
+    await scheduler.generate(_request("b", "other"))  # the engine's single live context moves on
+    assert scheduler.cache_model.match(tokens) == engine.cached_prefix_len(tokens) < len(tokens) - 1
+    assert scheduler.metrics().pinned_prefixes == 0
 
 
 @pytest.mark.anyio
