@@ -359,3 +359,10 @@ def test_deep_nesting_is_a_plan_error_not_a_crash() -> None:
         parse_plan("1. search(" + "[" * 500 + "]" * 500 + ")\n", {"search"})
     with pytest.raises(PlanError, match="deeper than"):
         parse_json_plan('[{"id": 1, "tool": "search", "args": ' + "[" * 500 + "]" * 500 + "}]", {"search"})
+
+
+def test_plan_json_schema_converts_to_a_llama_cpp_grammar() -> None:
+    grammar_module = pytest.importorskip("llama_cpp.llama_grammar")
+    gbnf = grammar_module.json_schema_to_gbnf(json.dumps(plan_json_schema(REGISTRY)))
+    assert '"\\"math.factorial\\""' in gbnf
+    grammar_module.LlamaGrammar.from_string(gbnf, verbose=False)
