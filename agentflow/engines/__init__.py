@@ -41,7 +41,9 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from ._openai import OpenAIEngine
+    from ._metrics import VLLMMetrics
+    from ._openai import OpenAIEngine, SecretHandle, ServerKind, StructuredOutputMode
+    from ._retry import RetryEvent, RetryPolicy
     from ._vllm import VLLMEngine
 
 __all__ = [
@@ -66,14 +68,20 @@ __all__ = [
     "RecordingEngine",
     "ReplayEngine",
     "RequestHints",
+    "RetryEvent",
+    "RetryPolicy",
     "ReusePlan",
     "Role",
+    "SecretHandle",
+    "ServerKind",
     "SnapshotInfo",
     "SnapshotMatch",
     "SnapshotStore",
+    "StructuredOutputMode",
     "TestEngine",
     "Usage",
     "VLLMEngine",
+    "VLLMMetrics",
     "common_prefix_len",
     "default_model_path",
     "engine_from_spec",
@@ -84,9 +92,16 @@ __all__ = [
     "simple_tokenize",
 ]
 
+# Public names whose modules import httpx or vllm: loaded on first attribute access.
 _LAZY: dict[str, str] = {
     "OpenAIEngine": "._openai",
+    "RetryEvent": "._retry",
+    "RetryPolicy": "._retry",
+    "SecretHandle": "._openai",
+    "ServerKind": "._openai",
+    "StructuredOutputMode": "._openai",
     "VLLMEngine": "._vllm",
+    "VLLMMetrics": "._metrics",
 }
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 
 import anyio
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import pytest
 
 from agentflow.engines import (

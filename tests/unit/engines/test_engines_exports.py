@@ -10,17 +10,15 @@ import pytest
 import agentflow.engines as engines
 
 
-def test_all_is_sorted_and_every_name_resolves_except_optional_backends() -> None:
+def test_all_is_sorted_and_every_name_resolves() -> None:
     assert list(engines.__all__) == sorted(engines.__all__, key=lambda n: (not n.isupper(), n))
     for name in engines.__all__:
-        if name in ("OpenAIEngine", "VLLMEngine"):
-            continue
         assert getattr(engines, name) is not None, name
 
 
 def test_unknown_attribute_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchEngine"):
-        engines.NoSuchEngine  # type: ignore[attr-defined]  # noqa: B018
+        engines.NoSuchEngine  # noqa: B018
 
 
 def test_importing_engines_loads_no_backend_library() -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Annotated, Literal
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
