@@ -10,7 +10,8 @@ Version history:
 1. ``trees`` and ``tnodes`` (temporal nodes: root, period, session, leaf) with text and time only.
 2. Content hashes (unique per tree, for duplicate-free concurrent inserts), summaries with a dirty
    generation counter, a per-tree change sequence (``tnodes.seq``: rows written by one transaction share its number) that lets readers catch up incrementally,
-   and the task-tree tables ``task_nodes`` and ``task_deps``.
+   and the task-tree tables ``task_nodes`` and ``task_deps``. The index on ``parent`` becomes one on
+   ``(parent, position)`` (an index holds no data of its own; the row counts are unchanged).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def _v2(conn: sqlite3.Connection) -> None:
         UPDATE tnodes SET dirty = 1 WHERE level < 3;
         CREATE UNIQUE INDEX tnodes_hash ON tnodes(tree_id, content_hash) WHERE content_hash IS NOT NULL;
         CREATE INDEX tnodes_seq ON tnodes(tree_id, seq);
+        CREATE INDEX tnodes_parent_position ON tnodes(parent, position);
+        DROP INDEX tnodes_parent;
         CREATE INDEX tnodes_dirty ON tnodes(tree_id, level) WHERE dirty > 0;
         """,
     )

@@ -166,6 +166,16 @@ class StoreCore:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every statement in the block sees the same committed state."""
+        with self.connection() as conn, translate_errors(what, self.path):
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
     def ensure_tree(self, conn: sqlite3.Connection, tree_id: str, kind: str) -> None:
         """Create the ``trees`` row inside the caller's transaction; refuse a tree of another kind."""
         row = conn.execute("SELECT kind FROM trees WHERE tree_id = ?", (tree_id,)).fetchone()

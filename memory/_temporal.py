@@ -42,7 +42,7 @@ __all__ = ["NewLeaf", "ScoringWeights", "TemporalMemoryTree", "TemporalTreeCore"
 _KINDS = {ROOT: NodeKind.ROOT, PERIOD: NodeKind.PERIOD, SESSION: NodeKind.SESSION, LEAF: NodeKind.LEAF}
 _LEAF_COLUMNS = "id, key, parent, ts, position, speaker, text, meta"
 SummaryWork = tuple[int, int, list[str]]
-"""A dirty node to summarize: (rowid, dirty generation seen, children's texts)."""
+"""A dirty node to summarize: (rowid, the tree's newest ``seq`` when read, children's texts)."""
 
 
 def to_epoch(value: datetime, name: str) -> float:
@@ -216,8 +216,11 @@ class TemporalTreeCore:
             "?, ?, ?, ?, ?) RETURNING position",
             (self.tree_id, key, LEAF, session_id, ts, session_id, item.speaker, item.text, meta, digest, seq),
         ).fetchone()[0]
+        # Only a clean node is written: in a stream of inserts the path is already dirty, so the
+        # insert touches no inner row (a concurrent refresh notices the insert through its seq).
         conn.execute(
-            "UPDATE tnodes SET dirty = dirty + 1 WHERE id IN (?, ?, ?)", (session_id, period_id, root_id)
+            "UPDATE tnodes SET dirty = 1 WHERE id IN (?, ?, ?) AND dirty = 0",
+            (session_id, period_id, root_id),
         )
         leaf = Leaf(
             id=key.removeprefix("leaf:"),
@@ -276,13 +279,18 @@ class TemporalTreeCore:
 
     def dirty_work(self, level: int) -> list[SummaryWork]:
         """The dirty nodes of one level with their children's texts (leaves' text or child summaries)."""
-        with self.store.connection() as conn:
+        work: list[SummaryWork] = []
+        # One snapshot, so the texts and the seq they are stamped with agree.
+        with self.store.snapshot(f"reading dirty nodes of tree {self.tree_id!r}") as conn:
             dirty = conn.execute(
-                "SELECT id, dirty FROM tnodes WHERE tree_id = ? AND level = ? AND dirty > 0 ORDER BY id",
+                "SELECT id FROM tnodes WHERE tree_id = ? AND level = ? AND dirty > 0 ORDER BY id",
                 (self.tree_id, level),
             ).fetchall()
-            work: list[SummaryWork] = []
-            for node_id, generation in dirty:
+            newest = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM tnodes WHERE tree_id = ?", (self.tree_id,)
+            )
+            generation = int(newest.fetchone()[0])
+            for (node_id,) in dirty:
                 if level == SESSION:
                     rows = conn.execute(
                         "SELECT speaker, text FROM tnodes WHERE parent = ? ORDER BY position, id", (node_id,)
@@ -298,15 +306,30 @@ class TemporalTreeCore:
         return work
 
     def write_summaries(self, results: Sequence[tuple[int, int, str]]) -> None:
-        """Store ``(rowid, generation, summary)``; a node stays dirty if it changed since ``generation``."""
+        """Store ``(rowid, generation, summary)``; if the tree was written since ``generation``, stay dirty.
+
+        Invariant: a node is marked clean only if nothing was written to the tree after the snapshot its
+        summary was computed from (every write stamps a fresh ``seq``), and writing a node's summary
+        makes its parent dirty. This is conservative: a write
+        elsewhere in the tree during a slow LLM summary makes the node be summarized again next time.
+        """
         if not results:
             return
         with self.store.write(self.tree_id, f"write summaries of tree {self.tree_id!r}") as conn:
             seq = self._begin(conn)
             conn.executemany(
-                "UPDATE tnodes SET summary = ?, seq = ?, dirty = CASE WHEN dirty = ? THEN 0 ELSE dirty END "
-                "WHERE id = ?",
-                [(summary, seq, generation, node_id) for node_id, generation, summary in results],
+                "UPDATE tnodes SET summary = ?, seq = ?, dirty = ? WHERE id = ?",
+                [
+                    (summary, seq, int(generation != seq - 1), node_id)
+                    for node_id, generation, summary in results
+                ],
+            )
+            # A parent summarizes its children's summaries, so it is stale now too.
+            marks = ",".join("?" * len(results))
+            conn.execute(
+                "UPDATE tnodes SET dirty = 1 WHERE dirty = 0 AND id IN "
+                f"(SELECT parent FROM tnodes WHERE id IN ({marks}) AND parent IS NOT NULL)",
+                [node_id for node_id, _, _ in results],
             )
 
     def refresh(self) -> int:
@@ -535,8 +558,9 @@ class TemporalMemoryTree:
     async def refresh(self) -> int:
         """Re-summarize the dirty nodes, sessions first; returns how many were rewritten.
 
-        An LLM summarizer runs in the event loop (up to 4 summaries at once); a node written to while its
-        summary was being computed keeps its dirty mark and is redone on the next refresh.
+        An LLM summarizer runs in the event loop (up to 4 summaries at once). If the tree is written to
+        while a summary is being computed, the new summary is stored but its node stays dirty and is
+        redone on the next refresh.
         """
         core = await self._core_async()
         if core.summarize is not None:
