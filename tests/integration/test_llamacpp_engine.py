@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import jsonschema
@@ -16,8 +17,11 @@ from agentflow.engines import (
     GenerationRequest,
     LlamaCppEngine,
     Message,
+    RecordingEngine,
+    ReplayEngine,
     Usage,
     default_model_path,
+    engine_from_spec,
 )
 from agentflow.errors import EngineRequestError, EngineUnavailableError
 
@@ -258,3 +262,23 @@ async def test_sampling_with_same_seed_repeats_text(engine: LlamaCppEngine) -> N
     assert first.text.strip()
     assert second.text == first.text
     assert_consistent(second.usage)
+
+
+async def test_recorded_llamacpp_completion_replays_without_model(
+    engine: LlamaCppEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "llamacpp.jsonl"
+    request = chat("What is sourdough?", max_tokens=6)
+    live = await RecordingEngine(engine, path).generate(request)
+    replayed = await ReplayEngine(path).generate(request)
+    assert replayed.text == live.text
+    assert replayed.usage.prompt_tokens == live.usage.prompt_tokens
+
+
+async def test_llamacpp_specs_build_engines_on_bundled_model() -> None:
+    for spec in ("llamacpp", "llamacpp:", "llamacpp:default", f"llamacpp:{default_model_path()}"):
+        built = engine_from_spec(spec)
+        assert isinstance(built, LlamaCppEngine)
+        assert built.model_path == default_model_path()
+        assert built.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
+        await built.aclose()
