@@ -282,3 +282,25 @@ async def test_llamacpp_specs_build_engines_on_bundled_model() -> None:
         assert built.model_path == default_model_path()
         assert built.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
         await built.aclose()
+
+
+async def test_cancelled_stream_leaves_engine_usable(engine: LlamaCppEngine) -> None:
+    before = engine.stats().requests
+    with anyio.CancelScope() as scope:
+        async for chunk in engine.stream(GenerationRequest(prompt="List of fruits: apple,", max_tokens=32)):
+            if chunk.text:
+                scope.cancel()
+    assert scope.cancelled_caught
+    assert engine.stats().requests == before
+    completion = await engine.generate(GenerationRequest(prompt="List of fruits: apple,", max_tokens=3))
+    assert_consistent(completion.usage)
+    assert completion.usage.cached_tokens == completion.usage.prompt_tokens - 1
+
+
+async def test_invalid_gguf_file_raises_unavailable_on_first_use(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("not a model")
+    broken = LlamaCppEngine(bad)
+    with pytest.raises(EngineUnavailableError, match=r"bad\.gguf"):
+        await broken.generate(GenerationRequest(prompt="x", max_tokens=2))
+    await broken.aclose()
