@@ -1,5 +1,111 @@
-"""agentflow/plans."""
+"""Declarative plans: the ``agentflow/v1`` YAML format, its loader, compiler, dumper and DAG picture.
+
+Load a plan with ``load_plan(path)`` (every problem is a ``PlanError`` naming file:line:column), run it
+with ``agentflow.run(loaded.workflow, inputs, engine=...)``, build one in Python from the step models
+(``Plan``, ``LLMStep``, ``ToolStep``, ``ParallelStep``...) and write it back with ``dump_plan``.
+``plan_json_schema()`` is the format's published JSON Schema.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._compile import (
+    PROGRESS_SERVICE,
+    ProgressCallback,
+    Scope,
+    call_tool,
+    compile_plan,
+    condition_holds,
+    dependency_levels,
+)
+from ._dump import dump_plan, plan_to_data
+from ._graph import plan_graph, render_svg
+from ._infer_json import JsonCheck, infer_json
+from ._loader import (
+    LoadedPlan,
+    check_plan,
+    children_of,
+    load_plan,
+    load_plan_text,
+    referenced_steps,
+    walk_steps,
+)
+from ._schema import (
+    API_VERSION,
+    STEP_KINDS,
+    AgentSpec,
+    BranchStep,
+    Condition,
+    EngineSpec,
+    LLMStep,
+    LoopSpec,
+    LoopStep,
+    MapStep,
+    OutputSpec,
+    ParallelStep,
+    Plan,
+    RetrySpec,
+    SchemaSpec,
+    SequenceStep,
+    Step,
+    ToolRef,
+    ToolStep,
+    plan_json_schema,
+)
+from ._templates import Ref, Template, TemplateSyntaxError, parse_template
+from ._tools import DEFAULT_ALLOWLIST, ToolAllowlist, resolve_tool
+from ._yaml import MAX_BYTES, MAX_DEPTH, MAX_NODES, Document, read_yaml
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_ALLOWLIST",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "PROGRESS_SERVICE",
+    "STEP_KINDS",
+    "AgentSpec",
+    "BranchStep",
+    "Condition",
+    "Document",
+    "EngineSpec",
+    "JsonCheck",
+    "LLMStep",
+    "LoadedPlan",
+    "LoopSpec",
+    "LoopStep",
+    "MapStep",
+    "OutputSpec",
+    "ParallelStep",
+    "Plan",
+    "ProgressCallback",
+    "Ref",
+    "RetrySpec",
+    "SchemaSpec",
+    "Scope",
+    "SequenceStep",
+    "Step",
+    "Template",
+    "TemplateSyntaxError",
+    "ToolAllowlist",
+    "ToolRef",
+    "ToolStep",
+    "call_tool",
+    "check_plan",
+    "children_of",
+    "compile_plan",
+    "condition_holds",
+    "dependency_levels",
+    "dump_plan",
+    "infer_json",
+    "load_plan",
+    "load_plan_text",
+    "parse_template",
+    "plan_graph",
+    "plan_json_schema",
+    "plan_to_data",
+    "read_yaml",
+    "referenced_steps",
+    "render_svg",
+    "resolve_tool",
+    "walk_steps",
+]

@@ -1,0 +1,38 @@
+"""Writing plans back to YAML: the inverse of the loader for plans built in Python or loaded from files.
+
+``load_plan_text(dump_plan(plan)).plan == plan`` holds for every valid plan (a tested round trip).
+"""
+
+from __future__ import annotations
+
+import yaml
+from pydantic import JsonValue
+
+from ._schema import Plan
+
+__all__ = ["dump_plan", "plan_to_data"]
+
+
+def plan_to_data(plan: Plan) -> dict[str, JsonValue]:
+    """The plan as plain data with the file's keys (``as``, ``else``), leaving out unset optional keys."""
+    data: dict[str, JsonValue] = plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    head: dict[str, JsonValue] = {"apiVersion": plan.apiVersion, "kind": plan.kind, "name": plan.name}
+    return {**head, **{k: v for k, v in data.items() if k not in head}}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style; multi-line strings as ``|`` literals so prompts stay readable."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value and not value.endswith((" ", "\t")) and "\r" not in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump_plan(plan: Plan) -> str:
+    """The plan as YAML text that loads back to an equal ``Plan``."""
+    text: str = yaml.dump(plan_to_data(plan), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return text

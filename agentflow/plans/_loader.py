@@ -1,0 +1,695 @@
+"""Loading plans: YAML -> pydantic models -> checked ``LoadedPlan`` (tools resolved, templates checked).
+
+Every problem is one ``PlanError`` that names file:line:column, the bad value and the fix:
+
+- YAML problems, size and alias limits (``_yaml``);
+- unknown keys (with the closest allowed key), wrong types, missing keys (pydantic, located);
+- duplicate step ids, unknown agents or tools, tools outside the allowlist, ill-typed literal tool
+  arguments;
+- template syntax, references to undefined inputs or steps, references to steps that run later, and
+  cycles among the children of a ``parallel`` block.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import BaseModel, JsonValue, ValidationError
+
+from agentflow.dsl import Flow
+from agentflow.errors import ConfigError, PlanError, ToolError
+from agentflow.executors import JsonSchemaValidator, Tool, ToolRegistry
+
+from ._schema import (
+    _KIND_CLASSES,
+    API_VERSION,
+    BranchStep,
+    Condition,
+    LLMStep,
+    LoopStep,
+    MapStep,
+    ParallelStep,
+    Plan,
+    SchemaSpec,
+    SequenceStep,
+    Step,
+    ToolRef,
+    ToolStep,
+)
+from ._templates import Template, TemplateSyntaxError, parse_template, template_refs
+from ._tools import ToolAllowlist, resolve_tool
+from ._yaml import MAX_BYTES, Document, Path, read_yaml
+
+__all__ = [
+    "LoadedPlan",
+    "check_plan",
+    "children_of",
+    "load_plan",
+    "load_plan_text",
+    "referenced_steps",
+    "walk_steps",
+]
+
+_STEP_LISTS: dict[type[BaseModel], tuple[str, ...]] = {
+    ParallelStep: ("parallel",),
+    SequenceStep: ("steps",),
+    MapStep: ("do",),
+    BranchStep: ("then", "else"),
+    LoopStep: ("do",),
+}
+
+
+def children_of(step: Step) -> list[tuple[str, list[Step]]]:
+    """The child step lists of a step, by their YAML key (``parallel``, ``steps``, ``do``, ``then``, ``else``)."""
+    out: list[tuple[str, list[Step]]] = []
+    for key in _STEP_LISTS.get(type(step), ()):
+        attr = "else_" if key == "else" else key
+        out.append((key, list(getattr(step, attr))))
+    return out
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A checked plan, ready to compile and run.
+
+    Attributes:
+        plan: The validated plan model.
+        tools: The tools its steps may call (the plan's ``tools:`` plus any given to the loader).
+        file: The file it came from, if any.
+        document: The YAML document with positions, if it came from text.
+    """
+
+    plan: Plan
+    tools: ToolRegistry
+    file: str | None = None
+    document: Document | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The plan's name."""
+        return self.plan.name
+
+    @property
+    def engine_spec(self) -> str | None:
+        """The engine spec the plan asks for, if any."""
+        return self.plan.engine.spec
+
+    def bind_inputs(self, given: Mapping[str, object]) -> dict[str, object]:
+        """Check run inputs against the declared ones and fill in defaults.
+
+        Raises:
+            ConfigError: An unknown or missing input, or a value that does not match its schema.
+        """
+        declared = self.plan.inputs
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise ConfigError(
+                f"plan {self.name!r} has no input(s) {unknown}; its inputs are {sorted(declared) or 'none'}"
+            )
+        values: dict[str, object] = {}
+        for name, spec in declared.items():
+            if name in given:
+                value = given[name]
+            elif "default" in spec.model_fields_set:
+                value = spec.default
+            else:
+                raise ConfigError(
+                    f"plan {self.name!r} needs input {name!r} ({_describe_schema(spec)}); "
+                    f"pass --input {name}=... (CLI) or inputs={{{name!r}: ...}}"
+                )
+            problems = JsonSchemaValidator(spec.to_json_schema(), where=f"inputs.{name}").errors(value)
+            if problems:
+                raise ConfigError(
+                    f"input {name!r} = {value!r} does not match its schema: {'; '.join(problems)}"
+                )
+            values[name] = value
+        return values
+
+    def workflow(self, **inputs: object) -> Flow[dict[str, object]]:
+        """The plan as a Flow yielding its outputs by name (``{"result": ...}`` when it declares none).
+
+        Raises:
+            ConfigError: The inputs do not match the declared ones.
+        """
+        from ._compile import compile_plan
+
+        return compile_plan(self, self.bind_inputs(inputs))
+
+
+def load_plan(
+    path: str | os.PathLike[str],
+    *,
+    allow_tools: Iterable[str] = (),
+    tools: ToolRegistry | None = None,
+) -> LoadedPlan:
+    """Read, validate and check a plan file.
+
+    Args:
+        path: The YAML file.
+        allow_tools: Extra ``module:attr`` patterns the plan's ``tools:`` may import (the built-in
+            tools are always allowed).
+        tools: Tools provided by the caller, callable from steps without a ``tools:`` entry.
+
+    Raises:
+        PlanError: The file is missing, too large, or invalid (the message names file:line:column).
+    """
+    name = os.fspath(path)
+    try:
+        size = os.path.getsize(name)
+        if size > MAX_BYTES:
+            raise PlanError(
+                f"the plan is {size} bytes, more than the {MAX_BYTES} allowed; split it", file=name
+            )
+        with open(name, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise PlanError("no such plan file; check the path", file=name) from None
+    except IsADirectoryError:
+        raise PlanError("this is a directory, not a plan file", file=name) from None
+    except OSError as exc:
+        raise PlanError(f"cannot read the plan file: {exc.strerror}", file=name) from None
+    return load_plan_text(raw, file=name, allow_tools=allow_tools, tools=tools)
+
+
+def load_plan_text(
+    text: str | bytes,
+    *,
+    file: str | None = None,
+    allow_tools: Iterable[str] = (),
+    tools: ToolRegistry | None = None,
+) -> LoadedPlan:
+    """Validate and check a plan given as YAML (or JSON) text; see ``load_plan``.
+
+    Raises:
+        PlanError: The text is not a valid plan.
+    """
+    doc = read_yaml(text, file=file)
+    return _Loader(doc, allow_tools, tools).load(doc.data)
+
+
+def check_plan(
+    plan: Plan | Mapping[str, JsonValue],
+    *,
+    allow_tools: Iterable[str] = (),
+    tools: ToolRegistry | None = None,
+) -> LoadedPlan:
+    """Check a plan built in Python (a ``Plan`` or its dict form) as the loader checks files.
+
+    Raises:
+        PlanError: The plan is invalid (locations are paths in the plan, not lines).
+    """
+    data: JsonValue = (
+        plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        if isinstance(plan, Plan)
+        else dict(plan)
+    )
+    doc = Document(data, {}, {}, None)
+    return _Loader(doc, allow_tools, tools).load(data)
+
+
+# -- validation errors ------------------------------------------------------------------------------
+
+
+def _human_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<plan>"
+
+
+def _describe_schema(spec: SchemaSpec) -> str:
+    return f"type {spec.type}" if spec.type else "any JSON value"
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _has_dict(annotation: object) -> bool:
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(_has_dict(arg) for arg in typing.get_args(annotation))
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that validates the object at ``loc`` (a pydantic error location)."""
+    current: type[BaseModel] = Plan
+    pending: list[type[BaseModel]] | None = None  # union members until a tag picks one
+    skip_key = False  # the next part is a key of a dict field
+    for part in loc:
+        if skip_key:
+            skip_key = False
+            continue
+        if isinstance(part, int):
+            continue
+        if pending is not None:
+            by_name = {m.__name__: m for m in pending}
+            chosen = _KIND_CLASSES.get(part) or by_name.get(part)
+            if chosen is None:
+                return None
+            current, pending = chosen, None
+            continue
+        if part == current.__name__:
+            continue
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        if part not in fields:
+            return current
+        annotation = fields[part].annotation
+        models = _models_in(annotation)
+        if not models:
+            return current
+        skip_key = _has_dict(annotation)
+        if len(models) == 1:
+            current = models[0]
+        else:
+            pending = models
+    return current if pending is None else None
+
+
+def _data_path(data: JsonValue, loc: Sequence[str | int]) -> Path:
+    """Map a pydantic error location onto the data (dropping union tags that are not keys)."""
+    path: list[str | int] = []
+    node: JsonValue = data
+    for part in loc:
+        if (isinstance(node, dict) and isinstance(part, str) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, int) and str(part) in node:
+            path.append(str(part))
+            node = node[str(part)]
+    return tuple(path)
+
+
+def _step_label(data: JsonValue, path: Path) -> str:
+    """``step 'x'`` for the innermost step containing ``path``, else the dotted path."""
+    node: JsonValue = data
+    label = ""
+    for part in path:
+        if isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            node = node[part]
+        else:
+            break
+        if isinstance(node, dict) and isinstance(node.get("id"), str) and any(k in node for k in _MARKERS):
+            label = f"step {node['id']!r}"
+    return label
+
+
+_MARKERS = ("prompt", "tool", "parallel", "steps", "map", "branch", "loop")
+
+
+def _validation_error(exc: ValidationError, doc: Document) -> PlanError:
+    errors = exc.errors()
+    # Prefer the most specific location; union members produce several errors for one value.
+    errors.sort(key=lambda e: -len(e["loc"]))
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = _data_path(doc.data, loc)
+    where = _human_path(path)
+    label = _step_label(doc.data, path)
+    at = f"{label} ({where})" if label else where
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        model = _model_at(loc[:-1])
+        allowed = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        parent = _human_path(path[:-1])
+        message = f"unknown key {key!r} in {label or parent}; {hint}allowed keys: {', '.join(allowed)}"
+        err = doc.error(message, path, key=True)
+    elif kind == "missing":
+        key = str(loc[-1])
+        message = f"{label or _human_path(path)} is missing the required key {key!r}; add it (see `agentflow schema`)"
+        err = doc.error(message, path)
+    elif kind == "step_kind":
+        keys = sorted(first["input"]) if isinstance(first["input"], dict) else []
+        message = f"{at} is not a step: it needs exactly one of the keys {', '.join(_MARKERS)}" + (
+            f" (it has {', '.join(keys)})" if keys else ""
+        )
+        err = doc.error(message, path)
+    elif kind == "literal_error" and loc and loc[-1] == "apiVersion":
+        err = doc.error(f"apiVersion is {first['input']!r}; this loader reads {API_VERSION!r}", path)
+    else:
+        value = first.get("input")
+        shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+        err = doc.error(f"{at}: {first['msg']} (got {shown[:80]}); see `agentflow schema`", path)
+    more = len({tuple(e["loc"]) for e in errors}) - 1
+    if more > 0:
+        err = PlanError(
+            f"{err.message} (and {more} more problem{'s' if more > 1 else ''})",
+            file=err.file,
+            line=err.line,
+            column=err.column,
+        )
+    return err
+
+
+# -- semantic checks ---------------------------------------------------------------------------------
+
+
+class _Loader:
+    def __init__(self, doc: Document, allow_tools: Iterable[str], tools: ToolRegistry | None) -> None:
+        self.doc = doc
+        try:
+            self.allowlist = ToolAllowlist(allow_tools)
+        except ValueError as exc:
+            raise PlanError(str(exc)) from None
+        self.registry = ToolRegistry()
+        if tools is not None:
+            for tool in tools:
+                self.registry.register(tool)
+        self.ids: dict[str, Path] = {}  # every step id -> where it is defined
+        self.plan: Plan | None = None
+
+    def fail(self, message: str, path: Path, *, key: bool = False) -> PlanError:
+        return self.doc.error(message, path, key=key)
+
+    def load(self, data: JsonValue) -> LoadedPlan:
+        if not isinstance(data, dict):
+            raise self.fail(
+                f"a plan is a mapping with apiVersion, kind and steps, not a {type(data).__name__}", ()
+            )
+        if "apiVersion" not in data:
+            raise self.fail(f"the plan has no 'apiVersion'; add 'apiVersion: {API_VERSION}' at the top", ())
+        if "kind" not in data:
+            raise self.fail("the plan has no 'kind'; add 'kind: Plan' at the top", ())
+        try:
+            plan = Plan.model_validate(data)
+        except ValidationError as exc:
+            raise _validation_error(exc, self.doc) from None
+        except RecursionError:
+            raise self.fail("the plan nests too deeply; flatten it", ()) from None
+        self.plan = plan
+        self._tools(plan)
+        self._collect_ids(plan.steps, ("steps",))
+        self._schemas(plan)
+        for name, agent in plan.agents.items():
+            if agent.system is not None:
+                self._template(agent.system, ("agents", name, "system"), frozenset(), frozenset({"inputs"}))
+        produced = self._sequence(plan.steps, ("steps",), frozenset(), frozenset())
+        for name, out in plan.outputs.items():
+            self._template(out.value, ("outputs", name, "value"), frozenset(produced), frozenset())
+        return LoadedPlan(plan=plan, tools=self.registry, file=self.doc.file, document=self.doc)
+
+    # tools and schemas -----------------------------------------------------------------------------
+
+    def _tools(self, plan: Plan) -> None:
+        for i, entry in enumerate(plan.tools):
+            path: Path = ("tools", i)
+            ref = ToolRef(ref=entry) if isinstance(entry, str) else entry
+            if isinstance(entry, str) and (":" not in entry or entry.startswith(":") or entry.endswith(":")):
+                raise self.fail(
+                    f"tool reference {entry!r} must be 'module:attr', e.g. 'mytools:search'", path
+                )
+            if not self.allowlist.allows(ref.ref):
+                raise self.fail(
+                    f"tool {ref.ref!r} is not on the tool allowlist ({', '.join(self.allowlist.patterns)}); "
+                    f"if you trust it, allow it with --allow-tool '{ref.ref}' (CLI) or allow_tools=[...]",
+                    path,
+                )
+            try:
+                tool = resolve_tool(ref.ref, name=ref.name, timeout=ref.timeout)
+            except ValueError as exc:
+                raise self.fail(f"tool {ref.ref!r}: {exc}", path) from None
+            if tool.name in self.registry:
+                raise self.fail(
+                    f"two tools are named {tool.name!r}; give one another name with {{ref: ..., name: ...}}",
+                    path,
+                )
+            self.registry.register(tool)
+
+    def _schemas(self, plan: Plan) -> None:
+        for name, spec in plan.inputs.items():
+            self._json_schema(spec, ("inputs", name))
+            if "default" in spec.model_fields_set:
+                problems = JsonSchemaValidator(spec.to_json_schema()).errors(spec.default)
+                if problems:
+                    raise self.fail(
+                        f"the default of input {name!r} does not match its schema: {'; '.join(problems)}",
+                        ("inputs", name, "default"),
+                    )
+        for name, out in plan.outputs.items():
+            self._json_schema(out, ("outputs", name))
+
+    def _json_schema(self, spec: SchemaSpec, path: Path) -> None:
+        try:
+            JsonSchemaValidator(spec.to_json_schema(), where=_human_path(path))
+        except ConfigError as exc:
+            raise self.fail(exc.message, path) from None
+
+    # step ids --------------------------------------------------------------------------------------
+
+    def _collect_ids(self, steps: Sequence[Step], path: Path) -> None:
+        for i, step in enumerate(steps):
+            here = (*path, i)
+            if step.id in self.ids:
+                line, column = self.doc.where((*self.ids[step.id], "id"))
+                first = f" (first at line {line}, column {column})" if line is not None else ""
+                raise self.fail(
+                    f"duplicate step id {step.id!r}{first}; step ids must be unique", (*here, "id")
+                )
+            self.ids[step.id] = here
+            for key, children in children_of(step):
+                self._collect_ids(children, (*here, key))
+
+    # scopes ------------------------------------------------------------------------------------------
+
+    def _sequence(
+        self, steps: Sequence[Step], path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> set[str]:
+        produced: set[str] = set()
+        for i, step in enumerate(steps):
+            if step.needs:
+                raise self.fail(
+                    f"step {step.id!r} has 'needs', which only orders siblings inside a parallel block; "
+                    "in a list, steps already run in order: remove 'needs'",
+                    (*path, i, "needs"),
+                )
+            made, _ = self._step(step, (*path, i), visible | produced, names)
+            produced |= made
+        return produced
+
+    def _step(
+        self, step: Step, path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> tuple[set[str], set[str]]:
+        """Check one step; return (ids whose results exist after it, step ids it references)."""
+        refs: set[str] = set()
+        produced: set[str] = {step.id}
+        plan = self.plan
+        assert plan is not None
+        if isinstance(step, LLMStep):
+            refs |= self._template(step.prompt, (*path, "prompt"), visible, names)
+            if step.system is not None:
+                refs |= self._template(step.system, (*path, "system"), visible, names)
+            if step.agent is not None and step.agent not in plan.agents:
+                raise self.fail(self._unknown("agent", step.agent, plan.agents), (*path, "agent"))
+            if step.output is not None:
+                self._json_schema(step.output, (*path, "output"))
+        elif isinstance(step, ToolStep):
+            refs |= self._tool_step(step, path, visible, names)
+        elif isinstance(step, SequenceStep):
+            produced |= self._sequence(step.steps, (*path, "steps"), visible, names)
+            refs |= self._refs_inside(step)
+        elif isinstance(step, ParallelStep):
+            produced |= self._parallel(step, path, visible, names)
+            refs |= self._refs_inside(step)
+        elif isinstance(step, MapStep):
+            refs |= self._template(step.map, (*path, "map"), visible, names)
+            if step.as_ in ("inputs", "steps", "loop"):
+                raise self.fail(f"'as: {step.as_}' hides a built-in name; choose another name", (*path, "as"))
+            self._sequence(step.do, (*path, "do"), visible, names | {step.as_})
+            refs |= self._refs_inside(step)
+        elif isinstance(step, BranchStep):
+            refs |= self._condition(step.branch, (*path, "branch"), visible, names)
+            self._sequence(step.then, (*path, "then"), visible, names)
+            self._sequence(step.else_, (*path, "else"), visible, names)
+            refs |= self._refs_inside(step)
+        elif isinstance(step, LoopStep):
+            body = self._sequence(step.do, (*path, "do"), visible, names | {"loop"})
+            produced |= body
+            refs |= self._condition(
+                step.loop.until, (*path, "loop", "until"), visible | body, names | {"loop"}
+            )
+            refs |= self._refs_inside(step)
+        else:
+            typing.assert_never(step)
+        return produced, refs
+
+    def _refs_inside(self, step: Step) -> set[str]:
+        return referenced_steps(step)
+
+    def _parallel(
+        self, step: ParallelStep, path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> set[str]:
+        children = step.parallel
+        sibling_made: dict[str, set[str]] = {}
+        for child in children:
+            made: set[str] = {child.id}
+            for _, grand in children_of(child):
+                made |= {s.id for s in walk_steps(grand)}
+            sibling_made[child.id] = made
+        all_made = set().union(*sibling_made.values())
+        owner = {sid: cid for cid, ids in sibling_made.items() for sid in ids}
+        graph: nx.DiGraph[str] = nx.DiGraph()
+        produced: set[str] = set()
+        for i, child in enumerate(children):
+            here = (*path, "parallel", i)
+            graph.add_node(child.id)
+            for j, need in enumerate(child.needs):
+                if need not in sibling_made or need == child.id:
+                    siblings = sorted(s for s in sibling_made if s != child.id)
+                    raise self.fail(
+                        f"step {child.id!r} needs {need!r}, which is not a sibling in parallel block "
+                        f"{step.id!r}; siblings: {', '.join(siblings) or 'none'}",
+                        (*here, "needs", j),
+                    )
+                graph.add_edge(need, child.id)
+            own = sibling_made[child.id]
+            made, refs = self._step(child, here, visible | (all_made - own), names)
+            produced |= made
+            for ref in refs:
+                if ref in owner and owner[ref] != child.id:
+                    graph.add_edge(owner[ref], child.id)
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            return produced
+        order = [u for u, _ in cycle] + [cycle[0][0]]
+        first = order[0]
+        index = next(i for i, c in enumerate(children) if c.id == first)
+        raise self.fail(
+            f"steps {' -> '.join(order)} in parallel block {step.id!r} wait for each other (a cycle); "
+            "remove one of these references or move one step after the block",
+            (*path, "parallel", index),
+        )
+
+    def _tool_step(
+        self, step: ToolStep, path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> set[str]:
+        refs: set[str] = set()
+        if step.tool not in self.registry:
+            raise self.fail(
+                self._unknown("tool", step.tool, self.registry.names())
+                + "; list it under 'tools:' as 'module:attr'",
+                (*path, "tool"),
+            )
+        pending: set[str] = set()
+        for name, value in step.args.items():
+            here = (*path, "args", name)
+            try:
+                found = template_refs(value)
+            except TemplateSyntaxError as exc:
+                raise self.fail(f"argument {name!r}: bad template: {exc}", here) from None
+            for _, template in found:
+                refs |= self._check_refs(template, here, visible, names)
+            if found:
+                pending.add(name)
+        tool: Tool = self.registry.get(step.tool)
+        try:
+            tool.check(step.args, pending=pending)
+        except ToolError as exc:
+            raise self.fail(f"step {step.id!r}: {exc.message}", (*path, "args")) from None
+        return refs
+
+    def _condition(
+        self, cond: Condition, path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> set[str]:
+        return self._template(cond.value, (*path, "value"), visible, names)
+
+    def _template(self, text: str, path: Path, visible: frozenset[str], names: frozenset[str]) -> set[str]:
+        try:
+            template = parse_template(text)
+        except TemplateSyntaxError as exc:
+            raise self.fail(f"bad template at character {exc.offset + 1}: {exc}", path) from None
+        return self._check_refs(template, path, visible, names)
+
+    def _check_refs(
+        self, template: Template, path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> set[str]:
+        plan = self.plan
+        assert plan is not None
+        used: set[str] = set()
+        for ref in template.refs:
+            if ref.root == "inputs":
+                if ref.parts and str(ref.parts[0]) not in plan.inputs:
+                    raise self.fail(
+                        f"template {ref}: {self._unknown('input', str(ref.parts[0]), plan.inputs)}; "
+                        "declare it under 'inputs:'",
+                        path,
+                    )
+            elif ref.root == "steps":
+                if not ref.parts:
+                    raise self.fail(f"template {ref} needs a step id, e.g. {{{{steps.<id>}}}}", path)
+                target = str(ref.parts[0])
+                if target not in self.ids:
+                    raise self.fail(f"template {ref}: {self._unknown('step', target, self.ids)}", path)
+                if target not in visible:
+                    raise self.fail(
+                        f"template {ref}: step {target!r} has not run at this point (it is defined at "
+                        f"{_human_path(self.ids[target])}, later or inside a map/branch whose results are not "
+                        "visible here); move it before this step, or put both in a parallel block",
+                        path,
+                    )
+                used.add(target)
+            elif ref.root not in names:
+                known = ["inputs", "steps", *sorted(names)]
+                raise self.fail(
+                    f"template {ref}: unknown name {ref.root!r}; templates start with one of {', '.join(known)}",
+                    path,
+                )
+        return used
+
+    @staticmethod
+    def _unknown(what: str, name: str, known: Iterable[str]) -> str:
+        names = sorted(known)
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown {what} {name!r}; {hint}known {what}s: {', '.join(names) or 'none'}"
+
+
+def walk_steps(steps: Sequence[Step]) -> Iterable[Step]:
+    """Every step in ``steps`` and below, depth first, in document order."""
+    for step in steps:
+        yield step
+        for _, children in children_of(step):
+            yield from walk_steps(children)
+
+
+def referenced_steps(step: Step) -> set[str]:
+    """Ids of the steps whose results templates anywhere inside ``step`` use."""
+    found: set[str] = set()
+    for text in _strings_of(step):
+        if "{{" not in text:
+            continue
+        try:
+            template = parse_template(text)
+        except TemplateSyntaxError:
+            continue
+        found |= {str(r.parts[0]) for r in template.refs if r.root == "steps" and r.parts}
+    return found
+
+
+def _strings_of(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _strings_of(getattr(value, name))
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings_of(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings_of(v)

@@ -1,0 +1,210 @@
+"""Reading plan YAML safely, keeping the line and column of every value.
+
+PyYAML composes the text into a node graph (libyaml when available); this module turns the nodes into
+plain JSON-compatible data itself, so that it can:
+
+- remember where each value and each mapping key came from (``Document.positions``),
+- refuse what a plan never needs and an attacker might send: files over ``MAX_BYTES``, alias expansion
+  over ``MAX_NODES`` nodes (alias bombs), recursive aliases, nesting deeper than ``MAX_DEPTH``, duplicate
+  keys, non-string keys, custom tags, and non-finite numbers.
+
+Every problem is a ``PlanError`` naming file:line:column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import yaml
+from pydantic import JsonValue
+
+from agentflow.errors import PlanError
+
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Document", "Path", "read_yaml"]
+
+MAX_BYTES = 1_000_000
+"""Largest plan file accepted, in bytes."""
+
+MAX_NODES = 50_000
+"""Most values a plan may expand to (aliases count once per use)."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists."""
+
+Path = tuple[str | int, ...]
+"""Where a value sits in the document: keys and list indices from the root."""
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SCALARS = yaml.SafeLoader("")
+_TAG = "tag:yaml.org,2002:"
+
+
+@dataclass(frozen=True)
+class Document:
+    """Plain data read from YAML, with positions.
+
+    Attributes:
+        data: The JSON-compatible value.
+        positions: 1-based (line, column) of the value at each path.
+        key_positions: 1-based (line, column) of the mapping key that leads to each path.
+        file: The file name, if the text came from one.
+    """
+
+    data: JsonValue
+    positions: dict[Path, tuple[int, int]]
+    key_positions: dict[Path, tuple[int, int]]
+    file: str | None
+
+    def where(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
+        """The position of the value at ``path`` (or of its key), or of its nearest known ancestor."""
+        table = self.key_positions if key else self.positions
+        p = path
+        while p:
+            if p in table:
+                return table[p]
+            if p in self.positions:
+                return self.positions[p]
+            p = p[:-1]
+        return self.positions.get((), (None, None))
+
+    def error(self, message: str, path: Path, *, key: bool = False) -> PlanError:
+        """A ``PlanError`` located at ``path``."""
+        line, column = self.where(path, key=key)
+        return PlanError(message, file=self.file, line=line, column=column)
+
+
+class _Reader:
+    def __init__(self, file: str | None) -> None:
+        self.file = file
+        self.count = 0  # values produced so far; bounded by MAX_NODES
+        self.active: set[int] = set()  # ids of nodes on the current descent (detects recursive aliases)
+        self.positions: dict[Path, tuple[int, int]] = {}
+        self.key_positions: dict[Path, tuple[int, int]] = {}
+
+    def fail(self, message: str, node: yaml.Node) -> PlanError:
+        mark = node.start_mark
+        return PlanError(message, file=self.file, line=mark.line + 1, column=mark.column + 1)
+
+    def value(self, node: yaml.Node, path: Path) -> JsonValue:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(
+                f"the plan expands to more than {MAX_NODES} values (an alias bomb?); "
+                "use fewer aliases or split the plan",
+                node,
+            )
+        if len(path) > MAX_DEPTH:
+            raise self.fail(f"the plan nests deeper than {MAX_DEPTH} levels; flatten it", node)
+        if id(node) in self.active:
+            raise self.fail(
+                "a YAML alias refers to a value that contains it (a cycle); remove the alias", node
+            )
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                if node.tag != _TAG + "seq":
+                    raise self.fail(f"unsupported YAML tag {node.tag!r}; plans use plain lists", node)
+                return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+            raise self.fail(f"unsupported YAML node {type(node).__name__}", node)
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: Path) -> JsonValue:
+        if node.tag != _TAG + "map":
+            raise self.fail(f"unsupported YAML tag {node.tag!r}; plans use plain mappings", node)
+        out: dict[str, JsonValue] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _TAG + "merge":
+                raise self.fail(
+                    "YAML merge keys (<<) are not supported in plans; write the keys out", key_node
+                )
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _TAG + "str":
+                raise self.fail("mapping keys must be plain strings; quote the key", key_node)
+            key = str(key_node.value)
+            if key in out:
+                line, column = self.key_positions[(*path, key)]
+                raise self.fail(
+                    f"duplicate key {key!r} (first at line {line}, column {column}); keep one of them",
+                    key_node,
+                )
+            self.key_positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.value(value_node, (*path, key))
+        return out
+
+    def scalar(self, node: yaml.ScalarNode) -> JsonValue:
+        tag = node.tag
+        if tag == _TAG + "str" or tag == _TAG + "timestamp":
+            return str(node.value)
+        if tag == _TAG + "null":
+            return None
+        try:
+            if tag == _TAG + "bool":
+                return bool(_SCALARS.construct_yaml_bool(node))
+            if tag == _TAG + "int":
+                return int(_SCALARS.construct_yaml_int(node))
+            if tag == _TAG + "float":
+                number = float(_SCALARS.construct_yaml_float(node))
+                if not math.isfinite(number):
+                    raise self.fail(f"{node.value!r} is not a finite number; plans are JSON-compatible", node)
+                return number
+        except (ValueError, TypeError, OverflowError, yaml.YAMLError) as exc:
+            raise self.fail(f"cannot read {node.value!r} as {tag.removeprefix(_TAG)}: {exc}", node) from exc
+        raise self.fail(
+            f"unsupported YAML tag {tag!r}; plans use plain strings, numbers, booleans and null", node
+        )
+
+
+def read_yaml(text: str | bytes, *, file: str | None = None) -> Document:
+    """Parse one YAML document into plain data with positions.
+
+    Args:
+        text: The YAML text (bytes are decoded as UTF-8).
+        file: The file name used in error messages.
+
+    Raises:
+        PlanError: The text is too large, not UTF-8, not valid YAML, or uses something plans refuse.
+    """
+    if len(text) > MAX_BYTES:
+        raise PlanError(
+            f"the plan is {len(text)} bytes, more than the {MAX_BYTES} allowed; split it", file=file
+        )
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PlanError(
+                f"the plan is not UTF-8 text (byte {exc.start}); save it as UTF-8", file=file
+            ) from exc
+    if "\x00" in text:
+        raise PlanError("the plan contains a NUL character; save it as plain UTF-8 text", file=file)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise PlanError(
+            f"invalid YAML: {problem}; fix the syntax",
+            file=file,
+            line=None if mark is None else mark.line + 1,
+            column=None if mark is None else mark.column + 1,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PlanError(f"invalid YAML: {exc}; fix the syntax", file=file) from None
+    except RecursionError:
+        raise PlanError(f"the plan nests deeper than {MAX_DEPTH} levels; flatten it", file=file) from None
+    if node is None:
+        raise PlanError(
+            "the plan is empty; start it with 'apiVersion: agentflow/v1' and 'kind: Plan'", file=file
+        )
+    reader = _Reader(file)
+    try:
+        data = reader.value(node, ())
+    except RecursionError:
+        raise PlanError(f"the plan nests deeper than {MAX_DEPTH} levels; flatten it", file=file) from None
+    return Document(data, reader.positions, reader.key_positions, file)
