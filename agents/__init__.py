@@ -1,5 +1,40 @@
-"""agents."""
+"""agentflow.agents: agents built on the Flow DSL.
+
+- LLMCompiler (``llm_compiler``): a streamed plan of parallel tool calls, a joiner that finishes or replans.
+- ReAct (``react``): the one-call-per-turn baseline.
+- Plan parsing for LLMCompiler text and JSON plans (``PlanParser``, ``JsonPlanParser``, ``plan_json_schema``).
+- EvoGit coders live in ``agentflow.agents.evogit``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._compiler import CompilerResult, JoinDecision, PlanFormat, describe_tools, llm_compiler, observations
+from ._plan_parser import (
+    JsonPlanParser,
+    ParsedPlan,
+    PlanParser,
+    format_plan,
+    parse_json_plan,
+    parse_plan,
+    plan_json_schema,
+)
+from ._react import ReactResult, react, react_turn_schema
+
+__all__ = [
+    "CompilerResult",
+    "JoinDecision",
+    "JsonPlanParser",
+    "ParsedPlan",
+    "PlanFormat",
+    "PlanParser",
+    "ReactResult",
+    "describe_tools",
+    "format_plan",
+    "llm_compiler",
+    "observations",
+    "parse_json_plan",
+    "parse_plan",
+    "plan_json_schema",
+    "react",
+    "react_turn_schema",
+]

@@ -58,6 +58,11 @@ async def await_in_frame(m: Flow[A]) -> A:
     return res.value  # type: ignore[no-any-return]
 
 
+def _first_circuit(group: BaseExceptionGroup[_ShortCircuit]) -> _ShortCircuit:
+    first = group.exceptions[0]
+    return first if isinstance(first, _ShortCircuit) else _first_circuit(first)
+
+
 def _body_flow(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], is_async: bool
 ) -> Flow[Any]:
@@ -68,6 +73,14 @@ def _body_flow(
             value = await fn(*args, **kwargs) if is_async else fn(*args, **kwargs)
         except _ShortCircuit as sc:
             return sc.err
+        except BaseExceptionGroup as group:
+            # A task group in the body (``async with create_task_group()``) wraps the short-circuit.
+            circuits, rest = group.split(_ShortCircuit)
+            if circuits is not None and rest is None:
+                return _first_circuit(circuits).err
+            if isinstance(group, Exception):
+                return Err(error_from(group, env.path), frame.state)
+            raise
         except Exception as exc:
             return Err(error_from(exc, env.path), frame.state)
         finally:

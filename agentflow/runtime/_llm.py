@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -98,11 +98,14 @@ def generate(
     temperature: float = 0.0,
     stop: Sequence[str] = (),
     seed: int | None = None,
+    json_schema: Mapping[str, object] | None = None,
     hints: RequestHints | None = None,
 ) -> Flow[Completion]:
     """One LLM call through the run's engine; yields the ``Completion`` (text + usage).
 
-    Engine failures become ``Err(EngineError)``; the call is recorded as an ``llm.call`` event.
+    ``json_schema`` constrains the output (grammar / structured outputs) without validating it; use
+    ``infer`` for validated, typed results. Engine failures become ``Err(EngineError)``; the call is
+    recorded as an ``llm.call`` event.
     """
 
     async def leaf(env: Env, state: State) -> Res:
@@ -114,6 +117,7 @@ def generate(
                 temperature=temperature,
                 stop=tuple(stop),
                 seed=seed,
+                json_schema=json_schema,
                 hints=_hints(env, hints),
             )
             return Ok(await _call(env, engine, request), state)

@@ -440,3 +440,30 @@ async def test_par_cancellation_works_on_trio_too(anyio_backend: str) -> None:
     out = await par(sleeper(), fail(AgentflowError("x"))).run()
     assert isinstance(out, Err)
     assert completed == []
+
+
+async def test_short_circuit_inside_a_task_group_in_a_flow_body_is_an_err() -> None:
+    @flow
+    async def body() -> int:
+        async with anyio.create_task_group():
+            await fail(AgentflowError("inner failure"))
+        return 1
+
+    out = await body().run()
+    assert isinstance(out, Err)
+    assert out.error.message == "inner failure"
+
+
+async def test_exception_group_from_a_flow_body_becomes_step_error() -> None:
+    async def boom() -> None:
+        raise ValueError("child")
+
+    @flow
+    async def body() -> int:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(boom)
+        return 1
+
+    out = await body().run()
+    assert isinstance(out, Err)
+    assert isinstance(out.error, StepError)
