@@ -6,6 +6,8 @@ the run and closed after it, an engine object is shared and left open for its ow
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -18,6 +20,12 @@ from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
 
 from ._context import RunContext
+from ._durable import load_start, open_journal, run_journaled
+from ._journal import Journal
+from ._serialize import to_json
+
+_NO_ANSWER: object = object()
+"""``resume``'s default: no answer given."""
 
 A = TypeVar("A")
 
@@ -34,8 +42,14 @@ async def run(
     deps: object = None,
     run_id: str | None = None,
     context: RunContext | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
+
+    With a ``journal``, every named step's result is recorded durably before it is used, and running
+    again with the ``run_id`` of an unfinished (crashed, failed or suspended) run resumes it: journaled
+    steps are replayed, only what did not finish runs again (see ``agentflow.runtime.RunJournal`` for
+    the exactly-once and divergence rules).
 
     Args:
         workflow: A ``Flow``, or a function returning one that is called with ``**inputs``.
@@ -46,6 +60,14 @@ async def run(
         deps: User dependencies, read in steps with ``deps(T)``.
         run_id: The run's id (generated when omitted); also the scheduler's workflow id.
         context: A complete ``RunContext`` to use instead (``engine``/``deps``/``run_id`` must then be omitted).
+        journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
+            The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
+            reported in the trace's first event (``run.journal``).
+
+    Raises:
+        ResumeError: the run id exists in the journal with other inputs or another workflow, or
+            another live process is running it.
+        SerializationError: the inputs cannot be journaled.
     """
     if context is not None and (engine is not None or deps is not None or run_id is not None):
         raise ConfigError("pass either context=... or engine/deps/run_id to agentflow.run, not both")
@@ -56,7 +78,9 @@ async def run(
             owned = engine = engine_from_spec(engine)
         context = RunContext(deps=deps, run_id=run_id or uuid.uuid4().hex[:12], engine=engine)
     try:
-        return await flow_value.run(context, state)
+        if journal is None:
+            return await flow_value.run(context, state)
+        return await run_journaled(flow_value, context, state, journal, workflow, inputs)
     finally:
         if owned is not None:
             with anyio.CancelScope(shield=True):
@@ -72,12 +96,91 @@ def run_sync(
     deps: object = None,
     run_id: str | None = None,
     context: RunContext | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
-        run, workflow, inputs, engine=engine, state=state, deps=deps, run_id=run_id, context=context
+        run,
+        workflow,
+        inputs,
+        engine=engine,
+        state=state,
+        deps=deps,
+        run_id=run_id,
+        context=context,
+        journal=journal,
     )
     return anyio.run(call)
+
+
+async def resume(
+    run_id: str,
+    *,
+    journal: Journal | str | os.PathLike[str],
+    answer: object = _NO_ANSWER,
+    path: str | None = None,
+    workflow: Workflow[A] | None = None,
+    engine: Engine | str | None = None,
+    deps: object = None,
+) -> Ok[A] | Err:
+    """Continue a journaled run: a suspended one with an ``answer`` to its ``interrupt``, or one that
+    crashed or failed.
+
+    The workflow, inputs and initial state are those the run was started with (the workflow imported
+    again from the name the journal recorded, unless given). Journaled steps are replayed; the
+    interrupt yields ``answer`` validated against its schema (an invalid answer leaves the run waiting
+    and the outcome is ``Err(ResumeError)`` saying why).
+
+    Args:
+        run_id: The run.
+        journal: The ``Journal`` or journal file holding it.
+        answer: The answer for the waiting interrupt (any JSON-serializable value or pydantic model).
+        path: Which interrupt to answer when several wait (their paths are in ``agentflow runs show``).
+        workflow: The workflow to run (default: the one the run recorded).
+        engine: As for ``run``.
+        deps: As for ``run``.
+
+    Raises:
+        ConfigError: no such run, nothing waits for an answer, or the workflow cannot be imported.
+    """
+    store, owned = open_journal(journal)
+    try:
+        record = await store.get_run(run_id)
+        if record is None:
+            raise ConfigError(
+                f"journal {store!r} has no run {run_id!r}; list its runs with `agentflow runs list`"
+            )
+        if answer is not _NO_ANSWER:
+            await _store_answer(store, record.run_id, answer, path)
+        chosen, inputs, state = load_start(record, workflow)
+        return await run(chosen, inputs, engine=engine, state=state, deps=deps, run_id=run_id, journal=store)
+    finally:
+        if owned:
+            await store.aclose()
+
+
+async def _store_answer(store: Journal, run_id: str, answer: object, path: str | None) -> None:
+    waiting = [s for s in await store.get_steps(run_id) if s.status == "waiting"]
+    if path is not None:
+        waiting = [s for s in waiting if s.path == path]
+    if len(waiting) != 1:
+        listed = [s.path for s in waiting]
+        raise ConfigError(
+            f"run {run_id!r} has {len(waiting)} interrupt(s) waiting"
+            + (f" at {path!r}" if path is not None else "")
+            + f" ({listed}); "
+            + ("pass path=... (CLI: --path) to pick one" if waiting else "there is nothing to answer")
+        )
+    await store.put_step(
+        waiting[0].model_copy(
+            update={
+                "status": "answered",
+                "value": to_json(answer, "answer"),
+                "kind": "typed",
+                "updated_at": time.time(),
+            }
+        )
+    )
 
 
 def _as_flow(workflow: Workflow[A], inputs: Mapping[str, object] | None) -> Flow[A]:

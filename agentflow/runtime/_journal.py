@@ -1,0 +1,430 @@
+"""The run journal: durable records of runs and their named steps, and the per-run view named steps use.
+
+``Journal`` is the storage interface (``SqliteJournal`` implements it; a Postgres backend implements
+the same eight methods). ``RunJournal`` is one run's view of a journal: it implements the DSL's
+``StepJournal`` protocol, so ``RunContext(journal=run_journal)`` makes every named step durable::
+
+    replay(path)   committed row?  -> the recorded value and state (the step does not run)
+    begin(path)    writes a 'begun' row (one transaction) before the step's code runs
+    commit(path)   writes the 'committed' row with the JSON value and state (one transaction)
+                   before the step's result is used by anything downstream
+
+Exactly once. An idempotent step (the default) that began but did not commit is simply run again. A
+step marked ``idempotent=False`` that is found 'begun' on resume may or may not have taken effect
+before the crash, and nothing inside the process can tell which; it is therefore never re-run
+automatically: ``begin`` refuses with a ``ResumeError`` that says how to settle it
+(``resolve_step``: record the result it had, or allow one more attempt). Effects that must complete
+without an operator use ``idempotency_key()``: a key stable across resumes (``run_id:path``) that the
+effect's target uses to deduplicate (an ``Idempotency-Key`` header, a unique column, a marker in a
+file); such a step is idempotent as a whole and is retried safely. ``bench/kill_resume.py`` uses both.
+
+Divergence. A resumed run must reach the journaled steps in the order they were recorded. Every row
+stores its *ordinal*, its position among the steps of its scope (the path up to its last ``/``); code
+inside one scope runs sequentially, and parallel branches get their own scopes (``wf[0]``, ``wf[1]``).
+A resumed run that reaches, as the k-th step of a scope, a different step than the journal recorded
+there, or that finishes a scope without reaching a step the journal recorded in it, fails with a
+``ResumeError`` naming the first divergent step. Only rows from earlier attempts are checked: a
+``retry`` inside this attempt may legitimately take another route.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agentflow.dsl import AgentflowError, Ok, State
+from agentflow.errors import ResumeError
+
+from ._serialize import decode_state, decode_value, encode_state, encode_value
+
+__all__ = [
+    "Journal",
+    "RunJournal",
+    "RunRecord",
+    "RunStatus",
+    "StepRecord",
+    "StepStatus",
+    "scope_of",
+]
+
+RunStatus = Literal["running", "suspended", "completed", "failed"]
+StepStatus = Literal["begun", "committed", "waiting", "answered", "rerun"]
+
+
+class RunRecord(BaseModel):
+    """One stored run.
+
+    Attributes:
+        run_id: The run's id.
+        status: ``running`` (or crashed while running), ``suspended`` (waiting at an ``interrupt``),
+            ``completed`` or ``failed``.
+        workflow: How to import the workflow again (``module:qualname`` or ``/path/file.py:qualname``),
+            when it is an importable function.
+        inputs: The workflow inputs as JSON text.
+        state_type: How to import the initial state's model (``module:qualname``), if it had one.
+        state: The initial state as JSON text.
+        result: The final value as JSON text (completed runs).
+        error: The final error message (failed and suspended runs).
+        owner_host: Host of the process that last ran it.
+        owner_pid: Process id of the process that last ran it.
+        created_at: Unix time the run started.
+        updated_at: Unix time of the last change.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    status: RunStatus
+    workflow: str | None = None
+    inputs: str | None = None
+    state_type: str | None = None
+    state: str | None = None
+    result: str | None = None
+    error: str | None = None
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    created_at: float
+    updated_at: float
+
+
+class StepRecord(BaseModel):
+    """One stored named step of a run.
+
+    Attributes:
+        run_id: The run.
+        path: The step path (``research[1]/search[2]``).
+        identity: The step's identity (its name) as the code gave it.
+        scope: The path of the scope it ran in (``path`` up to the last ``/``).
+        ordinal: Its position among the steps of its scope (0-based).
+        idempotent: Whether it may be re-run after a crash.
+        status: ``begun``, ``committed``, ``waiting`` (an interrupt), ``answered`` (an interrupt with an
+            answer), ``rerun`` (an operator allowed one more attempt).
+        value: The result (or answer) as JSON text.
+        kind: How ``value`` was encoded (``typed``, or a plain-JSON kind such as ``tuple``).
+        state: The state after the step, as JSON text.
+        prompt: An interrupt's question.
+        answer_schema: An interrupt's answer schema (JSON Schema text).
+        attempts: How many times the step has begun.
+        created_at: Unix time it first began.
+        updated_at: Unix time of the last change.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    path: str
+    identity: str
+    scope: str
+    ordinal: int
+    idempotent: bool = True
+    status: StepStatus
+    value: str | None = None
+    kind: str | None = None
+    state: str | None = None
+    prompt: str | None = None
+    answer_schema: str | None = None
+    attempts: int = 1
+    created_at: float
+    updated_at: float
+
+
+def scope_of(path: str) -> str:
+    """The scope a step path ran in: everything before its last ``/`` (``""`` at the root)."""
+    return path.rpartition("/")[0]
+
+
+class Journal(abc.ABC):
+    """Durable storage of runs and steps. Implementations must make every write one transaction that is
+    durable when the method returns (a crash after it returns never loses it)."""
+
+    @abc.abstractmethod
+    async def claim_run(
+        self,
+        run_id: str,
+        *,
+        workflow: str | None,
+        inputs: str | None,
+        state_type: str | None = None,
+        state: str | None = None,
+    ) -> tuple[RunRecord, list[StepRecord], bool]:
+        """Create the run, or take over an existing one for this process (status ``running``).
+
+        Returns:
+            The run as stored before this call (or as created), its steps, and whether it was created.
+
+        Raises:
+            ResumeError: another live process is running it.
+        """
+
+    @abc.abstractmethod
+    async def put_step(self, record: StepRecord) -> None:
+        """Insert or replace one step row."""
+
+    @abc.abstractmethod
+    async def finish_run(
+        self, run_id: str, status: RunStatus, *, result: str | None = None, error: str | None = None
+    ) -> None:
+        """Set a run's final (or suspended) status and release it."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """One run, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        """Runs, most recently updated first."""
+
+    @abc.abstractmethod
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        """A run's steps in the order they first began."""
+
+    @abc.abstractmethod
+    async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
+        """Delete runs (with their steps) last updated before ``updated_before`` whose status is one of
+        ``statuses``; reclaim storage nothing references any more. Returns the deleted run ids."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+@dataclass
+class _Reached:
+    """A step reached in this attempt: its ordinal in its scope."""
+
+    ordinal: int
+
+
+class RunJournal:
+    """One attempt's view of a run in a ``Journal``; the ``StepJournal`` the run's named steps use.
+
+    Built by ``agentflow.run`` after ``Journal.claim_run``. Not shared between attempts.
+
+    Args:
+        journal: The store.
+        run_id: The run.
+        steps: The run's rows as stored when this attempt started.
+    """
+
+    def __init__(self, journal: Journal, run_id: str, steps: list[StepRecord]) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        # Rows of earlier attempts, fixed for this attempt: what divergence is checked against.
+        self._earlier: dict[str, StepRecord] = {s.path: s for s in steps}
+        self._slots: dict[tuple[str, int], str] = {(s.scope, s.ordinal): s.path for s in steps}
+        # The current row of every step (earlier attempts + writes of this attempt); replay reads it.
+        self._rows: dict[str, StepRecord] = dict(self._earlier)
+        # Steps reached in this attempt, and the next ordinal of each scope; live for the attempt.
+        self._reached: dict[str, _Reached] = {}
+        self._next: dict[str, int] = {}
+        # The state each step started from, between replay and begin (stored for non-idempotent steps,
+        # so an operator resolving one has the state to continue from).
+        self._input_state: dict[str, State] = {}
+
+    # -- the StepJournal protocol -----------------------------------------------------------------
+    async def replay(self, path: str, identity: str, result_type: object, state: State) -> Ok[Any] | None:
+        """The recorded outcome of a committed (or answered) step; ``None`` when it must run.
+
+        Raises:
+            ResumeError: the code diverged from the journal at this step, or its record no longer decodes.
+        """
+        ordinal = self._reach(path)
+        self._check_slot(path, identity, ordinal)
+        self._input_state[path] = state
+        row = self._rows.get(path)
+        if row is None or row.status not in ("committed", "answered"):
+            return None
+        assert row.value is not None and row.state is not None
+        try:
+            value = decode_value(row.value, row.kind or "typed", result_type)
+        except ValidationError as exc:
+            if row.status == "answered":
+                await self._put(row.model_copy(update={"status": "waiting", "value": None}))
+                raise ResumeError(
+                    f"the answer given to the interrupt at {path!r} does not match its schema "
+                    f"({_first_error(exc)}); the run is waiting again: resume it with a valid answer",
+                    where=path,
+                ) from exc
+            raise ResumeError(
+                f"the journaled result of step {path!r} no longer fits its type ({_first_error(exc)}); the "
+                f"code changed since run {self.run_id!r} was journaled: restore it or start a new run",
+                where=path,
+            ) from exc
+        try:
+            restored = decode_state(row.state, state)
+        except (ValidationError, TypeError) as exc:
+            raise ResumeError(
+                f"the journaled state after step {path!r} does not fit the run's state "
+                f"{type(state).__name__} ({exc}); the code changed since run {self.run_id!r} was journaled",
+                where=path,
+            ) from exc
+        return Ok(value, restored)
+
+    async def begin(self, path: str, identity: str, idempotent: bool) -> AgentflowError | None:
+        """Record that the step starts; refuse a non-idempotent step that may already have run."""
+        row = self._rows.get(path)
+        earlier = self._earlier.get(path)
+        if (
+            earlier is not None
+            and row is earlier
+            and earlier.status == "begun"
+            and not (idempotent and earlier.idempotent)
+        ):
+            return ResumeError(
+                f"step {path!r} is not idempotent and began in an earlier attempt of run {self.run_id!r} "
+                "without recording a result, so it may already have taken effect; it is not re-run "
+                f"automatically. Check whether it took effect, then run `agentflow runs resolve {self.run_id} "
+                f"{path} --value JSON` to record the result it had, or `... --rerun` to allow one more "
+                "attempt (Python: agentflow.runtime.resolve_step); to retry such a step safely, let its "
+                "effect deduplicate with idempotency_key() and leave the step idempotent",
+                where=path,
+            )
+        now = time.time()
+        reached = self._reached[path]
+        start_state = self._input_state.pop(path, None)
+        await self._put(
+            StepRecord(
+                run_id=self.run_id,
+                path=path,
+                identity=identity,
+                scope=scope_of(path),
+                ordinal=reached.ordinal,
+                idempotent=idempotent,
+                status="begun",
+                state=None if idempotent else encode_state(start_state),
+                attempts=(row.attempts + 1) if row is not None else 1,
+                created_at=row.created_at if row is not None else now,
+                updated_at=now,
+            )
+        )
+        return None
+
+    async def commit(
+        self, path: str, identity: str, value: object, state: State, result_type: object
+    ) -> None:
+        """Record the step's result and state durably.
+
+        Raises:
+            SerializationError: the value or state cannot be journaled (the error names the bad value).
+            ResumeError: the step finished without reaching a step the journal recorded inside it.
+        """
+        text, kind = encode_value(value, result_type)
+        state_text = encode_state(state)
+        self.check_scope_complete(path)
+        row = self._rows[path]
+        await self._put(
+            row.model_copy(
+                update={
+                    "status": "committed",
+                    "value": text,
+                    "kind": kind,
+                    "state": state_text,
+                    "updated_at": time.time(),
+                }
+            )
+        )
+
+    # -- interrupts -------------------------------------------------------------------------------
+    async def suspend(self, path: str, prompt: str, answer_schema: str, state: State) -> None:
+        """Record that the (already begun) interrupt step at ``path`` waits for an answer."""
+        row = self._rows[path]
+        await self._put(
+            row.model_copy(
+                update={
+                    "status": "waiting",
+                    "prompt": prompt,
+                    "answer_schema": answer_schema,
+                    "state": encode_state(state),
+                    "value": None,
+                    "updated_at": time.time(),
+                }
+            )
+        )
+
+    # -- checks -----------------------------------------------------------------------------------
+    def check_scope_complete(self, scope: str) -> None:
+        """Raise ``ResumeError`` if an earlier attempt recorded a step in ``scope`` that this attempt
+        finished the scope without reaching (called when a step commits, and for the root at the end)."""
+        reached = self._next.get(scope, 0)
+        missing = [s for s in self._earlier.values() if s.scope == scope and s.ordinal >= reached]
+        if missing:
+            first = min(missing, key=lambda s: s.ordinal)
+            where = repr(scope) if scope else "the workflow's top level"
+            raise ResumeError(
+                f"resumed code diverged from the journal at {first.path!r}: run {self.run_id!r} recorded it "
+                f"as step {first.ordinal + 1} of {where}, but the code now finishes {where} after "
+                f"{reached} step(s) without reaching it; the workflow's code or inputs changed. Restore "
+                "them, or start a new run (a new run_id)",
+                where=first.path,
+            )
+
+    def _reach(self, path: str) -> int:
+        """Give ``path`` its ordinal in its scope for this attempt.
+
+        Invariant: code inside one scope reaches its steps one after another; reaching a step a second
+        time in one attempt means its scope restarted (a ``retry``), so counting resumes after it.
+        """
+        scope = scope_of(path)
+        seen = self._reached.get(path)
+        if seen is not None:
+            self._next[scope] = seen.ordinal + 1
+            return seen.ordinal
+        ordinal = self._next.get(scope, 0)
+        self._next[scope] = ordinal + 1
+        self._reached[path] = _Reached(ordinal)
+        return ordinal
+
+    def _check_slot(self, path: str, identity: str, ordinal: int) -> None:
+        scope = scope_of(path)
+        where = repr(scope) if scope else "the workflow's top level"
+        recorded = self._slots.get((scope, ordinal))
+        if recorded is not None and recorded != path:
+            raise ResumeError(
+                f"resumed code diverged from the journal at {path!r}: run {self.run_id!r} recorded "
+                f"{recorded!r} as step {ordinal + 1} of {where}, but the code now reaches {path!r} there; "
+                "the workflow's code or inputs changed. Restore them, or start a new run (a new run_id)",
+                where=path,
+            )
+        earlier = self._earlier.get(path)
+        if earlier is None:
+            return
+        if earlier.identity != identity:
+            raise ResumeError(
+                f"resumed code diverged from the journal at {path!r}: run {self.run_id!r} recorded step "
+                f"{earlier.identity!r} there, the code now runs {identity!r}; restore the code or start a "
+                "new run",
+                where=path,
+            )
+        if earlier.ordinal != ordinal:
+            raise ResumeError(
+                f"resumed code diverged from the journal at {path!r}: run {self.run_id!r} recorded it as "
+                f"step {earlier.ordinal + 1} of {where}, the code now reaches it as step {ordinal + 1}; "
+                "restore the code or start a new run",
+                where=path,
+            )
+
+    async def _put(self, record: StepRecord) -> None:
+        await self.journal.put_step(record)
+        self._rows[record.path] = record
+
+    def waiting(self) -> list[StepRecord]:
+        """Interrupts of this run that wait for an answer."""
+        return [r for r in self._rows.values() if r.status == "waiting"]
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    return f"{loc}: {e['msg']}" if loc else str(e["msg"])
