@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
 from agentflow.memory._bm25 import BM25Index
 from agentflow.memory._text import tokenize
 

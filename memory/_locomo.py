@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from agentflow.memory._temporal import NewLeaf
-
 from agentflow.errors import ConfigError
+from agentflow.memory._temporal import NewLeaf
 
 if TYPE_CHECKING:
     from agentflow.memory._store import MemoryStore

@@ -17,7 +17,6 @@ Version history:
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -59,8 +58,8 @@ def content_hash(leaf_id: str | None, session: str, speaker: str | None, text: s
         text: The leaf's text (compared exactly).
         at: The caller's timestamp in epoch seconds, or None when the caller gave none.
     """
-    payload = json.dumps([leaf_id, session, speaker, text, at], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    payload = repr((leaf_id, session, speaker, text, at))  # exact and stable for str, float and None
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-from agentflow.memory._models import StoreStats, TreeStats
-from agentflow.memory._schema import migrate
 
 from agentflow.errors import ConfigError, MemoryStoreError
+from agentflow.memory._models import StoreStats, TreeStats
+from agentflow.memory._schema import migrate
 
 if TYPE_CHECKING:
     from agentflow.memory._summarize import Summarizer, SyncSummarizer

@@ -9,14 +9,14 @@ every refresh.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from agentflow.memory._text import tokenize
-
 from agentflow.errors import ConfigError
+from agentflow.memory._text import tokenize
 
 __all__ = ["ExtractiveSummarizer", "Summarizer", "SyncSummarizer"]
 
@@ -45,8 +45,9 @@ class ExtractiveSummarizer:
     """Pick the sentences that cover the most of the children's frequent terms, within a word budget.
 
     Greedy coverage: each round takes the sentence whose *not yet covered* terms weigh the most (a term
-    weighs its frequency over all the texts, so recurring topics win), divided by the square root of its
-    length; ties go to the earlier sentence. The chosen sentences are returned in their original order.
+    weighs the number of sentences it occurs in, so recurring topics win), divided by the square root
+    of its length; ties go to the earlier sentence. The chosen sentences are returned in their original
+    order. Gains only shrink as terms get covered, so the greedy runs lazily over a heap.
 
     Args:
         max_words: Word budget of the summary (whitespace-separated words).
@@ -79,23 +80,30 @@ class ExtractiveSummarizer:
         weight: Counter[str] = Counter()
         for _, terms in sentences:
             weight.update(set(terms))
+        # Lazy greedy: coverage gains only shrink as terms get covered, so a sentence whose recomputed
+        # gain still tops the heap is the best choice; ties go to the earlier sentence.
+        heap: list[tuple[float, int]] = []
+        term_sets = [frozenset(terms) for _, terms in sentences]
+        lengths = [sentence.count(" ") + 1 for sentence, _ in sentences]
+        for i, terms in enumerate(term_sets):
+            gain = sum(weight[t] for t in terms) / lengths[i] ** 0.5
+            if gain > 0:
+                heap.append((-gain, i))
+        heapq.heapify(heap)
         covered: set[str] = set()
-        chosen: set[int] = set()
+        chosen: list[int] = []
         budget = self.max_words
-        while budget > 0:
-            best, best_gain = -1, 0.0
-            for i, (sentence, terms) in enumerate(sentences):
-                if i in chosen:
-                    continue
-                n_words = sentence.count(" ") + 1
-                if n_words > budget:
-                    continue
-                gain = sum(weight[t] for t in set(terms) - covered) / n_words**0.5
-                if gain > best_gain:
-                    best, best_gain = i, gain
-            if best < 0:
-                break
-            chosen.add(best)
-            covered.update(sentences[best][1])
-            budget -= sentences[best][0].count(" ") + 1
+        while heap and budget > 0:
+            _, i = heapq.heappop(heap)
+            if lengths[i] > budget:
+                continue
+            gain = sum(weight[t] for t in term_sets[i] - covered) / lengths[i] ** 0.5
+            if gain <= 0:
+                continue
+            if heap and (-gain, i) > heap[0]:
+                heapq.heappush(heap, (-gain, i))
+                continue
+            chosen.append(i)
+            covered |= term_sets[i]
+            budget -= lengths[i]
         return " ".join(sentences[i][0] for i in sorted(chosen))

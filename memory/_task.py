@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agentflow.errors import ConfigError, MemoryStoreError
 from agentflow.memory._models import TaskNode, TaskStatus, from_epoch
 from agentflow.memory._text import TokenCounter, approx_token_count
-
-from agentflow.errors import ConfigError, MemoryStoreError
 
 if TYPE_CHECKING:
     from agentflow.memory._store import MemoryStore, StoreCore

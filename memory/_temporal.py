@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
+
+from agentflow.errors import ConfigError, MemoryStoreError
 from agentflow.memory._index import LEAF, PERIOD, ROOT, SESSION, ScoringWeights, TreeIndex, leaf_text
 from agentflow.memory._models import InsertResult, Leaf, NodeKind, PathNode, SearchHit, from_epoch
 from agentflow.memory._schema import content_hash
 from agentflow.memory._summarize import ExtractiveSummarizer, Summarizer, SyncSummarizer
-
-from agentflow.errors import ConfigError, MemoryStoreError
 
 if TYPE_CHECKING:
     from agentflow.memory._store import MemoryStore, StoreCore
@@ -432,14 +432,36 @@ class TemporalTreeCore:
                         f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE id IN ({marks})", [i for i, _ in top]
                     )
                 }
-                paths: dict[int, tuple[PathNode, ...]] = {}
-                hits: list[SearchHit] = []
-                for rowid, score in top:
-                    row = rows[rowid]
-                    if row[2] not in paths:
-                        paths[row[2]] = self._path(conn, row[2])
-                    hits.append(SearchHit(leaf=self._leaf(conn, row), score=score, path=paths[row[2]]))
-                return hits
+            # Paths and session names come from the index, which was just caught up under the lock.
+            paths: dict[int, tuple[PathNode, ...]] = {}
+            hits: list[SearchHit] = []
+            for rowid, score in top:
+                _, key, parent, ts, position, speaker, text, meta = rows[rowid]
+                path = paths.get(parent)
+                if path is None:
+                    path = paths[parent] = self._indexed_path(parent)
+                leaf = Leaf(
+                    id=key.removeprefix("leaf:"),
+                    session=path[-1].key,
+                    at=from_epoch(ts),
+                    position=position,
+                    speaker=speaker,
+                    text=text,
+                    meta=json.loads(meta),
+                )
+                hits.append(SearchHit(leaf=leaf, score=score, path=path))
+            return hits
+
+    def _indexed_path(self, session_rowid: int) -> tuple[PathNode, ...]:
+        path: list[PathNode] = []
+        node = self._index.inner.get(session_rowid)
+        while node is not None:
+            key = node.key.split(":", 1)[-1]
+            path.append(
+                PathNode(kind=_KINDS[node.level], key=key, at=from_epoch(node.ts), summary=node.summary)
+            )
+            node = self._index.inner.get(node.parent) if node.parent is not None else None
+        return tuple(reversed(path))
 
     def get(self, leaf_id: str) -> Leaf | None:
         """The leaf with this id, or None."""
