@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from agentflow.memory import StoreCore, TemporalTreeCore
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,11 @@ def test_acknowledged_inserts_survive_sigkill(tmp_path: Path, seed: int) -> None
         acked.append(line.split()[0])
     time.sleep(rng.uniform(0, 0.05))
     os.kill(proc.pid, signal.SIGKILL)
-    rest, _ = proc.communicate()
+    rest = proc.stdout.read()  # buffered read: lines already read ahead by readline stay visible
+    proc.wait()
+    proc.stdout.close()
+    if proc.stderr is not None:
+        proc.stderr.close()
     acked += [line.split()[0] for line in rest.splitlines() if line and line != "DONE"]
     assert proc.returncode == -signal.SIGKILL
 
