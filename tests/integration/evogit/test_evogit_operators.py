@@ -145,6 +145,7 @@ async def test_crossover_falls_back_to_fitter_parent_hunks_when_llm_fails(
     _, a, b = await _conflicting_parents(repo, 8, 15)
     report = await evolve(_config(repo, crossover_rate=1.0), FunctionEngine(lambda r: "I cannot merge this."))
     [cand] = report.candidates
+    assert set(cand.parents) == {a, b}
     assert cand.operator == "crossover" and "code.py:fitness-hunks" in cand.detail
     assert cand.sha is not None
     merged = git(repo, "show", f"{cand.sha}:code.py")
