@@ -72,6 +72,20 @@ class InnerNode:
     members: list[tuple[int, int]] = field(default_factory=list)  # sessions: sorted (position, leaf slot)
 
 
+@dataclass(frozen=True)
+class _Arrays:
+    """numpy copies of the per-leaf and per-node columns, rebuilt after the index changes."""
+
+    ts: FloatArray
+    session: IntArray
+    period: IntArray
+    prev: IntArray
+    next: IntArray
+    rowid: IntArray
+    session_doc: IntArray
+    period_doc: IntArray
+
+
 def _normalized(scores: FloatArray) -> FloatArray:
     top = float(scores.max()) if len(scores) else 0.0
     return scores / top if top > 0 else scores
@@ -101,7 +115,7 @@ class TreeIndex:
         # numpy views rebuilt when _version moves past _arrays_at.
         self._version = 0
         self._arrays_at = -1
-        self._arrays: dict[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]] = {}
+        self._arrays: _Arrays | None = None
 
     def apply(
         self, rows: Sequence[tuple[int, int, str, int | None, float, int, str | None, str, str]]
@@ -164,18 +178,18 @@ class TreeIndex:
             after = members[i + 1][1]
             self.next[slot], self.prev[after] = after, slot
 
-    def _np(self) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]:
-        if self._arrays_at != self._version:
-            self._arrays = {
-                "ts": np.array(self.leaf_ts, dtype=np.float64),
-                "session": np.array(self.leaf_session, dtype=np.int64),
-                "period": np.array(self.leaf_period, dtype=np.int64),
-                "prev": np.array(self.prev, dtype=np.int64),
-                "next": np.array(self.next, dtype=np.int64),
-                "rowid": np.array(self.leaf_rowid, dtype=np.int64),
-                "session_doc": np.array([s.doc for s in self.sessions], dtype=np.int64),
-                "period_doc": np.array([p.doc for p in self.periods], dtype=np.int64),
-            }
+    def _np(self) -> _Arrays:
+        if self._arrays is None or self._arrays_at != self._version:
+            self._arrays = _Arrays(
+                ts=np.array(self.leaf_ts, dtype=np.float64),
+                session=np.array(self.leaf_session, dtype=np.int64),
+                period=np.array(self.leaf_period, dtype=np.int64),
+                prev=np.array(self.prev, dtype=np.int64),
+                next=np.array(self.next, dtype=np.int64),
+                rowid=np.array(self.leaf_rowid, dtype=np.int64),
+                session_doc=np.array([s.doc for s in self.sessions], dtype=np.int64),
+                period_doc=np.array([p.doc for p in self.periods], dtype=np.int64),
+            )
             self._arrays_at = self._version
         return self._arrays
 
@@ -200,14 +214,14 @@ class TreeIndex:
         own = _normalized(raw)
         total = own.copy()
         if weights.session and self.sessions:
-            per_session = self._level_scores(self.sessions_bm25, arrays["session_doc"], terms)
-            total += weights.session * per_session[arrays["session"]]
+            per_session = self._level_scores(self.sessions_bm25, arrays.session_doc, terms)
+            total += weights.session * per_session[arrays.session]
         if weights.period and self.periods:
-            per_period = self._level_scores(self.periods_bm25, arrays["period_doc"], terms)
-            period = arrays["period"]
+            per_period = self._level_scores(self.periods_bm25, arrays.period_doc, terms)
+            period = arrays.period
             total += weights.period * np.where(period >= 0, per_period[np.maximum(period, 0)], 0.0)
         if weights.neighbor:
-            prev, nxt = arrays["prev"], arrays["next"]
+            prev, nxt = arrays.prev, arrays.next
             padded = np.append(own, 0.0)  # index -1 reads the padding 0
             total += weights.neighbor * (padded[prev] + padded[nxt])
         return total, matched
@@ -225,7 +239,7 @@ class TreeIndex:
             return []
         keep = (total > 0) | matched
         if since is not None or until is not None:
-            ts = self._np()["ts"]
+            ts = self._np().ts
             if since is not None:
                 keep &= ts >= since
             if until is not None:
@@ -237,7 +251,7 @@ class TreeIndex:
             chosen = values >= cut
             cand, values = cand[chosen], values[chosen]
         order = np.lexsort((cand, -values))[:k]
-        rowids = self._np()["rowid"]
+        rowids = self._np().rowid
         return [(int(rowids[cand[i]]), float(values[i])) for i in order]
 
 

@@ -85,8 +85,8 @@ class ExtractiveSummarizer:
         heap: list[tuple[float, int]] = []
         term_sets = [frozenset(terms) for _, terms in sentences]
         lengths = [sentence.count(" ") + 1 for sentence, _ in sentences]
-        for i, terms in enumerate(term_sets):
-            gain = sum(weight[t] for t in terms) / lengths[i] ** 0.5
+        for i, term_set in enumerate(term_sets):
+            gain = sum(weight[t] for t in term_set) / lengths[i] ** 0.5
             if gain > 0:
                 heap.append((-gain, i))
         heapq.heapify(heap)
