@@ -41,6 +41,8 @@ __all__ = ["NewLeaf", "ScoringWeights", "TemporalMemoryTree", "TemporalTreeCore"
 
 _KINDS = {ROOT: NodeKind.ROOT, PERIOD: NodeKind.PERIOD, SESSION: NodeKind.SESSION, LEAF: NodeKind.LEAF}
 _LEAF_COLUMNS = "id, key, parent, ts, position, speaker, text, meta"
+DEFAULT_SUMMARIZER = ExtractiveSummarizer(max_words=200)
+"""The summarizer used when none is given (200 words: chosen with the retrieval weights, see ScoringWeights)."""
 SummaryWork = tuple[int, int, list[str]]
 """A dirty node to summarize: (rowid, the tree's newest ``seq`` when read, children's texts)."""
 
@@ -85,8 +87,9 @@ class TemporalTreeCore:
     Args:
         store: The store core.
         tree_id: The tree's id in the store.
-        summarize: Runs inline on refresh (a ``SyncSummarizer``'s ``summarize_sync``); ``None`` leaves
-            summaries to the async tree (an LLM summarizer).
+        summarize: Runs inline on refresh (a ``SyncSummarizer``'s ``summarize_sync``; default: the
+            extractive summarizer with a 200-word budget); ``None`` leaves summaries to the async tree
+            (an LLM summarizer).
         weights: Retrieval weights.
     """
 
@@ -95,7 +98,7 @@ class TemporalTreeCore:
         store: StoreCore,
         tree_id: str,
         *,
-        summarize: Callable[[Sequence[str]], str] | None = None,
+        summarize: Callable[[Sequence[str]], str] | None = DEFAULT_SUMMARIZER.summarize_sync,
         weights: ScoringWeights | None = None,
     ) -> None:
         if not tree_id:
@@ -523,7 +526,7 @@ class TemporalMemoryTree:
             raise ConfigError("tree_id is empty; name the tree, e.g. 'chat-42'")
         self.store = store
         self.tree_id = tree_id
-        self.summarizer: Summarizer | SyncSummarizer = summarizer or ExtractiveSummarizer(max_words=200)
+        self.summarizer: Summarizer | SyncSummarizer = summarizer or DEFAULT_SUMMARIZER
         self._weights = weights
         self._core: TemporalTreeCore | None = None
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agentflow.memory import BM25Index, tokenize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
+
+from agentflow.memory import BM25Index, tokenize
 
 CORPUS = [
     "Caroline went to the LGBTQ support group yesterday",

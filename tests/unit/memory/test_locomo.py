@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from agentflow.memory import MemoryStore, import_locomo, load_locomo
 
 from agentflow.errors import ConfigError
+from agentflow.memory import MemoryStore, import_locomo, load_locomo
 
 SAMPLE = {
     "speaker_a": "Ann",

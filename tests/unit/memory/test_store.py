@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from agentflow.memory import MemoryStore, StoreCore, TemporalTreeCore
-from agentflow.memory._schema import LATEST_VERSION, V1_SCHEMA
 
 from agentflow.errors import ConfigError, MemoryStoreError
+from agentflow.memory import MemoryStore, StoreCore, TemporalTreeCore
+from agentflow.memory._schema import LATEST_VERSION, V1_SCHEMA
 
 
 def _v1_file(path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agentflow.memory import MemoryStore, StoreCore, TaskStatus, TaskTreeCore, approx_token_count
 
 from agentflow.errors import ConfigError, MemoryStoreError
+from agentflow.memory import MemoryStore, StoreCore, TaskStatus, TaskTreeCore, approx_token_count
 
 
 def _tree(tmp_path: Path) -> TaskTreeCore:

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agentflow.memory import ExtractiveSummarizer, MemoryStore, NewLeaf, StoreCore, TemporalTreeCore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentflow.errors import MemoryStoreError
+from agentflow.memory import ExtractiveSummarizer, MemoryStore, NewLeaf, StoreCore, TemporalTreeCore
 
 MAY = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 JUNE = datetime(2023, 6, 9, 10, 0, tzinfo=UTC)
@@ -204,3 +204,11 @@ def test_tree_invariants_hold_for_any_insert_sequence(
     for leaf in leaves:
         by_session.setdefault(leaf.session, []).append(leaf.position)
     assert all(sorted(p) == list(range(len(p))) for p in by_session.values())
+
+
+def test_sync_core_summarizes_with_extractive_default(tmp_path: Path) -> None:
+    tree = TemporalTreeCore(StoreCore(tmp_path / "m.db"), "t")
+    tree.insert("We planted tomatoes in the garden.", session="s", at=MAY)
+    hits = tree.search("tomatoes", k=1)
+    assert hits[0].path[2].summary == "We planted tomatoes in the garden."
+    assert tree.dirty() == set()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from agentflow.memory import ExtractiveSummarizer, approx_token_count, tokenize
 
 from agentflow.errors import ConfigError
+from agentflow.memory import ExtractiveSummarizer, approx_token_count, tokenize
 
 
 def test_tokenize_drops_stop_words_and_stems_plurals() -> None:
