@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from agentflow.dsl import AgentflowError, ConfigError, Flow, ask, current_path, flow, get_state, named
 
@@ -68,7 +68,8 @@ def interrupt(prompt: str, schema: type[T], *, name: str = "interrupt") -> Flow[
     async def wait() -> T:
         ctx = await ask()
         path = await current_path()
-        state = await get_state(object)
+        current = await get_state(object)
+        state = current if isinstance(current, BaseModel) else None
         journal = ctx.journal
         if isinstance(journal, RunJournal):
             await journal.suspend(path, prompt, answer_schema, state)

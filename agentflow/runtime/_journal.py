@@ -5,7 +5,7 @@ the same eight methods). ``RunJournal`` is one run's view of a journal: it imple
 ``StepJournal`` protocol, so ``RunContext(journal=run_journal)`` makes every named step durable::
 
     replay(path)   committed row?  -> the recorded value and state (the step does not run)
-    begin(path)    writes a 'begun' row (one transaction) before the step's code runs
+    begin(path)    a non-idempotent step: writes a 'begun' row (one transaction) before its code runs
     commit(path)   writes the 'committed' row with the JSON value and state (one transaction)
                    before the step's result is used by anything downstream
 
@@ -294,21 +294,25 @@ class RunJournal:
         now = time.time()
         reached = self._reached[path]
         start_state = self._input_state.pop(path, None)
-        await self._put(
-            StepRecord(
-                run_id=self.run_id,
-                path=path,
-                identity=identity,
-                scope=scope_of(path),
-                ordinal=reached.ordinal,
-                idempotent=idempotent,
-                status="begun",
-                state=None if idempotent else encode_state(start_state),
-                attempts=(row.attempts + 1) if row is not None else 1,
-                created_at=row.created_at if row is not None else now,
-                updated_at=now,
-            )
+        record = StepRecord(
+            run_id=self.run_id,
+            path=path,
+            identity=identity,
+            scope=scope_of(path),
+            ordinal=reached.ordinal,
+            idempotent=idempotent,
+            status="begun",
+            state=None if idempotent else encode_state(start_state),
+            attempts=(row.attempts + 1) if row is not None else 1,
+            created_at=row.created_at if row is not None else now,
+            updated_at=now,
         )
+        if idempotent:
+            # Nothing depends on an idempotent step's 'begun' mark (after a crash it simply runs
+            # again), so it is written together with the result, saving one durable write per step.
+            self._rows[path] = record
+        else:
+            await self._put(record)
         return None
 
     async def commit(

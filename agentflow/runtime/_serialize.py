@@ -51,15 +51,16 @@ _PLAIN_KINDS: dict[type, str] = {
 
 
 @lru_cache(maxsize=512)
-def _adapter_cached(tp: object) -> TypeAdapter[Any]:
+def _adapter_cached(tp: Any) -> TypeAdapter[Any]:
     return TypeAdapter(tp)
 
 
 def _adapter(tp: object) -> TypeAdapter[Any]:
+    form: Any = tp
     try:
-        return _adapter_cached(tp)
+        return _adapter_cached(form)
     except TypeError:  # an unhashable type expression
-        return TypeAdapter(tp)
+        return TypeAdapter(form)
 
 
 def _loc_path(root: str, loc: tuple[int | str, ...]) -> str:
@@ -227,7 +228,7 @@ def encode_state(state: object, root: str = "state") -> str:
     return text
 
 
-def decode_state(text: str, like: object) -> object:
+def decode_state(text: str, like: object) -> BaseModel | None:
     """Decode stored state with the type of ``like`` (the state the resumed run has at that point).
 
     Raises:
