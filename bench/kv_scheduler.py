@@ -5,7 +5,8 @@ starts with the workflow's preamble and the agent's system prompt (together a fe
 with ``PromptLayout``). A workflow runs::
 
     planner(task) -> fan-out of K researchers (same prefix: preamble + researcher system + task)
-                     each: turn 1 -> tool call (pause) -> turn 2 (turn 1 + output + tool result)
+                     each a tool loop of T turns: generate -> tool call (pause) -> generate on the
+                     history + output + tool result -> ...   (the prompt grows every turn)
                   -> writer(findings)
 
 All workflows start together, so their requests interleave at the engine. The same workload runs under
@@ -26,7 +27,7 @@ import json
 import platform
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,82 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from agentflow.engines import Engine, LlamaCppEngine, Message, RequestHints, TestEngine
+from agentflow.engines import (
+    CacheEvent,
+    Capabilities,
+    Chunk,
+    Completion,
+    Engine,
+    GenerationRequest,
+    LlamaCppEngine,
+    Message,
+    RequestHints,
+    SnapshotStore,
+    TestEngine,
+    Usage,
+    common_prefix_len,
+    simple_tokenize,
+)
 from agentflow.scheduler import PromptLayout, Scheduler, gamma_from_shape
 
 MB = 1024 * 1024
 GAMMA = gamma_from_shape(n_params=135e6, n_layers=30, n_kv_heads=3, head_dim=64)  # SmolLM2-135M, CPU
 
-_WORDS = ["analyse", "verify", "source", "claim", "budget", "schedule", "report", "evidence", "summary", "risk", "customer", "order", "invoice", "ledger", "policy", "review", "draft", "outline", "metric", "trend", "forecast", "anomaly", "region", "supplier", "contract", "clause", "deadline", "priority", "owner", "status", "dependency", "latency", "error", "retry", "cache", "index", "query", "table", "column", "filter", "join", "shipment", "warehouse", "route", "carrier", "delay", "refund", "ticket", "escalation", "audit", "compliance", "record", "archive"]
+_WORDS = [
+    "analyse",
+    "verify",
+    "source",
+    "claim",
+    "budget",
+    "schedule",
+    "report",
+    "evidence",
+    "summary",
+    "risk",
+    "customer",
+    "order",
+    "invoice",
+    "ledger",
+    "policy",
+    "review",
+    "draft",
+    "outline",
+    "metric",
+    "trend",
+    "forecast",
+    "anomaly",
+    "region",
+    "supplier",
+    "contract",
+    "clause",
+    "deadline",
+    "priority",
+    "owner",
+    "status",
+    "dependency",
+    "latency",
+    "error",
+    "retry",
+    "cache",
+    "index",
+    "query",
+    "table",
+    "column",
+    "filter",
+    "join",
+    "shipment",
+    "warehouse",
+    "route",
+    "carrier",
+    "delay",
+    "refund",
+    "ticket",
+    "escalation",
+    "audit",
+    "compliance",
+    "record",
+    "archive",
+]
 
 
 def _text(rng: random.Random, words: int) -> str:
@@ -63,16 +133,23 @@ class WorkflowSpec:
     writer: PromptLayout
     task: str
     subquestions: tuple[str, ...]
-    tool_results: tuple[str, ...]
-    pauses: tuple[float, ...]
+    tool_results: tuple[tuple[str, ...], ...]  # [researcher][turn]
+    pauses: tuple[tuple[float, ...], ...]  # [researcher][turn]
     start_delay: float
     unique: bool  # every prompt starts with a fresh nonce: no shared prefixes at all
 
 
 def make_workload(
-    seed: int, n_workflows: int, fanout: int, *, preamble_words: int, system_words: int, unique: bool = False
+    seed: int,
+    n_workflows: int,
+    fanout: int,
+    turns: int,
+    *,
+    preamble_words: int,
+    system_words: int,
+    unique: bool = False,
 ) -> list[WorkflowSpec]:
-    """The fixed workload: ``n_workflows`` workflows with ``fanout`` researchers each."""
+    """The fixed workload: ``n_workflows`` workflows with ``fanout`` researchers of ``turns`` tool turns."""
     rng = random.Random(seed)
     specs = []
     for w in range(n_workflows):
@@ -95,8 +172,13 @@ def make_workload(
                 writer=layout("writer"),
                 task=task,
                 subquestions=tuple(f"Subquestion {k}: " + _text(rng, 10) for k in range(fanout)),
-                tool_results=tuple("search() returned: " + _text(rng, 18) for _ in range(fanout)),
-                pauses=tuple(round(rng.uniform(0.3, 1.2), 2) for _ in range(fanout)),
+                tool_results=tuple(
+                    tuple("search() returned: " + _text(rng, 30) for _ in range(turns - 1))
+                    for _ in range(fanout)
+                ),
+                pauses=tuple(
+                    tuple(round(rng.uniform(0.3, 1.2), 2) for _ in range(turns - 1)) for _ in range(fanout)
+                ),
                 start_delay=0.05 * w,
                 unique=unique,
             )
@@ -113,10 +195,10 @@ class _Nonce:
 
 
 async def run_workflow(
-    sched: Scheduler, spec: WorkflowSpec, *, max_tokens: int, prewarm: bool, nonce: _Nonce
+    sched: Scheduler, spec: WorkflowSpec, *, max_tokens: int, prewarm: bool, nonce: _Nonce, scale: float = 1.0
 ) -> float:
     """Run one workflow through ``sched``; returns its finish time (perf_counter)."""
-    await anyio.sleep(spec.start_delay)
+    await anyio.sleep(spec.start_delay * scale)
 
     def prompt(layout: PromptLayout, history: list[Message]) -> str:
         text = layout.prompt(history)
@@ -124,8 +206,6 @@ async def run_workflow(
 
     def hints(agent: str, group: str | None = None) -> RequestHints:
         return RequestHints(workflow_id=spec.wid, agent=agent, fanout_group=group)
-
-    from agentflow.engines import GenerationRequest
 
     def request(
         layout: PromptLayout, history: list[Message], agent: str, group: str | None = None
@@ -139,13 +219,13 @@ async def run_workflow(
 
     async def researcher(k: int) -> None:
         history = [Message("user", spec.subquestions[k])]
-        first = await sched.generate(
-            request(spec.researcher, history, f"researcher{k}", f"{spec.wid}/research")
-        )
-        await anyio.sleep(spec.pauses[k])  # the tool call
-        history += [Message("assistant", first.text.strip()), Message("tool", spec.tool_results[k])]
-        second = await sched.generate(request(spec.researcher, history, f"researcher{k}"))
-        findings[k] = second.text.strip()
+        group: str | None = f"{spec.wid}/research"
+        reply = await sched.generate(request(spec.researcher, history, f"researcher{k}", group))
+        for result, pause in zip(spec.tool_results[k], spec.pauses[k], strict=True):
+            await anyio.sleep(pause * scale)  # the tool call
+            history += [Message("assistant", reply.text.strip()), Message("tool", result)]
+            reply = await sched.generate(request(spec.researcher, history, f"researcher{k}"))
+        findings[k] = reply.text.strip()
 
     async with anyio.create_task_group() as outer:
         if prewarm and not spec.unique:
@@ -176,9 +256,87 @@ class _BenchEngine(LlamaCppEngine):
         return super()._prepare(llama, tokens)
 
 
-def make_engine(kind: str, budget_bytes: int, threads: int) -> Engine:
+class SimEngine:
+    """A timing model of ``LlamaCppEngine`` for iterating on the harness in seconds (``--engine sim``).
+
+    Same reuse rules (live context, byte-bounded ``SnapshotStore``, spill before discarding, restore when it
+    gains ``restore_min_gain`` tokens, at most ``len - 1`` reused) and cache events; costs are sleeps measured
+    on this machine class, scaled by ``scale``. Its numbers are never reported as results.
+    """
+
+    def __init__(self, budget_bytes: int, *, scale: float) -> None:
+        self.cache_listener: Any = None
+        self._scale = scale
+        self._live: tuple[int, ...] = ()
+        self._events: list[CacheEvent] = []
+        self._store: SnapshotStore[None] = SnapshotStore(budget_bytes, listener=self._events.append)
+        self._lock = anyio.Lock()
+        self._n = 0
+
+    name = "sim"
+    capabilities = Capabilities(prefix_cache="exact", slots=1)
+
+    async def tokenize(self, text: str) -> Sequence[int]:
+        return simple_tokenize(text)
+
+    async def render(self, request: GenerationRequest) -> str:
+        return request.prompt or ""
+
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        c = await self.generate(request)
+        yield Chunk(c.text, usage=c.usage, finish_reason="stop")
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        tokens = tuple(simple_tokenize(request.prompt or ""))
+        async with self._lock:
+            start = time.perf_counter()
+            limit = len(tokens) - 1
+            live = min(common_prefix_len(self._live, tokens), limit)
+            match = self._store.best_match(tokens, touch=False)
+            snap = min(match.length, limit) if match is not None else 0
+            restore = snap >= live + 8
+            reuse = snap if restore else live
+            cost = 0.0
+            if len(self._live) - (0 if restore else reuse) >= 32 and not self._store.covers(self._live):
+                cost += 0.12
+                self._store.insert(self._live, None, len(self._live) * 23_000)
+            if restore:
+                self._store.best_match(tokens, touch=True)
+                cost += 0.21
+            cost += (len(tokens) - reuse) / 35.0 + request.max_tokens * 0.06
+            await anyio.sleep(cost * self._scale)
+            self._n += 1
+            out = tuple(1_000_000 + self._n * 100 + i for i in range(request.max_tokens))
+            self._live = tokens + out
+            self._events.append(CacheEvent("live", self._live))
+            events = list(self._events)
+            self._events.clear()
+            if self.cache_listener is not None:
+                for event in events:
+                    self.cache_listener(event)
+            usage = Usage(
+                len(tokens),
+                reuse,
+                len(tokens) - reuse,
+                request.max_tokens,
+                0.0,
+                0.0,
+                time.perf_counter() - start,
+            )
+            return Completion("x " * request.max_tokens, usage)
+
+    def stats(self) -> None:
+        return None
+
+
+def make_engine(kind: str, budget_bytes: int, threads: int, scale: float = 1.0) -> Engine:
     if kind == "test":
         return TestEngine(response="ok noted", prefix_cache=True)
+    if kind == "sim":
+        return SimEngine(budget_bytes, scale=scale)
     return _BenchEngine(n_threads=threads, snapshot_bytes=budget_bytes, n_ctx=2048, seed=0)
 
 
@@ -190,24 +348,27 @@ async def run_policy(
     budget_bytes: int,
     threads: int,
     max_tokens: int,
+    ours_options: dict[str, float],
 ) -> dict[str, object]:
     """One cold-cache run of the whole workload under ``policy``."""
-    engine = make_engine(engine_kind, budget_bytes, threads)
+    scale = 0.05 if engine_kind == "sim" else 1.0
+    engine = make_engine(engine_kind, budget_bytes, threads, scale)
     await engine.tokenize("warm up")  # loads the model; not timed
-    sched = Scheduler(engine, policy=policy, gamma=GAMMA)
+    options = ours_options if policy == "ours" else {}
+    sched = Scheduler(engine, policy=policy, policy_options=options, gamma=GAMMA)
     nonce = _Nonce(1234)
     finishes: dict[str, float] = {}
     start = time.perf_counter()
 
     async def one(spec: WorkflowSpec) -> None:
         finishes[spec.wid] = await run_workflow(
-            sched, spec, max_tokens=max_tokens, prewarm=policy != "fifo", nonce=nonce
+            sched, spec, max_tokens=max_tokens, prewarm=policy != "fifo", nonce=nonce, scale=scale
         )
 
     async with anyio.create_task_group() as tg:
         for spec in workload:
             tg.start_soon(one, spec)
-    makespan = time.perf_counter() - start
+    makespan = (time.perf_counter() - start) / scale
     m = sched.metrics()
     stats = engine.stats() if isinstance(engine, LlamaCppEngine) else None
     await sched.aclose()
@@ -228,6 +389,8 @@ async def run_policy(
         "mean_latency_s": round(t.mean_latency_s, 3),
         "pte": round(t.pte, 1),
         "lower_bound_prefill_tokens": m.lower_bound_prefill_tokens,
+        "engine_busy_s": round(sum(r.latency_s - r.queue_s for r in m.requests), 3),
+        "scheduler_overhead_s": round(m.decisions * m.decision_us_mean * 1e-6, 6),
         "decision_us_mean": round(m.decision_us_mean, 2),
         "prediction_abs_error_tokens": m.prediction_abs_error_tokens,
         "restores": None if stats is None else stats.restores,
@@ -236,22 +399,32 @@ async def run_policy(
     }
 
 
+def _ours_options(args: argparse.Namespace) -> dict[str, float]:
+    """Throughput-leaning settings: weak soft aging, a hard wait bound of ``--max-wait`` seconds."""
+    return {"age_tokens_per_s": args.age, "max_wait_s": args.max_wait}
+
+
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     quick = args.quick
-    n_wf, fanout = (3, 2) if quick else (4, 3)
+    n_wf, fanout, turns = (2, 3, 4) if quick else (3, 3, 5)
     shape = (
         {"preamble_words": 60, "system_words": 70} if quick else {"preamble_words": 90, "system_words": 110}
     )
-    workload = make_workload(args.seed, n_wf, fanout, **shape)
+    workload = make_workload(args.seed, n_wf, fanout, turns, **shape)
     budgets = [int(b * MB) for b in args.sweep_mb]
     headline = int(args.budget_mb * MB)
     if headline not in budgets:
         budgets.insert(0, headline)
-    common = {"engine_kind": args.engine, "threads": args.threads, "max_tokens": args.max_tokens}
+    common = {
+        "engine_kind": args.engine,
+        "threads": args.threads,
+        "max_tokens": args.max_tokens,
+        "ours_options": _ours_options(args),
+    }
     console = Console(width=150)
 
     sweep: list[dict[str, object]] = []
@@ -272,7 +445,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             }
         )
 
-    unique_wl = make_workload(args.seed + 1, 2, 1 if quick else 2, unique=True, **shape)
+    unique_wl = make_workload(args.seed + 1, 2, 1 if quick else 2, 2, unique=True, **shape)
     no_share = {}
     for policy in ("fifo", "ours"):
         console.print(f"[dim]running {policy} with no shared prefixes...[/dim]")
@@ -287,7 +460,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "quick": quick,
         "seed": args.seed,
         "machine": {"platform": platform.platform(), "threads": args.threads},
-        "workload": {"workflows": n_wf, "fanout": fanout, "max_tokens": args.max_tokens, **shape},
+        "workload": {
+            "workflows": n_wf,
+            "fanout": fanout,
+            "turns": turns,
+            "max_tokens": args.max_tokens,
+            **shape,
+        },
+        "ours_policy_options": _ours_options(args),
         "headline_budget_mb": round(headline / MB, 1),
         "gamma": GAMMA,
         "results": {"fifo": fifo, "ours": ours},
@@ -301,6 +481,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "no_shared_prefix": {
             **no_share,
             "makespan_ours_over_fifo": _ratio(no_share["ours"]["makespan_s"], no_share["fifo"]["makespan_s"]),  # type: ignore[arg-type]
+            "scheduler_overhead_fraction_ours": float(
+                f"{no_share['ours']['scheduler_overhead_s'] / max(no_share['ours']['engine_busy_s'], 1e-9):.3g}"  # type: ignore[operator]
+            ),
         },
     }
     _print(console, result)
@@ -358,14 +541,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--engine",
-        choices=["llamacpp", "test"],
+        choices=["llamacpp", "sim", "test"],
         default="llamacpp",
-        help="'test' checks the harness on TestEngine (no model; timings meaningless)",
+        help="'sim': timing model of the engine, 'test': TestEngine; both only check the harness",
     )
     parser.add_argument("--budget-mb", type=float, default=None, help="headline snapshot budget")
     parser.add_argument("--sweep-mb", type=lambda s: [float(x) for x in s.split(",")], default=None)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is best on a busy box)")
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument(
+        "--age", type=float, default=1.0, help="ours: cached tokens one second of waiting is worth"
+    )
+    parser.add_argument(
+        "--max-wait", type=float, default=120.0, help="ours: hard bound on any request's wait (s)"
+    )
     args = parser.parse_args()
     if args.budget_mb is None:
         args.budget_mb = 16.0
