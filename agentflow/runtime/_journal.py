@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentflow.dsl import AgentflowError, Ok, State
-from agentflow.errors import ResumeError
+from agentflow.errors import ConfigError, ResumeError
 
 from ._serialize import decode_state, decode_value, encode_state, encode_value
 
@@ -229,6 +229,9 @@ class RunJournal:
         # Steps reached in this attempt, and the next ordinal of each scope; live for the attempt.
         self._reached: dict[str, _Reached] = {}
         self._next: dict[str, int] = {}
+        # Paths reached as steps, and scopes steps were reached in, in this attempt (path collisions).
+        self._step_paths: set[str] = set()
+        self._scopes: set[str] = set()
         # The state each step started from, between replay and begin (stored for non-idempotent steps,
         # so an operator resolving one has the state to continue from).
         self._input_state: dict[str, State] = {}
@@ -240,6 +243,7 @@ class RunJournal:
         Raises:
             ResumeError: the code diverged from the journal at this step, or its record no longer decodes.
         """
+        self._check_unambiguous(path, identity)
         ordinal = self._reach(path)
         self._check_slot(path, identity, ordinal)
         self._input_state[path] = state
@@ -373,6 +377,23 @@ class RunJournal:
                 "them, or start a new run (a new run_id)",
                 where=first.path,
             )
+
+    def _check_unambiguous(self, path: str, identity: str) -> None:
+        """Refuse a step whose path already served as a parallel branch's scope in this attempt.
+
+        The DSL writes the n-th repeat of step ``x`` as ``x[n]`` and branch n of a ``par`` inside ``x``
+        also as ``x[n]``: a repeated step after one that ran ``par`` would read its children's journal
+        records from the branches. A scope is entered before any step in it, so a step path that is
+        already a scope (and was not reached as a step first) can only be such a collision.
+        """
+        if path in self._scopes and path not in self._step_paths:
+            raise ConfigError(
+                f"step {identity!r} at {path!r} has the same path as a parallel branch inside an earlier "
+                f"{identity!r} step, so their journal records would mix; give the repeated step its own name "
+                f"(e.g. named('{identity}_2', ...) or @step(name=...))"
+            )
+        self._step_paths.add(path)
+        self._scopes.add(scope_of(path))
 
     def _reach(self, path: str) -> int:
         """Give ``path`` its ordinal in its scope for this attempt.

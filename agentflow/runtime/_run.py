@@ -6,6 +6,7 @@ the run and closed after it, an engine object is shared and left open for its ow
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -80,6 +81,8 @@ async def run(
     try:
         if journal is None:
             return await flow_value.run(context, state)
+        if not context.run_id:
+            context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
         return await run_journaled(flow_value, context, state, journal, workflow, inputs)
     finally:
         if owned is not None:

@@ -385,3 +385,37 @@ async def test_run_without_journal_is_unchanged() -> None:
     out = await run(pipeline, {"n": 1}, state=Notes())
     assert isinstance(out, Ok)
     assert all(e.kind != "run.journal" for e in out.trace)
+
+
+async def test_repeated_step_whose_path_is_an_earlier_branch_scope_is_refused(db: str) -> None:
+    # The DSL writes both "branch 1 of a par inside research" and "the 2nd research" as research[1];
+    # the journal refuses to let the second read the first's branch records.
+    @step
+    async def search(q: str) -> str:
+        return q
+
+    @step
+    async def research(qs: list[str]) -> list[str]:
+        if len(qs) > 1:
+            return list(await par(*[search(q) for q in qs]))
+        return [await search(qs[0])]
+
+    @step
+    async def wf() -> list[str]:
+        return [*(await research(["a", "b"])), *(await research(["c"]))]
+
+    assert (await wf().run()).unwrap() == ["a", "b", "c"]
+    out = await run(wf, run_id="r1", journal=db)
+    assert isinstance(out, Err) and isinstance(out.error, ConfigError)
+    assert out.error.where == "wf/research[1]"
+    assert "give the repeated step its own name" in out.error.message
+
+
+def test_runtime_exports_are_sorted_and_resolve() -> None:
+    import agentflow.runtime as runtime
+
+    assert runtime.__all__ == sorted(runtime.__all__)
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None
+    for name in ("Journal", "SqliteJournal", "RunJournal", "interrupt", "resume", "resolve_step", "gc_runs"):
+        assert name in runtime.__all__
