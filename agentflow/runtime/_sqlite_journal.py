@@ -329,18 +329,28 @@ class SqliteJournal(Journal):
         return await self._call(lambda conn: _steps(conn, run_id))
 
     async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
-        """Delete old runs with the given statuses, their steps, and unreferenced states."""
+        """Delete old runs with the given statuses, their steps, and unreferenced states. A run that a
+        live process on this host is running is never deleted."""
 
         def delete(conn: sqlite3.Connection) -> list[str]:
             marks = ", ".join("?" for _ in statuses)
             with self._write(conn):
+                host = socket.gethostname()
                 ids = [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT run_id FROM runs WHERE updated_at < ? AND status IN ({marks})",
+                    run_id
+                    for run_id, status, owner_host, owner_pid in conn.execute(
+                        "SELECT run_id, status, owner_host, owner_pid FROM runs "
+                        f"WHERE updated_at < ? AND status IN ({marks})",
                         (updated_before, *statuses),
                     ).fetchall()
-                    if r[0] not in self._active
+                    if run_id not in self._active
+                    and not (
+                        status == "running"
+                        and owner_host == host
+                        and owner_pid is not None
+                        and owner_pid != os.getpid()
+                        and _pid_alive(owner_pid)
+                    )
                 ]
                 conn.executemany("DELETE FROM steps WHERE run_id = ?", [(i,) for i in ids])
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])

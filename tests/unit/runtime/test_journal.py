@@ -419,3 +419,20 @@ def test_runtime_exports_are_sorted_and_resolve() -> None:
         assert getattr(runtime, name) is not None
     for name in ("Journal", "SqliteJournal", "RunJournal", "interrupt", "resume", "resolve_step", "gc_runs"):
         assert name in runtime.__all__
+
+
+async def test_run_held_by_another_live_process_is_not_resumed_or_collected(db: str) -> None:
+    import os
+    import socket
+
+    from agentflow.runtime import gc_runs
+
+    await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, updated_at = 0",
+            (socket.gethostname(), os.getppid()),
+        )
+    with pytest.raises(ResumeError, match=f"being run by process {os.getppid()}"):
+        await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
+    assert await gc_runs(db, older_than="1d", include_unfinished=True) == []
