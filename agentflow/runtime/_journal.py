@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -200,13 +199,6 @@ class Journal(abc.ABC):
         await self.aclose()
 
 
-@dataclass
-class _Reached:
-    """A step reached in this attempt: its ordinal in its scope."""
-
-    ordinal: int
-
-
 class RunJournal:
     """One attempt's view of a run in a ``Journal``; the ``StepJournal`` the run's named steps use.
 
@@ -226,8 +218,8 @@ class RunJournal:
         self._slots: dict[tuple[str, int], str] = {(s.scope, s.ordinal): s.path for s in steps}
         # The current row of every step (earlier attempts + writes of this attempt); replay reads it.
         self._rows: dict[str, StepRecord] = dict(self._earlier)
-        # Steps reached in this attempt, and the next ordinal of each scope; live for the attempt.
-        self._reached: dict[str, _Reached] = {}
+        # The ordinal of each step reached in this attempt, and the next ordinal of each scope.
+        self._reached: dict[str, int] = {}
         self._next: dict[str, int] = {}
         # Paths reached as steps, and scopes steps were reached in, in this attempt (path collisions).
         self._step_paths: set[str] = set()
@@ -246,9 +238,9 @@ class RunJournal:
         self._check_unambiguous(path, identity)
         ordinal = self._reach(path)
         self._check_slot(path, identity, ordinal)
-        self._input_state[path] = state
         row = self._rows.get(path)
         if row is None or row.status not in ("committed", "answered"):
+            self._input_state[path] = state
             return None
         assert row.value is not None and row.state is not None
         try:
@@ -296,14 +288,14 @@ class RunJournal:
                 where=path,
             )
         now = time.time()
-        reached = self._reached[path]
+        ordinal = self._reached[path]
         start_state = self._input_state.pop(path, None)
         record = StepRecord(
             run_id=self.run_id,
             path=path,
             identity=identity,
             scope=scope_of(path),
-            ordinal=reached.ordinal,
+            ordinal=ordinal,
             idempotent=idempotent,
             status="begun",
             state=None if idempotent else encode_state(start_state),
@@ -404,11 +396,11 @@ class RunJournal:
         scope = scope_of(path)
         seen = self._reached.get(path)
         if seen is not None:
-            self._next[scope] = seen.ordinal + 1
-            return seen.ordinal
+            self._next[scope] = seen + 1
+            return seen
         ordinal = self._next.get(scope, 0)
         self._next[scope] = ordinal + 1
-        self._reached[path] = _Reached(ordinal)
+        self._reached[path] = ordinal
         return ordinal
 
     def _check_slot(self, path: str, identity: str, ordinal: int) -> None:
