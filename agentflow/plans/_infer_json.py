@@ -38,6 +38,8 @@ def infer_json(
     temperature: float = 0.0,
     seed: int | None = None,
     label: str = "json",
+    show_schema: bool = True,
+    repair_temperature: float | None = None,
 ) -> Flow[JsonValue]:
     """Ask the run's engine for a JSON value matching ``schema`` (and ``check``), repairing at most ``max_repairs`` times.
 
@@ -51,6 +53,10 @@ def infer_json(
         temperature: Sampling temperature.
         seed: Sampling seed.
         label: Recorded as ``schema`` in each ``llm.call`` event.
+        show_schema: State the schema in the system prompt (turn off for large schemas: decoding is
+            constrained either way, and a long prompt costs prefill time).
+        repair_temperature: Sampling temperature of repair attempts (default: ``temperature``); a
+            greedy small model tends to repeat its mistake, so some randomness helps it out.
 
     Returns:
         A flow yielding the answer, or failing with ``InferenceError`` (carrying the last raw text).
@@ -58,10 +64,9 @@ def infer_json(
     if max_repairs < 0:
         raise ConfigError(f"infer_json max_repairs must be >= 0, got {max_repairs}")
     validator = JsonSchemaValidator(schema, where=label)
-    instructions = (
-        "Answer with a single JSON value that matches this JSON Schema, and nothing else.\n"
-        f"Schema: {json.dumps(schema, separators=(',', ':'))}"
-    )
+    instructions = "Answer with a single JSON value that matches the required JSON Schema, and nothing else."
+    if show_schema:
+        instructions += f"\nSchema: {json.dumps(schema, separators=(',', ':'))}"
     sys_text = f"{system}\n\n{instructions}" if system else instructions
 
     @flow
@@ -82,8 +87,8 @@ def infer_json(
             request = GenerationRequest(
                 messages=tuple(messages),
                 max_tokens=max_tokens,
-                temperature=temperature,
-                seed=seed,
+                temperature=temperature if attempt == 1 or repair_temperature is None else repair_temperature,
+                seed=seed if seed is None or attempt == 1 else seed + attempt,
                 json_schema=schema,
                 hints=hints,
             )
