@@ -40,9 +40,9 @@ Use "${{k}}" inside arguments to refer to the result of call k. Calls that do no
 in parallel, so call every independent lookup directly. Number the calls from {first}. End with join()."""
 
 _JSON_FORMAT = """Answer with a JSON array of tool calls that together answer the question:
-[{{"id": {first}, "tool": "<tool name>", "args": {{...}}}}, ...]
-Use the string "${{k}}" as an argument to pass the result of call k. Calls that do not depend on each other
-run in parallel, so call every independent lookup directly. Number the calls from {first}."""
+[{{"tool": "<tool name>", "args": {{...}}}}, ...]
+The calls are numbered from {first} in order. Use the string "${{k}}" as an argument to pass the result of
+call k. Calls that do not depend on each other run in parallel: make one call per item to look up."""
 
 
 class JoinDecision(BaseModel):
@@ -152,7 +152,8 @@ async def _plan_and_execute(
     object) is complete and its dependencies are done; then wait for this round's tasks.
 
     Every task added is appended to ``added`` (also when a later line turns out invalid, so the caller
-    knows which ids are taken). Raises ``PlanError`` for an invalid plan; tasks added before the bad
+    knows which ids are taken). The stream is read to its end (the last chunk carries the usage); text
+    after the plan's end is ignored. Raises ``PlanError`` for an invalid plan; tasks added before the bad
     line keep running and their results stay referencable.
     """
     assert ctx.engine is not None
@@ -160,7 +161,7 @@ async def _plan_and_execute(
     parser: PlanParser | JsonPlanParser = (
         PlanParser(tools, first_id=first_id, known_ids=known, strict=False)
         if fmt == "text"
-        else JsonPlanParser(tools, first_id=first_id, known_ids=known)
+        else JsonPlanParser(tools, first_id=first_id, known_ids=known, positional_ids=True)
     )
     round_tasks: list[Task] = []
 
@@ -181,9 +182,8 @@ async def _plan_and_execute(
                 usage = chunk.usage
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
-            accept(parser.feed(chunk.text))
-            if parser.joined:
-                break
+            if not parser.joined:
+                accept(parser.feed(chunk.text))
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
@@ -243,7 +243,8 @@ def llm_compiler(
             request = GenerationRequest(
                 messages=_planner_messages(question, tools, plan_format, first_id, history, repair, system),
                 max_tokens=planner_max_tokens,
-                json_schema=plan_json_schema(tools) if plan_format == "json" else None,
+                stop=("<END_OF_PLAN>",) if plan_format == "text" else (),
+                json_schema=plan_json_schema(tools, ids=False) if plan_format == "json" else None,
                 hints=RequestHints(workflow_id=ctx.run_id or None, agent="planner"),
             )
             started = time.time()

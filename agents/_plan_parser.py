@@ -536,7 +536,7 @@ _REF_STRING: dict[str, JsonValue] = {
 }
 
 
-def plan_json_schema(tools: ToolSource, *, typed_args: bool = True) -> dict[str, JsonValue]:
+def plan_json_schema(tools: ToolSource, *, typed_args: bool = True, ids: bool = True) -> dict[str, JsonValue]:
     """The JSON Schema of a JSON plan over ``tools``, for grammar-constrained decoding.
 
     A plan is an array of ``{"id": int, "tool": name, "args": {...}}``; with ``typed_args`` (and a registry or
@@ -546,6 +546,8 @@ def plan_json_schema(tools: ToolSource, *, typed_args: bool = True) -> dict[str,
     Args:
         tools: A registry or view, or tool names (then ``args`` is any object).
         typed_args: Constrain ``args`` by each tool's schema.
+        ids: Include the ``id`` key. Without it, items are numbered by position (parse with
+            ``JsonPlanParser(..., positional_ids=True)``), which spares small models a class of mistakes.
     """
     items: list[JsonValue] = []
     defs: dict[str, JsonValue] = {}
@@ -569,6 +571,13 @@ def plan_json_schema(tools: ToolSource, *, typed_args: bool = True) -> dict[str,
                 "additionalProperties": False,
             }
         )
+        if not ids:
+            item = items[-1]
+            assert isinstance(item, dict)
+            props = item["properties"]
+            assert isinstance(props, dict)
+            del props["id"]
+            item["required"] = ["tool", "args"]
     schema: dict[str, JsonValue] = {
         "type": "array",
         "minItems": 1,
@@ -611,10 +620,19 @@ class JsonPlanParser:
         tools: As for :class:`PlanParser`.
         first_id: The id the first task must have.
         known_ids: Ids of earlier results the plan may reference.
+        positional_ids: Items may leave out ``id``; they are numbered by position from ``first_id``.
     """
 
-    def __init__(self, tools: ToolSource, *, first_id: int = 1, known_ids: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        tools: ToolSource,
+        *,
+        first_id: int = 1,
+        known_ids: Iterable[int] = (),
+        positional_ids: bool = False,
+    ) -> None:
         self._checker = _PlanChecker(tools, first_id, known_ids)
+        self._positional_ids = positional_ids  # items carry no "id": the k-th item gets first_id + k - 1
         self._text = ""  # all text fed so far
         self._pos = 0  # scan position in self._text
         self._line = 1  # line number at self._pos
@@ -727,6 +745,8 @@ class JsonPlanParser:
         if not isinstance(item, dict):
             raise self._checker.error("each plan item must be an object", line, text)
         task_id, name, args = item.get("id"), item.get("tool"), item.get("args", {})
+        if self._positional_ids and task_id is None:
+            task_id = self._checker.next_id
         unknown = sorted(set(item) - {"id", "tool", "args", "thought"})
         if unknown:
             raise self._checker.error(f"unexpected keys {unknown}; items have id, tool, args", line, text)

@@ -64,7 +64,7 @@ def react_turn_schema(tools: ToolRegistry | ToolView) -> dict[str, JsonValue]:
     )
     return {
         "type": "object",
-        "properties": {"thought": {"type": "string", "maxLength": 300}, "action": {"anyOf": options}},
+        "properties": {"thought": {"type": "string", "maxLength": 120}, "action": {"anyOf": options}},
         "required": ["thought", "action"],
         "additionalProperties": False,
     }

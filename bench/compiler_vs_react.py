@@ -1,0 +1,457 @@
+"""LLMCompiler vs ReAct on the same embedded engine and tools.
+
+Two workloads, both with tool latency drawn from a seeded lognormal around 0.6 s:
+
+- movie: Movie-Recommendation questions from ``../shared/data/llmcompiler`` (the gold plan is one
+  independent ``search(title)`` per listed movie, eight per question);
+- parallelqa: ParallelQA-shaped questions (compare 2-5 quantities, then compute) over a local fact table,
+  with ``lookup`` and ``math`` tools.
+
+Both agents get the same few-shot guidance for the domain, as in the LLMCompiler paper. Two modes:
+
+- free: the model plans on its own (with the embedded 135M model its plans are often incomplete, so
+  this mostly shows what a tiny model does; report it as such);
+- gold: the same real engine, but every LLM turn is decoded under a grammar that only admits the gold
+  answer for that turn (the gold plan for the planner, the next gold call for ReAct, the gold answer for
+  the joiner). The model still prefills and decodes every token for real, so latency, tokens and PTE are
+  real; only the choice of tokens is fixed. This measures what the orchestration buys when the model
+  plans correctly, which is what the paper's speedups are about.
+
+Reports per workload and mode the mean end-to-end latency of each agent and the speedup (ReAct /
+LLMCompiler), LLM calls, tokens, PTE (prefill token equivalents, gamma from SmolLM2-135M's shape) and
+tool calls.
+
+    python bench/compiler_vs_react.py [--quick] [--json PATH] [--engine SPEC] [--data DIR] [--mode gold|free|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import statistics
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+from rich.table import Table
+
+from agentflow import Err, Event, run
+from agentflow.agents import llm_compiler, react
+from agentflow.engines import Chunk, Completion, Engine, GenerationRequest, engine_from_spec
+from agentflow.executors import ToolRegistry
+from agentflow.scheduler import gamma_from_shape, pte
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "llmcompiler"
+GAMMA = gamma_from_shape(n_params=135e6, n_layers=30, n_kv_heads=3, head_dim=64)
+
+
+class Latency:
+    """Seeded lognormal tool latency (median ``median_s``), one stream per (workload, question)."""
+
+    def __init__(self, seed: int, median_s: float = 0.6, sigma: float = 0.35) -> None:
+        self.rng = random.Random(seed)
+        self.mu = math.log(median_s)
+        self.sigma = sigma
+
+    def draw(self) -> float:
+        return min(3.0, self.rng.lognormvariate(self.mu, self.sigma))
+
+
+def movie_tools(latency: Latency) -> ToolRegistry:
+    registry = ToolRegistry()
+
+    async def search(title: str) -> str:
+        """Look up one movie by its title and return its genre and year.
+
+        Args:
+            title: The title of one movie.
+        """
+        await anyio.sleep(latency.draw())
+        digest = hashlib.sha256(title.strip().lower().encode()).digest()
+        genres = ["action", "thriller", "drama", "comedy", "science fiction", "animation"]
+        return f"{title.strip()}: {genres[digest[0] % len(genres)]} film from {1960 + digest[1] % 60}."
+
+    registry.register(search)
+    return registry
+
+
+MOVIE_GUIDE = """Example.
+Question: Find a movie similar to Heat, Alien
+Options:
+Fargo
+Up
+Plan: [{"tool": "search", "args": {"title": "Heat"}}, {"tool": "search", "args": {"title": "Alien"}},
+{"tool": "search", "args": {"title": "Fargo"}}, {"tool": "search", "args": {"title": "Up"}}]
+Search every movie of the question and every option separately, one title per call."""
+
+FACTS: dict[str, dict[str, float]] = {
+    "height_m": {
+        "Mount Everest": 8849,
+        "K2": 8611,
+        "Kangchenjunga": 8586,
+        "Lhotse": 8516,
+        "Makalu": 8485,
+        "Cho Oyu": 8188,
+        "Denali": 6190,
+        "Mont Blanc": 4806,
+        "Kilimanjaro": 5895,
+        "Aconcagua": 6961,
+    },
+    "population_millions": {
+        "Tokyo": 37.1,
+        "Delhi": 33.8,
+        "Shanghai": 29.9,
+        "Sao Paulo": 22.8,
+        "Mexico City": 22.5,
+        "Cairo": 22.6,
+        "Mumbai": 21.7,
+        "Beijing": 21.8,
+        "Dhaka": 23.9,
+        "Osaka": 19.0,
+    },
+    "length_km": {
+        "Nile": 6650,
+        "Amazon": 6400,
+        "Yangtze": 6300,
+        "Mississippi": 6275,
+        "Yenisei": 5539,
+        "Yellow River": 5464,
+        "Ob": 5410,
+        "Parana": 4880,
+        "Congo": 4700,
+        "Amur": 4444,
+    },
+}
+UNITS = {"height_m": "metres tall", "population_millions": "million people", "length_km": "km long"}
+
+
+def parallelqa_questions(n: int, seed: int) -> list[dict[str, Any]]:
+    """ParallelQA-shaped questions: 2-5 independent lookups, then arithmetic on them."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        attr = rng.choice(sorted(FACTS))
+        width = 2 + i % 4
+        names = rng.sample(sorted(FACTS[attr]), width)
+        values = [FACTS[attr][name] for name in names]
+        listing = ", ".join(names[:-1]) + f" and {names[-1]}"
+        question = (
+            f"What is the total {attr.split('_')[0]} of {listing} combined, in {UNITS[attr].split()[0]}?"
+        )
+        out.append(
+            {
+                "question": question,
+                "answer": round(sum(values), 2),
+                "branch": width,
+                "names": names,
+                "attr": attr,
+            }
+        )
+    return out
+
+
+def parallelqa_tools(latency: Latency) -> ToolRegistry:
+    registry = ToolRegistry()
+
+    async def lookup(entity: str) -> str:
+        """Look up the key fact (height, population or length) of one mountain, city or river.
+
+        Args:
+            entity: The name of one mountain, city or river.
+        """
+        await anyio.sleep(latency.draw())
+        for attr, table in FACTS.items():
+            for name, value in table.items():
+                if name.lower() == entity.strip().lower():
+                    return f"{name} is {value:g} {UNITS[attr]}."
+        return f"No fact found for {entity!r}."
+
+    async def math(expression: str) -> float:
+        """Evaluate an arithmetic expression with + - * / and parentheses.
+
+        Args:
+            expression: The expression, e.g. "8849 + 8611".
+        """
+        await anyio.sleep(latency.draw() / 4)
+        return _safe_eval(expression)
+
+    registry.register(lookup)
+    registry.register(math)
+    return registry
+
+
+def _safe_eval(expression: str) -> float:
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return float(ops[type(node.op)](ev(node.left), ev(node.right)))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError(f"unsupported expression: {expression!r}")
+
+    return ev(ast.parse(expression, mode="eval"))
+
+
+PQA_GUIDE = """Example.
+Question: What is the total length of the Nile and Amazon combined, in km?
+Plan: [{"tool": "lookup", "args": {"entity": "Nile"}}, {"tool": "lookup", "args": {"entity": "Amazon"}},
+{"tool": "math", "args": {"expression": "$1 + $2"}}]
+Look up every entity separately, one per call, then combine the results with math."""
+
+
+class GoldConstrained:
+    """An engine wrapper that decodes each turn under a grammar admitting only the gold answer."""
+
+    def __init__(
+        self, inner: Engine, plan: list[dict[str, Any]], steps: list[dict[str, Any]], answer: str
+    ) -> None:
+        self.inner = inner
+        self.plan = plan  # the compiler's gold plan (items without ids)
+        self.steps = steps  # ReAct's gold actions, one per turn, the last a final answer
+        self.answer = answer
+
+    @property
+    def name(self) -> str:
+        return f"gold({self.inner.name})"
+
+    @property
+    def capabilities(self) -> Any:
+        return self.inner.capabilities
+
+    def _constrain(self, request: GenerationRequest) -> GenerationRequest:
+        schema = request.json_schema
+        if schema is None:
+            return request
+        props = schema.get("properties")
+        if schema.get("type") == "array":
+            const: object = self.plan
+        elif isinstance(props, dict) and "thought" in props:
+            turn = sum(
+                1 for m in request.messages or () if m.role == "user" and m.content.startswith("Observation")
+            )
+            const = {"thought": "Next step.", "action": self.steps[min(turn, len(self.steps) - 1)]}
+        else:
+            const = {"action": "finish", "answer": self.answer}
+        return dataclasses.replace(request, json_schema={"const": const})
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        return await self.inner.generate(self._constrain(request))
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        return self.inner.stream(self._constrain(request))
+
+    async def tokenize(self, text: str) -> Sequence[int]:
+        return await self.inner.tokenize(text)
+
+    async def render(self, request: GenerationRequest) -> str:
+        return await self.inner.render(request)
+
+    async def aclose(self) -> None:
+        """The inner engine is shared across questions; its owner closes it."""
+
+
+def movie_gold(question: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    head, _, opts = question.partition("\nOptions:\n")
+    titles = head.replace("Find a movie similar to ", "").split(", ") + [
+        o for o in opts.split("\n") if o.strip()
+    ]
+    calls = [{"tool": "search", "args": {"title": t.strip()}} for t in titles]
+    return calls, calls
+
+
+def pqa_gold(names: list[str], attr: str, answer: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    lookups = [{"tool": "lookup", "args": {"entity": n}} for n in names]
+    refs = " + ".join(f"${i}" for i in range(1, len(names) + 1))
+    values = " + ".join(f"{FACTS[attr][n]:g}" for n in names)
+    plan = [*lookups, {"tool": "math", "args": {"expression": refs}}]
+    steps = [*lookups, {"tool": "math", "args": {"expression": values}}]
+    return plan, steps
+
+
+def _usage(trace: Sequence[Event]) -> dict[str, float]:
+    calls = [e.data for e in trace if e.kind == "llm.call"]
+
+    def total(key: str) -> int:
+        return sum(int(c.get(key, 0)) for c in calls)  # type: ignore[call-overload]
+
+    return {
+        "llm_calls": len(calls),
+        "prompt_tokens": total("prompt_tokens"),
+        "computed_tokens": total("computed_tokens"),
+        "completion_tokens": total("completion_tokens"),
+        "pte": sum(
+            pte(int(c["computed_tokens"]), int(c["prompt_tokens"]), int(c["completion_tokens"]), GAMMA)  # type: ignore[call-overload]
+            for c in calls
+        ),
+        "tool_calls": sum(1 for e in trace if e.kind == "tool.call"),
+    }
+
+
+async def run_agent(
+    kind: str, workload: str, q: dict[str, Any], engine: Engine, seed: int, max_steps: int, mode: str
+) -> dict[str, Any]:
+    question = q["question"]
+    if mode == "gold":
+        plan, steps = (
+            movie_gold(question) if workload == "movie" else pqa_gold(q["names"], q["attr"], q["answer"])
+        )
+        final = {"final_answer": str(q["answer"])}
+        engine = GoldConstrained(engine, plan, [*steps, final], str(q["answer"]))
+    latency = Latency(seed)
+    tools = movie_tools(latency) if workload == "movie" else parallelqa_tools(latency)
+    guide = MOVIE_GUIDE if workload == "movie" else PQA_GUIDE
+    agent = (
+        llm_compiler(
+            question, tools, max_replans=0, system=guide, planner_max_tokens=320, joiner_max_tokens=96
+        )
+        if kind == "compiler"
+        else react(question, tools, max_steps=max_steps, system=guide, max_tokens=96)
+    )
+    t0 = time.perf_counter()
+    out = await run(agent, engine=engine)
+    seconds = time.perf_counter() - t0
+    record: dict[str, Any] = {"seconds": seconds, "ok": not isinstance(out, Err), **_usage(out.trace)}
+    if isinstance(out, Err):
+        record["error"] = str(out.error)[:300]
+        record["answer"] = ""
+    else:
+        record["answer"] = str(getattr(out.value, "answer", ""))
+    return record
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    data_dir = Path(args.data)
+    movies = json.loads((data_dir / "movie_recommendations_formatted.json").read_text())
+    movies = [q for q in movies if len(movie_gold(q["question"])[0]) == 8]  # the gold plan: eight searches
+    n = 2 if args.quick else args.questions
+    rng = random.Random(args.seed)
+    workloads = {
+        "movie": [{"question": q["question"], "answer": q["answer"]} for q in rng.sample(movies, n)],
+        "parallelqa": parallelqa_questions(n, args.seed),
+    }
+    modes = ["gold", "free"] if args.mode == "both" else [args.mode]
+    engine = engine_from_spec(args.engine)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    try:
+        warm = await run(react("warm up", movie_tools(Latency(0)), max_steps=1), engine=engine)
+        del warm
+        for mode in modes:
+            for workload, questions in workloads.items():
+                key = f"{mode}/{workload}"
+                results[key] = {"compiler": [], "react": []}
+                for qi, q in enumerate(questions):
+                    for kind in ("compiler", "react"):
+                        rec = await run_agent(kind, workload, q, engine, args.seed * 1000 + qi, 12, mode)
+                        rec["expected"] = q["answer"]
+                        results[key][kind].append(rec)
+                        print(
+                            f"{key:18} q{qi} {kind:8} {rec['seconds']:6.1f}s llm={rec['llm_calls']} "
+                            f"tools={rec['tool_calls']} ok={rec['ok']}",
+                            flush=True,
+                        )
+    finally:
+        await engine.aclose()
+
+    def mean(workload: str, kind: str, key: str) -> float:
+        return statistics.fmean(float(r[key]) for r in results[workload][kind])
+
+    summary: dict[str, Any] = {
+        "ratios": {},
+        "llm_calls": {},
+        "tokens": {},
+        "pte": {},
+        "latency_s": {},
+        "tool_calls": {},
+    }
+    for workload in results:
+        speed = mean(workload, "react", "seconds") / mean(workload, "compiler", "seconds")
+        mode, name = workload.split("/")
+        summary["ratios"][f"{name}_speedup" if mode == "gold" else f"{name}_speedup_{mode}"] = speed
+        for kind in ("compiler", "react"):
+            key = f"{workload}/{kind}"
+            summary["llm_calls"][key] = mean(workload, kind, "llm_calls")
+            summary["tokens"][key] = {
+                "prompt": mean(workload, kind, "prompt_tokens"),
+                "computed": mean(workload, kind, "computed_tokens"),
+                "completion": mean(workload, kind, "completion_tokens"),
+            }
+            summary["pte"][key] = mean(workload, kind, "pte")
+            summary["latency_s"][key] = mean(workload, kind, "seconds")
+            summary["tool_calls"][key] = mean(workload, kind, "tool_calls")
+    summary["per_question"] = results
+    summary["config"] = {
+        "engine": args.engine,
+        "questions_per_workload": n,
+        "seed": args.seed,
+        "gamma": GAMMA,
+    }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="2 questions per workload")
+    parser.add_argument("--questions", type=int, default=6, help="questions per workload (default 6)")
+    parser.add_argument("--engine", default="llamacpp:default", help="engine spec")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the LLMCompiler data sets")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--mode", choices=["gold", "free", "both"], default="both", help="see the module docstring"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write results as JSON here")
+    args = parser.parse_args(argv)
+    summary = anyio.run(bench, args)
+
+    table = Table(title="LLMCompiler vs ReAct (means per question)")
+    for col in (
+        "mode/workload",
+        "agent",
+        "latency s",
+        "LLM calls",
+        "tool calls",
+        "prompt tok",
+        "PTE",
+        "speedup",
+    ):
+        table.add_column(col, justify="right")
+    for workload in summary["per_question"]:
+        mode, name = workload.split("/")
+        ratio = summary["ratios"][f"{name}_speedup" if mode == "gold" else f"{name}_speedup_{mode}"]
+        for kind in ("compiler", "react"):
+            key = f"{workload}/{kind}"
+            table.add_row(
+                workload,
+                kind,
+                f"{summary['latency_s'][key]:.1f}",
+                f"{summary['llm_calls'][key]:.1f}",
+                f"{summary['tool_calls'][key]:.1f}",
+                f"{summary['tokens'][key]['prompt']:.0f}",
+                f"{summary['pte'][key]:.0f}",
+                f"{ratio:.2f}x" if kind == "compiler" else "",
+            )
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
