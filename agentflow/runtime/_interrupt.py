@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter
 from agentflow.dsl import AgentflowError, ConfigError, Flow, ask, current_path, flow, get_state, named
 
 from ._journal import RunJournal
+from ._sqlite_journal import SqliteJournal
 
 __all__ = ["Interrupted", "idempotency_key", "interrupt"]
 
@@ -36,13 +37,17 @@ class Interrupted(AgentflowError):
         path: The interrupt step's path.
     """
 
-    def __init__(self, prompt: str, schema: dict[str, Any], run_id: str, path: str) -> None:
+    def __init__(
+        self, prompt: str, schema: dict[str, Any], run_id: str, path: str, journal_file: str | None = None
+    ) -> None:
         self.prompt = prompt
         self.schema = schema
         self.run_id = run_id
         self.path = path
+        option = f" --journal {journal_file}" if journal_file else ""
         how = (
-            f"continue it with `agentflow resume {run_id} --answer JSON` or agentflow.resume({run_id!r}, answer=...)"
+            f"continue it with `agentflow resume {run_id}{option} --answer JSON` or "
+            f"agentflow.runtime.resume({run_id!r}, answer=..., journal=...)"
             if run_id
             else "run the workflow with a journal (agentflow.run(..., journal='runs.db')) to be able to resume it"
         )
@@ -71,9 +76,12 @@ def interrupt(prompt: str, schema: type[T], *, name: str = "interrupt") -> Flow[
         current = await get_state(object)
         state = current if isinstance(current, BaseModel) else None
         journal = ctx.journal
-        if isinstance(journal, RunJournal):
-            await journal.suspend(path, prompt, answer_schema, state)
-        raise Interrupted(prompt, schema_dict, ctx.run_id if isinstance(journal, RunJournal) else "", path)
+        if not isinstance(journal, RunJournal):
+            raise Interrupted(prompt, schema_dict, "", path)
+        await journal.suspend(path, prompt, answer_schema, state)
+        store = journal.journal
+        where = str(store.path) if isinstance(store, SqliteJournal) else None
+        raise Interrupted(prompt, schema_dict, ctx.run_id, path, where)
 
     return named(name, wait(), result_type=schema)
 

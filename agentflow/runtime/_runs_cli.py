@@ -9,7 +9,7 @@
     agentflow resume RUN_ID [--answer JSON] [--path PATH] [--workflow MODULE:ATTR] [--engine SPEC]
 
 Every command takes ``--journal PATH`` (default: ``$AGENTFLOW_JOURNAL`` or ``.agentflow/journal.db``).
-Each parser gets ``handler``: a function of the parsed ``argparse.Namespace`` returning the exit code
+Each parser gets ``func``: a function of the parsed ``argparse.Namespace`` returning the exit code
 (0 ok, 1 the run failed or is still waiting, 2 a usage error).
 """
 
@@ -168,19 +168,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _journal_arg(p)
     p.add_argument("--status", choices=["running", "suspended", "completed", "failed"])
     p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(handler=_cmd_list)
+    p.set_defaults(func=_cmd_list)
 
     p = runs_sub.add_parser("show", help="show a run and its steps")
     _journal_arg(p)
     p.add_argument("run_id")
-    p.set_defaults(handler=_cmd_show)
+    p.set_defaults(func=_cmd_show)
 
     p = runs_sub.add_parser("gc", help="delete old finished runs")
     _journal_arg(p)
     p.add_argument("--older-than", required=True, help="a duration: 30m, 12h, 7d, 2w ...")
     p.add_argument("--include-unfinished", action="store_true", help="also delete suspended and crashed runs")
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    p.set_defaults(handler=_cmd_gc)
+    p.set_defaults(func=_cmd_gc)
 
     p = runs_sub.add_parser("resolve", help="settle a non-idempotent step that began but did not finish")
     _journal_arg(p)
@@ -189,7 +189,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--value", help="JSON result the step had (it took effect)")
     how.add_argument("--rerun", action="store_true", help="it did not take effect: allow one more attempt")
-    p.set_defaults(handler=_cmd_resolve)
+    p.set_defaults(func=_cmd_resolve)
 
     p = subparsers.add_parser("resume", help="continue a journaled run (answer its interrupt)")
     _journal_arg(p)
@@ -198,7 +198,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--path", help="which interrupt to answer when several wait")
     p.add_argument("--workflow", help="module:attr of the workflow (default: the one the run recorded)")
     p.add_argument("--engine", help="engine spec, e.g. llamacpp:default or test:")
-    p.set_defaults(handler=_cmd_resume)
+    p.set_defaults(func=_cmd_resume)
 
 
 def _journal_arg(p: argparse.ArgumentParser) -> None:

@@ -55,7 +55,7 @@ async def test_interrupt_suspends_the_run_with_prompt_and_schema_in_the_journal(
     assert out.error.run_id == "r1"
     assert out.error.path == "publish/interrupt"
     assert out.error.schema["properties"]["approved"]["type"] == "boolean"
-    assert "agentflow resume r1 --answer" in str(out.error)
+    assert f"agentflow resume r1 --journal {db} --answer" in str(out.error)
     detail = await show_run("r1", db)
     assert detail.run.status == "suspended"
     waiting = [s for s in detail.steps if s.status == "waiting"]
@@ -110,11 +110,11 @@ async def test_cli_resume_answers_the_interrupt(db: str, capsys: pytest.CaptureF
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["resume", "r1", "--journal", db, "--answer", '{"approved": true}'])
     # The handler starts its own event loop, as the CLI does; run it in a worker thread here.
-    code = await anyio.to_thread.run_sync(args.handler, args)
+    code = await anyio.to_thread.run_sync(args.func, args)
     assert code == 0
     assert json.loads(capsys.readouterr().out.strip()) == "draft about owls: published"
 
     args = parser.parse_args(["resume", "r1", "--journal", db, "--answer", "{not json"])
-    code = await anyio.to_thread.run_sync(args.handler, args)
+    code = await anyio.to_thread.run_sync(args.func, args)
     assert code == 2
     assert "--answer must be JSON" in capsys.readouterr().err

@@ -134,7 +134,7 @@ async def test_cli_runs_list_show_and_gc(db: str, capsys: pytest.CaptureFixture[
 
     async def cli(*argv: str) -> int:
         args = parser.parse_args(list(argv))
-        code: int = await anyio.to_thread.run_sync(args.handler, args)
+        code: int = await anyio.to_thread.run_sync(args.func, args)
         return code
 
     assert await cli("runs", "list", "--journal", db) == 0
