@@ -191,19 +191,6 @@ class TemporalTreeCore:
         at = None if item.at is None else to_epoch(item.at, "at")
         digest = content_hash(item.leaf_id, item.session, item.speaker, item.text, at)
         key = f"leaf:{item.leaf_id if item.leaf_id is not None else digest[:24]}"
-        existing = conn.execute(
-            f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND content_hash = ? "
-            f"UNION ALL SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND key = ? LIMIT 1",
-            (self.tree_id, digest, self.tree_id, key),
-        ).fetchone()
-        if existing is not None:
-            leaf = self._leaf(conn, existing)
-            if (leaf.session, leaf.speaker, leaf.text) != (item.session, item.speaker, item.text):
-                raise MemoryStoreError(
-                    f"leaf {leaf.id!r} in tree {self.tree_id!r} already holds different content "
-                    f"({leaf.text[:40]!r}); insert the new content under another leaf_id"
-                )
-            return InsertResult(leaf=leaf, created=False)
         if item.session_at is not None:
             session_ts = to_epoch(item.session_at, "session_at")
         else:
@@ -213,12 +200,28 @@ class TemporalTreeCore:
         )
         ts = at if at is not None else session_ts
         meta = json.dumps(item.meta, sort_keys=True) if item.meta else "{}"
-        position = conn.execute(
+        # The duplicate check is the insert itself: the unique (tree, key) and (tree, content_hash)
+        # indexes turn a repeat into a no-op inside this transaction, so two writers never both insert.
+        inserted = conn.execute(
             "INSERT INTO tnodes (tree_id, key, level, parent, ts, position, speaker, text, meta, content_hash, seq) "
             "VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(position) + 1, 0) FROM tnodes WHERE parent = ?), "
-            "?, ?, ?, ?, ?) RETURNING position",
+            "?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING position",
             (self.tree_id, key, LEAF, session_id, ts, session_id, item.speaker, item.text, meta, digest, seq),
-        ).fetchone()[0]
+        ).fetchone()
+        if inserted is None:
+            existing = conn.execute(
+                f"SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND content_hash = ? "
+                f"UNION ALL SELECT {_LEAF_COLUMNS} FROM tnodes WHERE tree_id = ? AND key = ? LIMIT 1",
+                (self.tree_id, digest, self.tree_id, key),
+            ).fetchone()
+            leaf = self._leaf(conn, existing)
+            if (leaf.session, leaf.speaker, leaf.text) != (item.session, item.speaker, item.text):
+                raise MemoryStoreError(
+                    f"leaf {leaf.id!r} in tree {self.tree_id!r} already holds different content "
+                    f"({leaf.text[:40]!r}); insert the new content under another leaf_id"
+                )
+            return InsertResult(leaf=leaf, created=False)
+        position = inserted[0]
         # Only a clean node is written: in a stream of inserts the path is already dirty, so the
         # insert touches no inner row (a concurrent refresh notices the insert through its seq).
         conn.execute(
