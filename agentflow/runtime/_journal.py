@@ -24,7 +24,10 @@ inside one scope runs sequentially, and parallel branches get their own scopes (
 A resumed run that reaches, as the k-th step of a scope, a different step than the journal recorded
 there, or that finishes a scope without reaching a step the journal recorded in it, fails with a
 ``ResumeError`` naming the first divergent step. Only rows from earlier attempts are checked: a
-``retry`` inside this attempt may legitimately take another route.
+``retry`` inside this attempt may legitimately take another route. Only recorded steps constrain a
+resume, so a step that failed without recording anything may be fixed, or even renamed, before
+resuming. What resume relies on: the code between named steps decides what to do from the inputs
+and the steps' results only (anything read from the outside world goes through a step).
 """
 
 from __future__ import annotations
