@@ -32,6 +32,7 @@ from agentflow.errors import ConfigError, MemoryStoreError
 from agentflow.memory._index import LEAF, PERIOD, ROOT, SESSION, ScoringWeights, TreeIndex, leaf_text
 from agentflow.memory._models import InsertResult, Leaf, NodeKind, PathNode, SearchHit, from_epoch
 from agentflow.memory._schema import content_hash
+from agentflow.memory._store import translate_errors
 from agentflow.memory._summarize import ExtractiveSummarizer, Summarizer, SyncSummarizer
 
 if TYPE_CHECKING:
@@ -347,11 +348,21 @@ class TemporalTreeCore:
             )
         done = 0
         with self.store.tree_lock(self.tree_id):
+            if not self.has_dirty():
+                return 0
             for level in (SESSION, PERIOD, ROOT):
                 work = self.dirty_work(level)
                 self.write_summaries([(node_id, gen, summarize(texts)) for node_id, gen, texts in work])
                 done += len(work)
         return done
+
+    def has_dirty(self) -> bool:
+        """Whether any node waits for a new summary (one lookup in a small partial index)."""
+        with self.store.connection() as conn, translate_errors("reading dirty nodes", self.store.path):
+            row = conn.execute(
+                "SELECT 1 FROM tnodes WHERE tree_id = ? AND level < 3 AND dirty > 0 LIMIT 1", (self.tree_id,)
+            ).fetchone()
+            return row is not None
 
     def dirty(self) -> set[str]:
         """Keys of the dirty nodes (``"root"``, ``"period:2023-05"``, ``"session:D1"``)."""
@@ -595,6 +606,8 @@ class TemporalMemoryTree:
             return await self.store.run(core.refresh)
         summarizer = self.summarizer
         assert isinstance(summarizer, Summarizer)
+        if not await self.store.run(core.has_dirty):
+            return 0
         done = 0
         limiter = anyio.CapacityLimiter(4)
         for level in (SESSION, PERIOD, ROOT):
