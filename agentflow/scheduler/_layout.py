@@ -87,14 +87,14 @@ class PromptLayout:
         raw: bool = False,
     ) -> GenerationRequest:
         """A request with this layout: chat ``messages`` by default, a raw ``prompt`` with ``raw=True``."""
-        extra = {"hints": hints} if hints is not None else {}
+        h = RequestHints() if hints is None else hints
         if raw:
-            return GenerationRequest(prompt=self.prompt(history), max_tokens=max_tokens, **extra)
-        return GenerationRequest(messages=self.messages(history), max_tokens=max_tokens, **extra)
+            return GenerationRequest(prompt=self.prompt(history), max_tokens=max_tokens, hints=h)
+        return GenerationRequest(messages=self.messages(history), max_tokens=max_tokens, hints=h)
 
     def prefix_request(
         self, history: Sequence[Message] = (), *, hints: RequestHints | None = None
     ) -> GenerationRequest:
         """The raw-prompt request whose text prefixes every later ``request(..., raw=True)`` (for prewarm)."""
-        extra = {"hints": hints} if hints is not None else {}
-        return GenerationRequest(prompt=self.prompt(history, open_turn=None), max_tokens=1, **extra)
+        h = RequestHints() if hints is None else hints
+        return GenerationRequest(prompt=self.prompt(history, open_turn=None), max_tokens=1, hints=h)

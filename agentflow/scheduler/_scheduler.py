@@ -37,6 +37,7 @@ from typing import Literal, Protocol
 
 import anyio
 
+from agentflow.engines._snapshots import CacheEvent, CacheListener
 from agentflow.engines._types import Capabilities, Chunk, Completion, Engine, GenerationRequest, Usage
 from agentflow.errors import ConfigError, SchedulerError
 
@@ -277,7 +278,7 @@ class Scheduler:
         # Tokens of the engine's live context per the last ``live`` event (mirror mode only).
         self._live: tuple[int, ...] = ()
         # The listener the engine had before we chained ours in front of it; restored by aclose().
-        self._prev_listener: Callable[[object], None] | None = None
+        self._prev_listener: CacheListener | None = None
         self._mirrored = False
         self._cache: CacheModel = cache_model if cache_model is not None else self._default_cache_model(caps)
         self._cache.on_match_change = self._on_match_change
@@ -531,7 +532,7 @@ class Scheduler:
         return ticket
 
     async def _wait_for_dispatch(self, ticket: _Ticket) -> None:
-        while not (ticket.dispatched or ticket.dropped):
+        while True:
             self._pump()
             if ticket.dispatched or ticket.dropped:
                 return
@@ -675,8 +676,8 @@ class Scheduler:
     def _default_cache_model(self, caps: Capabilities) -> CacheModel:
         if caps.prefix_cache == "exact":
             if hasattr(self._engine, "cache_listener"):
-                self._prev_listener = self._engine.cache_listener  # type: ignore[attr-defined]
-                self._engine.cache_listener = self._on_cache_event  # type: ignore[attr-defined]
+                self._prev_listener = self._engine.cache_listener
+                self._engine.cache_listener = self._on_cache_event
                 self._mirrored = True
                 return RadixTree(mirror=True, clock=self._clock)
             return RadixTree(budget_tokens=self._budget, clock=self._clock)
@@ -685,10 +686,10 @@ class Scheduler:
             return BlockLRU(block_size=caps.block_size, capacity_blocks=blocks, clock=self._clock)
         return NoCache()
 
-    def _on_cache_event(self, event: object) -> None:
+    def _on_cache_event(self, event: CacheEvent) -> None:
         """The engine's cache listener: may run on the engine's worker thread, so it only appends."""
-        kind, tokens = event  # type: ignore[misc]
-        self._events.append((str(kind), tuple(tokens)))
+        kind, tokens = event
+        self._events.append((kind, tuple(tokens)))
         if self._prev_listener is not None:
             self._prev_listener(event)
 
