@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from agentflow.errors import RuntimeFailure, UserError
+from agentflow.errors import AgentflowError, RuntimeFailure, UserError
 
 from ._evolve import Candidate, EvolveConfig, EvolveReport, evolve
 from ._git import GitRepo
@@ -137,6 +137,21 @@ def _guard(handler: Callable[[argparse.Namespace], int], args: argparse.Namespac
     except RuntimeFailure as exc:
         err.print(f"[red]evolve failed: {exc}[/red]")
         return 1
+    except BaseExceptionGroup as group:
+        # The agents run in a task group: their errors arrive grouped.
+        leaves = _leaves(group)
+        if not all(isinstance(e, AgentflowError | ValidationError) for e in leaves):
+            raise
+        for e in leaves:
+            err.print(f"[red]evolve failed: {e}[/red]")
+        return 2 if all(isinstance(e, UserError | ValidationError) for e in leaves) else 1
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _config(args: argparse.Namespace) -> EvolveConfig:

@@ -33,6 +33,7 @@ __all__ = [
     "pick_region",
 ]
 
+_MAX_CONTEXT_CHARS = 6000
 _START = "EVOLVE-BLOCK-START"
 _END = "EVOLVE-BLOCK-END"
 _FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:\n```|\Z)", re.DOTALL)
@@ -152,9 +153,13 @@ def mutation_prompt(source: str, region: Region, *, goal: str, fitness: float | 
     lang = "python" if _is_python(region.path) else ""
     score = "" if fitness is None else f"The current version scores {fitness:g} (higher is better).\n"
     keep = f"Keep the name and the parameters of `{region.name}`. " if region.kind == "function" else ""
-    return (
+    context = (
         f"File `{region.path}`:\n```{lang}\n{source.rstrip()}\n```\n\n"
-        f"Goal: {goal}\n{score}"
+        if len(source) <= _MAX_CONTEXT_CHARS
+        else f"(`{region.path}` is {len(source)} characters long; only the part to rewrite is shown.)\n\n"
+    )
+    return (
+        f"{context}Goal: {goal}\n{score}"
         f"Rewrite {what} so that it scores higher. {keep}"
         f"Reply with only the complete new version of {what} in one ```{lang} code block.\n\n"
         f"Current version:\n```{lang}\n{textwrap.dedent(region.text(source)).rstrip()}\n```"

@@ -45,7 +45,7 @@ from agentflow.runtime import RunContext, generate, run
 
 from ._conflicts import Hunk, choose_by_fitness, conflict_prompt, parse_conflicts, render
 from ._edit import Applied, Rejected, apply_reply, extract_code_block, find_regions, mutation_prompt
-from ._git import GitRepo
+from ._git import EvoGitError, GitRepo
 from ._notes import FitnessNote, Individual, Population, PopulationStore
 from ._sandbox import Sandbox, SandboxLimits, SandboxResult
 from ._selection import SelectionPolicy, tournament
@@ -326,7 +326,7 @@ async def evolve(
         ConfigError: The repository, base revision or targets are unusable.
         EvoGitError: A git operation failed for a reason other than lock contention.
     """
-    repo = GitRepo(config.repo)
+    repo = await GitRepo.open(config.repo)
     base = await repo.rev_parse(config.base)
     if base is None:
         raise ConfigError(
@@ -348,6 +348,13 @@ async def evolve(
         if base_note is None:
             base_note = await evaluate_commit(
                 repo, state.store, state.sandbox, base, operator="seed", agent="seed", detail="starting point"
+            )
+        if base_note.status != "ok" and not (await state.store.population()).viable():
+            raise ConfigError(
+                f"the fitness command {config.fitness!r} did not produce a fitness on the starting commit "
+                f"{base[:10]} (status {base_note.status}, exit code {base_note.exit_code}; stderr: "
+                f"{base_note.stderr_tail[-400:].strip()!r}; stdout: {base_note.stdout_tail[-200:].strip()!r}); "
+                "fix the command so it exits 0 and prints a number as its last output"
             )
         slots = await _claim_slots(repo, config.agents)
         async with anyio.create_task_group() as tg:
@@ -451,7 +458,7 @@ async def _open_worktree(repo: GitRepo, slot: int, base: str) -> GitRepo:
         await repo.run("worktree", "add", "--force", str(path), branch)
     else:
         await repo.run("worktree", "add", "--force", "-b", branch, str(path), base)
-    return repo.at(path)
+    return await repo.at(path)
 
 
 async def _agent(state: _Run, slot: int, base: str) -> None:
@@ -460,49 +467,68 @@ async def _agent(state: _Run, slot: int, base: str) -> None:
     island = slot % config.islands
     rng = random.Random(config.seed * 1000 + slot)
     worktree = await _open_worktree(state.repo, slot, base)
+    failures = 0
     for generation in range(config.generations):
-        population = await state.store.population()
-        made = await _make_child(state, worktree, population, rng, name, island, generation)
-        if isinstance(made, Candidate):
-            state.record(made)
-            continue
-        sha, operator, parents, detail = made
-        async with state.eval_limiter:
-            note = await evaluate_commit(
-                state.repo,
-                state.store,
-                state.sandbox,
-                sha,
-                operator=operator,
-                parents=parents,
-                agent=name,
-                island=island,
-                generation=generation,
-                detail=detail,
-                engine=state.engine.name,
-                worktree=worktree,
-            )
-        parent_fitness = [f for f in (population.fitness_of(p) for p in parents) if f is not None]
-        best_parent = max(parents, key=lambda p: population.fitness_of(p) or float("-inf"))
-        kept = note.status == "ok" and (not parent_fitness or (note.fitness or 0.0) >= max(parent_fitness))
-        # Selection: the agent's branch keeps the fitter of parent(s) and child.
-        await worktree.run(
-            "checkout", "-q", "-f", "-B", f"{BRANCH_PREFIX}{slot}", sha if kept else best_parent
+        try:
+            await _generation(state, worktree, rng, slot, name, island, generation)
+            failures = 0
+        except EvoGitError as exc:
+            # One failed git operation costs this candidate only; repeated failures end the run.
+            failures += 1
+            if failures >= _MAX_GIT_FAILURES:
+                raise
+            state.record(_rejected("mutation", (), name, generation, f"git error: {exc}", state))
+            await worktree.run("merge", "--abort", check=False)
+            await worktree.run("reset", "--hard", "-q", check=False)
+
+
+_MAX_GIT_FAILURES = 3
+
+
+async def _generation(
+    state: _Run, worktree: GitRepo, rng: random.Random, slot: int, name: str, island: int, generation: int
+) -> None:
+    """One candidate of one agent: make it, evaluate it, keep the fitter of parent and child."""
+    population = await state.store.population()
+    made = await _make_child(state, worktree, population, rng, name, island, generation)
+    if isinstance(made, Candidate):
+        state.record(made)
+        return
+    sha, operator, parents, detail = made
+    async with state.eval_limiter:
+        note = await evaluate_commit(
+            state.repo,
+            state.store,
+            state.sandbox,
+            sha,
+            operator=operator,
+            parents=parents,
+            agent=name,
+            island=island,
+            generation=generation,
+            detail=detail,
+            engine=state.engine.name,
+            worktree=worktree,
         )
-        state.record(
-            Candidate(
-                sha,
-                note.status,
-                note.fitness,
-                operator,
-                parents,
-                name,
-                generation,
-                detail,
-                kept,
-                time.perf_counter() - state.started,
-            )
+    parent_fitness = [f for f in (population.fitness_of(p) for p in parents) if f is not None]
+    best_parent = max(parents, key=lambda p: population.fitness_of(p) or float("-inf"))
+    kept = note.status == "ok" and (not parent_fitness or (note.fitness or 0.0) >= max(parent_fitness))
+    # Selection: the agent's branch keeps the fitter of parent(s) and child.
+    await worktree.run("checkout", "-q", "-f", "-B", f"{BRANCH_PREFIX}{slot}", sha if kept else best_parent)
+    state.record(
+        Candidate(
+            sha,
+            note.status,
+            note.fitness,
+            operator,
+            parents,
+            name,
+            generation,
+            detail,
+            kept,
+            time.perf_counter() - state.started,
         )
+    )
 
 
 _Made = tuple[str, Literal["mutation", "crossover"], tuple[str, ...], str]

@@ -109,9 +109,14 @@ class GitRepo:
         self.common_dir = (common_path if common_path.is_absolute() else self.path / common_path).resolve()
         self.toplevel = Path(top).resolve()
 
-    def at(self, path: Path | str) -> GitRepo:
+    @classmethod
+    async def open(cls, path: Path | str) -> GitRepo:
+        """Create a ``GitRepo`` without blocking the event loop (the constructor runs ``git rev-parse``)."""
+        return await anyio.to_thread.run_sync(partial(cls, path))
+
+    async def at(self, path: Path | str) -> GitRepo:
         """A ``GitRepo`` for another working tree of the same repository (e.g. an agent's worktree)."""
-        return GitRepo(path, attempts=self._attempts)
+        return await anyio.to_thread.run_sync(partial(GitRepo, path, attempts=self._attempts))
 
     def run_blocking(
         self,

@@ -11,6 +11,7 @@ from conftest import FITNESS, git
 
 from agentflow.agents.evogit import EvolveConfig, GitRepo, PopulationStore, evaluate_commit, evolve
 from agentflow.engines import FunctionEngine, GenerationRequest
+from agentflow.errors import ConfigError
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -151,3 +152,11 @@ async def test_crossover_falls_back_to_fitter_parent_hunks_when_llm_fails(
     merged = git(repo, "show", f"{cand.sha}:code.py")
     assert "return 8" in merged and "return 15" not in merged  # 8 scores -4, 15 scores -25
     assert cand.fitness == -4.0
+
+
+async def test_evolve_refuses_to_start_when_fitness_fails_on_base(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo()
+    config = _config(repo, fitness="echo 'no such benchmark' >&2; exit 3")
+    with pytest.raises(ConfigError, match=r"exit code 3.*no such benchmark"):
+        await evolve(config, FunctionEngine(_set_value(9)))
+    assert git(repo, "for-each-ref", "refs/agentflow/claims") == ""
