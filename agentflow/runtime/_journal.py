@@ -219,6 +219,9 @@ class RunJournal:
         # Rows of earlier attempts, fixed for this attempt: what divergence is checked against.
         self._earlier: dict[str, StepRecord] = {s.path: s for s in steps}
         self._slots: dict[tuple[str, int], str] = {(s.scope, s.ordinal): s.path for s in steps}
+        self._by_scope: dict[str, list[StepRecord]] = {}
+        for s in steps:
+            self._by_scope.setdefault(s.scope, []).append(s)
         # The current row of every step (earlier attempts + writes of this attempt); replay reads it.
         self._rows: dict[str, StepRecord] = dict(self._earlier)
         # The ordinal of each step reached in this attempt, and the next ordinal of each scope.
@@ -361,7 +364,7 @@ class RunJournal:
         """Raise ``ResumeError`` if an earlier attempt recorded a step in ``scope`` that this attempt
         finished the scope without reaching (called when a step commits, and for the root at the end)."""
         reached = self._next.get(scope, 0)
-        missing = [s for s in self._earlier.values() if s.scope == scope and s.ordinal >= reached]
+        missing = [s for s in self._by_scope.get(scope, ()) if s.ordinal >= reached]
         if missing:
             first = min(missing, key=lambda s: s.ordinal)
             where = repr(scope) if scope else "the workflow's top level"
