@@ -146,21 +146,25 @@ class BM25Index:
             cached = self._cache[term] = (slots, tfs)
         return cached
 
-    def contains_any(self, query: Sequence[str]) -> npt.NDArray[np.bool_]:
-        """Which slots hold at least one query term (a term's idf, and so its score, can be 0)."""
-        out = np.zeros(self._slots, dtype=bool)
-        for term in set(query):
-            if term in self._df:
-                out[self._postings(term)[0]] = True
-        return out
-
-    def scores(self, query: Sequence[str]) -> FloatArray:
+    def scores(
+        self,
+        query: Sequence[str],
+        *,
+        out: FloatArray | None = None,
+        matched: npt.NDArray[np.bool_] | None = None,
+    ) -> FloatArray:
         """Score every slot against ``query`` (a token list; repeated terms count again, as in BM25Okapi).
+
+        Args:
+            query: The query terms.
+            out: A zeroed array of length ``size`` to add the scores into (saves an allocation).
+            matched: A boolean array of length ``size``; slots holding a query term are set True.
 
         Returns:
             An array of length ``size``; removed slots and documents without a query term score 0.
         """
-        out = np.zeros(self._slots, dtype=np.float64)
+        if out is None:
+            out = np.zeros(self._slots, dtype=np.float64)
         if self._live == 0:
             return out
         k1, b = self.k1, self.b
@@ -172,4 +176,6 @@ class BM25Index:
             slots, tf = self._postings(term)
             dl = self._len[slots]
             out[slots] += idf * (tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)))
+            if matched is not None:
+                matched[slots] = True
         return out

@@ -209,9 +209,13 @@ class TreeIndex:
         if not terms or n == 0:
             return np.zeros(n, dtype=np.float64), np.zeros(n, dtype=bool)
         arrays = self._np()
-        raw = self.leaves.scores(terms)
-        matched = self.leaves.contains_any(terms)
-        own = _normalized(raw)
+        padded = np.zeros(n + 1, dtype=np.float64)  # slot n stays 0: a missing neighbour (-1) reads it
+        own = padded[:n]
+        matched = np.zeros(n, dtype=bool)
+        self.leaves.scores(terms, out=own, matched=matched)
+        best = float(own.max())
+        if best > 0:
+            own /= best
         total = own.copy()
         if weights.session and self.sessions:
             per_session = self._level_scores(self.sessions_bm25, arrays.session_doc, terms)
@@ -221,9 +225,7 @@ class TreeIndex:
             period = arrays.period
             total += weights.period * np.where(period >= 0, per_period[np.maximum(period, 0)], 0.0)
         if weights.neighbor:
-            prev, nxt = arrays.prev, arrays.next
-            padded = np.append(own, 0.0)  # index -1 reads the padding 0
-            total += weights.neighbor * (padded[prev] + padded[nxt])
+            total += weights.neighbor * (padded[arrays.prev] + padded[arrays.next])
         return total, matched
 
     def top(
