@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["NewLeaf", "ScoringWeights", "TemporalMemoryTree", "TemporalTreeCore"]
 
 _KINDS = {ROOT: NodeKind.ROOT, PERIOD: NodeKind.PERIOD, SESSION: NodeKind.SESSION, LEAF: NodeKind.LEAF}
+_LEVELS = {kind: level for level, kind in _KINDS.items()}
+_REFRESH_ORDER = (NodeKind.SESSION, NodeKind.PERIOD, NodeKind.ROOT)
 _LEAF_COLUMNS = "id, key, parent, ts, position, speaker, text, meta"
 DEFAULT_SUMMARIZER = ExtractiveSummarizer(max_words=200)
 """The summarizer used when none is given (200 words: chosen with the retrieval weights, see ScoringWeights)."""
@@ -284,8 +286,13 @@ class TemporalTreeCore:
 
     # ---- summaries ----------------------------------------------------------------------------
 
-    def dirty_work(self, level: int) -> list[SummaryWork]:
-        """The dirty nodes of one level with their children's texts (leaves' text or child summaries)."""
+    def dirty_work(self, kind: NodeKind) -> list[SummaryWork]:
+        """The dirty nodes of one kind with their children's texts (leaves' text or child summaries).
+
+        Refresh asks for sessions, then periods, then the root, writing each level's summaries with
+        ``write_summaries`` before reading the next, so parents summarize fresh child summaries.
+        """
+        level = _LEVELS[kind]
         work: list[SummaryWork] = []
         # One snapshot, so the texts and the seq they are stamped with agree.
         with self.store.snapshot(f"reading dirty nodes of tree {self.tree_id!r}") as conn:
@@ -350,8 +357,8 @@ class TemporalTreeCore:
         with self.store.tree_lock(self.tree_id):
             if not self.has_dirty():
                 return 0
-            for level in (SESSION, PERIOD, ROOT):
-                work = self.dirty_work(level)
+            for kind in _REFRESH_ORDER:
+                work = self.dirty_work(kind)
                 self.write_summaries([(node_id, gen, summarize(texts)) for node_id, gen, texts in work])
                 done += len(work)
         return done
@@ -610,8 +617,8 @@ class TemporalMemoryTree:
             return 0
         done = 0
         limiter = anyio.CapacityLimiter(4)
-        for level in (SESSION, PERIOD, ROOT):
-            work = await self.store.run(core.dirty_work, level)
+        for kind in _REFRESH_ORDER:
+            work = await self.store.run(core.dirty_work, kind)
             results: list[tuple[int, int, str]] = []
 
             async def one(

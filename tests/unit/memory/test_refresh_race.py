@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agentflow.memory import StoreCore, TemporalTreeCore
-from agentflow.memory._index import PERIOD, ROOT, SESSION
+from agentflow.memory import NodeKind, StoreCore, TemporalTreeCore
 
 MAY = datetime(2023, 5, 8, tzinfo=UTC)
 
@@ -14,7 +13,7 @@ MAY = datetime(2023, 5, 8, tzinfo=UTC)
 def test_node_stays_dirty_when_tree_is_written_during_its_summary(tmp_path: Path) -> None:
     tree = TemporalTreeCore(StoreCore(tmp_path / "m.db"), "t", summarize=" ".join)
     tree.insert("first", session="s1", at=MAY)
-    sessions = tree.dirty_work(SESSION)
+    sessions = tree.dirty_work(NodeKind.SESSION)
     # Another writer inserts into the same session after the snapshot, before the summary is stored.
     tree.insert("second", session="s1", at=MAY)
     tree.write_summaries([(node, gen, " ".join(texts)) for node, gen, texts in sessions])
@@ -27,11 +26,11 @@ def test_node_stays_dirty_when_tree_is_written_during_its_summary(tmp_path: Path
 def test_upper_levels_stay_dirty_when_a_leaf_arrives_between_levels(tmp_path: Path) -> None:
     tree = TemporalTreeCore(StoreCore(tmp_path / "m.db"), "t", summarize=" | ".join)
     tree.insert("a", session="s1", at=MAY)
-    tree.write_summaries([(n, g, " | ".join(t)) for n, g, t in tree.dirty_work(SESSION)])
-    periods = tree.dirty_work(PERIOD)
+    tree.write_summaries([(n, g, " | ".join(t)) for n, g, t in tree.dirty_work(NodeKind.SESSION)])
+    periods = tree.dirty_work(NodeKind.PERIOD)
     tree.insert("b", session="s1", at=MAY)  # the session becomes dirty again
     tree.write_summaries([(n, g, " | ".join(t)) for n, g, t in periods])
-    tree.write_summaries([(n, g, " | ".join(t)) for n, g, t in tree.dirty_work(ROOT)])
+    tree.write_summaries([(n, g, " | ".join(t)) for n, g, t in tree.dirty_work(NodeKind.ROOT)])
     assert tree.dirty() >= {"session:s1", "period:2023-05"}
     tree.refresh()
     path = tree.path(tree.leaves()[0].id)
