@@ -80,6 +80,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None
         help="sandbox isolation",
     )
     parser.add_argument(
+        "--remote", default=default(None), help="git remote shared with other clones/machines (name or URL)"
+    )
+    parser.add_argument(
         "--json", dest="json_out", default=default(None), help="write the run report as JSON here"
     )
     parser.add_argument("--quiet", action="store_true", default=default(False), help="no per-candidate lines")
@@ -176,6 +179,7 @@ def _config(args: argparse.Namespace) -> EvolveConfig:
         "memory_mb": args.memory_mb,
         "wall_seconds": args.wall_seconds,
         "isolation": args.isolation,
+        "remote": args.remote,
     }
     if args.target:
         fields["targets"] = tuple(args.target)

@@ -15,7 +15,9 @@ and repeats, once per generation:
 Agents coordinate only through the repository, so several processes (each running ``evolve``)
 can share it: agent slots are claimed with create-only refs ``refs/agentflow/claims/agent-<i>``,
 notes are published by compare-and-swap, git lock contention is retried. A crash loses at most
-the candidate being evaluated; a stale claim of a dead process on this host is taken over.
+the candidate being evaluated; a stale claim of a dead process on this host is taken over. With
+``remote`` set, clones on several machines share one population through that git remote
+(``RemoteSync``: fetch and merge before each generation, atomic leased push after each candidate).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ._conflicts import Hunk, choose_by_fitness, conflict_prompt, parse_conflict
 from ._edit import Applied, Rejected, apply_reply, extract_code_block, find_regions, mutation_prompt
 from ._git import EvoGitError, GitRepo
 from ._notes import FitnessNote, Individual, Population, PopulationStore
+from ._remote import RemoteSync
 from ._sandbox import Sandbox, SandboxLimits, SandboxResult
 from ._selection import SelectionPolicy, tournament
 
@@ -87,6 +90,8 @@ class EvolveConfig(BaseModel):
         wall_seconds: Wall-clock limit of the fitness command.
         isolation: Sandbox isolation (``auto``, ``namespaces``, ``limits-only``).
         eval_concurrency: Fitness commands run at once (0 = number of CPUs).
+        remote: A git remote (name or URL) through which several clones, on several machines,
+            share one population (``None``: only processes sharing this repository coordinate).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -113,6 +118,7 @@ class EvolveConfig(BaseModel):
     wall_seconds: float = Field(default=120.0, gt=0)
     isolation: Literal["auto", "namespaces", "limits-only"] = "auto"
     eval_concurrency: int = Field(default=0, ge=0)
+    remote: str | None = None
 
     def sandbox(self) -> Sandbox:
         """The sandbox these settings describe."""
@@ -285,6 +291,8 @@ class _Run:
         # Bounds concurrent fitness commands (each is a CPU-heavy process).
         self.eval_limiter = anyio.CapacityLimiter(workers)
         self.run_id = uuid.uuid4().hex[:8]
+        # Synchronisation with other clones (None without --remote).
+        self.sync = RemoteSync(repo, config.remote) if config.remote else None
 
     def record(self, candidate: Candidate) -> None:
         self.candidates.append(candidate)
@@ -343,12 +351,18 @@ async def evolve(
     the_engine = engine_from_spec(config.engine) if engine is None else engine
     state = _Run(config, repo, the_engine, on_candidate)
     slots: list[int] = []
+    claim_blob = ""
     try:
+        if state.sync is not None:
+            await state.sync.check()
+            await state.sync.pull()
         base_note = await state.store.read(base)
         if base_note is None:
             base_note = await evaluate_commit(
                 repo, state.store, state.sandbox, base, operator="seed", agent="seed", detail="starting point"
             )
+            if state.sync is not None:
+                await state.sync.push(base)
         if base_note.status != "ok" and not (await state.store.population()).viable():
             raise ConfigError(
                 f"the fitness command {config.fitness!r} did not produce a fitness on the starting commit "
@@ -356,13 +370,14 @@ async def evolve(
                 f"{base_note.stderr_tail[-400:].strip()!r}; stdout: {base_note.stdout_tail[-200:].strip()!r}); "
                 "fix the command so it exits 0 and prints a number as its last output"
             )
-        slots = await _claim_slots(repo, config.agents)
+        claim_blob = await _claim_blob(repo)
+        slots = await _claim_slots(repo, config.agents, claim_blob, state.sync)
         async with anyio.create_task_group() as tg:
             for slot in slots:
                 tg.start_soon(_agent, state, slot, base)
     finally:
         with anyio.CancelScope(shield=True):
-            await _release_slots(repo, slots)
+            await _release_slots(repo, slots, claim_blob, state.sync)
             if owned:
                 await the_engine.aclose()
     population = await state.store.population()
@@ -384,22 +399,29 @@ def _is_target(path: str, targets: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(path, t) or fnmatch.fnmatch(name, t) for t in targets)
 
 
-async def _claim_slots(repo: GitRepo, count: int) -> list[int]:
-    """Claim ``count`` free agent slots with create-only refs (taking over stale claims of dead local processes)."""
+async def _claim_blob(repo: GitRepo) -> str:
+    """A blob naming this process (host, pid, time): the value of its claim refs."""
     info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         fh.write(info)
         path = fh.name
     try:
-        blob = await repo.out("hash-object", "-w", path)
+        return await repo.out("hash-object", "-w", path)
     finally:
         os.unlink(path)
+
+
+async def _claim_slots(repo: GitRepo, count: int, blob: str, sync: RemoteSync | None) -> list[int]:
+    """Claim ``count`` free agent slots with create-only refs (taking over stale claims of dead local processes)."""
     claimed: list[int] = []
     slot = 0
     while len(claimed) < count:
         ref = f"{CLAIMS_PREFIX}agent-{slot}"
         if await repo.update_ref(ref, blob, ""):
-            claimed.append(slot)
+            if sync is None or await sync.claim(ref, blob):
+                claimed.append(slot)
+            else:
+                await repo.delete_ref(ref, blob)
         else:
             current = await repo.rev_parse_any(ref)
             if (
@@ -407,6 +429,8 @@ async def _claim_slots(repo: GitRepo, count: int) -> list[int]:
                 and await _claim_is_stale(repo, current)
                 and await repo.delete_ref(ref, current)
             ):
+                if sync is not None:
+                    await sync.release(ref, current)
                 continue  # retry the same slot
         slot += 1
     return claimed
@@ -432,8 +456,10 @@ async def _claim_is_stale(repo: GitRepo, blob: str) -> bool:
     return False
 
 
-async def _release_slots(repo: GitRepo, slots: list[int]) -> None:
+async def _release_slots(repo: GitRepo, slots: list[int], blob: str, sync: RemoteSync | None) -> None:
     for slot in slots:
+        if sync is not None:
+            await sync.release(f"{CLAIMS_PREFIX}agent-{slot}", blob)
         path = _worktree_path(repo, slot)
         await repo.run("worktree", "remove", "--force", str(path), check=False)
         await anyio.to_thread.run_sync(lambda p=path: shutil.rmtree(p, ignore_errors=True))
@@ -489,6 +515,8 @@ async def _generation(
     state: _Run, worktree: GitRepo, rng: random.Random, slot: int, name: str, island: int, generation: int
 ) -> None:
     """One candidate of one agent: make it, evaluate it, keep the fitter of parent and child."""
+    if state.sync is not None:
+        await state.sync.pull()
     population = await state.store.population()
     made = await _make_child(state, worktree, population, rng, name, island, generation)
     if isinstance(made, Candidate):
@@ -515,6 +543,8 @@ async def _generation(
     kept = note.status == "ok" and (not parent_fitness or (note.fitness or 0.0) >= max(parent_fitness))
     # Selection: the agent's branch keeps the fitter of parent(s) and child.
     await worktree.run("checkout", "-q", "-f", "-B", f"{BRANCH_PREFIX}{slot}", sha if kept else best_parent)
+    if state.sync is not None:
+        await state.sync.push(sha, f"{BRANCH_PREFIX}{slot}")
     state.record(
         Candidate(
             sha,

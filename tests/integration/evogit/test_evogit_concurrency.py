@@ -152,3 +152,48 @@ def _evaluating(repo: Path) -> bool:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=wt, capture_output=True, text=True).stdout.strip()
     base = git(repo, "rev-parse", "main")
     return bool(head) and head != base
+
+
+def test_two_clones_share_population_through_remote(make_repo: Callable[..., Path], tmp_path: Path) -> None:
+    seed = make_repo()
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(origin)], check=True)
+    clones = []
+    for name in ("machine-a", "machine-b"):
+        clone = tmp_path / name
+        subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+        clones.append(clone)
+    procs = [
+        subprocess.Popen(
+            [
+                *_cli(clone, "--agents", "2", "--generations", "2", "--seed", str(i)),
+                "--remote",
+                "origin",
+                "--crossover-rate",
+                "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, clone in enumerate(clones)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out + err
+    # the remote holds the whole population: four distinct agent branches, every candidate with its note
+    branches = set(git(origin, "for-each-ref", "--format=%(refname:short)", "refs/heads/agentflow").split())
+    assert branches == {f"agentflow/agent-{i}" for i in range(4)}
+    evaluated = git(origin, "for-each-ref", "--format=%(objectname)", "refs/agentflow/evaluated").split()
+    assert len(evaluated) >= 5  # the base and candidates of both machines
+    authors = set(git(origin, "log", "--format=%an", *evaluated).splitlines())
+    assert {f"agentflow agent-{i}" for i in range(4)} <= authors
+    noted = {
+        line.split()[1] for line in git(origin, "notes", "--ref=refs/notes/agentflow", "list").splitlines()
+    }
+    assert set(evaluated) <= noted
+    assert git(origin, "for-each-ref", "refs/agentflow/claims") == ""
+    fsck = subprocess.run(
+        ["git", "fsck", "--strict", "--no-dangling"], cwd=origin, capture_output=True, text=True
+    )
+    assert fsck.returncode == 0 and fsck.stdout.strip() == "", fsck.stdout + fsck.stderr
