@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -212,3 +213,24 @@ def test_sync_core_summarizes_with_extractive_default(tmp_path: Path) -> None:
     hits = tree.search("tomatoes", k=1)
     assert hits[0].path[2].summary == "We planted tomatoes in the garden."
     assert tree.dirty() == set()
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_inserts_keep_positions_unique_and_facts_single(tmp_path: Path) -> None:
+    async with MemoryStore(tmp_path / "m.db", max_threads=4) as store:
+        tree = store.temporal("chat")
+        created: list[bool] = []
+
+        async def writer(offset: int) -> None:
+            for i in range(20):
+                n = (i + offset) % 30  # writers overlap on the same facts
+                result = await tree.insert(f"fact {n}", session="s", at=MAY, leaf_id=f"F{n}")
+                created.append(result.created)
+
+        async with anyio.create_task_group() as tg:
+            for offset in (0, 10, 20):
+                tg.start_soon(writer, offset)
+        leaves = await tree.leaves("s")
+        assert sorted(leaf.id for leaf in leaves) == sorted(f"F{n}" for n in range(30))
+        assert sorted(leaf.position for leaf in leaves) == list(range(30))
+        assert created.count(True) == 30
