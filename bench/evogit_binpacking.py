@@ -80,8 +80,8 @@ def evolution(console: Console, args: argparse.Namespace) -> dict[str, object]:
             workdir, engine=args.engine, agents=args.agents, generations=args.generations, seed=args.seed
         )
     )
-    outcomes = collections.Counter()
-    reasons = collections.Counter()
+    outcomes: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
     for c in report.candidates:
         if c.status == "rejected":
             outcomes["rejected"] += 1

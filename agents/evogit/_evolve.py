@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -462,7 +463,7 @@ async def _release_slots(repo: GitRepo, slots: list[int], blob: str, sync: Remot
             await sync.release(f"{CLAIMS_PREFIX}agent-{slot}", blob)
         path = _worktree_path(repo, slot)
         await repo.run("worktree", "remove", "--force", str(path), check=False)
-        await anyio.to_thread.run_sync(lambda p=path: shutil.rmtree(p, ignore_errors=True))
+        await anyio.to_thread.run_sync(partial(shutil.rmtree, path, ignore_errors=True))
         await repo.delete_ref(f"{CLAIMS_PREFIX}agent-{slot}")
     if slots:
         await repo.run("worktree", "prune", check=False)

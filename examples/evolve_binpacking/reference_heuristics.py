@@ -57,4 +57,5 @@ def funsearch_weibull(item: float, bins: np.ndarray) -> np.ndarray:
     score += bins**2 / item**3
     score[bins > item] = -score[bins > item]
     score[1:] -= score[:-1]
-    return score
+    result: np.ndarray = score
+    return result

@@ -20,10 +20,21 @@ def _pop(*specs: tuple[str, float | None, int, bool, bool]) -> Population:
     return Population(inds)
 
 
+def _pick(pop: Population, rng: random.Random, policy: SelectionPolicy, **kw: object) -> Individual:
+    chosen = tournament(pop, rng, policy, **kw)  # type: ignore[arg-type]
+    assert chosen is not None
+    return chosen
+
+
+def _fit(ind: Individual) -> float:
+    assert ind.note.fitness is not None
+    return ind.note.fitness
+
+
 def test_tournament_never_picks_pruned_commit() -> None:
     pop = _pop(("best", 10.0, 0, False, True), ("a", 1.0, 0, False, False), ("b", 2.0, 0, False, False))
     rng = random.Random(0)
-    picks = {tournament(pop, rng, SelectionPolicy(tournament_size=3)).sha for _ in range(300)}  # type: ignore[union-attr]
+    picks = {_pick(pop, rng, SelectionPolicy(tournament_size=3)).sha for _ in range(300)}
     assert "best" not in picks and picks <= {"a", "b"}
 
 
@@ -38,27 +49,23 @@ def test_tournament_chooses_promoted_commit_more_often() -> None:
     steered = _pop(*specs, ("p", 1.0, 0, True, False))
     policy = SelectionPolicy(tournament_size=1, promoted_weight=5.0)
     rng_a, rng_b = random.Random(7), random.Random(7)
-    before = sum(tournament(plain, rng_a, policy).sha == "p" for _ in range(2000))  # type: ignore[union-attr]
-    after = sum(tournament(steered, rng_b, policy).sha == "p" for _ in range(2000))  # type: ignore[union-attr]
+    before = sum(_pick(plain, rng_a, policy).sha == "p" for _ in range(2000))
+    after = sum(_pick(steered, rng_b, policy).sha == "p" for _ in range(2000))
     assert after > 2 * before
 
 
 def test_tournament_prefers_fitter_with_larger_tournaments() -> None:
     pop = _pop(*[(f"c{i}", float(i), 0, False, False) for i in range(10)])
     rng = random.Random(1)
-    mean_k1 = (
-        sum(tournament(pop, rng, SelectionPolicy(tournament_size=1)).note.fitness for _ in range(500)) / 500
-    )  # type: ignore[union-attr,misc]
-    mean_k5 = (
-        sum(tournament(pop, rng, SelectionPolicy(tournament_size=5)).note.fitness for _ in range(500)) / 500
-    )  # type: ignore[union-attr,misc]
+    mean_k1 = sum(_fit(_pick(pop, rng, SelectionPolicy(tournament_size=1))) for _ in range(500)) / 500
+    mean_k5 = sum(_fit(_pick(pop, rng, SelectionPolicy(tournament_size=5))) for _ in range(500)) / 500
     assert mean_k5 > mean_k1
 
 
 def test_tournament_stays_on_island_without_migration() -> None:
     pop = _pop(("i0", 1.0, 0, False, False), ("i1", 9.0, 1, False, False))
     policy = SelectionPolicy(islands=2, migration_rate=0.0)
-    picks = {tournament(pop, random.Random(s), policy, island=0).sha for s in range(50)}  # type: ignore[union-attr]
+    picks = {_pick(pop, random.Random(s), policy, island=0).sha for s in range(50)}
     assert picks == {"i0"}
 
 
