@@ -279,7 +279,10 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
         anyio.run(lambda: resolve_step(args.run_id, args.path, journal=args.journal, **kwargs))
     except AgentflowError as exc:
         return _fail(exc)
-    print(f"resolved {args.path} of run {args.run_id}; resume it with `agentflow resume {args.run_id}`")
+    print(
+        f"resolved {args.path} of run {args.run_id}; resume it with "
+        f"`agentflow resume {args.run_id} --journal {args.journal}`"
+    )
     return 0
 
 

@@ -436,3 +436,28 @@ async def test_run_held_by_another_live_process_is_not_resumed_or_collected(db: 
     with pytest.raises(ResumeError, match=f"being run by process {os.getppid()}"):
         await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
     assert await gc_runs(db, older_than="1d", include_unfinished=True) == []
+
+
+async def test_cli_runs_resolve_settles_a_refused_step(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    import anyio.to_thread
+
+    from agentflow.runtime._runs_cli import register
+
+    CALLS.fail_at.add("pay0")
+    await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
+    parser = argparse.ArgumentParser(prog="agentflow")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["runs", "resolve", "r1", "pipeline/pay", "--value", '"by-hand"', "--journal", db]
+    )
+    assert await anyio.to_thread.run_sync(args.func, args) == 0
+    assert "agentflow resume r1" in capsys.readouterr().out
+    CALLS.log.clear()
+    out = await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
+    assert out.unwrap() == ["by-hand"]
+    assert CALLS.log == []
+    args = parser.parse_args(["runs", "resolve", "r1", "pipeline/pay", "--rerun", "--journal", db])
+    assert await anyio.to_thread.run_sync(args.func, args) == 2
+    assert "no unfinished step" in capsys.readouterr().err
