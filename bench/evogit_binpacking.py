@@ -5,6 +5,12 @@ Part 1 (baselines, measured in this run on the FunSearch instances in
 FunSearch heuristics, as excess bins over the L1 lower bound, next to the published numbers
 (OR3: 5.74 %, 5.37 %, 3.11 %; Weibull 5k: 4.23 %, 3.98 %, 0.68 %).
 
+Part 3 (pipeline check, no LLM): the same evolution with a synthetic mutator, a ``FunctionEngine`` that
+answers every mutation prompt with a random member of a small family of parametric ``priority``
+functions and every conflict prompt with one side. It measures what the EvoGit machinery (worktrees,
+sandboxed evaluation, notes, selection, crossover) does when edits are meaningful, and its throughput
+without LLM latency; it says nothing about any model.
+
 Part 2 (evolution): a fresh repository from ``examples/evolve_binpacking/template`` (best fit), evolved
 by ``--agents`` agents for ``--generations`` generations with ``--engine`` (default: the embedded
 SmolLM2-135M). Fitness = minus the mean excess on training instances drawn with a fixed seed from the
@@ -21,9 +27,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -36,6 +44,8 @@ sys.path[:0] = [str(EXAMPLE), str(EXAMPLE / "template")]
 
 import reference_heuristics as ref  # noqa: E402
 from run import evolve_example, excess, heuristic_at, load_datasets  # noqa: E402
+
+from agentflow.engines import FunctionEngine, GenerationRequest  # noqa: E402
 
 BASELINES = {
     "first_fit": {"OR3": ref.first_fit, "Weibull 5k": ref.first_fit},
@@ -148,6 +158,69 @@ def evolution(console: Console, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+_FAMILY = (
+    "    return -(bins - item) + {a} * ((bins - item) <= {t})",
+    "    gap = bins - item\n    return -gap + {a} * (gap == 0) - {b} * ((gap > 0) & (gap < {t}))",
+    "    gap = bins - item\n    return np.where(gap <= {t}, {a} - gap / {s}, -gap)",
+    "    gap = bins - item\n    return np.where(gap <= {t}, 100 - gap, 0)",
+)
+
+
+def synthetic_mutator(seed: int) -> Callable[[GenerationRequest], str]:
+    """Random parametric rewrites of ``priority`` (mutations) and random sides (conflicts); no model."""
+    rng = random.Random(seed)
+
+    def answer(request: GenerationRequest) -> str:
+        assert request.messages is not None
+        prompt = request.messages[-1].content
+        if "Version A" in prompt:
+            side = rng.choice(["Version A", "Version B"])
+            return "```python\n" + prompt.split(side + ":\n```python\n", 1)[1].split("```", 1)[0] + "```"
+        body = rng.choice(_FAMILY).format(
+            a=rng.choice([0.5, 1, 2, 5, 20]),
+            b=rng.choice([1, 2, 5, 10]),
+            t=rng.randint(1, 25),
+            s=rng.choice([1, 5, 20]),
+        )
+        return f"```python\ndef priority(item, bins):\n{body}\n```"
+
+    return answer
+
+
+def pipeline_check(console: Console, args: argparse.Namespace) -> dict[str, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="evogit-bench-synthetic-"))
+    generations = 3 if args.quick else 8
+    engine = FunctionEngine(synthetic_mutator(args.seed), name="synthetic-mutator")
+    repo, report = anyio.run(
+        lambda: evolve_example(workdir, engine=engine, agents=4, generations=generations, seed=args.seed)
+    )
+    datasets, _ = load_datasets()
+    assert report.best is not None
+    or3 = excess(datasets["OR3"], heuristic_at(repo, report.best))
+    table = Table(title=f"Pipeline check: synthetic mutator (no LLM), 4 agents x {generations} generations")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_row("training fitness: start -> best", f"{report.base_fitness} -> {report.best_fitness}")
+    table.add_row("attempts / evaluated", f"{len(report.candidates)} / {report.evaluated}")
+    table.add_row("crossovers", str(sum(1 for c in report.candidates if c.operator == "crossover")))
+    table.add_row("candidates evaluated per minute", f"{report.per_minute:.1f}")
+    table.add_row("OR3 excess of the best commit", f"{or3:.2f} % (best fit 5.37 %)")
+    console.print(table)
+    return {
+        "agents": 4,
+        "generations": generations,
+        "base_fitness": report.base_fitness,
+        "best_fitness": report.best_fitness,
+        "attempts": len(report.candidates),
+        "evaluated": report.evaluated,
+        "crossovers": sum(1 for c in report.candidates if c.operator == "crossover"),
+        "per_minute": round(report.per_minute, 2),
+        "elapsed_s": round(report.elapsed_s, 2),
+        "or3_excess_percent_best": round(or3, 4),
+        "curve": [[round(t, 2), b] for t, b in report.curve()],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -162,7 +235,12 @@ def main() -> int:
     args.agents = args.agents or (2 if args.quick else 4)
     args.generations = args.generations or (2 if args.quick else 6)
     console = Console()
-    result = {"baselines": baselines(console), "evolution": evolution(console, args), "quick": args.quick}
+    result = {
+        "baselines": baselines(console),
+        "evolution": evolution(console, args),
+        "pipeline_check_synthetic_mutator": pipeline_check(console, args),
+        "quick": args.quick,
+    }
     if args.json_path:
         args.json_path.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.json_path}")

@@ -27,6 +27,7 @@ import anyio
 import numpy as np
 
 from agentflow.agents.evogit import EvolveConfig, EvolveReport, evolve
+from agentflow.engines import Engine
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "template"
@@ -88,16 +89,16 @@ def excess(instances: Instances, priority: Priority) -> float:
 
 
 async def evolve_example(
-    workdir: Path, *, engine: str, agents: int, generations: int, seed: int = 0
+    workdir: Path, *, engine: str | Engine, agents: int, generations: int, seed: int = 0
 ) -> tuple[Path, EvolveReport]:
-    """Create the repository and evolve it; returns the repository and the run report."""
+    """Create the repository and evolve it with ``engine`` (a spec or an engine object)."""
     repo = make_repo(workdir)
     config = EvolveConfig(
         repo=repo,
         fitness=f"{sys.executable} evaluate.py",
         agents=agents,
         generations=generations,
-        engine=engine,
+        engine=engine if isinstance(engine, str) else engine.name,
         targets=("heuristic.py",),
         goal=GOAL,
         seed=seed,
@@ -106,7 +107,7 @@ async def evolve_example(
         cpu_seconds=60,
         wall_seconds=120,
     )
-    return repo, await evolve(config)
+    return repo, await evolve(config, None if isinstance(engine, str) else engine)
 
 
 def main() -> int:
