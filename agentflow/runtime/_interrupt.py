@@ -20,7 +20,6 @@ from pydantic import BaseModel, TypeAdapter
 from agentflow.dsl import AgentflowError, ConfigError, Flow, ask, current_path, flow, get_state, named
 
 from ._journal import RunJournal
-from ._sqlite_journal import SqliteJournal
 
 __all__ = ["Interrupted", "idempotency_key", "interrupt"]
 
@@ -79,9 +78,7 @@ def interrupt(prompt: str, schema: type[T], *, name: str = "interrupt") -> Flow[
         if not isinstance(journal, RunJournal):
             raise Interrupted(prompt, schema_dict, "", path)
         await journal.suspend(path, prompt, answer_schema, state)
-        store = journal.journal
-        where = str(store.path) if isinstance(store, SqliteJournal) else None
-        raise Interrupted(prompt, schema_dict, ctx.run_id, path, where)
+        raise Interrupted(prompt, schema_dict, ctx.run_id, path, journal.journal.location)
 
     return named(name, wait(), result_type=schema)
 

@@ -195,6 +195,11 @@ class Journal(abc.ABC):
     async def aclose(self) -> None:
         """Release connections."""
 
+    @property
+    def location(self) -> str | None:
+        """What to pass as ``--journal`` on the command line to reach this journal, if anything."""
+        return None
+
     async def __aenter__(self) -> Journal:
         return self
 
@@ -288,8 +293,8 @@ class RunJournal:
                 f"step {path!r} is not idempotent and began in an earlier attempt of run {self.run_id!r} "
                 "without recording a result, so it may already have taken effect; it is not re-run "
                 f"automatically. Check whether it took effect, then run `agentflow runs resolve {self.run_id} "
-                f"{path} --value JSON` to record the result it had, or `... --rerun` to allow one more "
-                "attempt (Python: agentflow.runtime.resolve_step); to retry such a step safely, let its "
+                f"{path}{self._journal_option()} --value JSON` to record the result it had, or `... --rerun` "
+                "to allow one more attempt (Python: agentflow.runtime.resolve_step); to retry such a step safely, let its "
                 "effect deduplicate with idempotency_key() and leave the step idempotent",
                 where=path,
             )
@@ -437,6 +442,10 @@ class RunJournal:
                 "restore the code or start a new run",
                 where=path,
             )
+
+    def _journal_option(self) -> str:
+        location = self.journal.location
+        return f" --journal {location}" if location else ""
 
     async def _put(self, record: StepRecord) -> None:
         await self.journal.put_step(record)

@@ -370,6 +370,11 @@ class SqliteJournal(Journal):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
+    @property
+    def location(self) -> str:
+        """The database file (what ``--journal`` takes)."""
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"SqliteJournal({str(self.path)!r})"
 

@@ -124,7 +124,7 @@ async def test_non_idempotent_step_begun_without_commit_is_refused_on_resume(db:
     assert isinstance(out, Err) and isinstance(out.error, ResumeError)
     assert out.error.where == "pipeline/pay[1]"
     assert "not idempotent" in out.error.message
-    assert "agentflow runs resolve r1 pipeline/pay[1] --value JSON" in out.error.message
+    assert f"agentflow runs resolve r1 pipeline/pay[1] --journal {db} --value JSON" in out.error.message
     assert CALLS.log == []  # refused before running anything again
 
 
