@@ -24,8 +24,13 @@ class _Dumper(yaml.SafeDumper):
     """Block style; multi-line strings as ``|`` literals so prompts stay readable."""
 
 
+_BREAKS = ("\r", "\x85", "\u2028", "\u2029")
+
+
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value and not value.endswith((" ", "\t")) and "\r" not in value else None
+    if any(b in value for b in _BREAKS) or not value.replace("\n", "").isprintable():
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+    style = "|" if "\n" in value and not value.endswith((" ", "\t")) else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

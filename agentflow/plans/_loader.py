@@ -204,11 +204,12 @@ def check_plan(
     Raises:
         PlanError: The plan is invalid (locations are paths in the plan, not lines).
     """
-    data: JsonValue = (
-        plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        if isinstance(plan, Plan)
-        else dict(plan)
-    )
+    if isinstance(plan, Plan):
+        from ._dump import plan_to_data
+
+        data: JsonValue = plan_to_data(plan)
+    else:
+        data = dict(plan)
     doc = Document(data, {}, {}, None)
     return _Loader(doc, allow_tools, tools).load(data)
 
@@ -339,6 +340,15 @@ def _validation_error(exc: ValidationError, doc: Document) -> PlanError:
             f" (it has {', '.join(keys)})" if keys else ""
         )
         err = doc.error(message, path)
+    elif kind == "string_pattern_mismatch":
+        hints = {
+            "tools": "write a tool reference as 'module:attr', e.g. 'agentflow.plans.builtin_tools:lookup'",
+            "ref": "write a tool reference as 'module:attr', e.g. 'agentflow.plans.builtin_tools:lookup'",
+            "name": "use letters, digits, '.', '_' and '-'",
+        }
+        key = next((str(p) for p in reversed(path) if isinstance(p, str)), "")
+        hint = hints.get(key, "use letters, digits and '_', starting with a letter or '_'")
+        err = doc.error(f"{at}: {first['input']!r} is not allowed here; {hint}", path)
     elif kind == "literal_error" and loc and loc[-1] == "apiVersion":
         err = doc.error(f"apiVersion is {first['input']!r}; this loader reads {API_VERSION!r}", path)
     else:
@@ -409,10 +419,6 @@ class _Loader:
         for i, entry in enumerate(plan.tools):
             path: Path = ("tools", i)
             ref = ToolRef(ref=entry) if isinstance(entry, str) else entry
-            if isinstance(entry, str) and (":" not in entry or entry.startswith(":") or entry.endswith(":")):
-                raise self.fail(
-                    f"tool reference {entry!r} must be 'module:attr', e.g. 'mytools:search'", path
-                )
             if not self.allowlist.allows(ref.ref):
                 raise self.fail(
                     f"tool {ref.ref!r} is not on the tool allowlist ({', '.join(self.allowlist.patterns)}); "
@@ -635,6 +641,13 @@ class _Loader:
                 target = str(ref.parts[0])
                 if target not in self.ids:
                     raise self.fail(f"template {ref}: {self._unknown('step', target, self.ids)}", path)
+                defined = self.ids[target]
+                if path[: len(defined)] == defined:
+                    raise self.fail(
+                        f"template {ref}: step {target!r} is this step or encloses it, so its result does not "
+                        "exist yet; refer to an earlier step instead",
+                        path,
+                    )
                 if target not in visible:
                     raise self.fail(
                         f"template {ref}: step {target!r} has not run at this point (it is defined at "

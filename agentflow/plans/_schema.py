@@ -129,10 +129,14 @@ class AgentSpec(_Model):
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 
+REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+"""A ``module:attr`` tool reference."""
+
+
 class ToolRef(_Model):
     """A tool a plan uses: a ``module:attr`` reference (a function or a ``Tool``), optionally renamed."""
 
-    ref: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    ref: str = Field(pattern=REF_PATTERN)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*$")
     timeout: float | None = Field(default=None, gt=0)
 
@@ -283,7 +287,9 @@ class Plan(_Model):
     name: str = Field(default="plan", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    tools: list[str | ToolRef] = Field(default_factory=list)
+    tools: list[Annotated[str, Field(pattern=REF_PATTERN)] | ToolRef] = Field(
+        default_factory=list, description="tools as 'module:attr' references (checked against the allowlist)"
+    )
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     inputs: dict[str, SchemaSpec] = Field(default_factory=dict)
     outputs: dict[str, OutputSpec] = Field(default_factory=dict)
