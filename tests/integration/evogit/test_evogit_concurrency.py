@@ -197,3 +197,16 @@ def test_two_clones_share_population_through_remote(make_repo: Callable[..., Pat
         ["git", "fsck", "--strict", "--no-dangling"], cwd=origin, capture_output=True, text=True
     )
     assert fsck.returncode == 0 and fsck.stdout.strip() == "", fsck.stdout + fsck.stderr
+
+
+async def test_islands_tag_candidates_with_their_agents_island(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo()
+    config = EvolveConfig(repo=repo, fitness=FITNESS, agents=2, generations=2, islands=2, crossover_rate=0.0)
+    report = await evolve(config, FunctionEngine(_random_edits(2)))
+    population = await PopulationStore(GitRepo(repo)).population()
+    islands = {population.individuals[c.sha].note.island for c in report.candidates if c.sha is not None}
+    by_agent = {
+        c.agent: population.individuals[c.sha].note.island for c in report.candidates if c.sha is not None
+    }
+    assert islands <= {0, 1}
+    assert all(island == int(agent.split("-")[1]) % 2 for agent, island in by_agent.items())
