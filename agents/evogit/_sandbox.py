@@ -17,9 +17,17 @@ What is enforced, and by whom (``SandboxResult.layers`` records it for every run
                       cannot undo the read-only mounts
 
 The namespace layers need ``unshare`` and ``setpriv`` (util-linux) and the right to create
-namespaces; ``Sandbox.probe`` checks once per process by running a real probe. Without them only
-the first five layers apply, and ``check_untouched`` (comparing the agent's worktree before and
-after) is the only defence against writes elsewhere: that mode is for trusted fitness commands.
+namespaces; ``Sandbox.namespaces_available`` checks once per process by running a real probe.
+Without them only the first five layers apply, and ``evaluate_commit``'s check that the agent's
+worktree is unchanged afterwards is the only defence against writes elsewhere: that mode is for
+trusted fitness commands. Not limited in either mode: the number of processes (RLIMIT_NPROC counts
+all processes of the user, and the command runs as our uid), disk use inside the checkout beyond
+RLIMIT_FSIZE per file, and reads (the command can read what our user can read).
+
+If the evolve process dies, its fitness commands die with it (``PR_SET_PDEATHSIG`` on the launcher,
+``unshare --kill-child`` for the namespace init, which takes the whole PID namespace down).
+A write refused by the read-only mounts shows up as ``Read-only file system`` on stderr; the
+candidate is then marked ``violation`` even if it went on to print a number.
 """
 
 from __future__ import annotations
