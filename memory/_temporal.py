@@ -61,6 +61,15 @@ def to_epoch(value: datetime, name: str) -> float:
     return value.timestamp()
 
 
+@dataclass
+class _InsertTxn:
+    """What one insert transaction has learned so far (discarded if it rolls back)."""
+
+    seq: int
+    sessions: dict[str, tuple[int, float, int, int]]
+    dirty: set[int]
+
+
 @dataclass(frozen=True)
 class NewLeaf:
     """One leaf to insert.
@@ -116,6 +125,10 @@ class TemporalTreeCore:
         # session name -> (session rowid, session ts, period rowid, root rowid).
         self._tree_ready = False
         self._sessions: dict[str, tuple[int, float, int, int]] = {}
+        # Inner rows known to be dirty as of seq _known_seq, our last committed insert. The knowledge
+        # holds only while nobody else wrote to the tree since (MAX(seq) still equals _known_seq).
+        self._known_seq = -1
+        self._known_dirty: frozenset[int] = frozenset()
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -182,13 +195,7 @@ class TemporalTreeCore:
         staged[session] = (node[0], node[1], period[0], root[0])
         return staged[session]
 
-    def _insert_one(
-        self,
-        conn: sqlite3.Connection,
-        item: NewLeaf,
-        seq: int,
-        staged: dict[str, tuple[int, float, int, int]],
-    ) -> InsertResult:
+    def _insert_one(self, conn: sqlite3.Connection, item: NewLeaf, txn: _InsertTxn) -> InsertResult:
         if not item.session:
             raise ConfigError("session is empty; every leaf belongs to a named session")
         at = None if item.at is None else to_epoch(item.at, "at")
@@ -199,8 +206,9 @@ class TemporalTreeCore:
         else:
             session_ts = at if at is not None else time.time()
         session_id, session_ts, period_id, root_id = self._session_path(
-            conn, item.session, session_ts, None, seq, staged
+            conn, item.session, session_ts, None, txn.seq, txn.sessions
         )
+        seq = txn.seq
         ts = at if at is not None else session_ts
         meta = json.dumps(item.meta, sort_keys=True) if item.meta else "{}"
         # The duplicate check is the insert itself: the unique (tree, key) and (tree, content_hash)
@@ -225,12 +233,14 @@ class TemporalTreeCore:
                 )
             return InsertResult(leaf=leaf, created=False)
         position = inserted[0]
-        # Only a clean node is written: in a stream of inserts the path is already dirty, so the
-        # insert touches no inner row (a concurrent refresh notices the insert through its seq).
-        conn.execute(
-            "UPDATE tnodes SET dirty = 1 WHERE id IN (?, ?, ?) AND dirty = 0",
-            (session_id, period_id, root_id),
-        )
+        # Mark the path dirty unless it is known to be (a concurrent refresh notices this insert
+        # through its seq); only clean rows are written, so a stream of inserts rewrites no inner row.
+        if not (session_id in txn.dirty and period_id in txn.dirty and root_id in txn.dirty):
+            conn.execute(
+                "UPDATE tnodes SET dirty = 1 WHERE id IN (?, ?, ?) AND dirty = 0",
+                (session_id, period_id, root_id),
+            )
+            txn.dirty.update((session_id, period_id, root_id))
         leaf = Leaf(
             id=key.removeprefix("leaf:"),
             session=item.session,
@@ -261,11 +271,14 @@ class TemporalTreeCore:
         """Insert several leaves in one transaction (all or none)."""
         if not items:
             return []
-        staged: dict[str, tuple[int, float, int, int]] = {}
-        with self.store.write(self.tree_id, f"insert into tree {self.tree_id!r}") as conn:
-            seq = self._begin(conn)
-            results = [self._insert_one(conn, item, seq, staged) for item in items]
-        self._commit_cache(staged)
+        with self.store.tree_lock(self.tree_id):
+            with self.store.write(self.tree_id, f"insert into tree {self.tree_id!r}") as conn:
+                seq = self._begin(conn)
+                known = self._known_dirty if seq - 1 == self._known_seq else frozenset()
+                txn = _InsertTxn(seq, {}, set(known))
+                results = [self._insert_one(conn, item, txn) for item in items]
+            self._commit_cache(txn.sessions)
+            self._known_seq, self._known_dirty = seq, frozenset(txn.dirty)
         return results
 
     def _commit_cache(self, staged: dict[str, tuple[int, float, int, int]]) -> None:
@@ -329,6 +342,7 @@ class TemporalTreeCore:
         """
         if not results:
             return
+        self._known_seq, self._known_dirty = -1, frozenset()
         with self.store.write(self.tree_id, f"write summaries of tree {self.tree_id!r}") as conn:
             seq = self._begin(conn)
             conn.executemany(

@@ -234,3 +234,13 @@ async def test_concurrent_async_inserts_keep_positions_unique_and_facts_single(t
         assert sorted(leaf.id for leaf in leaves) == sorted(f"F{n}" for n in range(30))
         assert sorted(leaf.position for leaf in leaves) == list(range(30))
         assert created.count(True) == 30
+
+
+def test_insert_marks_path_dirty_after_another_writer_refreshed(tmp_path: Path) -> None:
+    writer = _core(tmp_path / "m.db")
+    other = _core(tmp_path / "m.db")
+    writer.insert("one", session="s", at=MAY)
+    writer.insert("two", session="s", at=MAY)
+    assert other.refresh() == 3
+    writer.insert("three", session="s", at=MAY)  # the writer's memory of a dirty path is out of date
+    assert writer.dirty() == {"session:s", "period:2023-05", "root"}
