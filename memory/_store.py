@@ -37,6 +37,7 @@ import anyio
 import anyio.to_thread
 
 from agentflow.errors import ConfigError, MemoryStoreError
+from agentflow.memory._index import TreeIndex
 from agentflow.memory._models import StoreStats, TreeStats
 from agentflow.memory._schema import migrate
 
@@ -100,6 +101,9 @@ class StoreCore:
         self._guard = threading.Lock()
         # One re-entrant lock per tree id, created on first use, kept for the store's lifetime.
         self._tree_locks: dict[str, threading.RLock] = {}
+        # One retrieval index per temporal tree, shared by every tree object on this store (guarded by
+        # the tree's lock), so asking the store for a tree again does not reload it from disk.
+        self._indexes: dict[str, TreeIndex] = {}
         self._closed = False
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self.connection() as conn, translate_errors("opening and migrating", self.path):
@@ -148,6 +152,14 @@ class StoreCore:
             if lock is None:
                 lock = self._tree_locks[tree_id] = threading.RLock()
             return lock
+
+    def tree_index(self, tree_id: str) -> TreeIndex:
+        """The in-memory retrieval index of a temporal tree (empty until its first search loads it)."""
+        with self._guard:
+            index = self._indexes.get(tree_id)
+            if index is None:
+                index = self._indexes[tree_id] = TreeIndex()
+            return index
 
     @contextmanager
     def write(self, tree_id: str, what: str) -> Iterator[sqlite3.Connection]:

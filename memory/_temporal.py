@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from agentflow.errors import ConfigError, MemoryStoreError
-from agentflow.memory._index import LEAF, PERIOD, ROOT, SESSION, ScoringWeights, TreeIndex, leaf_text
+from agentflow.memory._index import LEAF, PERIOD, ROOT, SESSION, ScoringWeights, leaf_text
 from agentflow.memory._models import InsertResult, Leaf, NodeKind, PathNode, SearchHit, from_epoch
 from agentflow.memory._schema import content_hash
 from agentflow.memory._store import translate_errors
@@ -119,8 +119,8 @@ class TemporalTreeCore:
         self.tree_id = tree_id
         self.summarize = summarize
         self.weights = weights or ScoringWeights()
-        # The retrieval cache, loaded on first search and caught up from seq afterwards.
-        self._index = TreeIndex()
+        # The retrieval cache (shared through the store), loaded on first search, caught up from seq.
+        self._index = store.tree_index(tree_id)
         # Committed facts that never change, so writes can skip their lookups: the tree row exists;
         # session name -> (session rowid, session ts, period rowid, root rowid).
         self._tree_ready = False
