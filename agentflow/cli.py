@@ -162,8 +162,9 @@ async def _run_flow(
     from agentflow.engines import engine_from_spec
     from agentflow.plans import PROGRESS_SERVICE
     from agentflow.runtime import RunContext, run
+    from agentflow.scheduler import Scheduler
 
-    engine = engine_from_spec(spec)
+    engine = Scheduler(engine_from_spec(spec))
     try:
         context = RunContext(run_id=run_id, engine=engine, services={PROGRESS_SERVICE: progress})
         outcome = await run(workflow, inputs, context=context)  # type: ignore[arg-type]

@@ -219,7 +219,9 @@ async def test_tool_failure_without_retry_is_a_tool_error() -> None:
 
 @pytest.mark.anyio
 async def test_timeout_turns_a_slow_step_into_step_timeout() -> None:
-    loaded = _plan("tools: [plan_tools:sleepy]\nsteps:\n  - {id: s, tool: sleepy, args: {seconds: 30}, timeout: 0.05}\n")
+    loaded = _plan(
+        "tools: [plan_tools:sleepy]\nsteps:\n  - {id: s, tool: sleepy, args: {seconds: 30}, timeout: 0.05}\n"
+    )
     out = await run(loaded.workflow)
     assert isinstance(out, Err) and isinstance(out.error, StepTimeout)
     assert any(e.kind == "timeout" for e in out.trace)
@@ -244,7 +246,11 @@ async def test_output_schema_gives_typed_json_after_a_repair() -> None:
     )
     out = await run(loaded.workflow, engine=FunctionEngine(answer))
     assert isinstance(out, Ok) and out.value == {"result": {"n": 3}}
-    assert seen[0].json_schema == {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    assert seen[0].json_schema == {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+    }
     assert "not of type 'integer'" in _last_user(seen[1])
     assert [e.data["attempt"] for e in out.trace if e.kind == "llm.call"] == [1, 2]
 

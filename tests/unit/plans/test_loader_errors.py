@@ -71,7 +71,9 @@ def test_load_rejects_other_api_version() -> None:
 
 
 def test_load_rejects_undefined_input_reference() -> None:
-    err = _error(HEAD + "inputs:\n  topic: {type: string}\nsteps:\n  - id: a\n    prompt: 'about {{inputs.topik}}'\n")
+    err = _error(
+        HEAD + "inputs:\n  topic: {type: string}\nsteps:\n  - id: a\n    prompt: 'about {{inputs.topik}}'\n"
+    )
     assert (err.line, err.column) == (7, 13)
     assert "unknown input 'topik'" in err.message and "did you mean 'topic'?" in err.message
 
@@ -208,7 +210,8 @@ def test_load_accepts_allowlisted_tool() -> None:
 
 def test_load_rejects_unknown_tool_with_suggestion() -> None:
     err = _error(
-        HEAD + "tools: [agentflow.plans.builtin_tools:word_count]\nsteps:\n  - {id: a, tool: wordcount, args: {}}\n"
+        HEAD
+        + "tools: [agentflow.plans.builtin_tools:word_count]\nsteps:\n  - {id: a, tool: wordcount, args: {}}\n"
     )
     assert err.line == 5
     assert "unknown tool 'wordcount'" in err.message and "did you mean 'word_count'?" in err.message
@@ -225,7 +228,9 @@ def test_load_rejects_ill_typed_literal_tool_argument() -> None:
 
 
 def test_load_rejects_unknown_agent() -> None:
-    err = _error(HEAD + "agents:\n  writer: {system: be brief}\nsteps:\n  - {id: a, prompt: hi, agent: writr}\n")
+    err = _error(
+        HEAD + "agents:\n  writer: {system: be brief}\nsteps:\n  - {id: a, prompt: hi, agent: writr}\n"
+    )
     assert "unknown agent 'writr'" in err.message and "did you mean 'writer'?" in err.message
 
 

@@ -70,6 +70,10 @@ def test_loader_raises_only_plan_error_on_plan_like_text(lines: list[str]) -> No
 
 
 @_FUZZ
-@given(st.integers(min_value=0, max_value=len(EXAMPLE) - 1), st.integers(min_value=1, max_value=40), st.text(max_size=8))
+@given(
+    st.integers(min_value=0, max_value=len(EXAMPLE) - 1),
+    st.integers(min_value=1, max_value=40),
+    st.text(max_size=8),
+)
 def test_loader_raises_only_plan_error_on_mutated_example(at: int, cut: int, insert: str) -> None:
     _load(EXAMPLE[:at] + insert + EXAMPLE[at + cut :])

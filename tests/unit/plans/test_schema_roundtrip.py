@@ -151,8 +151,12 @@ def _steps() -> st.SearchStrategy[Step]:
     return st.recursive(
         leaf,
         lambda inner: st.one_of(
-            st.builds(lambda i, c: ParallelStep(id=i, parallel=c), _ids, st.lists(inner, min_size=1, max_size=3)),
-            st.builds(lambda i, c: SequenceStep(id=i, steps=c), _ids, st.lists(inner, min_size=1, max_size=3)),
+            st.builds(
+                lambda i, c: ParallelStep(id=i, parallel=c), _ids, st.lists(inner, min_size=1, max_size=3)
+            ),
+            st.builds(
+                lambda i, c: SequenceStep(id=i, steps=c), _ids, st.lists(inner, min_size=1, max_size=3)
+            ),
             st.builds(
                 lambda i, c, n: MapStep(id=i, map="{{inputs.xs}}", max_concurrency=n, do=c),
                 _ids,
@@ -169,7 +173,9 @@ def _unique(steps: list[Step]) -> bool:
     return len(ids) == len(set(ids))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(st.lists(_steps(), min_size=1, max_size=3).filter(_unique))
 def test_generated_plans_round_trip_through_yaml(steps: list[Step]) -> None:
     plan = Plan(

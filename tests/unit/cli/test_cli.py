@@ -1,0 +1,203 @@
+"""The ``agentflow`` CLI in-process: commands, exit codes, saved runs, provider sub-commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from agentflow import __version__, cli
+from agentflow.report import load_run
+
+ROOT = Path(__file__).parents[3]
+DIGEST = str(ROOT / "examples" / "topic_digest.yaml")
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"agentflow {__version__}"
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "graph", "report", "schema"])
+def test_help_is_available_for_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    assert f"usage: agentflow {command}" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: agentflow" in capsys.readouterr().out
+
+
+def test_schema_prints_the_plan_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load(Path(DIGEST).read_text(encoding="utf-8")), schema)
+
+
+def test_validate_reports_ok_and_invalid_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(
+        tmp_path, "bad.yaml", "apiVersion: agentflow/v1\nkind: Plan\nsteps:\n  - {id: a, promt: x}\n"
+    )
+    assert cli.main(["validate", DIGEST]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert cli.main(["validate", DIGEST, bad]) == 2
+    out = capsys.readouterr().out
+    assert f"{bad}:4:5" in out and "needs exactly one of the keys" in out
+
+
+def test_run_json_prints_outputs_and_saves_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    code = cli.main(
+        [
+            "run",
+            DIGEST,
+            "--engine",
+            "test:",
+            "--json",
+            "--runs-dir",
+            str(runs),
+            "--run-id",
+            "r1",
+            "-i",
+            "topics=tea, moon",
+        ]
+    )
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["ok"] is True and payload["run_id"] == "r1" and payload["plan"] == "topic-digest"
+    assert len(payload["outputs"]["lines"]) == 2
+    assert payload["usage"]["llm_calls"] == 3 and payload["usage"]["tool_calls"] == 5
+    record = load_run("r1", runs)
+    assert record.ok and record.plan == "topic-digest" and record.inputs == {"topics": "tea, moon"}
+    assert {e.kind for e in record.trace} >= {"step.start", "step.end", "llm.call", "tool.call"}
+
+
+def test_run_plain_output_prints_progress_lines_when_not_a_tty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--no-save"]) == 0
+    captured = capsys.readouterr()
+    assert "digest:" in captured.out and "words:" in captured.out
+    assert "start topic-digest/topics" in captured.err and "end   topic-digest/count" in captured.err
+
+
+def test_run_with_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--no-save", "-i", "nope=1"]) == 2
+    assert "has no input(s) ['nope']" in capsys.readouterr().err
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--no-save", "-i", "novalue"]) == 2
+
+
+def test_run_with_bad_engine_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", DIGEST, "--engine", "warp:9", "--no-save"]) == 2
+    assert "invalid engine spec" in capsys.readouterr().err
+
+
+def test_run_of_an_invalid_plan_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(
+        tmp_path, "bad.yaml", "apiVersion: agentflow/v1\nkind: Plan\nsteps: [{id: a, prompt: '{{x}}'}]\n"
+    )
+    assert cli.main(["run", bad, "--engine", "test:", "--no-save"]) == 2
+    assert f"{bad}:3:" in capsys.readouterr().err
+
+
+def test_run_that_fails_exits_1_and_is_saved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _write(
+        tmp_path,
+        "fail.yaml",
+        "apiVersion: agentflow/v1\nkind: Plan\nname: failing\n"
+        "tools: [agentflow.plans.builtin_tools:calculator]\n"
+        "steps:\n  - {id: c, tool: calculator, args: {expression: '1 / 0'}}\n",
+    )
+    runs = tmp_path / "runs"
+    assert cli.main(["run", plan, "--runs-dir", str(runs), "--run-id", "bad", "--engine", "test:"]) == 1
+    assert "ZeroDivisionError" in capsys.readouterr().err
+    record = load_run("bad", runs)
+    assert not record.ok and record.error is not None and "calculator" in record.error
+
+
+def test_run_dry_run_prints_the_checked_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", DIGEST, "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "topic-digest"
+
+
+def test_run_needs_a_plan_or_a_goal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run"]) == 2
+    assert "--goal" in capsys.readouterr().err
+
+
+def test_run_goal_dry_run_prints_a_generated_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--goal", "look up tea", "--engine", "test:", "--dry-run", "--no-save"]) == 0
+    plan = yaml.safe_load(capsys.readouterr().out)
+    assert plan["apiVersion"] == "agentflow/v1" and plan["steps"]
+
+
+def test_graph_writes_svg(tmp_path: Path) -> None:
+    out = tmp_path / "g.svg"
+    assert cli.main(["graph", DIGEST, "-o", str(out)]) == 0
+    assert ET.fromstring(out.read_text(encoding="utf-8")).tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_graph_rejects_other_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["graph", DIGEST, "-o", str(tmp_path / "g.gif")]) == 2
+    assert ".svg or .png" in capsys.readouterr().err
+
+
+def test_report_writes_html_for_a_saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    assert (
+        cli.main(["run", DIGEST, "--engine", "test:", "--runs-dir", str(runs), "--run-id", "r2", "--quiet"])
+        == 0
+    )
+    html = tmp_path / "r.html"
+    assert cli.main(["report", "latest", "-o", str(html), "--runs-dir", str(runs)]) == 0
+    text = html.read_text(encoding="utf-8")
+    assert "topic-digest" in text and "LLM calls" in text and "cache hit rate" in text
+    assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_report_of_an_unknown_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", "nope", "-o", str(tmp_path / "x.html"), "--runs-dir", str(tmp_path)]) == 2
+    assert "no saved run 'nope'" in capsys.readouterr().err
+
+
+def test_provider_modules_register_sub_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("fake_provider_for_cli_test")
+
+    def register(subparsers: object) -> None:
+        parser = subparsers.add_parser("hello", help="say hello")  # type: ignore[attr-defined]
+        parser.set_defaults(func=lambda args: 7)
+
+    module.register = register  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_provider_for_cli_test", module)
+    monkeypatch.setattr(cli, "PROVIDERS", ("fake_provider_for_cli_test", "agentflow.no_such_provider_yet"))
+    assert cli.main(["hello"]) == 7
+
+
+def test_provider_import_errors_other_than_its_own_absence_propagate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_provider_for_cli_test.py").write_text("import not_a_real_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "PROVIDERS", ("broken_provider_for_cli_test",))
+    with pytest.raises(ModuleNotFoundError, match="not_a_real_dependency_xyz"):
+        cli.build_parser()

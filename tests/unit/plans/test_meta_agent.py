@@ -1,0 +1,129 @@
+"""The meta-agent: plans written under the generation schema, repaired with the loader's errors, then run."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from agentflow import Err, Ok, RunContext, flow, run
+from agentflow.agents._meta import BUILTIN_TOOL_REFS, GoalRun, generation_schema, run_goal, write_plan
+from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
+from agentflow.errors import InferenceError
+from agentflow.plans import AgentSpec, plan_json_schema, resolve_tool
+
+INVALID = {
+    "apiVersion": "agentflow/v1",
+    "kind": "Plan",
+    "name": "broken",
+    "steps": [
+        {"id": "topic", "tool": "lookup", "args": {"key": "honey"}},
+        {"id": "count", "tool": "word_count", "args": {"text": "{{steps.fact}}"}},
+        {"id": "fact", "tool": "lookup", "args": {"key": "honey"}},
+    ],
+}
+VALID = {
+    "apiVersion": "agentflow/v1",
+    "kind": "Plan",
+    "name": "fixed",
+    "steps": [
+        {"id": "fact", "tool": "lookup", "args": {"key": "honey"}},
+        {"id": "count", "tool": "word_count", "args": {"text": "{{steps.fact}}"}},
+    ],
+}
+
+
+def _scripted(*answers: dict[str, object]) -> tuple[FunctionEngine, list[GenerationRequest]]:
+    pending = [json.dumps(a) for a in answers]
+    seen: list[GenerationRequest] = []
+
+    def answer(request: GenerationRequest) -> str:
+        seen.append(request)
+        return pending.pop(0)
+
+    return FunctionEngine(answer), seen
+
+
+def _tools() -> list[object]:
+    return [resolve_tool(ref) for ref in BUILTIN_TOOL_REFS]
+
+
+def test_generation_schema_admits_the_scripted_plans() -> None:
+    schema = generation_schema(_tools())  # type: ignore[arg-type]
+    jsonschema.validate(VALID, schema)
+    jsonschema.validate(INVALID, schema)
+
+
+def test_generation_schema_keeps_templates_out_of_the_first_step() -> None:
+    schema = generation_schema(_tools())  # type: ignore[arg-type]
+    first_refers = {**VALID, "steps": [{"id": "a", "prompt": "use {{steps.b}}"}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(first_refers, schema)
+
+
+def test_generation_schema_documents_are_valid_plan_format_documents() -> None:
+    schema = generation_schema(_tools(), {"writer": AgentSpec(system="brief")}, max_steps=3)  # type: ignore[arg-type]
+    sample = {
+        "apiVersion": "agentflow/v1",
+        "kind": "Plan",
+        "name": "p",
+        "steps": [
+            {
+                "id": "a",
+                "parallel": [{"id": "b", "prompt": "x", "agent": "writer"}, {"id": "c", "prompt": "y"}],
+            },
+            {"id": "d", "tool": "calculator", "args": {"expression": "1 + 2"}},
+        ],
+    }
+    jsonschema.validate(sample, schema)
+    jsonschema.validate(sample, plan_json_schema())
+
+
+@pytest.mark.anyio
+async def test_write_plan_repairs_an_invalid_plan_with_the_loader_error() -> None:
+    engine, seen = _scripted(INVALID, VALID)
+    out = await run(write_plan("count the words of the honey fact"), engine=engine)
+    assert isinstance(out, Ok)
+    assert out.value.plan.name == "fixed"
+    assert out.value.plan.tools == [
+        "agentflow.plans.builtin_tools:lookup",
+        "agentflow.plans.builtin_tools:word_count",
+    ]
+    assert len(seen) == 2
+    assert seen[0].json_schema is not None and seen[0].json_schema == seen[1].json_schema
+    assert seen[1].messages is not None
+    repair = seen[1].messages[-1].content
+    assert "step 'fact' has not run at this point" in repair
+    assert seen[1].messages[-2].role == "assistant" and json.loads(seen[1].messages[-2].content) == INVALID
+
+
+@pytest.mark.anyio
+async def test_write_plan_gives_up_after_bounded_repairs() -> None:
+    engine, seen = _scripted(INVALID, INVALID, INVALID)
+    out = await run(write_plan("goal", max_repairs=2), engine=engine)
+    assert isinstance(out, Err) and isinstance(out.error, InferenceError)
+    assert out.error.attempts == 3 and json.loads(out.error.raw) == INVALID
+    assert len(seen) == 3
+
+
+@pytest.mark.anyio
+async def test_run_goal_runs_the_plan_as_a_sub_workflow_of_the_caller() -> None:
+    engine, _ = _scripted(VALID)
+
+    @flow
+    async def caller() -> GoalRun:
+        return await run_goal("count the words of the honey fact")
+
+    out = await run(caller, context=RunContext(engine=engine, run_id="parent"))
+    assert isinstance(out, Ok)
+    assert out.value.outputs == {"result": 15}
+    paths = [e.path for e in out.trace if e.kind == "tool.call"]
+    assert paths == ["run_goal/fixed/fact", "run_goal/fixed/count"]
+
+
+@pytest.mark.anyio
+async def test_write_plan_output_from_a_schema_example_engine_loads() -> None:
+    out = await run(write_plan("anything"), engine=TestEngine())
+    assert isinstance(out, Ok)
+    assert out.value.plan.steps
