@@ -26,6 +26,8 @@ import numpy.typing as npt
 __all__ = ["BM25Index"]
 
 FloatArray = npt.NDArray[np.float64]
+_TF_BITS = 20
+_TF_MAX = (1 << _TF_BITS) - 1  # a term repeated more than ~1M times in one document counts as ~1M
 
 
 class BM25Index:
@@ -45,9 +47,8 @@ class BM25Index:
         self.b = b
         self.epsilon = epsilon
         self._removable = removable
-        # Postings, appended on add and never shrunk: term -> (slots, term frequencies).
-        self._post_slots: dict[str, array[int]] = {}
-        self._post_tf: dict[str, array[float]] = {}
+        # Postings, appended on add and never shrunk: term -> packed (slot << 20 | term frequency).
+        self._post: dict[str, array[int]] = {}
         # Document frequency of each term among live documents.
         self._df: dict[str, int] = {}
         # Per-slot length (tokens) and liveness; grown by doubling.
@@ -86,15 +87,20 @@ class BM25Index:
         self._alive[slot] = True
         self._total_len += len(tokens)
         counts = Counter(tokens)
+        post, df = self._post, self._df
+        base = slot << _TF_BITS
         for term, tf in counts.items():
-            slots = self._post_slots.get(term)
-            if slots is None:
-                slots = self._post_slots[term] = array("q")
-                self._post_tf[term] = array("d")
-            slots.append(slot)
-            self._post_tf[term].append(float(tf))
-            self._df[term] = self._df.get(term, 0) + 1
-            self._cache.pop(term, None)
+            packed = base | (tf if tf <= _TF_MAX else _TF_MAX)
+            postings = post.get(term)
+            if postings is None:
+                post[term] = array("q", (packed,))
+                df[term] = 1
+            else:
+                postings.append(packed)
+                df[term] += 1
+        if self._cache:
+            for term in counts:
+                self._cache.pop(term, None)
         if self._removable:
             self._doc_terms[slot] = counts
         self._version += 1
@@ -138,8 +144,9 @@ class BM25Index:
     def _postings(self, term: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
         cached = self._cache.get(term)
         if cached is None:
-            slots = np.array(self._post_slots[term], dtype=np.int64)
-            tfs = np.array(self._post_tf[term], dtype=np.float64)
+            packed = np.array(self._post[term], dtype=np.int64)
+            slots = packed >> _TF_BITS
+            tfs = (packed & _TF_MAX).astype(np.float64)
             if self._removable:
                 keep = self._alive[slots]
                 slots, tfs = slots[keep], tfs[keep]
