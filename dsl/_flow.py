@@ -435,11 +435,10 @@ _NO_DATA: Mapping[str, object] = MappingProxyType({})
 
 
 def join_path(parent: str, name: str) -> str:
-    """``a`` + ``b`` -> ``a/b``; an index name like ``[2]`` attaches without a slash."""
+    """``a`` + ``b`` -> ``a/b``. Parallel branches are their own segment (``a/[2]/b``) so they never collide
+    with the ``name[n]`` numbering of repeated steps."""
     if not parent:
         return name
-    if name.startswith("["):
-        return parent + name
     return f"{parent}/{name}"
 
 

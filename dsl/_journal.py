@@ -12,7 +12,8 @@ whose context carries a journal runs like this::
     commit(path, value, state)   (before the result is used by anything downstream)
 
 Paths are deterministic: a step's path is its parent's path plus its name, with ``[n]`` for the
-n-th repeat of the same name in one parent (``research/search[2]``) and ``[i]`` for parallel branch i.
+n-th repeat of the same name in one parent (``research/search[2]``) and a ``[i]`` segment for parallel
+branch i (``research/[1]/search``).
 """
 
 from __future__ import annotations

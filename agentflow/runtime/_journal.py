@@ -98,7 +98,7 @@ class StepRecord(BaseModel):
 
     Attributes:
         run_id: The run.
-        path: The step path (``research[1]/search[2]``).
+        path: The step path (``research/[1]/search[2]``).
         identity: The step's identity (its name) as the code gave it.
         scope: The path of the scope it ran in (``path`` up to the last ``/``).
         ordinal: Its position among the steps of its scope (0-based).

@@ -58,12 +58,13 @@ async def test_repeated_step_names_get_numbered_paths() -> None:
 
     out = await research().run()
     starts = [e.path for e in out.trace if e.kind == "step.start"]
+    assert len(set(starts)) == len(starts)
     assert starts == [
         "research",
         "research/search",
         "research/search[1]",
-        "research[0]/search",
-        "research[1]/search",
+        "research/[0]/search",
+        "research/[1]/search",
     ]
 
 
@@ -136,3 +137,24 @@ async def test_retry_attempts_reuse_the_same_child_paths() -> None:
     out = await flaky().run()
     assert out.unwrap() == 2
     assert [e.path for e in out.trace if e.kind == "step.start"] == ["flaky", "flaky/inner", "flaky/inner"]
+
+
+async def test_branch_paths_never_collide_with_repeated_step_paths() -> None:
+    @step
+    async def search(q: str) -> str:
+        return q
+
+    @step
+    async def research(qs: tuple[str, ...]) -> list[str]:
+        return list(await par(*[search(q) for q in qs]))
+
+    @step
+    async def wf() -> list[str]:
+        a = await research(("a", "b"))
+        b = await research(("c",))
+        return [*a, *b]
+
+    out = await wf().run(Context(journal=MemoryJournal()))
+    assert out.unwrap() == ["a", "b", "c"]
+    starts = [e.path for e in out.trace if e.kind == "step.start"]
+    assert len(set(starts)) == len(starts), starts
