@@ -86,7 +86,20 @@ from agentflow.engines import (  # noqa: E402
     Usage,
     engine_from_spec,
 )
-from agentflow.runtime import RunContext, generate, infer, run, run_sync, usage_of  # noqa: E402
+from agentflow.runtime import (  # noqa: E402
+    Interrupted,
+    Journal,
+    RunContext,
+    SqliteJournal,
+    generate,
+    idempotency_key,
+    infer,
+    interrupt,
+    resume,
+    run,
+    run_sync,
+    usage_of,
+)
 
 __version__ = "0.1.0"
 
@@ -102,6 +115,8 @@ __all__ = [
     "Event",
     "Flow",
     "GenerationRequest",
+    "Interrupted",
+    "Journal",
     "LoopLimitError",
     "Max",
     "MergeConflict",
@@ -117,6 +132,7 @@ __all__ = [
     "RequestHints",
     "RunContext",
     "RuntimeFailure",
+    "SqliteJournal",
     "State",
     "StateTypeError",
     "StepError",
@@ -138,7 +154,9 @@ __all__ = [
     "gather",
     "generate",
     "get_state",
+    "idempotency_key",
     "infer",
+    "interrupt",
     "loop",
     "map",
     "merge_states",
@@ -150,6 +168,7 @@ __all__ = [
     "race",
     "rate_limit",
     "recover",
+    "resume",
     "retry",
     "run",
     "run_sync",
