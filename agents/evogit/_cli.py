@@ -63,6 +63,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None
     parser.add_argument("--islands", type=int, default=default(1))
     parser.add_argument("--seed", type=int, default=default(0))
     parser.add_argument("--max-tokens", type=int, default=default(512))
+    parser.add_argument(
+        "--edit-attempts",
+        type=int,
+        default=default(2),
+        help="LLM answers per mutation (rejections are sent back)",
+    )
     parser.add_argument("--temperature", type=float, default=default(0.8))
     parser.add_argument(
         "--cpu-seconds", type=int, default=default(60), help="RLIMIT_CPU of the fitness command"
@@ -174,6 +180,7 @@ def _config(args: argparse.Namespace) -> EvolveConfig:
         "islands": args.islands,
         "seed": args.seed,
         "max_tokens": args.max_tokens,
+        "edit_attempts": args.edit_attempts,
         "temperature": args.temperature,
         "cpu_seconds": args.cpu_seconds,
         "memory_mb": args.memory_mb,

@@ -42,7 +42,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentflow.dsl import Err
-from agentflow.engines import Engine, engine_from_spec
+from agentflow.engines import Engine, Message, engine_from_spec
 from agentflow.errors import ConfigError
 from agentflow.runtime import RunContext, generate, run
 
@@ -91,6 +91,8 @@ class EvolveConfig(BaseModel):
         wall_seconds: Wall-clock limit of the fitness command.
         isolation: Sandbox isolation (``auto``, ``namespaces``, ``limits-only``).
         eval_concurrency: Fitness commands run at once (0 = number of CPUs).
+        edit_attempts: LLM answers per mutation: a rejected edit is sent back with the reason
+            (``apply_reply``'s) and the model tries again, up to this many answers in all.
         remote: A git remote (name or URL) through which several clones, on several machines,
             share one population (``None``: only processes sharing this repository coordinate).
     """
@@ -119,6 +121,7 @@ class EvolveConfig(BaseModel):
     wall_seconds: float = Field(default=120.0, gt=0)
     isolation: Literal["auto", "namespaces", "limits-only"] = "auto"
     eval_concurrency: int = Field(default=0, ge=0)
+    edit_attempts: int = Field(default=2, ge=1)
     remote: str | None = None
 
     def sandbox(self) -> Sandbox:
@@ -300,7 +303,7 @@ class _Run:
         if self.on_candidate is not None:
             self.on_candidate(candidate)
 
-    async def ask(self, prompt: str, *, temperature: float, seed: int) -> str | None:
+    async def ask(self, prompt: str | list[Message], *, temperature: float, seed: int) -> str | None:
         context = RunContext(engine=self.engine, run_id=self.run_id)
         flow = generate(
             prompt, system=_SYSTEM, max_tokens=self.config.max_tokens, temperature=temperature, seed=seed
@@ -636,16 +639,32 @@ async def _mutation(
             continue
         region = rng.choice(regions)
         prompt = mutation_prompt(source, region, goal=state.config.goal, fitness=parent.note.fitness)
-        reply = await state.ask(prompt, temperature=state.config.temperature, seed=rng.randrange(1 << 30))
-        if reply is None:
-            return _rejected(
-                "mutation", (parent.sha,), agent, generation, f"LLM call failed for {region.label}", state
+        messages = [Message("user", prompt)]
+        result: Applied | Rejected | None = None
+        for _ in range(state.config.edit_attempts):
+            reply = await state.ask(
+                messages, temperature=state.config.temperature, seed=rng.randrange(1 << 30)
             )
-        result = apply_reply(source, region, reply)
-        if isinstance(result, Rejected):
-            detail = f"mutate {region.label}: rejected: {result.reason}"
+            if reply is None:
+                return _rejected(
+                    "mutation", (parent.sha,), agent, generation, f"LLM call failed for {region.label}", state
+                )
+            result = apply_reply(source, region, reply)
+            if isinstance(result, Applied):
+                break
+            # Repair turn: show the model why its edit was refused and ask again.
+            messages += [
+                Message("assistant", reply),
+                Message(
+                    "user",
+                    f"That edit was rejected: {result.reason}. Reply again with the complete new version "
+                    "in one code block.",
+                ),
+            ]
+        if not isinstance(result, Applied):
+            reason = result.reason if result is not None else "no attempt"
+            detail = f"mutate {region.label}: rejected: {reason}"
             return _rejected("mutation", (parent.sha,), agent, generation, detail, state)
-        assert isinstance(result, Applied)
         await anyio.Path(worktree.path / path).write_text(result.new_source, encoding="utf-8")
         await worktree.run("add", "--", path)
         detail = f"mutate {region.label}"

@@ -160,3 +160,21 @@ async def test_evolve_refuses_to_start_when_fitness_fails_on_base(make_repo: Cal
     with pytest.raises(ConfigError, match=r"exit code 3.*no such benchmark"):
         await evolve(config, FunctionEngine(_set_value(9)))
     assert git(repo, "for-each-ref", "refs/agentflow/claims") == ""
+
+
+async def test_mutation_repair_turn_sends_rejection_reason_back(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo({"code.py": "def value():\n    return 3\n"})
+    turns: list[int] = []
+
+    def answer(request: GenerationRequest) -> str:
+        assert request.messages is not None
+        turns.append(len(request.messages))
+        last = request.messages[-1].content
+        if "That edit was rejected: the new function does not parse" in last:
+            return "```python\ndef value():\n    return 10\n```"
+        return "```python\ndef value(:\n    return 10\n```"
+
+    report = await evolve(_config(repo, edit_attempts=2), FunctionEngine(answer))
+    [cand] = report.candidates
+    assert cand.status == "ok" and cand.fitness == 0.0
+    assert turns[1] == turns[0] + 2  # the second request carries the rejected answer and the reason
