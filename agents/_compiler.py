@@ -26,6 +26,7 @@ from agentflow.engines import Completion, GenerationRequest, Message, RequestHin
 from agentflow.errors import ConfigError, PlanError
 from agentflow.executors import Execution, Executor, Task, TaskResult, ToolRegistry, ToolView
 from agentflow.runtime import RunContext, infer
+from agentflow.secrets import redact
 
 from ._plan_parser import JsonPlanParser, PlanParser, format_plan, plan_json_schema
 
@@ -89,10 +90,10 @@ def observations(results: Mapping[int, TaskResult], limit: int = 2000) -> str:
     parts = []
     for tid in sorted(results):
         r = results[tid]
-        text = r.observation()
+        text = redact(r.observation())
         if len(text) > limit:
             text = text[:limit] + " [truncated]"
-        parts.append(f'<result id="{tid}" call="{r.task.call_text()}">\n{text}\n</result>')
+        parts.append(f'<result id="{tid}" call="{redact(r.task.call_text())}">\n{text}\n</result>')
     return "\n".join(parts)
 
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentflow.dsl import AgentflowError, Ok, State
 from agentflow.errors import ConfigError, ResumeError
+from agentflow.secrets import redact
 
 from ._serialize import decode_state, decode_value, encode_state, encode_value
 
@@ -333,6 +334,8 @@ class RunJournal:
         """
         text, kind = encode_value(value, result_type)
         state_text = encode_state(state)
+        # Secret values never reach the journal file, even if a step returned one.
+        text, state_text = redact(text), redact(state_text)
         self.check_scope_complete(path)
         row = self._rows[path]
         await self._put(

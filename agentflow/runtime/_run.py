@@ -19,6 +19,7 @@ import anyio
 from agentflow.dsl import Err, Event, Flow, Ok, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
+from agentflow.secrets import any_revealed, redact, redact_data
 
 from ._context import RunContext
 from ._durable import load_start, open_journal, run_journaled
@@ -80,14 +81,30 @@ async def run(
         context = RunContext(deps=deps, run_id=run_id or uuid.uuid4().hex[:12], engine=engine)
     try:
         if journal is None:
-            return await flow_value.run(context, state)
+            return _redacted(await flow_value.run(context, state))
         if not context.run_id:
             context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
-        return await run_journaled(flow_value, context, state, journal, workflow, inputs)
+        return _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
     finally:
         if owned is not None:
             with anyio.CancelScope(shield=True):
                 await owned.aclose()
+
+
+def _redacted(outcome: Ok[A] | Err) -> Ok[A] | Err:
+    """The outcome with every revealed secret value blanked out of its trace and error message."""
+    if not any_revealed():
+        return outcome
+    trace = tuple(
+        dataclasses.replace(e, data=redact_data(e.data))  # type: ignore[arg-type]
+        for e in outcome.trace
+    )
+    if isinstance(outcome, Err):
+        error = outcome.error
+        error.message = redact(error.message)
+        error.args = tuple(redact(a) if isinstance(a, str) else a for a in error.args)
+        return Err(error, outcome.state, trace)
+    return Ok(outcome.value, outcome.state, trace)
 
 
 def run_sync(
