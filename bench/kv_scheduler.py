@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
@@ -459,7 +460,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "engine": args.engine,
         "quick": quick,
         "seed": args.seed,
-        "machine": {"platform": platform.platform(), "threads": args.threads},
+        "machine": {
+            "platform": platform.platform(),
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
         "workload": {
             "workflows": n_wf,
             "fanout": fanout,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
@@ -155,6 +156,8 @@ def main() -> None:
         "queued": queued,
         "policy_decisions": decisions,
         "machine": platform.platform(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "results": results,
         "ratios": {
             "ours_over_fifo_policy": round(

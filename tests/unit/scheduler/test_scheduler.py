@@ -270,3 +270,22 @@ async def test_closed_scheduler_refuses_requests() -> None:
     with pytest.raises(SchedulerError, match="closed"):
         await scheduler.generate(_request("a", "q"))
     assert engine.cache_listener is None
+
+
+@pytest.mark.anyio
+async def test_engine_error_propagates_and_frees_the_slot() -> None:
+    calls: list[str] = []
+
+    def answer(request: GenerationRequest) -> str:
+        calls.append(request.hints.agent or "")
+        if len(calls) == 1:
+            raise RuntimeError("engine fell over")
+        return "fine"
+
+    scheduler = Scheduler(FunctionEngine(answer, prefix_cache=True))
+    with pytest.raises(RuntimeError, match="fell over"):
+        await scheduler.generate(_request("a", "first"))
+    assert scheduler.in_flight == 0
+    done = await scheduler.generate(_request("b", "second"))
+    assert done.text == "fine"
+    assert [r.agent for r in scheduler.metrics().requests] == ["b"]
