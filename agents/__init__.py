@@ -2,6 +2,7 @@
 
 - LLMCompiler (``llm_compiler``): a streamed plan of parallel tool calls, a joiner that finishes or replans.
 - ReAct (``react``): the one-call-per-turn baseline.
+- Memory tools (``memory_tools``: ``remember``/``recall``) and an LLM summarizer for memory trees.
 - Plan parsing for LLMCompiler text and JSON plans (``PlanParser``, ``JsonPlanParser``, ``plan_json_schema``).
 - EvoGit coders live in ``agentflow.agents.evogit``.
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 from ._compiler import CompilerResult, JoinDecision, PlanFormat, describe_tools, llm_compiler, observations
+from ._memory_tools import EngineSummarizer, memory_tools
 from ._plan_parser import (
     JsonPlanParser,
     ParsedPlan,
@@ -22,6 +24,7 @@ from ._react import ReactResult, react, react_turn_schema
 
 __all__ = [
     "CompilerResult",
+    "EngineSummarizer",
     "JoinDecision",
     "JsonPlanParser",
     "ParsedPlan",
@@ -31,6 +34,7 @@ __all__ = [
     "describe_tools",
     "format_plan",
     "llm_compiler",
+    "memory_tools",
     "observations",
     "parse_json_plan",
     "parse_plan",

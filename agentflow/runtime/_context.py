@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from agentflow.dsl import Context
 from agentflow.engines import Engine
+from agentflow.memory import MemoryStore
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,6 @@ class RunContext(Context):
 
     engine: Engine | None = None
     tools: object | None = None
-    memory: object | None = None
+    memory: MemoryStore | None = None
     tracer: object | None = None
     max_llm_tokens: int | None = None

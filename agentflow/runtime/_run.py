@@ -19,6 +19,7 @@ import anyio
 from agentflow.dsl import Err, Event, Flow, Ok, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
+from agentflow.memory import MemoryStore
 from agentflow.secrets import any_revealed, redact, redact_data
 
 from ._context import RunContext
@@ -45,6 +46,7 @@ async def run(
     run_id: str | None = None,
     context: RunContext | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
+    memory: MemoryStore | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -62,6 +64,7 @@ async def run(
         deps: User dependencies, read in steps with ``deps(T)``.
         run_id: The run's id (generated when omitted); also the scheduler's workflow id.
         context: A complete ``RunContext`` to use instead (``engine``/``deps``/``run_id`` must then be omitted).
+        memory: A memory store steps can read with ``(await ask(RunContext)).memory``.
         journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
@@ -71,14 +74,16 @@ async def run(
             another live process is running it.
         SerializationError: the inputs cannot be journaled.
     """
-    if context is not None and (engine is not None or deps is not None or run_id is not None):
-        raise ConfigError("pass either context=... or engine/deps/run_id to agentflow.run, not both")
+    if context is not None and (
+        engine is not None or deps is not None or run_id is not None or memory is not None
+    ):
+        raise ConfigError("pass either context=... or engine/deps/run_id/memory to agentflow.run, not both")
     flow_value = _as_flow(workflow, inputs)
     owned: Engine | None = None
     if context is None:
         if isinstance(engine, str):
             owned = engine = engine_from_spec(engine)
-        context = RunContext(deps=deps, run_id=run_id or uuid.uuid4().hex[:12], engine=engine)
+        context = RunContext(deps=deps, run_id=run_id or uuid.uuid4().hex[:12], engine=engine, memory=memory)
     try:
         if journal is None:
             return _redacted(await flow_value.run(context, state))
@@ -117,6 +122,7 @@ def run_sync(
     run_id: str | None = None,
     context: RunContext | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
+    memory: MemoryStore | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -129,6 +135,7 @@ def run_sync(
         run_id=run_id,
         context=context,
         journal=journal,
+        memory=memory,
     )
     return anyio.run(call)
 
