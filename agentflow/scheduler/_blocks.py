@@ -147,6 +147,10 @@ class BlockLRU:
         """Tokens the engine would reuse: leading cached full blocks, leaving at least one token to compute."""
         return self._cap(len(tokens), self._count(self.chain(tokens)))
 
+    def pinned(self) -> dict[tuple[int, ...], float]:
+        """Live pins: tokens -> expiry time."""
+        return dict(self._pins)
+
     def stats(self) -> BlockStats:
         """Prediction accuracy and the current capacity estimate."""
         return BlockStats(self._predictions, self._exact, self._abs_error, self._capacity, self._events)

@@ -7,9 +7,16 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from agentflow.engines import FunctionEngine, GenerationRequest, Message, RequestHints, TestEngine
+from agentflow.engines import (
+    Capabilities,
+    FunctionEngine,
+    GenerationRequest,
+    Message,
+    RequestHints,
+    TestEngine,
+)
 from agentflow.errors import SchedulerError
-from agentflow.scheduler import RequestMetrics, Scheduler
+from agentflow.scheduler import BlockLRU, RequestMetrics, Scheduler
 
 SYSTEMS = {
     name: f"You are agent {name}. " + " ".join(f"rule{i}-{name}" for i in range(40))
@@ -289,3 +296,28 @@ async def test_engine_error_propagates_and_frees_the_slot() -> None:
     done = await scheduler.generate(_request("b", "second"))
     assert done.text == "fine"
     assert [r.agent for r in scheduler.metrics().requests] == ["b"]
+
+
+class ForgetfulBlockEngine(FunctionEngine):
+    """Declares a block prefix cache (like vLLM) but never reuses anything, so the shadow model must adapt."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda request: "ok")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(prefix_cache="block", slots=4, block_size=4)
+
+
+@pytest.mark.anyio
+async def test_block_model_shrinks_capacity_when_engine_reports_fewer_cached_tokens() -> None:
+    scheduler = Scheduler(ForgetfulBlockEngine(), cache_budget_tokens=4000)
+    model = scheduler.cache_model
+    assert isinstance(model, BlockLRU)
+    before = model.stats().capacity_blocks
+    for i in range(3):
+        await scheduler.generate(_request("a", f"q{i}"))
+    stats = model.stats()
+    assert stats.predictions == 3
+    assert stats.capacity_blocks is not None and before is not None and stats.capacity_blocks < before
+    assert scheduler.metrics().prediction_abs_error_tokens > 0
