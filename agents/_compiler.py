@@ -14,6 +14,7 @@ instructions.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from agentflow.dsl import Flow, LoopLimitError, ask, flow, named, tell
 from agentflow.engines import Completion, GenerationRequest, Message, RequestHints, Usage
 from agentflow.errors import ConfigError, PlanError
 from agentflow.executors import Execution, Executor, Task, TaskResult, ToolRegistry, ToolView
+from agentflow.memory import TaskMemoryTree
 from agentflow.runtime import RunContext, infer
 from agentflow.secrets import redact
 
@@ -221,6 +223,25 @@ async def _plan_and_execute(
     return _Round("".join(text_parts), round_tasks, results, completion)
 
 
+async def _record_tasks(tree: TaskMemoryTree, root: str, rnd: _Round) -> None:
+    """One node per task under the question's node, with its dependencies, filled with its outcome."""
+    for task in rnd.tasks:
+        node = f"{root}/{task.id}"
+        await tree.add_task(
+            task.call_text(),
+            input=json.dumps({"args": list(task.args), "kwargs": dict(task.kwargs)}, default=str),
+            parent=root,
+            deps=[f"{root}/{d}" for d in sorted(task.deps) if d in rnd.results or d < task.id],
+            node_id=node,
+        )
+        await tree.start(node)
+        result = rnd.results[task.id]
+        if result.ok:
+            await tree.complete(node, redact(result.observation()))
+        else:
+            await tree.fail(node, redact(result.observation()))
+
+
 def llm_compiler(
     question: str,
     tools: ToolRegistry | ToolView,
@@ -235,6 +256,7 @@ def llm_compiler(
     system: str | None = None,
     max_calls: int = 12,
     max_string: int = 160,
+    task_memory: TaskMemoryTree | None = None,
 ) -> Flow[CompilerResult]:
     """Answer ``question`` with the LLMCompiler pattern on the run's engine.
 
@@ -251,6 +273,8 @@ def llm_compiler(
         system: Extra instructions for the planner.
         max_calls: Most calls a JSON plan may hold (a grammar bound that keeps small models from rambling).
         max_string: Longest string argument a JSON plan may hold.
+        task_memory: A task memory tree to fill as the run goes: one node for the question, one child per
+            task (with its dependencies), started when it is planned and completed or failed with its result.
     """
     if max_replans < 0 or max_plan_repairs < 0:
         raise ConfigError("llm_compiler max_replans and max_plan_repairs must be >= 0")
@@ -329,6 +353,11 @@ def llm_compiler(
 
     @flow
     async def run_compiler() -> CompilerResult:
+        ctx = await ask(RunContext)
+        root = f"compiler:{ctx.run_id or id(ctx)}"
+        if task_memory is not None:
+            await task_memory.add_task(question, input=question, node_id=root)
+            await task_memory.start(root)
         added: list[Task] = []
         plans: list[str] = []
         history: list[tuple[str, Mapping[int, TaskResult], str]] = []
@@ -336,6 +365,8 @@ def llm_compiler(
         async with executor.open() as execution:
             for replans in range(max_replans + 1):
                 rnd = await named("plan", plan_round(execution, added, tuple(history)))
+                if task_memory is not None:
+                    await _record_tasks(task_memory, root, rnd)
                 plans.append(rnd.text)
                 final = replans == max_replans
                 decision = await named(
@@ -345,6 +376,8 @@ def llm_compiler(
                 if decision.action == "finish" or final:
                     execution.close()
                     await execution.wait()
+                    if task_memory is not None:
+                        await task_memory.complete(root, decision.answer)
                     return CompilerResult(
                         answer=decision.answer,
                         replans=replans,

@@ -74,3 +74,36 @@ async def test_engine_summarizer_feeds_tree_summaries(tmp_path: Path) -> None:
         hits = await tree.search("tea", 1)
     assert any("Green tea" in s for s in seen)
     assert any(node.summary == "Summary: notes about tea." for node in hits[0].path)
+
+
+async def test_compiler_fills_the_task_memory_tree_as_it_runs(tmp_path: Path) -> None:
+    registry = ToolRegistry()
+
+    def double(x: int) -> int:
+        """Double a number.
+
+        Args:
+            x: The number.
+        """
+        return 2 * x
+
+    registry.register(double)
+
+    def answer(req: GenerationRequest) -> str:
+        if req.json_schema is not None and req.json_schema.get("type") == "array":
+            return json.dumps([{"tool": "double", "args": {"x": 2}}, {"tool": "double", "args": {"x": "$1"}}])
+        return json.dumps({"action": "finish", "answer": "8"})
+
+    async with MemoryStore(tmp_path / "m.db") as store:
+        tree = store.task_tree("tasks")
+        out = await run(
+            llm_compiler("Double 2 twice", registry, task_memory=tree),
+            engine=FunctionEngine(answer),
+            run_id="r7",
+        )
+        assert isinstance(out, Ok), out
+        nodes = {n.id: n for n in await tree.nodes()}
+        assert nodes["compiler:r7"].output == "8"
+        assert nodes["compiler:r7/2"].output == "8" and nodes["compiler:r7/2"].deps == ("compiler:r7/1",)
+        prompt = await tree.prompt_for("compiler:r7/2", 200)
+        assert "Double 2 twice" in prompt
