@@ -20,8 +20,6 @@ from agentflow.errors import AgentflowError, PlanError
 from agentflow.executors import ToolRegistry, substitute
 from agentflow.plans import load_plan_text
 
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
-FUZZ_SLOW = settings(max_examples=800, deadline=None, suppress_health_check=list(HealthCheck))
 TOOLS = {"search", "math", "math.factorial"}
 
 plan_alphabet = st.sampled_from(list("0123456789.()[]{},:=\"$ \n\tabcjoinsearchmath_-\\'#TruNlF"))
@@ -34,10 +32,7 @@ plan_like = st.lists(
 ).map("".join)
 
 
-@FUZZ
-@given(st.one_of(st.text(max_size=200), plan_like), st.integers(1, 7))
-@pytest.mark.timeout(300)
-def test_plan_parser_raises_only_plan_error(text: str, cut: int) -> None:
+def check_plan_parser(text: str, cut: int) -> None:
     for parser in (PlanParser(TOOLS), JsonPlanParser(TOOLS)):
         try:
             for i in range(0, len(text), cut):
@@ -72,10 +67,7 @@ yaml_like = st.lists(
 ).map("".join)
 
 
-@FUZZ_SLOW
-@given(st.one_of(yaml_like, st.binary(max_size=120)))
-@pytest.mark.timeout(300)
-def test_yaml_plan_loader_raises_only_plan_error(text: str | bytes) -> None:
+def check_yaml_loader(text: str | bytes) -> None:
     with contextlib.suppress(PlanError):
         load_plan_text(text, file="fuzz.yaml")
 
@@ -86,23 +78,7 @@ class Target(BaseModel):
     tags: list[str] = []
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(
-    st.one_of(
-        st.text(max_size=80),
-        st.builds(
-            json.dumps,
-            st.recursive(
-                st.none() | st.integers() | st.text(max_size=10),
-                lambda c: st.lists(c) | st.dictionaries(st.text(max_size=5), c),
-                max_leaves=8,
-            ),
-        ),
-        st.builds(lambda n, c: json.dumps({"name": n, "count": c}), st.text(max_size=30), st.integers(-5, 5)),
-    )
-)
-@pytest.mark.timeout(300)
-def test_infer_validation_gives_a_model_or_inference_error(raw: str) -> None:
+def check_infer(raw: str) -> None:
     async def go() -> Ok[Target] | Err:
         return await run(infer(Target, "x", max_repairs=1), engine=FunctionEngine(lambda r: raw))
 
@@ -120,20 +96,7 @@ json_values = st.recursive(
 )
 
 
-@FUZZ_SLOW
-@given(
-    json_values,
-    st.dictionaries(
-        st.integers(1, 3),
-        st.one_of(
-            st.text(max_size=12), st.integers(), st.dictionaries(st.sampled_from(["a", "b"]), st.integers())
-        ),
-    ),
-)
-@pytest.mark.timeout(300)
-def test_substitution_raises_only_lookup_or_our_errors_and_never_rescans(
-    value: object, results: dict[int, object]
-) -> None:
+def check_substitution(value: object, results: dict[int, object]) -> None:
     try:
         out = substitute(value, results)  # type: ignore[arg-type]
     except (LookupError, AgentflowError):
@@ -141,6 +104,52 @@ def test_substitution_raises_only_lookup_or_our_errors_and_never_rescans(
     # Substituting again must change nothing that came from a result: results holding "$N" stay literal.
     if isinstance(value, str) and value.strip() in {f"${k}" for k in results}:
         assert out == results[int(value.strip()[1:])]
+
+
+infer_outputs = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        json.dumps,
+        st.recursive(
+            st.none() | st.integers() | st.text(max_size=10),
+            lambda c: st.lists(c) | st.dictionaries(st.text(max_size=5), c),
+            max_leaves=8,
+        ),
+    ),
+    st.builds(lambda n, c: json.dumps({"name": n, "count": c}), st.text(max_size=30), st.integers(-5, 5)),
+)
+ref_results = st.dictionaries(
+    st.integers(1, 3),
+    st.one_of(
+        st.text(max_size=12), st.integers(), st.dictionaries(st.sampled_from(["a", "b"]), st.integers())
+    ),
+)
+
+TARGETS = {
+    "plan_parser": (
+        (st.one_of(st.text(max_size=200), plan_like), st.integers(1, 7)),
+        check_plan_parser,
+        1500,
+    ),
+    "yaml_loader": ((st.one_of(yaml_like, st.binary(max_size=120)),), check_yaml_loader, 800),
+    "infer_validation": ((infer_outputs,), check_infer, 300),
+    "substitution": ((json_values, ref_results), check_substitution, 800),
+}
+"""name -> (strategies, check, examples in CI); bench/fuzz.py runs the same checks for longer."""
+
+
+def _fuzz_test(name: str) -> object:
+    strategies, check, examples = TARGETS[name]
+    wrapped = settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))(
+        given(*strategies)(check)
+    )
+    return pytest.mark.timeout(300)(wrapped)
+
+
+test_plan_parser_raises_only_plan_error = _fuzz_test("plan_parser")
+test_yaml_plan_loader_raises_only_plan_error = _fuzz_test("yaml_loader")
+test_infer_validation_gives_a_model_or_inference_error = _fuzz_test("infer_validation")
+test_substitution_raises_only_lookup_or_our_errors_and_never_rescans = _fuzz_test("substitution")
 
 
 def test_registry_validation_rejects_without_crashing() -> None:
