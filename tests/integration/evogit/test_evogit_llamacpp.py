@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git
+from _evogit_repos import git
 
 from agentflow.agents.evogit import EvolveConfig, GitRepo, PopulationStore, evolve
 

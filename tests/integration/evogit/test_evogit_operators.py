@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FITNESS, git
+from _evogit_repos import FITNESS, git
 
 from agentflow.agents.evogit import EvolveConfig, GitRepo, PopulationStore, evaluate_commit, evolve
 from agentflow.engines import FunctionEngine, GenerationRequest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import git
+from _evogit_repos import git
 
 from agentflow.agents.evogit import (
     NOTES_REF,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from conftest import git
+from _evogit_repos import git
 
 from agentflow.agents.evogit import (
     FitnessNote,
