@@ -16,6 +16,7 @@ with ``raise X(...) from exc``.
         ├── StepTimeout            a step ran past its time limit
         ├── MergeConflict          parallel branches wrote an unruled state field
         ├── LoopLimitError         a loop, replan or retry budget ran out
+        ├── BudgetExceededError    a run used up its token budget
         ├── RaceLostError          every branch of a race failed
         ├── EngineError            an LLM engine failed
         │   ├── EngineUnavailableError   cannot load / reach the engine
@@ -45,6 +46,7 @@ from agentflow.dsl._errors import (
 
 __all__ = [
     "AgentflowError",
+    "BudgetExceededError",
     "ConfigError",
     "EngineError",
     "EngineRequestError",
@@ -153,3 +155,15 @@ class MemoryStoreError(RuntimeFailure):
 
 class ResumeError(RuntimeFailure):
     """A resumed run does not match its journal (the code or inputs changed)."""
+
+
+class BudgetExceededError(RuntimeFailure):
+    """A run used up its LLM token budget (``agentflow.run(..., max_llm_tokens=N)``)."""
+
+    def __init__(self, used: int, limit: int, *, where: str | None = None) -> None:
+        self.used = used
+        self.limit = limit
+        super().__init__(
+            f"the run used {used} LLM tokens of its budget of {limit}; raise max_llm_tokens or shorten the work",
+            where=where,
+        )

@@ -300,6 +300,8 @@ def llm_compiler(
                 json_schema=plan_schema if plan_format == "json" else None,
                 hints=RequestHints(workflow_id=ctx.run_id or None, agent="planner"),
             )
+            if ctx.budget is not None:
+                ctx.budget.check("planner")
             started = time.time()
             try:
                 rnd = await _plan_and_execute(ctx, tools, execution, request, plan_format, first_id, added)
@@ -311,6 +313,8 @@ def llm_compiler(
                 continue
             if rnd.completion is not None:
                 u = rnd.completion.usage
+                if ctx.budget is not None:
+                    ctx.budget.charge(u)
                 await tell(
                     "llm.call",
                     engine=ctx.engine.name,

@@ -3,7 +3,7 @@ and LLM calls as flows."""
 
 from __future__ import annotations
 
-from ._context import RunContext
+from ._context import RunContext, TokenBudget
 from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
 from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus
@@ -24,6 +24,7 @@ __all__ = [
     "SqliteJournal",
     "StepRecord",
     "StepStatus",
+    "TokenBudget",
     "Workflow",
     "gc_runs",
     "generate",

@@ -5,8 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentflow.dsl import Context
-from agentflow.engines import Engine
+from agentflow.engines import Engine, Usage
+from agentflow.errors import BudgetExceededError, ConfigError
 from agentflow.memory import MemoryStore
+
+
+class TokenBudget:
+    """LLM tokens (prompt + completion) a run may still use; shared by all its steps.
+
+    Args:
+        limit: Total tokens allowed for the run.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ConfigError(f"max_llm_tokens must be >= 1, got {limit}")
+        self.limit = limit
+        self.used = 0  # lifetime: the run's; grows with every completed LLM call
+
+    def check(self, where: str) -> None:
+        """Raise ``BudgetExceededError`` if nothing is left (called before each LLM call)."""
+        if self.used >= self.limit:
+            raise BudgetExceededError(self.used, self.limit, where=where or "<root>")
+
+    def charge(self, usage: Usage) -> None:
+        """Record a completed call's tokens."""
+        self.used += usage.prompt_tokens + usage.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -21,11 +45,11 @@ class RunContext(Context):
         tools: The tool registry available to agents, if any.
         memory: The memory store / trees available to agents, if any.
         tracer: The OpenTelemetry tracer, if tracing is configured.
-        max_llm_tokens: Limit on generated + prompt tokens per run (``None``: unlimited).
+        budget: The run's LLM token budget (``None``: unlimited); see ``agentflow.run(max_llm_tokens=...)``.
     """
 
     engine: Engine | None = None
     tools: object | None = None
     memory: MemoryStore | None = None
     tracer: object | None = None
-    max_llm_tokens: int | None = None
+    budget: TokenBudget | None = None

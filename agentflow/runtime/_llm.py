@@ -84,8 +84,13 @@ def _record(env: Env, engine: Engine, completion: Completion, t0: float, **extra
 
 
 async def _call(env: Env, engine: Engine, request: GenerationRequest, **extra: object) -> Completion:
+    budget = env.ctx.budget if isinstance(env.ctx, RunContext) else None
+    if budget is not None:
+        budget.check(env.path)
     t0 = time.time()
     completion = await engine.generate(request)
+    if budget is not None:
+        budget.charge(completion.usage)
     _record(env, engine, completion, t0, **extra)
     return completion
 

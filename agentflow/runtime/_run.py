@@ -22,7 +22,7 @@ from agentflow.errors import ConfigError
 from agentflow.memory import MemoryStore
 from agentflow.secrets import any_revealed, redact, redact_data
 
-from ._context import RunContext
+from ._context import RunContext, TokenBudget
 from ._durable import load_start, open_journal, run_journaled
 from ._journal import Journal
 from ._serialize import to_json
@@ -47,6 +47,7 @@ async def run(
     context: RunContext | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
     memory: MemoryStore | None = None,
+    max_llm_tokens: int | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -65,6 +66,8 @@ async def run(
         run_id: The run's id (generated when omitted); also the scheduler's workflow id.
         context: A complete ``RunContext`` to use instead (``engine``/``deps``/``run_id`` must then be omitted).
         memory: A memory store steps can read with ``(await ask(RunContext)).memory``.
+        max_llm_tokens: Most LLM tokens (prompt + completion) the whole run may use; past it, LLM steps
+            fail with ``BudgetExceededError``.
         journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
@@ -77,13 +80,21 @@ async def run(
     if context is not None and (
         engine is not None or deps is not None or run_id is not None or memory is not None
     ):
-        raise ConfigError("pass either context=... or engine/deps/run_id/memory to agentflow.run, not both")
+        raise ConfigError(
+            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens to agentflow.run, not both"
+        )
     flow_value = _as_flow(workflow, inputs)
     owned: Engine | None = None
     if context is None:
         if isinstance(engine, str):
             owned = engine = engine_from_spec(engine)
-        context = RunContext(deps=deps, run_id=run_id or uuid.uuid4().hex[:12], engine=engine, memory=memory)
+        context = RunContext(
+            deps=deps,
+            run_id=run_id or uuid.uuid4().hex[:12],
+            engine=engine,
+            memory=memory,
+            budget=TokenBudget(max_llm_tokens) if max_llm_tokens is not None else None,
+        )
     try:
         if journal is None:
             return _redacted(await flow_value.run(context, state))
@@ -123,6 +134,7 @@ def run_sync(
     context: RunContext | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
     memory: MemoryStore | None = None,
+    max_llm_tokens: int | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -136,6 +148,7 @@ def run_sync(
         context=context,
         journal=journal,
         memory=memory,
+        max_llm_tokens=max_llm_tokens,
     )
     return anyio.run(call)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 
 import anyio
 import pytest
@@ -28,7 +28,7 @@ from agentflow.errors import EngineRequestError, InferenceError
 pytestmark = pytest.mark.anyio
 
 
-class Mood(str, Enum):
+class Mood(StrEnum):
     happy = "happy"
     sad = "sad"
 
@@ -142,3 +142,21 @@ async def test_two_runs_with_different_engines_do_not_interfere() -> None:
         tg.start_soon(one, "a")
         tg.start_soon(one, "b")
     assert results == {"a": "from a", "b": "from b"}
+
+
+async def test_token_budget_stops_llm_calls_past_the_limit() -> None:
+    from agentflow.errors import BudgetExceededError
+
+    @flow
+    async def chatty() -> int:
+        n = 0
+        while True:
+            await generate("say something")
+            n += 1
+
+    out = await run(chatty(), engine=TestEngine(response="words " * 20), max_llm_tokens=100)
+    assert isinstance(out, Err)
+    assert isinstance(out.error, BudgetExceededError)
+    assert out.error.used >= 100 and out.error.limit == 100
+    calls = [e for e in out.trace if e.kind == "llm.call"]
+    assert 1 <= len(calls) < 10
