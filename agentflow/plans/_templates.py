@@ -28,7 +28,7 @@ __all__ = [
     "to_text",
 ]
 
-_HOLE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_MAX_EXPR = 200
 _EXPR = re.compile(r"[A-Za-z_]\w*(?:\.(?:[A-Za-z_]\w*|\d+)|\[\d+\])*")
 _PART = re.compile(r"\.([A-Za-z_]\w*|\d+)|\[(\d+)\]")
 
@@ -86,26 +86,29 @@ class Template:
 
 
 def parse_template(text: str) -> Template:
-    """Parse ``text`` into literal pieces and ``Ref`` holes.
+    """Parse ``text`` into literal pieces and ``Ref`` holes (one linear scan).
 
     Raises:
         TemplateSyntaxError: An unclosed ``{{`` or a hole that is not a reference expression.
     """
     pieces: list[str | Ref] = []
     pos = 0
-    for match in _HOLE.finditer(text):
-        literal = text[pos : match.start()]
-        if "{{" in literal:
-            start = pos + literal.index("{{")
+    while True:
+        start = text.find("{{", pos)
+        if start < 0:
+            break
+        end = text.find("}}", start + 2)
+        if end < 0:
             raise TemplateSyntaxError("'{{' is not closed by '}}'", start)
-        if literal:
-            pieces.append(literal)
-        expr = match.group(1).strip()
-        if not _EXPR.fullmatch(expr):
+        if start > pos:
+            pieces.append(text[pos:start])
+        raw = text[start + 2 : end]
+        expr = raw.strip()
+        if len(expr) > _MAX_EXPR or not _EXPR.fullmatch(expr):
+            shown = raw if len(raw) <= 40 else raw[:37] + "..."
             raise TemplateSyntaxError(
-                f"'{{{{{match.group(1)}}}}}' is not a reference; write e.g. {{{{inputs.name}}}} or "
-                "{{steps.some_step.field}}",
-                match.start(),
+                f"'{{{{{shown}}}}}' is not a reference; write e.g. {{{{inputs.name}}}} or {{{{steps.some_step.field}}}}",
+                start,
             )
         root = re.match(r"[A-Za-z_]\w*", expr)
         assert root is not None
@@ -119,12 +122,9 @@ def parse_template(text: str) -> Template:
             else:
                 parts.append(name)
         pieces.append(Ref(root.group(0), tuple(parts), expr))
-        pos = match.end()
-    rest = text[pos:]
-    if "{{" in rest:
-        raise TemplateSyntaxError("'{{' is not closed by '}}'", pos + rest.index("{{"))
-    if rest:
-        pieces.append(rest)
+        pos = end + 2
+    if pos < len(text):
+        pieces.append(text[pos:])
     return Template(tuple(pieces))
 
 

@@ -35,7 +35,94 @@ MAX_DEPTH = 64
 Path = tuple[str | int, ...]
 """Where a value sits in the document: keys and list indices from the root."""
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_EVENTS_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVER = yaml.resolver.Resolver()
+_MAX_FLOW_BRACKETS = 2 * 64  # unclosed '[' / '{' allowed before parsing (YAML scanners are O(n * depth))
+
+
+def _flow_bound(text: str) -> int:
+    """An upper bound of the flow-collection nesting: unclosed ``[``/``{`` anywhere (quotes ignored)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif ch in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
+def _compose(text: str, file: str | None) -> yaml.Node | None:
+    """Compose the YAML node graph from parser events without recursion, checking depth as it goes.
+
+    PyYAML's composers (libyaml's and the Python one) recurse once per nesting level, which deep input
+    turns into a crash or a RecursionError; here the nesting is an explicit stack.
+    """
+    root: yaml.Node | None = None
+    anchors: dict[str, yaml.Node] = {}
+    stack: list[yaml.Node] = []
+    pending_keys: list[yaml.Node | None] = []  # per open mapping: its key waiting for a value
+    documents = 0
+
+    def fail(message: str, event: yaml.Event) -> PlanError:
+        mark = event.start_mark
+        return PlanError(message, file=file, line=mark.line + 1, column=mark.column + 1)
+
+    def attach(node: yaml.Node, event: yaml.Event) -> None:
+        nonlocal root
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None and not isinstance(event, yaml.AliasEvent):
+            anchors[anchor] = node
+        if not stack:
+            root = node
+            return
+        parent = stack[-1]
+        if isinstance(parent, yaml.SequenceNode):
+            parent.value.append(node)
+        elif pending_keys[-1] is None:
+            pending_keys[-1] = node
+        else:
+            parent.value.append((pending_keys[-1], node))
+            pending_keys[-1] = None
+
+    for event in yaml.parse(text, Loader=_EVENTS_LOADER):
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise fail("a plan file holds one YAML document; remove the extra '---' document", event)
+        elif isinstance(event, yaml.AliasEvent):
+            target = anchors.get(event.anchor)
+            if target is None:
+                raise fail(
+                    f"alias *{event.anchor} has no anchor &{event.anchor} before it; define it first", event
+                )
+            attach(target, event)
+        elif isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
+            attach(
+                yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style), event
+            )
+        elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            is_seq = isinstance(event, yaml.SequenceStartEvent)
+            kind = yaml.SequenceNode if is_seq else yaml.MappingNode
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = _RESOLVER.resolve(kind, None, event.implicit)
+            node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+            attach(node, event)
+            stack.append(node)
+            pending_keys.append(None)
+            if len(stack) > MAX_DEPTH:
+                raise fail(f"the plan nests deeper than {MAX_DEPTH} levels; flatten it", event)
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            stack.pop().end_mark = event.end_mark
+            pending_keys.pop()
+    return root
+
+
 _SCALARS = yaml.SafeLoader("")
 _TAG = "tag:yaml.org,2002:"
 
@@ -183,8 +270,14 @@ def read_yaml(text: str | bytes, *, file: str | None = None) -> Document:
             ) from exc
     if "\x00" in text:
         raise PlanError("the plan contains a NUL character; save it as plain UTF-8 text", file=file)
+    if _flow_bound(text) > _MAX_FLOW_BRACKETS:
+        raise PlanError(
+            f"the plan nests deeper than {MAX_DEPTH} levels (it has more than {_MAX_FLOW_BRACKETS} unclosed "
+            "'[' or '{'); flatten it, or balance brackets inside text",
+            file=file,
+        )
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = _compose(text, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -196,8 +289,6 @@ def read_yaml(text: str | bytes, *, file: str | None = None) -> Document:
         ) from None
     except yaml.YAMLError as exc:
         raise PlanError(f"invalid YAML: {exc}; fix the syntax", file=file) from None
-    except RecursionError:
-        raise PlanError(f"the plan nests deeper than {MAX_DEPTH} levels; flatten it", file=file) from None
     if node is None:
         raise PlanError(
             "the plan is empty; start it with 'apiVersion: agentflow/v1' and 'kind: Plan'", file=file

@@ -259,3 +259,23 @@ steps:
     )
     assert err.line == 10
     assert "has not run at this point" in err.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 200_000,
+        "- " * 200_000,
+        "{a: " * 200_000,
+        "a:\n" + "".join("  " * i + "- x:\n" for i in range(200)),
+    ],
+)
+def test_load_rejects_deep_nesting_without_crashing(text: str) -> None:
+    err = _error(text)
+    assert "nests deeper than" in err.message
+
+
+def test_load_rejects_a_huge_unclosed_template_in_linear_time() -> None:
+    prompt = "{{inputs.x}} " * 50_000 + "{{inputs.x"
+    err = _error(HEAD + "inputs: {x: {type: string}}\nsteps:\n  - id: a\n    prompt: '" + prompt + "'\n")
+    assert "not closed" in err.message and err.line == 6
