@@ -35,10 +35,10 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from agentflow.executors import TOOL_NAME, Task, Tool, ToolRegistry, ToolView, ref_ids
 from pydantic import JsonValue
 
 from agentflow.errors import PlanError, ToolError
+from agentflow.executors import TOOL_NAME, Task, Tool, ToolRegistry, ToolView, ref_ids
 
 __all__ = [
     "JsonPlanParser",
