@@ -33,6 +33,23 @@ def load_targets() -> dict[str, Any]:
     return dict(module.TARGETS)
 
 
+def _counting(check: Any, arity: int, counter: list[int]) -> Any:
+    """``check`` with a fixed number of positional parameters (hypothesis refuses ``*args``), counting calls."""
+    if arity == 1:
+
+        def one(a: object) -> None:
+            counter[0] += 1
+            check(a)
+
+        return one
+
+    def two(a: object, b: object) -> None:
+        counter[0] += 1
+        check(a, b)
+
+    return two
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -48,13 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, (strategies, check, ci_examples) in load_targets().items():
         if args.only and name not in args.only:
             continue
-        count = 0
-
-        def counted(*values: object, _check: Any = check) -> None:
-            nonlocal count
-            count += 1
-            _check(*values)
-
+        counter = [0]
+        counted = _counting(check, len(strategies), counter)
         test = settings(
             max_examples=n if name != "infer_validation" else max(ci_examples, n // 10),
             deadline=None,
@@ -68,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as exc:
             failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
         seconds = time.perf_counter() - t0
+        count = counter[0]
         results[name] = {"cases": count, "seconds": seconds, "ok": failure is None, "failure": failure}
         print(
             f"{name:18} {count:7d} cases  {seconds:7.1f} s  {'ok' if failure is None else 'FAILED'}",
