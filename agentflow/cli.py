@@ -167,7 +167,7 @@ async def _run_flow(
     engine = Scheduler(engine_from_spec(spec))
     try:
         context = RunContext(run_id=run_id, engine=engine, services={PROGRESS_SERVICE: progress})
-        outcome = await run(workflow, inputs, context=context)  # type: ignore[arg-type]
+        outcome: object = await run(workflow, inputs, context=context)  # type: ignore[arg-type]
     finally:
         with anyio.CancelScope(shield=True):
             await engine.aclose()

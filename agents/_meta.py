@@ -90,7 +90,8 @@ def _steps(
     step_id: dict[str, JsonValue] = {"$ref": "#/$defs/id"}
     llm_props: dict[str, JsonValue] = {"id": step_id, "prompt": text}
     if agents:
-        llm_props["agent"] = {"type": "string", "enum": sorted(agents)}
+        names: list[JsonValue] = list(sorted(agents))
+        llm_props["agent"] = {"type": "string", "enum": names}
     leaves: list[JsonValue] = [
         {
             "type": "object",

@@ -131,7 +131,7 @@ def condition_holds(cond: Condition, lookup: Mapping[str, object]) -> bool:
         return False
     for op in ("gt", "ge", "lt", "le"):
         if op in used:
-            bound = getattr(cond, op)
+            bound = float(getattr(cond, op))
             number = _number(value, cond)
             return {"gt": number > bound, "ge": number >= bound, "lt": number < bound, "le": number <= bound}[
                 op

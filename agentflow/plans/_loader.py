@@ -284,7 +284,7 @@ def _data_path(data: JsonValue, loc: Sequence[str | int]) -> Path:
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         ):
             path.append(part)
-            node = node[part]
+            node = node[part]  # type: ignore[index]
         elif isinstance(node, dict) and isinstance(part, int) and str(part) in node:
             path.append(str(part))
             node = node[str(part)]

@@ -282,7 +282,7 @@ _KIND_CLASSES: dict[str, type[_StepBase]] = {
 class Plan(_Model):
     """A declarative workflow: engine defaults, tools, agents, typed inputs/outputs and steps."""
 
-    apiVersion: Literal["agentflow/v1"] = API_VERSION
+    apiVersion: Literal["agentflow/v1"] = "agentflow/v1"
     kind: Literal["Plan"] = "Plan"
     name: str = Field(default="plan", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None

@@ -53,6 +53,20 @@ def _flow_bound(text: str) -> int:
     return deepest
 
 
+def _resolve(kind: type[yaml.Node], value: str | None, implicit: object) -> str:
+    """The tag PyYAML's resolver gives an untagged node (``int``, ``bool``, ``str``...)."""
+    tag: str = _RESOLVER.resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+    return tag
+
+
+def _mark(mark: object) -> yaml.Mark | None:
+    """libyaml's marks as PyYAML marks (the node classes are typed for the latter)."""
+    if mark is None:
+        return None
+    line, column = int(getattr(mark, "line", 0)), int(getattr(mark, "column", 0))
+    return yaml.Mark(str(getattr(mark, "name", "")), int(getattr(mark, "index", 0)), line, column, None, 0)
+
+
 def _compose(text: str, file: str | None) -> yaml.Node | None:
     """Compose the YAML node graph from parser events without recursion, checking depth as it goes.
 
@@ -67,6 +81,8 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
 
     def fail(message: str, event: yaml.Event) -> PlanError:
         mark = event.start_mark
+        if mark is None:
+            return PlanError(message, file=file)
         return PlanError(message, file=file, line=mark.line + 1, column=mark.column + 1)
 
     def attach(node: yaml.Node, event: yaml.Event) -> None:
@@ -92,7 +108,7 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
             if documents > 1:
                 raise fail("a plan file holds one YAML document; remove the extra '---' document", event)
         elif isinstance(event, yaml.AliasEvent):
-            target = anchors.get(event.anchor)
+            target = anchors.get(event.anchor or "")
             if target is None:
                 raise fail(
                     f"alias *{event.anchor} has no anchor &{event.anchor} before it; define it first", event
@@ -101,24 +117,27 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
         elif isinstance(event, yaml.ScalarEvent):
             tag = event.tag
             if tag is None or tag == "!":
-                tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
+                tag = _resolve(yaml.ScalarNode, event.value, event.implicit)
             attach(
-                yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style), event
+                yaml.ScalarNode(
+                    tag, event.value, _mark(event.start_mark), _mark(event.end_mark), style=event.style
+                ),
+                event,
             )
         elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
             is_seq = isinstance(event, yaml.SequenceStartEvent)
             kind = yaml.SequenceNode if is_seq else yaml.MappingNode
             tag = event.tag
             if tag is None or tag == "!":
-                tag = _RESOLVER.resolve(kind, None, event.implicit)
-            node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+                tag = _resolve(kind, None, event.implicit)
+            node = kind(tag, [], _mark(event.start_mark), None, flow_style=event.flow_style)
             attach(node, event)
             stack.append(node)
             pending_keys.append(None)
             if len(stack) > MAX_DEPTH:
                 raise fail(f"the plan nests deeper than {MAX_DEPTH} levels; flatten it", event)
         elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
-            stack.pop().end_mark = event.end_mark
+            stack.pop().end_mark = _mark(event.end_mark)
             pending_keys.pop()
     return root
 
