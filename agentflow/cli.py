@@ -81,15 +81,17 @@ def _error_text(exc: AgentflowError) -> str:
 class _Progress:
     """Step progress: a rich live display on a terminal, plain lines otherwise (``--quiet``: nothing)."""
 
-    def __init__(self, *, quiet: bool, stream: object = None) -> None:
+    def __init__(self, *, quiet: bool) -> None:
+        from rich.progress import Progress, TaskID
+
         self.quiet = quiet
         self.console = _err_console()
         self.live = not quiet and self.console.is_terminal
         self.t0 = time.monotonic()
-        self.done = 0
-        self.failed = 0
-        self._progress: object = None
-        self._task: object = None
+        self.done = 0  # steps finished so far
+        self.failed = 0  # steps failed so far
+        self._progress: Progress | None = None  # the live display while ``show`` is open
+        self._task: TaskID | None = None
 
     @contextlib.contextmanager
     def show(self) -> Iterator[_Progress]:
@@ -117,11 +119,8 @@ class _Progress:
             self.failed += 1
         if self.quiet:
             return
-        if self._progress is not None:
-            from rich.progress import Progress
-
-            assert isinstance(self._progress, Progress)
-            self._progress.update(self._task, description=f"{event:<5} {path}", completed=self.done)  # type: ignore[arg-type]
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=f"{event:<5} {path}", completed=self.done)
             return
         elapsed = time.monotonic() - self.t0
         print(f"[{elapsed:7.2f}s] {event:<5} {path}", file=sys.stderr, flush=True)
@@ -245,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 started=started,
                 finished=finished,
                 ok=ok,
-                inputs={k: v for k, v in inputs.items() if isinstance(k, str)},  # type: ignore[misc]
+                inputs=json.loads(json.dumps(inputs, default=str)),
                 value=json.loads(json.dumps(value, default=str)) if ok else None,
                 error=error,
                 trace=trace,

@@ -201,3 +201,16 @@ def test_provider_import_errors_other_than_its_own_absence_propagate(
     monkeypatch.setattr(cli, "PROVIDERS", ("broken_provider_for_cli_test",))
     with pytest.raises(ModuleNotFoundError, match="not_a_real_dependency_xyz"):
         cli.build_parser()
+
+
+def test_run_goal_writes_and_runs_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        ["run", "--goal", "look up tea", "--engine", "test:", "--json", "--runs-dir", str(tmp_path)]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert payload["ok"] is True and payload["plan"] == "meta-agent"
+    assert "generated plan:" in captured.err and "apiVersion: agentflow/v1" in captured.err
+    record = load_run(payload["run_id"], tmp_path)
+    assert any(e.path.startswith("run_goal/write_plan") for e in record.trace)
