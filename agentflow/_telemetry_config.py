@@ -1,0 +1,197 @@
+"""Tracing configuration: off by default; an exporter is used only when the user asks for one.
+
+``configure_tracing`` builds an OpenTelemetry SDK ``TracerProvider`` with the chosen exporter and keeps it as this
+process's agentflow tracing setup (the CLI and plan loader call it from ``--trace`` / a plan's ``telemetry:``
+block). Nothing is installed as the global OpenTelemetry provider unless ``set_global=True``, and with no exporter
+configured ``trace_outcome`` does nothing, so no span is ever sent anywhere by default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanProcessor,
+)
+
+from agentflow.dsl import Err, Ok
+from agentflow.errors import ConfigError
+
+from ._telemetry_spans import DEFAULT_AGENT_STEPS, record_outcome
+
+__all__ = [
+    "ExporterName",
+    "TracingConfig",
+    "configure_tracing",
+    "shutdown_tracing",
+    "trace_outcome",
+    "tracing",
+]
+
+ExporterName = Literal["otlp", "console"]
+"""Built-in exporters: ``otlp`` (OTLP over HTTP/protobuf, extra ``agentflow[otlp]``) and ``console`` (stdout)."""
+
+_INSTRUMENTATION = "agentflow"
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """The active tracing setup.
+
+    Attributes:
+        provider: The SDK tracer provider spans go through.
+        capture_content: Whether prompts, outputs, tool arguments/results and error messages are recorded.
+        secrets: Values scrubbed from every recorded string.
+        agent_steps: Step names recorded as agent spans.
+    """
+
+    provider: TracerProvider
+    capture_content: bool
+    secrets: tuple[str, ...]
+    agent_steps: frozenset[str]
+
+
+_active: TracingConfig | None = None  # set by configure_tracing, cleared by shutdown_tracing / exporter=None
+
+
+def _otlp_exporter(endpoint: str | None, headers: Mapping[str, str] | None, timeout: float) -> SpanExporter:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise ConfigError(
+            "the OTLP exporter needs the package 'opentelemetry-exporter-otlp-proto-http'; install the extra: "
+            "pip install 'agentflow[otlp]'"
+        ) from exc
+    env = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if endpoint is None and not env:
+        raise ConfigError(
+            "exporter='otlp' needs an endpoint: pass endpoint='http://collector:4318/v1/traces' or set "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (agentflow never picks a destination on its own)"
+        )
+    return OTLPSpanExporter(
+        endpoint=endpoint, headers=dict(headers) if headers else None, timeout=int(timeout)
+    )
+
+
+def configure_tracing(
+    exporter: ExporterName | SpanExporter | None = None,
+    *,
+    endpoint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    service_name: str = "agentflow",
+    capture_content: bool = False,
+    secrets: Iterable[str] = (),
+    agent_steps: Collection[str] = DEFAULT_AGENT_STEPS,
+    batch: bool | None = None,
+    timeout: float = 10.0,
+    set_global: bool = False,
+) -> TracingConfig | None:
+    """Turn tracing on with an exporter, or off with ``exporter=None`` (the default state).
+
+    Args:
+        exporter: ``"otlp"``, ``"console"``, any SDK ``SpanExporter`` (e.g. ``InMemorySpanExporter`` in tests), or
+            ``None`` to turn tracing off (the previous provider is shut down).
+        endpoint: The OTLP/HTTP traces endpoint (``http://host:4318/v1/traces``); required for ``"otlp"`` unless
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+        headers: Extra OTLP headers (e.g. an auth header; kept out of every span).
+        service_name: The ``service.name`` resource attribute.
+        capture_content: Record message contents, tool arguments/results and error messages (scrubbed of
+            secrets). Off by default.
+        secrets: Values that must never appear in spans (header values are added automatically).
+        agent_steps: Step names recorded as agent spans.
+        batch: Export in the background in batches (default for ``otlp``) or synchronously (default otherwise).
+        timeout: OTLP export timeout in seconds.
+        set_global: Also install the provider as OpenTelemetry's global tracer provider.
+
+    Returns:
+        The active configuration, or ``None`` when tracing was turned off.
+
+    Raises:
+        ConfigError: Unknown exporter name, an OTLP exporter without an endpoint, or the OTLP extra missing.
+    """
+    global _active
+    shutdown_tracing()
+    if exporter is None:
+        return None
+    chosen: SpanExporter
+    if exporter == "otlp":
+        chosen = _otlp_exporter(endpoint, headers, timeout)
+    elif exporter == "console":
+        chosen = ConsoleSpanExporter(service_name=service_name, out=sys.stdout)  # stdout as of now
+    elif isinstance(exporter, SpanExporter):
+        chosen = exporter
+    else:
+        raise ConfigError(
+            f"tracing exporter {exporter!r} is unknown; use 'otlp', 'console', a SpanExporter, or None (off)"
+        )
+    use_batch = batch if batch is not None else exporter == "otlp"
+    processor: SpanProcessor = BatchSpanProcessor(chosen) if use_batch else SimpleSpanProcessor(chosen)
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(processor)
+    if set_global:
+        otel_trace.set_tracer_provider(provider)
+    hidden = tuple(secrets) + tuple(v for v in (headers or {}).values() if v)
+    _active = TracingConfig(provider, capture_content, hidden, frozenset(agent_steps))
+    return _active
+
+
+def tracing() -> TracingConfig | None:
+    """The active tracing configuration, or ``None`` when tracing is off."""
+    return _active
+
+
+def shutdown_tracing() -> None:
+    """Flush and shut down the active provider, and turn tracing off."""
+    global _active
+    if _active is not None:
+        current, _active = _active, None
+        current.provider.force_flush()
+        current.provider.shutdown()
+
+
+def trace_outcome(
+    outcome: Ok[object] | Err,
+    *,
+    workflow: str = "workflow",
+    run_id: str = "",
+    config: TracingConfig | None = None,
+) -> int:
+    """Export a finished run's spans through the active (or given) tracing configuration.
+
+    Does nothing and returns 0 when tracing is off: call it after every run, it costs nothing by default.
+
+    Args:
+        outcome: The run's outcome.
+        workflow: The workflow's name.
+        run_id: The run's id.
+        config: A configuration to use instead of the active one.
+
+    Returns:
+        How many spans were exported.
+    """
+    active = config if config is not None else _active
+    if active is None:
+        return 0
+    tracer = active.provider.get_tracer(_INSTRUMENTATION)
+    return record_outcome(
+        outcome,
+        tracer,
+        workflow=workflow,
+        run_id=run_id,
+        capture_content=active.capture_content,
+        agent_steps=active.agent_steps,
+        secrets=active.secrets,
+    )
