@@ -225,7 +225,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="2 agents x 2 generations, OR3 test only")
+    parser.add_argument("--quick", action="store_true", help="2 agents x 1 generation, OR3 test only")
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     parser.add_argument("--engine", default="llamacpp:default")
     parser.add_argument("--agents", type=int, default=None)
@@ -233,7 +233,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.agents = args.agents or (2 if args.quick else 4)
-    args.generations = args.generations or (2 if args.quick else 6)
+    args.generations = args.generations or (1 if args.quick else 6)
     console = Console()
     result = {
         "baselines": baselines(console),
