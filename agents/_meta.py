@@ -205,10 +205,41 @@ def _resolve(refs: Sequence[str]) -> list[Tool]:
     return tools
 
 
+def _unique_ids(steps: JsonValue) -> JsonValue:
+    """A copy of generated steps in which a repeated id gets a numeric suffix (``fact``, ``fact_2``).
+
+    Templates naming a repeated id keep naming its first step, which ran before the repeats. Small models
+    repeat ids and rarely manage to repair that themselves, while nothing else about the plan is wrong.
+    """
+    seen: dict[str, int] = {}
+
+    def fix(step: JsonValue) -> JsonValue:
+        if not isinstance(step, dict):
+            return step
+        out = dict(step)
+        sid = out.get("id")
+        if isinstance(sid, str):
+            count = seen.get(sid, 0) + 1
+            seen[sid] = count
+            if count > 1:
+                candidate = f"{sid}_{count}"
+                while candidate in seen:
+                    count += 1
+                    candidate = f"{sid}_{count}"
+                seen[candidate] = 1
+                out["id"] = candidate
+        children = out.get("parallel")
+        if isinstance(children, list):
+            out["parallel"] = [fix(c) for c in children]
+        return out
+
+    return [fix(s) for s in steps] if isinstance(steps, list) else steps
+
+
 def _complete(
     data: JsonValue, refs: Sequence[str], tools: Sequence[Tool], agents: Mapping[str, AgentSpec]
 ) -> dict[str, JsonValue]:
-    """The generated document made standalone: the tool references and agents it uses."""
+    """The generated document made standalone (the tool references and agents it uses) with unique ids."""
     assert isinstance(data, dict)
     used = set()
     text = json.dumps(data)
@@ -219,7 +250,7 @@ def _complete(
     out["tools"] = [r for r in refs if r in used]
     if agents:
         out["agents"] = {n: a.model_dump(mode="json", exclude_unset=True) for n, a in agents.items()}
-    out["steps"] = data.get("steps", [])
+    out["steps"] = _unique_ids(data.get("steps", []))
     return out
 
 

@@ -127,3 +127,25 @@ async def test_write_plan_output_from_a_schema_example_engine_loads() -> None:
     out = await run(write_plan("anything"), engine=TestEngine())
     assert isinstance(out, Ok)
     assert out.value.plan.steps
+
+
+@pytest.mark.anyio
+async def test_write_plan_renames_repeated_step_ids() -> None:
+    repeated = {
+        "apiVersion": "agentflow/v1",
+        "kind": "Plan",
+        "name": "twice",
+        "steps": [
+            {"id": "fact", "tool": "lookup", "args": {"key": "tea"}},
+            {
+                "id": "fact",
+                "parallel": [{"id": "fact", "prompt": "a {{steps.fact}}"}, {"id": "fact_2", "prompt": "b"}],
+            },
+        ],
+    }
+    engine, seen = _scripted(repeated)
+    out = await run(write_plan("goal"), engine=engine)
+    assert isinstance(out, Ok) and len(seen) == 1
+    from agentflow.plans import walk_steps
+
+    assert [s.id for s in walk_steps(out.value.plan.steps)] == ["fact", "fact_2", "fact_3", "fact_2_2"]
