@@ -13,9 +13,11 @@ one chunk (the capability says ``streaming=False``).
 from __future__ import annotations
 
 import typing
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio
 
 from agentflow.engines import Capabilities, Chunk, Completion, Engine, GenerationRequest
 from agentflow.errors import EngineUnavailableError
@@ -30,8 +32,34 @@ from agentflow.executors._ray import (
 
 __all__ = ["RayEngine"]
 
+T = TypeVar("T")
+
 EngineFactory = Callable[[], Engine]
 """Builds the engine inside the actor (must pickle: a class, a ``functools.partial``, a module-level function)."""
+
+
+async def _in_task_group(fn: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run ``fn(*args)`` as a child task of an anyio task group.
+
+    Ray cancels an actor task with a native asyncio cancel, which anyio's shielded scopes do not hold against; the
+    engine relies on them (a llama.cpp step running in a worker thread must finish before its sampler is freed).
+    A task group turns the native cancel of this (host) task into an anyio cancellation of the child, which
+    respects the engine's shields, and waits for the child to clean up.
+    """
+    box: list[T] = []
+    failed: list[Exception] = []
+
+    async def child() -> None:
+        try:
+            box.append(await fn(*args))
+        except Exception as exc:  # re-raised below as itself, not wrapped in an ExceptionGroup
+            failed.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+    if failed:
+        raise failed[0]
+    return box[0]
 
 
 class _EngineActor:
@@ -45,19 +73,19 @@ class _EngineActor:
 
     async def generate(self, request: GenerationRequest) -> tuple[bool, object]:
         try:
-            return True, await self._engine.generate(request)
+            return True, await _in_task_group(self._engine.generate, request)
         except Exception as exc:
             return False, pack_error(exc)
 
     async def tokenize(self, text: str) -> tuple[bool, object]:
         try:
-            return True, list(await self._engine.tokenize(text))
+            return True, list(await _in_task_group(self._engine.tokenize, text))
         except Exception as exc:
             return False, pack_error(exc)
 
     async def render(self, request: GenerationRequest) -> tuple[bool, object]:
         try:
-            return True, await self._engine.render(request)
+            return True, await _in_task_group(self._engine.render, request)
         except Exception as exc:
             return False, pack_error(exc)
 

@@ -15,8 +15,10 @@ inserted; least-recently-used sequences are evicted beyond ``cache_tokens``)::
 
 Policy ``"affinity"``, per request:
 
-1. ``best`` = the longest match over replicas. Below ``min_match_tokens`` nothing is worth chasing: send the
-   request to the least-loaded replica (outstanding requests, then tokens routed so far, then index).
+1. ``best`` = the longest match over replicas. If it beats the least-loaded replica's match by less than
+   ``min_gain_tokens`` (or ``min_gain_fraction`` of the prompt), nothing is worth chasing (a system prompt every
+   replica holds, a brand-new prefix): send the request to the least-loaded replica (outstanding requests, then
+   tokens routed so far, then index).
 2. Otherwise the candidates are the replicas whose match is within ``match_slack_tokens`` of ``best``; pick the
    one with the fewest outstanding requests (then the longer match).
 3. Load guard: if that replica has more than ``max_imbalance`` outstanding requests beyond the least-loaded
@@ -113,7 +115,8 @@ class PrefixRouter:
         tokenizer: The engine whose ``render``/``tokenize`` define the prompt tokens (default: the first replica;
             pass a local engine of the same model when the replicas are remote, to save a round trip).
         match_slack_tokens: Replicas whose expected match is this close to the best one are equally good.
-        min_match_tokens: A best match shorter than this counts as no match (the request goes least-loaded).
+        min_gain_tokens: The best match must beat the least-loaded replica's by this many tokens to be followed.
+        min_gain_fraction: ... and by this fraction of the prompt's tokens.
         max_imbalance: Outstanding requests a preferred replica may have beyond the least-loaded one.
         cache_tokens: Tokens of prefix cache assumed per replica (LRU beyond it); ``None`` for unbounded.
         close_replicas: Whether ``aclose`` closes the replicas (and the tokenizer, if given).
@@ -136,7 +139,8 @@ class PrefixRouter:
         policy: RoutingPolicy = "affinity",
         tokenizer: Engine | None = None,
         match_slack_tokens: int = 16,
-        min_match_tokens: int = 16,
+        min_gain_tokens: int = 32,
+        min_gain_fraction: float = 0.25,
         max_imbalance: int = 2,
         cache_tokens: int | None = 65_536,
         close_replicas: bool = True,
@@ -149,7 +153,8 @@ class PrefixRouter:
             )
         for label, value in (
             ("match_slack_tokens", match_slack_tokens),
-            ("min_match_tokens", min_match_tokens),
+            ("min_gain_tokens", min_gain_tokens),
+            ("min_gain_fraction", min_gain_fraction),
             ("max_imbalance", max_imbalance),
         ):
             if value < 0:
@@ -160,7 +165,8 @@ class PrefixRouter:
         self._policy: RoutingPolicy = policy
         self._tokenizer = tokenizer
         self._slack = match_slack_tokens
-        self._min_match = min_match_tokens
+        self._min_gain = min_gain_tokens
+        self._min_gain_fraction = min_gain_fraction
         self._max_imbalance = max_imbalance
         self._close = close_replicas
         self._rr = itertools.count()  # round-robin position; lives as long as the router
@@ -267,8 +273,11 @@ class PrefixRouter:
         if self._policy == "least_loaded":
             return RouteDecision(least, "least_loaded", matches[least], n, matches)
         best = max(matches)
-        if best < max(1, self._min_match):
-            return RouteDecision(least, "cold", matches[least], n, matches)
+        worth = max(self._min_gain, self._min_gain_fraction * n)
+        if best == 0 or best - matches[least] < worth:
+            # The least-loaded replica is (about) as good as any: a new prefix, or one it holds itself.
+            reason: RouteReason = "affinity" if best and matches[least] >= worth else "cold"
+            return RouteDecision(least, reason, matches[least], n, matches)
         candidates = [i for i, m in enumerate(matches) if m >= best - self._slack]
         pick = min(candidates, key=lambda i: (self._replicas[i].outstanding, -matches[i], i))
         if self._replicas[pick].outstanding - self._replicas[least].outstanding > self._max_imbalance:

@@ -1,0 +1,286 @@
+"""Prefix-affinity routing vs round-robin over embedded-engine replicas running as Ray actors.
+
+Each replica is a Ray actor holding its own ``LlamaCppEngine`` (SmolLM2-135M on CPU, one thread, with its KV
+snapshot store), behind a ``PrefixRouter``. Workload (fixed seed): ``G`` groups, each a shared document of a few
+hundred tokens, asked ``Q`` short questions each; the questions arrive interleaved across groups (q1 of every
+group in a seeded random order, then q2 ...), with at most ``2 x replicas`` requests in flight. The same workload runs under each routing
+policy on fresh actors (cold caches, the model loaded and warmed before the clock starts):
+
+- ``affinity``: the radix-tree prefix-affinity router with load balancing;
+- ``round_robin``: the baseline;
+- ``least_loaded``: fewest outstanding requests (a second baseline).
+
+Reported per policy: makespan, prompt tokens prefilled (computed) and reused (cached) as the engines report them,
+requests per replica; the ratios round-robin / affinity for prefill tokens and makespan; and the lower bound on
+prefill (tokens in the union trie of all prompts: each distinct prefix token computed once). Usage::
+
+    python bench/affinity_routing.py [--quick] [--json PATH] [--replicas N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+from rich.table import Table
+
+from agentflow.engines import GenerationRequest, LlamaCppEngine, Message
+from agentflow.routing import PrefixRouter, RayEngine, RoutingPolicy
+from agentflow.scheduler import RadixTree
+
+POLICIES: tuple[RoutingPolicy, ...] = ("affinity", "round_robin", "least_loaded")
+
+_WORDS = [
+    "invoice",
+    "ledger",
+    "audit",
+    "contract",
+    "clause",
+    "supplier",
+    "shipment",
+    "warehouse",
+    "carrier",
+    "refund",
+    "ticket",
+    "escalation",
+    "policy",
+    "review",
+    "metric",
+    "trend",
+    "forecast",
+    "anomaly",
+    "region",
+    "owner",
+    "status",
+    "deadline",
+    "priority",
+    "budget",
+    "schedule",
+    "report",
+    "evidence",
+    "record",
+    "archive",
+    "index",
+    "query",
+    "table",
+    "column",
+    "filter",
+    "route",
+    "delay",
+    "compliance",
+    "customer",
+    "order",
+    "risk",
+    "summary",
+    "draft",
+]
+
+
+def _document(rng: random.Random, words: int) -> str:
+    out: list[str] = []
+    while len(out) < words:
+        sentence = [rng.choice(_WORDS) for _ in range(rng.randint(6, 12))]
+        out.extend((" ".join(sentence).capitalize() + ".").split())
+    return " ".join(out[:words])
+
+
+def workload(seed: int, groups: int, questions: int, doc_words: int) -> list[GenerationRequest]:
+    """Requests in arrival order: rounds of one question per group (``q`` of every group, then ``q + 1``...),
+    each round in a seeded random group order, so no fixed stride lines groups up with replicas."""
+    rng = random.Random(seed)
+    docs = [f"Case file {g}. " + _document(rng, doc_words) for g in range(groups)]
+    asks = [
+        [f"Question {q}: which {rng.choice(_WORDS)} matters most?" for q in range(questions)] for _ in docs
+    ]
+    order = []
+    for q in range(questions):
+        round_groups = list(range(groups))
+        rng.shuffle(round_groups)
+        order.extend((g, q) for g in round_groups)
+    return [
+        GenerationRequest(
+            messages=(
+                Message("system", f"You answer questions about this case file in one word.\n{docs[g]}"),
+                Message("user", asks[g][q]),
+            ),
+            max_tokens=4,
+            seed=seed,
+        )
+        for g, q in order
+    ]
+
+
+def _engine_factory(threads: int) -> functools.partial[LlamaCppEngine]:
+    return functools.partial(LlamaCppEngine, n_ctx=1024, n_threads=threads, seed=0)
+
+
+async def run_policy(
+    policy: RoutingPolicy,
+    requests: list[GenerationRequest],
+    tokenizer: LlamaCppEngine,
+    replicas: int,
+    threads: int,
+    in_flight: int,
+) -> dict[str, object]:
+    """Run the workload on fresh actors under one policy; return its measurements."""
+    engines = [
+        await RayEngine.start(_engine_factory(threads), options={"num_cpus": 1}, name=f"replica{i}")
+        for i in range(replicas)
+    ]
+    warm = GenerationRequest(prompt="Hi", max_tokens=1)
+    for e in engines:
+        await e.generate(warm)  # load the model before the clock starts
+    router = PrefixRouter(engines, policy=policy, tokenizer=tokenizer, close_replicas=False)
+    limiter = anyio.CapacityLimiter(in_flight)
+
+    async def one(request: GenerationRequest) -> None:
+        async with limiter:
+            await router.generate(request)
+
+    try:
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for request in requests:
+                tg.start_soon(one, request)
+                await anyio.sleep(0)  # keep arrival order: each task takes its limiter slot in turn
+        makespan = time.perf_counter() - start
+    finally:
+        for e in engines:
+            await e.aclose()
+    stats = router.stats()
+    computed = sum(s.usage.computed_tokens for s in stats)
+    cached = sum(s.usage.cached_tokens for s in stats)
+    prompt = sum(s.usage.prompt_tokens for s in stats)
+    return {
+        "policy": policy,
+        "makespan_s": makespan,
+        "prompt_tokens": prompt,
+        "computed_tokens": computed,
+        "cached_tokens": cached,
+        "hit_rate": cached / prompt if prompt else 0.0,
+        "requests_per_replica": [s.requests for s in stats],
+        "reasons": [s.reasons for s in stats],
+    }
+
+
+async def lower_bound(requests: list[GenerationRequest], tokenizer: LlamaCppEngine) -> int:
+    """Tokens in the union trie of all prompts (every distinct prefix token prefilled once)."""
+    tree = RadixTree()
+    for r in requests:
+        tree.insert(await tokenizer.tokenize(await tokenizer.render(r)))
+    return tree.total_tokens
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    import ray
+
+    groups, questions, doc_words = (4, 3, 80) if args.quick else (args.groups, args.questions, 120)
+    requests = workload(args.seed, groups, questions, doc_words)
+    ray.init(
+        num_cpus=args.replicas,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in __import__("sys").path if p)}},
+    )
+    tokenizer = LlamaCppEngine(n_ctx=1024, n_threads=1)
+    try:
+        bound = await lower_bound(requests, tokenizer)
+        runs = []
+        for policy in POLICIES:
+            runs.append(
+                await run_policy(
+                    policy, requests, tokenizer, args.replicas, args.threads, in_flight=2 * args.replicas
+                )
+            )
+    finally:
+        await tokenizer.aclose()
+        ray.shutdown()
+    by = {r["policy"]: r for r in runs}
+    aff, rr = by["affinity"], by["round_robin"]
+    return {
+        "bench": "affinity_routing",
+        "quick": args.quick,
+        "seed": args.seed,
+        "config": {
+            "replicas": args.replicas,
+            "groups": groups,
+            "questions_per_group": questions,
+            "document_words": doc_words,
+            "requests": len(requests),
+            "in_flight": 2 * args.replicas,
+            "llama_threads_per_replica": args.threads,
+            "max_tokens": 4,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "union_trie_tokens": bound,
+        "runs": runs,
+        "ratios": {
+            "prefill_round_robin_over_affinity": _ratio(rr["computed_tokens"], aff["computed_tokens"]),
+            "makespan_round_robin_over_affinity": _ratio(rr["makespan_s"], aff["makespan_s"]),
+            "prefill_affinity_over_lower_bound": _ratio(aff["computed_tokens"], bound),
+        },
+    }
+
+
+def _ratio(a: object, b: object) -> float:
+    assert isinstance(a, int | float) and isinstance(b, int | float)
+    return float(a) / float(b) if b else float("nan")
+
+
+def render(result: dict[str, object], console: Console) -> None:
+    """Print the runs and ratios as tables."""
+    table = Table(title=f"prefix-affinity vs round-robin routing ({result['config']})")
+    for col in ("policy", "makespan s", "prefill (computed)", "reused (cached)", "hit rate", "per replica"):
+        table.add_column(col, justify="right")
+    runs = result["runs"]
+    assert isinstance(runs, list)
+    for r in runs:
+        table.add_row(
+            str(r["policy"]),
+            f"{r['makespan_s']:.2f}",
+            str(r["computed_tokens"]),
+            str(r["cached_tokens"]),
+            f"{r['hit_rate']:.1%}",
+            str(r["requests_per_replica"]),
+        )
+    console.print(table)
+    ratios = Table(title=f"ratios (union-trie lower bound: {result['union_trie_tokens']} tokens)")
+    ratios.add_column("ratio")
+    ratios.add_column("value", justify="right")
+    rs = result["ratios"]
+    assert isinstance(rs, dict)
+    for k, v in rs.items():
+        ratios.add_row(k, f"{v:.2f}")
+    console.print(ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workload (CI smoke run)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--groups", type=int, default=6)
+    parser.add_argument("--questions", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per replica")
+    args = parser.parse_args()
+    result = anyio.run(main_async, args)
+    render(result, Console())
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
