@@ -36,9 +36,11 @@ async def _interleaved(policy: str) -> tuple[Scheduler, list[str]]:
         await scheduler.generate(_request(agent, question))
         order.append(agent)
 
+    await engine.tokenize("load the model first")
     async with anyio.create_task_group() as tg:
         tg.start_soon(ask, "baker", "When do you open?")
-        await anyio.sleep(0.2)  # the first request is on the engine
+        while scheduler.in_flight == 0:  # wait until the first request is on the engine
+            await anyio.sleep(0.01)
         for i in range(2):
             for agent in ("mechanic", "baker"):
                 tg.start_soon(ask, agent, f"Question number {i}?")

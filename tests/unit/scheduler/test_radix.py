@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Hashable
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -343,3 +343,17 @@ class WatchModel(RuleBasedStateMachine):
 
 TestWatchAgainstModel = WatchModel.TestCase
 TestWatchAgainstModel.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.lists(st.integers(0, 2), max_size=200).map(tuple),
+    b=st.lists(st.integers(0, 2), max_size=200).map(tuple),
+)
+def test_common_prefix_len_equals_brute_force(a: tuple[int, ...], b: tuple[int, ...]) -> None:
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    assert common_prefix_len(a, b) == k
+    assert common_prefix_len(a, a + b) == len(a)
+    assert common_prefix_len(list(a), b) == k
