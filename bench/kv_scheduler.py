@@ -563,9 +563,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.budget_mb is None:
-        args.budget_mb = 16.0
+        args.budget_mb = 16.0 if args.quick else 32.0
     if args.sweep_mb is None:
-        args.sweep_mb = [0.0, 16.0, 512.0] if args.quick else [0.0, 8.0, 16.0, 48.0, 512.0]
+        args.sweep_mb = [0.0, 16.0, 512.0] if args.quick else [0.0, 16.0, 32.0, 64.0, 512.0]
     result = anyio.run(main_async, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
