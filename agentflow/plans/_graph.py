@@ -95,9 +95,11 @@ class _Builder:
             self.node(s.id, "branch", s.id, f"branch · {_short(s.branch.value, 20)}")
             self.edges(preds, s.id)
             ends = self.sequence(s.then, {s.id})
+            self.g.edges[s.id, s.then[0].id]["label"] = "then"
             ends |= self.sequence(s.else_, {s.id}) if s.else_ else {s.id}
             self.node(join, "join", "join", "")
             self.edges(ends, join)
+            self.g.edges[s.id, s.else_[0].id if s.else_ else join]["label"] = "else"
             return {join}
         if isinstance(s, LoopStep):
             self.node(s.id, "loop", s.id, f"loop · ≤{s.loop.max_iter} times")
@@ -199,6 +201,12 @@ def render_svg(g: nx.DiGraph[str], *, title: str = "plan") -> str:
             f'<path d="M {x1:.1f} {sy:.1f} C {x1:.1f} {mid:.1f}, {x2:.1f} {mid:.1f}, {x2:.1f} {ty:.1f}" '
             'fill="none" stroke="#64748b" stroke-width="1.4" marker-end="url(#arrow)"/>'
         )
+        if d.get("label"):
+            lx, ly = x1 + (x2 - x1) * 0.3, sy + (ty - sy) * 0.3
+            out.append(
+                f'<text x="{lx + 6:.1f}" y="{ly:.1f}" font-size="11" font-style="italic" fill="#be123c">'
+                f"{escape(str(d['label']))}</text>"
+            )
     for n, d in g.nodes(data=True):
         cx, cy = centre[n]
         w = widths[n]

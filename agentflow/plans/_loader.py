@@ -507,34 +507,31 @@ class _Loader:
             refs |= self._tool_step(step, path, visible, names)
         elif isinstance(step, SequenceStep):
             produced |= self._sequence(step.steps, (*path, "steps"), visible, names)
-            refs |= self._refs_inside(step)
+            refs |= referenced_steps(step)
         elif isinstance(step, ParallelStep):
             produced |= self._parallel(step, path, visible, names)
-            refs |= self._refs_inside(step)
+            refs |= referenced_steps(step)
         elif isinstance(step, MapStep):
             refs |= self._template(step.map, (*path, "map"), visible, names)
             if step.as_ in ("inputs", "steps", "loop"):
                 raise self.fail(f"'as: {step.as_}' hides a built-in name; choose another name", (*path, "as"))
             self._sequence(step.do, (*path, "do"), visible, names | {step.as_})
-            refs |= self._refs_inside(step)
+            refs |= referenced_steps(step)
         elif isinstance(step, BranchStep):
             refs |= self._condition(step.branch, (*path, "branch"), visible, names)
             self._sequence(step.then, (*path, "then"), visible, names)
             self._sequence(step.else_, (*path, "else"), visible, names)
-            refs |= self._refs_inside(step)
+            refs |= referenced_steps(step)
         elif isinstance(step, LoopStep):
             body = self._sequence(step.do, (*path, "do"), visible, names | {"loop"})
             produced |= body
             refs |= self._condition(
                 step.loop.until, (*path, "loop", "until"), visible | body, names | {"loop"}
             )
-            refs |= self._refs_inside(step)
+            refs |= referenced_steps(step)
         else:
             typing.assert_never(step)
         return produced, refs
-
-    def _refs_inside(self, step: Step) -> set[str]:
-        return referenced_steps(step)
 
     def _parallel(
         self, step: ParallelStep, path: Path, visible: frozenset[str], names: frozenset[str]
