@@ -51,7 +51,7 @@ from ._edit import Applied, Rejected, apply_reply, extract_code_block, find_regi
 from ._git import EvoGitError, GitRepo
 from ._notes import FitnessNote, Individual, Population, PopulationStore
 from ._remote import RemoteSync
-from ._sandbox import Sandbox, SandboxLimits, SandboxResult
+from ._sandbox import Sandbox, SandboxLimits, SandboxResult, remove_stale_checkouts
 from ._selection import SelectionPolicy, tournament
 
 __all__ = ["Candidate", "EvolveConfig", "EvolveReport", "evaluate_commit", "evolve"]
@@ -357,6 +357,7 @@ async def evolve(
     slots: list[int] = []
     claim_blob = ""
     try:
+        await anyio.to_thread.run_sync(remove_stale_checkouts)
         if state.sync is not None:
             await state.sync.check()
             await state.sync.pull()

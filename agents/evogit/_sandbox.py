@@ -55,7 +55,7 @@ from agentflow.errors import ConfigError
 
 from ._git import GitRepo
 
-__all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "parse_fitness"]
+__all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "parse_fitness", "remove_stale_checkouts"]
 
 Isolation = Literal["auto", "namespaces", "limits-only"]
 
@@ -170,6 +170,33 @@ class SandboxResult:
 
 
 _probe_cache: dict[str, bool] = {}
+_EVAL_PREFIX = "evogit-eval-"
+
+
+def remove_stale_checkouts() -> int:
+    """Delete the temporary checkouts that killed evolve processes left behind; returns how many.
+
+    A checkout directory is named ``evogit-eval-<pid>-<random>``; it is stale when no process with
+    that pid is alive.
+    """
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{_EVAL_PREFIX}*-*"):
+        pid_text = path.name[len(_EVAL_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Sandbox:
@@ -235,7 +262,8 @@ class Sandbox:
 
     async def evaluate(self, repo: GitRepo, sha: str) -> SandboxResult:
         """Export ``sha`` to a fresh temporary directory and run the fitness command there."""
-        workdir = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="evogit-eval-")))
+        prefix = f"{_EVAL_PREFIX}{os.getpid()}-"
+        workdir = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=prefix)))
         try:
             checkout = workdir / "checkout"
             archive = workdir / "tree.tar"

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,6 +144,8 @@ def test_crash_loses_only_candidate_under_evaluation(make_repo: Callable[..., Pa
     assert before < after  # the rerun took over the dead process's stale claim and went on
     assert "agentflow/agent-0" in git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads")
     _assert_repo_consistent(repo, sorted(after))
+    # the killed run's temporary checkout was cleaned up by the next run
+    assert not list(Path(tempfile.gettempdir()).glob(f"evogit-eval-{first.pid}-*"))
 
 
 def _evaluating(repo: Path) -> bool:
