@@ -584,9 +584,16 @@ async def _make_child(
     if first is None:
         return _rejected("mutation", (), agent, generation, "no viable parent (all pruned or failing)", state)
     if rng.random() < state.config.crossover_rate:
-        second = tournament(population, rng, policy, island=island, exclude=frozenset({first.sha}))
-        if second is not None and not await _related(worktree, first.sha, second.sha):
-            return await _crossover(state, worktree, first, second, rng, agent, generation)
+        # A merge with an ancestor or descendant adds nothing: draw again (a few times) for a parent
+        # from another line; if none comes up, mutate instead.
+        excluded = {first.sha}
+        for _ in range(3):
+            second = tournament(population, rng, policy, island=island, exclude=frozenset(excluded))
+            if second is None:
+                break
+            if not await _related(worktree, first.sha, second.sha):
+                return await _crossover(state, worktree, first, second, rng, agent, generation)
+            excluded.add(second.sha)
     return await _mutation(state, worktree, first, rng, agent, generation)
 
 
