@@ -16,13 +16,12 @@ from typing import Literal
 
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
-    SpanProcessor,
 )
 
 from agentflow.dsl import Err, Ok
@@ -67,7 +66,9 @@ _active: TracingConfig | None = None  # set by configure_tracing, cleared by shu
 
 def _otlp_exporter(endpoint: str | None, headers: Mapping[str, str] | None, timeout: float) -> SpanExporter:
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            OTLPSpanExporter,
+        )
     except ImportError as exc:
         raise ConfigError(
             "the OTLP exporter needs the package 'opentelemetry-exporter-otlp-proto-http'; install the extra: "
@@ -81,9 +82,10 @@ def _otlp_exporter(endpoint: str | None, headers: Mapping[str, str] | None, time
             "exporter='otlp' needs an endpoint: pass endpoint='http://collector:4318/v1/traces' or set "
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (agentflow never picks a destination on its own)"
         )
-    return OTLPSpanExporter(
+    exporter: SpanExporter = OTLPSpanExporter(
         endpoint=endpoint, headers=dict(headers) if headers else None, timeout=int(timeout)
     )
+    return exporter
 
 
 def configure_tracing(

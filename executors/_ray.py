@@ -110,7 +110,7 @@ def _picklable(value: object) -> bool:
     try:
         from ray import cloudpickle  # the serializer Ray itself uses
 
-        cloudpickle.dumps(value)
+        cloudpickle.dumps(value)  # type: ignore[no-untyped-call]
     except Exception:
         return False
     return True
@@ -383,7 +383,7 @@ def ray_step(
     """
 
     def decorate(f: Callable[P, Coroutine[Any, Any, A]] | Callable[P, A]) -> Callable[P, Flow[A]]:
-        step_name = name or getattr(f, "__name__", "ray_step")
+        step_name: str = name or str(getattr(f, "__name__", "ray_step"))
         remote = _Remote(_call_in_worker, options)
         try:
             result_type = typing.get_type_hints(f).get("return")
@@ -437,7 +437,7 @@ def on_ray(
         force_cancel: Kill the worker on cancellation instead of interrupting it.
         **kwargs: Keyword arguments for ``factory``.
     """
-    step_name = name or getattr(factory, "__name__", "on_ray")
+    step_name: str = name or str(getattr(factory, "__name__", "on_ray"))
     remote = _Remote(_flow_in_worker, options)
 
     async def leaf(env: Env, state: State) -> Res:
@@ -474,7 +474,7 @@ class _RemoteToolFunction:
         self._fn = fn
         self._remote = remote
         self._force = force
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     async def __call__(self, *args: object, **kwargs: object) -> object:
         ref = self._remote.submit(self._fn, args, kwargs)

@@ -66,6 +66,21 @@ async def test_new_prefixes_spread_over_replicas_when_cold() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_short_shared_header_is_not_worth_chasing_when_documents_differ() -> None:
+    system = "You are a helpful assistant."
+    router = PrefixRouter(replicas(3))
+    decisions = []
+    for doc in ("a", "b", "c"):
+        request = GenerationRequest(
+            messages=(Message("system", system), Message("user", DOCS[doc])), max_tokens=4
+        )
+        decisions.append(await router.route(request))
+    assert decisions[1].matches[decisions[0].replica] > 0  # the header matches...
+    assert sorted(d.replica for d in decisions) == [0, 1, 2]  # ...but each new document goes least-loaded
+    assert {d.reason for d in decisions} == {"cold"}
+
+
+@pytest.mark.anyio
 async def test_load_guard_sends_to_least_loaded_when_preferred_replica_is_busy() -> None:
     router = PrefixRouter(replicas(2), max_imbalance=1)
     first = await router.route(ask("a", "q0?"))
@@ -81,7 +96,7 @@ async def test_load_guard_sends_to_least_loaded_when_preferred_replica_is_busy()
 
 @pytest.mark.anyio
 async def test_slack_prefers_the_less_loaded_of_near_equal_matches() -> None:
-    router = PrefixRouter(replicas(2), match_slack_tokens=1000, min_match_tokens=1)
+    router = PrefixRouter(replicas(2), match_slack_tokens=1000, min_gain_tokens=1)
     a = await router.route(ask("a", "q0?"))
     b = await router.route(ask("b", "q0?"))  # cold on the other replica
     router.done(b)
