@@ -86,6 +86,7 @@ from agentflow.engines import (  # noqa: E402
     Usage,
     engine_from_spec,
 )
+from agentflow.plans import Plan, dump_plan, load_plan  # noqa: E402
 from agentflow.runtime import (  # noqa: E402
     Interrupted,
     Journal,
@@ -125,6 +126,7 @@ __all__ = [
     "Min",
     "Ok",
     "Outcome",
+    "Plan",
     "RaceLostError",
     "RateLimiter",
     "Reducer",
@@ -147,6 +149,7 @@ __all__ = [
     "branch",
     "current_path",
     "deps",
+    "dump_plan",
     "engine_from_spec",
     "fail",
     "flow",
@@ -157,6 +160,7 @@ __all__ = [
     "idempotency_key",
     "infer",
     "interrupt",
+    "load_plan",
     "loop",
     "map",
     "merge_states",

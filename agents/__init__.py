@@ -4,6 +4,7 @@
 - ReAct (``react``): the one-call-per-turn baseline.
 - Memory tools (``memory_tools``: ``remember``/``recall``) and an LLM summarizer for memory trees.
 - Plan parsing for LLMCompiler text and JSON plans (``PlanParser``, ``JsonPlanParser``, ``plan_json_schema``).
+- The meta-agent (``write_plan``/``run_goal``): an LLM writes a plan in the YAML format, validated and run.
 - EvoGit coders live in ``agentflow.agents.evogit``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from ._compiler import CompilerResult, JoinDecision, PlanFormat, describe_tools, llm_compiler, observations
 from ._memory_tools import EngineSummarizer, memory_tools
+from ._meta import BUILTIN_TOOL_REFS, GoalRun, generation_schema, run_goal, write_plan
 from ._plan_parser import (
     JsonPlanParser,
     ParsedPlan,
@@ -23,8 +25,10 @@ from ._plan_parser import (
 from ._react import ReactResult, react, react_turn_schema
 
 __all__ = [
+    "BUILTIN_TOOL_REFS",
     "CompilerResult",
     "EngineSummarizer",
+    "GoalRun",
     "JoinDecision",
     "JsonPlanParser",
     "ParsedPlan",
@@ -33,6 +37,7 @@ __all__ = [
     "ReactResult",
     "describe_tools",
     "format_plan",
+    "generation_schema",
     "llm_compiler",
     "memory_tools",
     "observations",
@@ -41,4 +46,6 @@ __all__ = [
     "plan_json_schema",
     "react",
     "react_turn_schema",
+    "run_goal",
+    "write_plan",
 ]
