@@ -60,7 +60,9 @@ async def run(
         workflow: A ``Flow``, or a function returning one that is called with ``**inputs``.
         inputs: Keyword arguments for a workflow function.
         engine: An ``Engine``, an engine spec (``"llamacpp:default"``, ``"openai:http://host/v1#model"``,
-            ``"test:"`` ...; see ``engine_from_spec``), or ``None`` for no LLM engine.
+            ``"test:"`` ...; see ``engine_from_spec``), or ``None`` for no LLM engine. An engine made from a
+            spec is wrapped in a ``Scheduler`` and closed after the run; an engine object is used as given
+            (wrap it in ``agentflow.scheduler.Scheduler`` to share one scheduler between runs).
         state: The initial state model.
         deps: User dependencies, read in steps with ``deps(T)``.
         run_id: The run's id (generated when omitted); also the scheduler's workflow id.
@@ -87,7 +89,10 @@ async def run(
     owned: Engine | None = None
     if context is None:
         if isinstance(engine, str):
-            owned = engine = engine_from_spec(engine)
+            # Every LLM request of the run goes through one KV-reuse-aware scheduler for the engine.
+            from agentflow.scheduler import Scheduler
+
+            owned = engine = Scheduler(engine_from_spec(engine))
         context = RunContext(
             deps=deps,
             run_id=run_id or uuid.uuid4().hex[:12],
