@@ -250,6 +250,28 @@ async def test_journal_records_ray_results_and_replays_them_when_run_resumes(tmp
         await journal.aclose()
 
 
+@pytest.mark.anyio
+async def test_spans_of_a_ray_run_nest_the_remote_subflow_steps() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentflow.telemetry import configure_tracing, shutdown_tracing, trace_outcome
+
+    memory = InMemorySpanExporter()
+    configure_tracing(memory)
+    try:
+        out = await run(par(square(2), on_ray(summarize, [1, 2], name="summary")), state=Notes())
+        assert isinstance(out, Ok), out
+        assert trace_outcome(out, workflow="ray-run") == 1 + sum(e.kind == "step.start" for e in out.trace)
+    finally:
+        shutdown_tracing()
+    spans = memory.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    parents = {s.name: by_id[s.parent.span_id].name for s in spans if s.parent is not None}
+    assert parents["step [0]/square"] == "workflow ray-run"
+    assert parents["step [1]/summary/note"] == "step [1]/summary"
+    assert parents["step [1]/summary/note[1]"] == "step [1]/summary"
+
+
 # -- the executor on Ray -----------------------------------------------------------------------------------------
 
 
