@@ -295,6 +295,9 @@ class _Run:
         # Bounds concurrent fitness commands (each is a CPU-heavy process).
         self.eval_limiter = anyio.CapacityLimiter(workers)
         self.run_id = uuid.uuid4().hex[:8]
+        # Serialises `git worktree add` of this process's agents (git reads every worktree's admin
+        # files while adding one, and fails on one that is half-written).
+        self.worktree_lock = anyio.Lock()
         # Synchronisation with other clones (None without --remote).
         self.sync = RemoteSync(repo, config.remote) if config.remote else None
 
@@ -469,8 +472,6 @@ async def _release_slots(repo: GitRepo, slots: list[int], blob: str, sync: Remot
         await repo.run("worktree", "remove", "--force", str(path), check=False)
         await anyio.to_thread.run_sync(partial(shutil.rmtree, path, ignore_errors=True))
         await repo.delete_ref(f"{CLAIMS_PREFIX}agent-{slot}")
-    if slots:
-        await repo.run("worktree", "prune", check=False)
 
 
 def _worktree_path(repo: GitRepo, slot: int) -> Path:
@@ -478,11 +479,12 @@ def _worktree_path(repo: GitRepo, slot: int) -> Path:
 
 
 async def _open_worktree(repo: GitRepo, slot: int, base: str) -> GitRepo:
+    # Invariant: we hold the claim of ``slot``, so nobody else touches this worktree path. No
+    # ``git worktree prune`` here: it would delete another process's half-created worktree.
     path = _worktree_path(repo, slot)
     if path.exists():
         await repo.run("worktree", "remove", "--force", str(path), check=False)
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
-    await repo.run("worktree", "prune", check=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = f"{BRANCH_PREFIX}{slot}"
     if await repo.rev_parse(f"refs/heads/{branch}") is not None:
@@ -497,7 +499,8 @@ async def _agent(state: _Run, slot: int, base: str) -> None:
     name = f"agent-{slot}"
     island = slot % config.islands
     rng = random.Random(config.seed * 1000 + slot)
-    worktree = await _open_worktree(state.repo, slot, base)
+    async with state.worktree_lock:
+        worktree = await _open_worktree(state.repo, slot, base)
     failures = 0
     for generation in range(config.generations):
         try:

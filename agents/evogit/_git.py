@@ -54,6 +54,8 @@ _CONTENTION_MARKERS: tuple[str, ...] = (
     "could not lock",
     "unable to lock",
     "another git process",
+    "/commondir",  # another process is adding a worktree right now (its admin files are half-written)
+    "/gitdir",
 )
 
 

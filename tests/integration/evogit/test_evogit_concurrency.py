@@ -90,17 +90,25 @@ def _cli(repo: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_two_processes_share_one_repository(make_repo: Callable[..., Path]) -> None:
+def test_two_processes_share_one_repository(make_repo: Callable[..., Path], tmp_path: Path) -> None:
     repo = make_repo()
+    # Mutated candidates wait for `go` before scoring, so both processes hold their claims at once.
+    go = tmp_path / "go"
+    gated = f"if [ $(grep -c 'def value' code.py) -gt 1 ]; then while [ ! -e {go} ]; do sleep 0.05; done; fi; {FITNESS}"
     procs = [
         subprocess.Popen(
-            _cli(repo, "--agents", "2", "--generations", "2", "--seed", str(i)),
+            [*_cli(repo, "--agents", "2", "--generations", "2", "--seed", str(i)), "--fitness", gated],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
     ]
+    claims = repo / ".git" / "refs" / "agentflow" / "claims"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(claims.glob("agent-*"))) < 4:
+        time.sleep(0.05)
+    go.write_text("go")
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, out + err
@@ -166,6 +174,8 @@ def test_two_clones_share_population_through_remote(make_repo: Callable[..., Pat
         clone = tmp_path / name
         subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
         clones.append(clone)
+    go = tmp_path / "go"
+    gated = f"if [ $(grep -c 'def value' code.py) -gt 1 ]; then while [ ! -e {go} ]; do sleep 0.05; done; fi; {FITNESS}"
     procs = [
         subprocess.Popen(
             [
@@ -174,6 +184,8 @@ def test_two_clones_share_population_through_remote(make_repo: Callable[..., Pat
                 "origin",
                 "--crossover-rate",
                 "0.5",
+                "--fitness",
+                gated,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -181,6 +193,13 @@ def test_two_clones_share_population_through_remote(make_repo: Callable[..., Pat
         )
         for i, clone in enumerate(clones)
     ]
+    deadline = time.monotonic() + 120
+    while (
+        time.monotonic() < deadline
+        and len(git(origin, "for-each-ref", "refs/agentflow/claims").splitlines()) < 4
+    ):
+        time.sleep(0.1)
+    go.write_text("go")
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, out + err
