@@ -11,7 +11,9 @@ What stays the same as running locally::
 
     anyio cancellation  --------------->  ray.cancel(ref)  (the remote task is interrupted, not abandoned:
                                           KeyboardInterrupt at its next Python bytecode, so one long C call
-                                          finishes first; ``force_cancel=True`` kills the worker instead)
+                                          finishes first; ``force_cancel=True`` kills the worker instead;
+                                          async code and sub-flows get an anyio cancellation, so shields and
+                                          ``finally`` blocks behave as in a local run)
     DSL timeout(...) around a step  --->  Err(StepTimeout), the remote task cancelled
     remote exception  ----------------->  Err(StepError) / ToolError keeping the original type and message
                                           (the original exception is ``error.cause`` with the worker traceback
@@ -25,6 +27,7 @@ the asyncio future Ray provides when anyio runs on asyncio, and a worker thread 
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import inspect
 import traceback
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import sniffio
 
@@ -52,12 +56,14 @@ if TYPE_CHECKING:
 __all__ = ["RayExecutor", "await_object_ref", "on_ray", "ray_step", "ray_tools"]
 
 A = TypeVar("A")
+T = TypeVar("T")
 P = ParamSpec("P")
 
 RayOptions = Mapping[str, object]
 """Options for ``ray.remote(...)`` / ``.options(...)``: ``num_cpus``, ``resources``, ``max_retries``..."""
 
 _WAITERS = 256  # worker threads that may block in ray.get at once (non-asyncio backends only)
+_POLL_S = 0.05  # how often a worker's main thread wakes to notice Ray's cancellation interrupt
 
 
 def _require_ray() -> Any:
@@ -232,8 +238,30 @@ class _Returned:
     error: PackedError | None = None
 
 
-async def _await(awaitable: Awaitable[object]) -> object:
+async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+def _run_async(fn: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run async code in the worker on an anyio event loop in a helper thread, with structured cancellation.
+
+    Ray cancels a task by raising ``KeyboardInterrupt`` in the worker's main thread. Arriving inside an event loop
+    it would tear the loop down with native cancellations that anyio's shielded scopes cannot hold against. Here
+    the main thread only waits (in short slices, so the interrupt is seen); on the interrupt it cancels the task
+    through the portal (an anyio cancellation: shields, ``finally`` blocks and task groups behave as in a local
+    run), waits for it to finish, then lets the interrupt end the Ray task.
+    """
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future = portal.start_task_soon(fn, *args)
+        while True:
+            try:
+                return future.result(timeout=_POLL_S)
+            except concurrent.futures.TimeoutError:
+                continue
+            except KeyboardInterrupt:
+                future.cancel()
+                concurrent.futures.wait([future])
+                raise
 
 
 def _call_in_worker(
@@ -243,7 +271,7 @@ def _call_in_worker(
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
-            value = anyio.run(_await, value)
+            value = _run_async(_await, value)
     except Exception as exc:
         return _Returned(False, error=pack_error(exc))
     return _Returned(True, value)
@@ -273,7 +301,7 @@ def _flow_in_worker(
     log: list[Event] = []
     try:
         ctx = context() if context is not None else Context(run_id=run_id)
-        res = anyio.run(factory(*args, **kwargs)._exec, Env(ctx, log, path), state)
+        res = _run_async(factory(*args, **kwargs)._exec, Env(ctx, log, path), state)
     except Exception as exc:
         res = Err(error_from(exc, path), state)
     events = tuple(Event(e.kind, e.path, e.time, dict(e.data)) for e in log)

@@ -132,6 +132,24 @@ async def failing_sub() -> int:
     raise KeyError("missing-key")
 
 
+@flow
+async def guarded(marker: str) -> str:
+    """A sub-flow whose cleanup must run under anyio's rules when the Ray task is cancelled."""
+    from agentflow import from_async
+
+    async def body() -> str:
+        try:
+            Path(marker).write_text("started")
+            await anyio.sleep(120)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.2)  # a shielded cleanup step survives the cancellation
+                Path(marker).write_text("cleaned up")
+        return "done"
+
+    return await from_async(body)
+
+
 async def _wait_for(path: Path, text: str) -> None:
     with anyio.fail_after(60):  # a hang guard, not a timing assertion
         while not (path.exists() and path.read_text() == text):
@@ -208,6 +226,20 @@ async def test_first_failure_cancels_running_ray_siblings_when_not_settled(tmp_p
     assert isinstance(out, Err)
     assert isinstance(out.error, StepError) and isinstance(out.error.cause, BadInput)
     await _wait_for(marker, "interrupted")
+
+
+@pytest.mark.anyio
+async def test_cancelled_subflow_runs_its_shielded_cleanup_in_the_worker(tmp_path: Path) -> None:
+    marker = tmp_path / "guarded.txt"
+
+    @flow
+    async def cancel_when_started() -> str:
+        await _wait_for(marker, "started")
+        raise RuntimeError("stop the sibling")
+
+    out = await run(par(on_ray(guarded, str(marker)), cancel_when_started()))
+    assert isinstance(out, Err) and isinstance(out.error, StepError)
+    await _wait_for(marker, "cleaned up")
 
 
 @pytest.mark.anyio
