@@ -35,8 +35,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from agentflow.engines import Capabilities, Chunk, Completion, Engine, GenerationRequest, Usage
-from agentflow.errors import ConfigError
+from agentflow.engines import (
+    Capabilities,
+    Chunk,
+    Completion,
+    Engine,
+    GenerationRequest,
+    Usage,
+    simple_tokenize,
+)
+from agentflow.errors import ConfigError, UnsupportedFeatureError
 from agentflow.scheduler import RadixTree
 
 __all__ = ["PrefixRouter", "ReplicaStats", "RouteDecision", "RouteReason", "RoutingPolicy"]
@@ -113,7 +121,9 @@ class PrefixRouter:
         replicas: Engines serving the same model (their tokenizations must agree).
         policy: ``"affinity"`` (default), or a baseline: ``"round_robin"``, ``"least_loaded"``.
         tokenizer: The engine whose ``render``/``tokenize`` define the prompt tokens (default: the first replica;
-            pass a local engine of the same model when the replicas are remote, to save a round trip).
+            pass a local engine of the same model when the replicas are remote, to save a round trip). When it
+            cannot tokenize (``UnsupportedFeatureError``, e.g. a hosted API), the rendered text is split into word
+            and punctuation pieces instead, which keeps shared prefixes shared.
         match_slack_tokens: Replicas whose expected match is this close to the best one are equally good.
         min_gain_tokens: The best match must beat the least-loaded replica's by this many tokens to be followed.
         min_gain_fraction: ... and by this fraction of the prompt's tokens.
@@ -170,6 +180,7 @@ class PrefixRouter:
         self._max_imbalance = max_imbalance
         self._close = close_replicas
         self._rr = itertools.count()  # round-robin position; lives as long as the router
+        self._piece_tokens = False  # set once the tokenizer engine said it cannot tokenize
 
     # -- Engine protocol ------------------------------------------------------------------------------------------
 
@@ -246,7 +257,7 @@ class PrefixRouter:
         The caller must run the request on ``replicas[decision.replica]`` and call ``done(decision)`` afterwards
         (``generate`` and ``stream`` do both).
         """
-        tokens = tuple(await self.tokenize(await self.render(request)))
+        tokens = tuple(await self._prompt_tokens(request))
         decision = self.choose(tokens)
         chosen = self._replicas[decision.replica]
         chosen.tree.insert(tokens)
@@ -256,6 +267,19 @@ class PrefixRouter:
         chosen.predicted += decision.matched_tokens
         chosen.reasons[decision.reason] = chosen.reasons.get(decision.reason, 0) + 1
         return decision
+
+    async def _prompt_tokens(self, request: GenerationRequest) -> Sequence[int]:
+        """The rendered prompt's tokens; text pieces when the tokenizer engine cannot tokenize (a hosted API).
+
+        Affinity needs only a tokenization that keeps shared text prefixes shared, which the piece tokenizer does.
+        """
+        text = await self.render(request)
+        if not self._piece_tokens:
+            try:
+                return await self.tokenize(text)
+            except UnsupportedFeatureError:
+                self._piece_tokens = True  # ask once; the engine will not learn to tokenize later
+        return simple_tokenize(text)
 
     def done(self, decision: RouteDecision) -> None:
         """Mark a request routed with ``route`` as finished on its replica."""

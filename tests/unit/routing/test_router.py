@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import anyio
+import httpx
 import pytest
 
 import agentflow.routing as routing
@@ -188,3 +189,51 @@ def test_bad_options_raise_config_error_naming_the_option(kwargs: dict[str, obje
 def test_no_replicas_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="at least one replica"):
         PrefixRouter([])
+
+
+class _Endpoint:
+    """An OpenAI-compatible server stand-in (httpx.MockTransport) without a tokenize endpoint."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.chats = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m", "owned_by": "openai"}]})
+        if request.url.path == "/v1/chat/completions":
+            self.chats += 1
+            body = {
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": self.name},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+            }
+            return httpx.Response(200, json=body)
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+
+@pytest.mark.anyio
+async def test_openai_endpoints_are_routed_by_text_pieces_when_they_cannot_tokenize() -> None:
+    from agentflow.engines import OpenAIEngine
+
+    servers = [_Endpoint("east"), _Endpoint("west")]
+    engines = [
+        OpenAIEngine(f"http://127.0.0.1:{9000 + i}", "m", transport=httpx.MockTransport(s))
+        for i, s in enumerate(servers)
+    ]
+    router = PrefixRouter(engines)
+    try:
+        answers = {
+            doc: [(await router.generate(ask(doc, f"q{i}?"))).text for i in range(3)] for doc in ("a", "b")
+        }
+    finally:
+        await router.aclose()
+    assert len(set(answers["a"])) == 1 and len(set(answers["b"])) == 1  # each document stays on one endpoint
+    assert answers["a"][0] != answers["b"][0]
+    assert [s.chats for s in servers] == [3, 3]
