@@ -184,12 +184,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
     groups, questions, doc_words = (4, 3, 80) if args.quick else (args.groups, args.questions, 120)
     requests = workload(args.seed, groups, questions, doc_words)
-    ray.init(
-        num_cpus=args.replicas,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in __import__("sys").path if p)}},
-    )
+    ray.init(num_cpus=args.replicas, include_dashboard=False, log_to_driver=False)
     tokenizer = LlamaCppEngine(n_ctx=1024, n_threads=1)
     try:
         bound = await lower_bound(requests, tokenizer)
