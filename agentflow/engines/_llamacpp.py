@@ -576,8 +576,10 @@ class LlamaCppEngine:
         # Invariant: self._live == list(llama.input_ids[:llama.n_tokens]) and the KV holds exactly those tokens.
         plan = self._plan(tuple(self._live), tokens)
         kept = 0 if plan.snapshot is not None else plan.reuse
-        if len(self._live) - kept >= self._min_snapshot_tokens:
-            self._spill(llama)
+        # Saving the live context can evict (or supersede) the snapshot the plan chose, so plan again
+        # against the store as it is after the spill; the live context is still in the KV either way.
+        if len(self._live) - kept >= self._min_snapshot_tokens and self._spill(llama):
+            plan = self._plan(tuple(self._live), tokens)
         if plan.snapshot is not None:
             match = self._store.best_match(tokens, touch=True)
             assert match is not None and match.tokens == plan.snapshot
