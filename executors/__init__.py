@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._dag import PlanGraph
 from ._executor import Execution, ExecutionReport, Executor
+from ._ray import RayExecutor, await_object_ref, on_ray, ray_step, ray_tools
 from ._refs import REF_PATTERN, Ref, find_refs, ref_ids, substitute
 from ._registry import ToolRegistry, ToolView
 from ._schema import JsonSchemaValidator, normalize_schema
@@ -26,6 +27,7 @@ __all__ = [
     "Executor",
     "JsonSchemaValidator",
     "PlanGraph",
+    "RayExecutor",
     "Ref",
     "Task",
     "TaskResult",
@@ -34,8 +36,12 @@ __all__ = [
     "ToolFunction",
     "ToolRegistry",
     "ToolView",
+    "await_object_ref",
     "find_refs",
     "normalize_schema",
+    "on_ray",
+    "ray_step",
+    "ray_tools",
     "ref_ids",
     "substitute",
     "tool",

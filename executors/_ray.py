@@ -541,7 +541,7 @@ def ray_tools(
     remote = _Remote(_call_in_worker, options)
     registry = ToolRegistry()
     for t in tools:
-        fn = t._fn  # the implementation; Tool keeps it private and exposes no accessor
+        fn = t.fn
         if fn is None:
             raise ConfigError(
                 f"tool {t.name!r} has no implementation to run on Ray; pass fn= to Tool.from_spec or "

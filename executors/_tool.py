@@ -416,6 +416,11 @@ class Tool:
         return self._retries
 
     @property
+    def fn(self) -> ToolFunction | None:
+        """The implementation (``None`` for a spec-only tool)."""
+        return self._fn
+
+    @property
     def has_implementation(self) -> bool:
         """Whether :meth:`invoke` can run the tool (spec-only tools cannot)."""
         return self._fn is not None

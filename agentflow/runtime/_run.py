@@ -21,6 +21,7 @@ from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
 from agentflow.memory import MemoryStore
 from agentflow.secrets import any_revealed, redact, redact_data
+from agentflow.telemetry import trace_outcome
 
 from ._context import RunContext, TokenBudget
 from ._durable import load_start, open_journal, run_journaled
@@ -102,14 +103,22 @@ async def run(
         )
     try:
         if journal is None:
-            return _redacted(await flow_value.run(context, state))
-        if not context.run_id:
-            context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
-        return _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
+            outcome = _redacted(await flow_value.run(context, state))
+        else:
+            if not context.run_id:
+                context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
+            outcome = _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
+        # Spans are built from the trace when tracing is configured (configure_tracing); otherwise a no-op.
+        trace_outcome(outcome, workflow=_workflow_name(workflow), run_id=context.run_id)
+        return outcome
     finally:
         if owned is not None:
             with anyio.CancelScope(shield=True):
                 await owned.aclose()
+
+
+def _workflow_name(workflow: object) -> str:
+    return str(getattr(workflow, "__name__", None) or "workflow")
 
 
 def _redacted(outcome: Ok[A] | Err) -> Ok[A] | Err:

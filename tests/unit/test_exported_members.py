@@ -17,6 +17,10 @@ PACKAGES = [
     "agentflow.agents",
     "agentflow.memory",
     "agentflow.plans",
+    "agentflow.agents.evogit",
+    "agentflow.telemetry",
+    "agentflow.routing",
+    "agentflow.secrets",
 ]
 
 

@@ -68,6 +68,7 @@ async def test_span_tree_of_a_plan_run_mirrors_its_steps(exporter: InMemorySpanE
     configure_tracing(exporter)
     out = await _digest(TestEngine())
     assert isinstance(out, Ok)
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     count = trace_outcome(out, workflow="topic-digest", run_id="run-1")
     spans = exporter.get_finished_spans()
     kinds = [e.kind for e in out.trace]
@@ -114,6 +115,7 @@ async def test_llm_and_tool_spans_carry_genai_and_agentflow_attributes(
     configure_tracing(exporter)
     out = await _digest(TestEngine())
     assert isinstance(out, Ok)
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="topic-digest")
     spans = exporter.get_finished_spans()
     llm_events = {e.path: e.data for e in out.trace if e.kind == "llm.call"}
@@ -144,6 +146,7 @@ async def test_message_contents_never_appear_in_spans_by_default(exporter: InMem
     configure_tracing(exporter)
     out = await _digest(TestEngine())
     assert isinstance(out, Ok)
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="topic-digest")
     dumped = _everything(exporter.get_finished_spans())
     for content in ("Fact about", "Camellia", "echo:", "Rewrite the fact", "concise writer", "tea"):
@@ -187,6 +190,7 @@ async def test_secrets_never_appear_even_when_content_is_captured(
         engine=TestEngine(),
     )
     assert isinstance(out, Ok)
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="secrets")
     dumped = _everything(exporter.get_finished_spans())
     assert SECRET not in dumped
@@ -204,6 +208,7 @@ async def test_tool_error_text_stays_out_of_spans_when_content_is_not_captured(
     configure_tracing(exporter)
     out = await run(named("save", call_tool(leaky, {"path": "/srv/report.txt"})), engine=TestEngine())
     assert isinstance(out, Err) and isinstance(out.error, ToolError)
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="failing")
     spans = exporter.get_finished_spans()
     named_spans = _by_name(spans)
@@ -224,6 +229,7 @@ async def test_agent_steps_become_invoke_agent_spans_with_their_llm_calls(
     workflow = par(named("researcher", generate("one")), named("researcher", generate("two")))
     out = await run(workflow, engine=TestEngine())
     assert isinstance(out, Ok)
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="team")
     spans = exporter.get_finished_spans()
     agents = [s for s in spans if s.name == "invoke_agent researcher"]
@@ -250,6 +256,7 @@ async def test_retry_attempts_are_sibling_spans_with_a_retry_event(exporter: InM
 
     out = await run(named("outer", retry(flaky(), attempts=2)))
     assert isinstance(out, Ok) and out.value == 2
+    exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="retrying")
     spans = exporter.get_finished_spans()
     flakies = [s for s in spans if s.name == "step outer/flaky"]
@@ -293,3 +300,13 @@ def test_turning_tracing_off_stops_exports(exporter: InMemorySpanExporter) -> No
     assert isinstance(out, Ok)
     assert trace_outcome(out) == 0
     assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.anyio
+async def test_run_exports_spans_by_itself_when_tracing_is_configured(exporter: InMemorySpanExporter) -> None:
+    configure_tracing(exporter)
+    out = await _digest(TestEngine())
+    assert isinstance(out, Ok)
+    spans = exporter.get_finished_spans()
+    kinds = [e.kind for e in out.trace]
+    assert len(spans) == 1 + kinds.count("step.start") + kinds.count("llm.call") + kinds.count("tool.call")
