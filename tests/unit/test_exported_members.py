@@ -36,7 +36,7 @@ def test_all_resolves_and_covers_public_names(name: str) -> None:
         for attr, value in vars(module).items()
         if not attr.startswith("_")
         and not isinstance(value, types.ModuleType)
-        and getattr(value, "__module__", name).startswith("agentflow")
+        and str(getattr(value, "__module__", name)).startswith(name)
         and attr not in {"annotations", "TYPE_CHECKING"}
     }
     missing = sorted(public - set(exported))
