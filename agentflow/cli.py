@@ -174,16 +174,37 @@ async def _run_flow(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agentflow.dsl import Err
-    from agentflow.plans import dump_plan, load_plan
-    from agentflow.report import RunRecord, save_run
-    from agentflow.runtime import usage_of
-
     if args.goal is None and args.plan is None:
         return _fail("give a PLAN file to run, or --goal TEXT for the meta-agent to write one")
     if args.goal is not None and args.plan is not None:
         return _fail("give either a PLAN file or --goal, not both")
     run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    if args.trace is not None:
+        from agentflow.errors import ConfigError
+        from agentflow.telemetry import configure_tracing
+
+        headers = dict(h.split("=", 1) for h in args.trace_header if "=" in h)
+        try:
+            configure_tracing(
+                args.trace, endpoint=args.trace_endpoint, headers=headers, capture_content=args.trace_content
+            )
+        except ConfigError as exc:
+            return _fail(str(exc))
+    try:
+        return _run_command(args, run_id)
+    finally:
+        if args.trace is not None:
+            from agentflow.telemetry import shutdown_tracing
+
+            shutdown_tracing()
+
+
+def _run_command(args: argparse.Namespace, run_id: str) -> int:
+    from agentflow.dsl import Err
+    from agentflow.plans import dump_plan, load_plan
+    from agentflow.report import RunRecord, save_run
+    from agentflow.runtime import usage_of
+
     progress = _Progress(quiet=args.quiet or args.json)
     try:
         if args.goal is not None:
@@ -495,6 +516,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="where runs are saved",
     )
     run.add_argument("--no-save", action="store_true", help="do not save the run")
+    run.add_argument(
+        "--trace",
+        choices=["otlp", "console"],
+        help="export OpenTelemetry spans of the run (nothing is sent anywhere without this)",
+    )
+    run.add_argument("--trace-endpoint", help="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces")
+    run.add_argument(
+        "--trace-header", action="append", default=[], metavar="K=V", help="OTLP header (repeatable)"
+    )
+    run.add_argument(
+        "--trace-content", action="store_true", help="include prompt/output text in spans (secrets scrubbed)"
+    )
     _add_allow_tool(run)
     run.set_defaults(func=_cmd_run)
 

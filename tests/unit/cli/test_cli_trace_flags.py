@@ -1,0 +1,46 @@
+"""`agentflow run --trace console` exports the run's spans; without --trace nothing is exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentflow.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_run_with_console_trace_prints_spans(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(
+        [
+            "run",
+            str(ROOT / "examples" / "calc_loop.yaml"),
+            "--engine",
+            "test:",
+            "--quiet",
+            "--runs-dir",
+            str(tmp_path),
+            "--trace",
+            "console",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert '"name": "invoke_workflow' in out or '"gen_ai.operation.name"' in out
+
+
+def test_run_without_trace_prints_no_spans(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(
+        [
+            "run",
+            str(ROOT / "examples" / "calc_loop.yaml"),
+            "--engine",
+            "test:",
+            "--quiet",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert "trace_id" not in capsys.readouterr().out
