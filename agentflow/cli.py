@@ -156,7 +156,12 @@ def _engine_label(engine: object) -> str:
 
 
 async def _run_flow(
-    workflow: object, inputs: Mapping[str, object], spec: str, run_id: str, progress: _Progress
+    workflow: object,
+    inputs: Mapping[str, object],
+    spec: str,
+    run_id: str,
+    progress: _Progress,
+    journal: str | None = None,
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
     from agentflow.plans import PROGRESS_SERVICE
@@ -166,7 +171,7 @@ async def _run_flow(
     engine = Scheduler(engine_from_spec(spec))
     try:
         context = RunContext(run_id=run_id, engine=engine, services={PROGRESS_SERVICE: progress})
-        outcome: object = await run(workflow, inputs, context=context)  # type: ignore[arg-type]
+        outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
     finally:
         with anyio.CancelScope(shield=True):
             await engine.aclose()
@@ -178,7 +183,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _fail("give a PLAN file to run, or --goal TEXT for the meta-agent to write one")
     if args.goal is not None and args.plan is not None:
         return _fail("give either a PLAN file or --goal, not both")
-    run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    if args.resume and args.run_id and args.resume != args.run_id:
+        return _fail("give --resume RUN_ID or --run-id, not two different ids")
+    run_id = args.resume or args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     if args.trace is not None:
         from agentflow.errors import ConfigError
         from agentflow.telemetry import configure_tracing
@@ -206,6 +213,11 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
     from agentflow.runtime import usage_of
 
     progress = _Progress(quiet=args.quiet or args.json)
+    journal = args.journal or (
+        os.environ.get("AGENTFLOW_JOURNAL", ".agentflow/journal.db") if args.resume else None
+    )
+    if journal is not None:
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.goal is not None:
             from agentflow.agents._meta import BUILTIN_TOOL_REFS, run_goal, write_plan
@@ -231,7 +243,7 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
             workflow, name = loaded.workflow, loaded.name
         started = time.time()
         with progress.show():
-            outcome, engine_name = anyio.run(_run_flow, workflow, inputs, spec, run_id, progress)
+            outcome, engine_name = anyio.run(_run_flow, workflow, inputs, spec, run_id, progress, journal)
         finished = time.time()
     except UserError as exc:
         return _fail(_error_text(exc))
@@ -516,6 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="where runs are saved",
     )
     run.add_argument("--no-save", action="store_true", help="do not save the run")
+    run.add_argument(
+        "--journal",
+        help="journal every step in this SQLite file so the run can be resumed (default with --resume: "
+        "$AGENTFLOW_JOURNAL or .agentflow/journal.db)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="resume a journaled run: finished steps are replayed, the rest runs (same plan and inputs)",
+    )
     run.add_argument(
         "--trace",
         choices=["otlp", "console"],
