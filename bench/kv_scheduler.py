@@ -240,23 +240,6 @@ async def run_workflow(
     return time.perf_counter()
 
 
-class _BenchEngine(LlamaCppEngine):
-    """``LlamaCppEngine`` with one ordering fix: spill the live context *before* planning a restore.
-
-    The engine plans a restore, then spills the live context; under a tight snapshot budget that spill can
-    evict the very snapshot the plan chose, tripping ``assert match.tokens == plan.snapshot`` in
-    ``_prepare``. Spilling first (the engine's own spill is then a no-op: the live context is covered) makes
-    the plan see the store as it will be. Remove once the engine re-plans after its spill.
-    """
-
-    def _prepare(self, llama: Any, tokens: Sequence[int]) -> int:
-        plan = self._plan(tuple(self._live), tokens)
-        kept = 0 if plan.snapshot is not None else plan.reuse
-        if len(self._live) - kept >= self._min_snapshot_tokens:
-            self._spill(llama)
-        return super()._prepare(llama, tokens)
-
-
 class SimEngine:
     """A timing model of ``LlamaCppEngine`` for iterating on the harness in seconds (``--engine sim``).
 
@@ -338,7 +321,7 @@ def make_engine(kind: str, budget_bytes: int, threads: int, scale: float = 1.0) 
         return TestEngine(response="ok noted", prefix_cache=True)
     if kind == "sim":
         return SimEngine(budget_bytes, scale=scale)
-    return _BenchEngine(n_threads=threads, snapshot_bytes=budget_bytes, n_ctx=2048, seed=0)
+    return LlamaCppEngine(n_threads=threads, snapshot_bytes=budget_bytes, n_ctx=2048, seed=0)
 
 
 async def run_policy(
