@@ -101,6 +101,7 @@ from agentflow.runtime import (  # noqa: E402
     run_sync,
     usage_of,
 )
+from agentflow.scheduler import PromptLayout, Scheduler  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -127,6 +128,7 @@ __all__ = [
     "Ok",
     "Outcome",
     "Plan",
+    "PromptLayout",
     "RaceLostError",
     "RateLimiter",
     "Reducer",
@@ -134,6 +136,7 @@ __all__ = [
     "RequestHints",
     "RunContext",
     "RuntimeFailure",
+    "Scheduler",
     "SqliteJournal",
     "State",
     "StateTypeError",

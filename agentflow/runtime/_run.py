@@ -108,6 +108,10 @@ async def run(
             if not context.run_id:
                 context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
             outcome = _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
+        if owned is not None and hasattr(owned, "metrics"):
+            outcome = _with_event(
+                outcome, Event("scheduler.metrics", "", time.time(), owned.metrics().as_dict())
+            )
         # Spans are built from the trace when tracing is configured (configure_tracing); otherwise a no-op.
         trace_outcome(outcome, workflow=_workflow_name(workflow), run_id=context.run_id)
         return outcome
@@ -115,6 +119,13 @@ async def run(
         if owned is not None:
             with anyio.CancelScope(shield=True):
                 await owned.aclose()
+
+
+def _with_event(outcome: Ok[A] | Err, event: Event) -> Ok[A] | Err:
+    trace = (*outcome.trace, event)
+    if isinstance(outcome, Err):
+        return Err(outcome.error, outcome.state, trace)
+    return Ok(outcome.value, outcome.state, trace)
 
 
 def _workflow_name(workflow: object) -> str:
