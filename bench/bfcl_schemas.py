@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import jsonschema
-from agentflow.executors import Tool, ToolRegistry
 from rich.console import Console
 from rich.table import Table
 
 from agentflow.errors import AgentflowError
+from agentflow.executors import Tool, ToolRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bfcl"

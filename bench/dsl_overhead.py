@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from agentflow.dsl import Flow, flow, par, step
 from rich.console import Console
 from rich.table import Table
+
+from agentflow.dsl import Flow, flow, par, step
 
 N = 1000
 DEPTH = 10

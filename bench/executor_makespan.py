@@ -32,9 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-from agentflow.executors import Executor, PlanGraph, Task, Tool, ToolRegistry, substitute
 from rich.console import Console
 from rich.table import Table
+
+from agentflow.executors import Executor, PlanGraph, Task, Tool, ToolRegistry, substitute
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nestful"

@@ -66,8 +66,12 @@ async def summarize_reviews(texts: list[str]) -> Summary:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", default="llamacpp:default", help="engine spec (default: llamacpp:default)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--engine", default="llamacpp:default", help="engine spec (default: llamacpp:default)"
+    )
     args = parser.parse_args()
 
     outcome = run_sync(summarize_reviews, {"texts": TEXTS}, engine=args.engine)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from agentflow.dsl import Err, Flow, Ok, flow, get_state, par, pure, race, retry, step, timeout
 from pydantic import BaseModel
+
+from agentflow.dsl import Err, Flow, Ok, flow, get_state, par, pure, race, retry, step, timeout
 
 
 class Profile(BaseModel):

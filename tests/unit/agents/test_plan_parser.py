@@ -8,6 +8,9 @@ import json
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from agentflow.agents._plan_parser import (
     JsonPlanParser,
     PlanParser,
@@ -16,11 +19,8 @@ from agentflow.agents._plan_parser import (
     parse_plan,
     plan_json_schema,
 )
-from agentflow.executors import Executor, Task, ToolRegistry, tool
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from agentflow.errors import PlanError
+from agentflow.executors import Executor, Task, ToolRegistry, tool
 
 
 @tool

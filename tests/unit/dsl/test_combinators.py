@@ -7,6 +7,8 @@ from typing import Annotated
 
 import anyio
 import pytest
+from pydantic import BaseModel
+
 from agentflow.dsl import (
     Append,
     Backoff,
@@ -47,7 +49,6 @@ from agentflow.dsl import (
     when,
 )
 from agentflow.dsl._errors import AgentflowError, StateTypeError
-from pydantic import BaseModel
 
 pytestmark = pytest.mark.anyio
 

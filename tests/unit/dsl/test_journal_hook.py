@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from agentflow.dsl import AgentflowError, Context, Err, Ok, State, StepJournal, par, pure, step
 from agentflow.dsl._flow import named
-from pydantic import BaseModel
 
 pytestmark = pytest.mark.anyio
 

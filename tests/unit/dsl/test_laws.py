@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
-from agentflow.dsl import Append, Err, Flow, Ok, fail, get_state, par, pure, put, tell
-from agentflow.dsl._errors import AgentflowError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+
+from agentflow.dsl import Append, Err, Flow, Ok, fail, get_state, par, pure, put, tell
+from agentflow.dsl._errors import AgentflowError
 
 
 class Acc(BaseModel):

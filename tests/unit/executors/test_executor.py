@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from agentflow.executors import Executor, Task, TaskResult, TaskStatus, Tool, ToolRegistry, tool
 
 from agentflow.errors import ConfigError, PlanError, StepTimeout, ToolError
+from agentflow.executors import Executor, Task, TaskResult, TaskStatus, Tool, ToolRegistry, tool
 
 
 @tool

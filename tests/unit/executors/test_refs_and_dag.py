@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from agentflow.executors import PlanGraph, Ref, Task, find_refs, ref_ids, substitute
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agentflow.errors import PlanError
+from agentflow.executors import PlanGraph, Ref, Task, find_refs, ref_ids, substitute
 
 
 def test_find_refs_reads_every_form_anywhere_in_arguments() -> None:

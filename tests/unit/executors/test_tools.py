@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 
-import agentflow.executors as ex
 import anyio
 import pytest
-from agentflow.executors import Tool, ToolRegistry, normalize_schema, tool
 
+import agentflow.executors as ex
 from agentflow.errors import ConfigError, StepTimeout, ToolError
+from agentflow.executors import Tool, ToolRegistry, normalize_schema, tool
 
 
 def test_public_names_match_all() -> None:

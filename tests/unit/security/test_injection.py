@@ -143,7 +143,9 @@ async def test_injected_instructions_cannot_call_tools_outside_the_allowlist(env
     assert "delete_all" not in calls and "send_email" not in calls
     assert set(calls) <= set(ALLOWED)
     # The replanner tried, and was refused by the plan checker.
-    assert any(e.kind == "plan.invalid" and "delete_all" in str(e.data) for e in out.trace) or not isinstance(out, Ok)
+    assert any(e.kind == "plan.invalid" and "delete_all" in str(e.data) for e in out.trace) or not isinstance(
+        out, Ok
+    )
 
 
 async def test_tool_output_is_never_substituted_again(env_secret: None) -> None:
