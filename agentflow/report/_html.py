@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from agentflow.dsl import Event
+from agentflow.secrets import redact
 
 from ._runs import RunRecord
 
@@ -204,7 +205,7 @@ def render_report(record: RunRecord) -> str:
         f'<span><i style="background:{c}"></i>{k}</span>'
         for k, c in {**_KIND_COLORS, "failed": "#ef4444"}.items()
     )
-    return "".join(
+    page = "".join(
         [
             "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
             '<link rel="icon" href="data:,">',
@@ -243,3 +244,5 @@ def render_report(record: RunRecord) -> str:
             "</body></html>\n",
         ]
     )
+    # Secret values revealed in this process never reach a report, whatever a tool or step returned.
+    return redact(page)

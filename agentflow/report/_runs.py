@@ -20,6 +20,7 @@ from pydantic import JsonValue
 
 from agentflow.dsl import Event
 from agentflow.errors import ConfigError
+from agentflow.secrets import redact
 
 __all__ = ["DEFAULT_RUNS_DIR", "RunRecord", "list_runs", "load_run", "save_run"]
 
@@ -94,7 +95,7 @@ def save_run(record: RunRecord, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_
         tmp = target.with_suffix(".jsonl.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             for line in lines:
-                fh.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+                fh.write(redact(json.dumps(line, ensure_ascii=False, default=str)) + "\n")
         os.replace(tmp, target)
     except OSError as exc:
         raise ConfigError(

@@ -208,3 +208,36 @@ def test_secret_handle_prints_and_serializes_without_its_value(env_secret: None)
     handle.reveal()
     assert redact(f"token={SECRET_VALUE}") == f"token={REDACTED}"
     assert not re.search(SECRET_VALUE, f"{handle!r} {handle!s}")
+
+
+async def test_secret_value_never_reaches_saved_runs_or_reports(env_secret: None, tmp_path: Path) -> None:
+    import time
+
+    from agentflow.report import RunRecord, render_report, save_run
+
+    calls: list[str] = []
+    tools = make_registry(calls).allowlist(ALLOWED)
+    seen: list[GenerationRequest] = []
+    started = time.time()
+    out = await run(
+        llm_compiler("Weather?", tools, max_replans=0), engine=obedient_model(seen), run_id="sec1"
+    )
+    assert "weather" in calls
+    # Even a careless caller that puts the raw tool output (with the key) into the record cannot leak it.
+    raw = str(out.value.results[2].value) if isinstance(out, Ok) else ""
+    assert SECRET_VALUE in raw
+    record = RunRecord(
+        run_id="sec1",
+        plan="injection",
+        engine="function",
+        started=started,
+        finished=time.time(),
+        ok=isinstance(out, Ok),
+        inputs={"note": raw},
+        value=raw,
+        trace=out.trace,
+    )
+    saved = save_run(record, tmp_path)
+    html = render_report(record)
+    assert SECRET_VALUE.encode() not in saved.read_bytes()
+    assert SECRET_VALUE not in html and REDACTED in html
