@@ -241,6 +241,17 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
                 return 0
             spec = args.engine or loaded.engine_spec or DEFAULT_ENGINE
             workflow, name = loaded.workflow, loaded.name
+            telemetry = loaded.plan.telemetry
+            if args.trace is None and telemetry.exporter is not None:
+                from agentflow.telemetry import configure_tracing
+
+                configure_tracing(
+                    telemetry.exporter,
+                    endpoint=telemetry.endpoint,
+                    service_name=telemetry.service_name,
+                    capture_content=telemetry.capture_content,
+                )
+                args.trace = telemetry.exporter  # so the run's end shuts tracing down
         started = time.time()
         with progress.show():
             outcome, engine_name = anyio.run(_run_flow, workflow, inputs, spec, run_id, progress, journal)

@@ -120,6 +120,19 @@ class EngineSpec(_Model):
     seed: int | None = None
 
 
+class TelemetrySpec(_Model):
+    """Where the run's OpenTelemetry spans go (nothing is sent anywhere unless ``exporter`` is set)."""
+
+    exporter: Literal["otlp", "console"] | None = Field(
+        default=None, description="span exporter; the CLI's --trace overrides it"
+    )
+    endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces"
+    )
+    service_name: str = "agentflow"
+    capture_content: bool = Field(default=False, description="include prompt/output text (secrets scrubbed)")
+
+
 class AgentSpec(_Model):
     """A named LLM persona that LLM steps can use with ``agent:``."""
 
@@ -294,6 +307,7 @@ class Plan(_Model):
     inputs: dict[str, SchemaSpec] = Field(default_factory=dict)
     outputs: dict[str, OutputSpec] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
+    telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
 
 
 for _cls in (

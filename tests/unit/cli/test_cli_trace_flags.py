@@ -44,3 +44,14 @@ def test_run_without_trace_prints_no_spans(capsys: pytest.CaptureFixture[str], t
     )
     assert code == 0
     assert "trace_id" not in capsys.readouterr().out
+
+
+def test_plan_telemetry_block_configures_the_exporter(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    plan = (ROOT / "examples" / "calc_loop.yaml").read_text() + "telemetry:\n  exporter: console\n"
+    path = tmp_path / "traced.yaml"
+    path.write_text(plan)
+    code = main(["run", str(path), "--engine", "test:", "--quiet", "--runs-dir", str(tmp_path)])
+    assert code == 0
+    assert '"trace_id"' in capsys.readouterr().out
