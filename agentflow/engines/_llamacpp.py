@@ -377,6 +377,20 @@ class LlamaCppEngine:
         """The stored KV snapshots (token prefix and bytes), least recently used first."""
         return self._store.entries()
 
+    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> None:
+        """Keep the KV of ``tokens`` for ``ttl_s`` seconds (an agent paused on a tool call will resume it).
+
+        While the prefix is live it stays as it is; when another request replaces the live context, the
+        prefix is saved as a snapshot (as every discarded context of at least ``min_snapshot_tokens`` is),
+        and that snapshot is exempt from LRU eviction until the pin expires or ``unpin_prefix``. Called by
+        ``Scheduler.pin``; cheap and synchronous.
+        """
+        self._store.pin(tokens, ttl_s)
+
+    def unpin_prefix(self, tokens: Sequence[int]) -> None:
+        """Release a pin before its TTL."""
+        self._store.unpin(tokens)
+
     @property
     def live_tokens(self) -> tuple[int, ...]:
         """The tokens whose KV the live context holds."""

@@ -22,6 +22,7 @@ read from one thread while another mutates it (one internal lock).
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,9 @@ class SnapshotStore(Generic[S]):
         # key -> entry, least recently used first; lives as long as the store.
         self._entries: OrderedDict[tuple[int, ...], _Entry[S]] = OrderedDict()
         self._used = 0
+        # Pinned prefixes -> monotonic expiry; a snapshot that serves a pinned prefix is not evicted before then.
+        self._pins: dict[tuple[int, ...], float] = {}
+        self._clock = time.monotonic
         self._lock = threading.Lock()
 
     @property
@@ -221,8 +225,8 @@ class SnapshotStore(Generic[S]):
             nbytes: Its size in bytes.
 
         Returns:
-            ``True`` if the snapshot was stored; ``False`` if it was redundant, empty, or larger than the
-            whole budget.
+            ``True`` if the snapshot was stored; ``False`` if it was redundant, empty, larger than the
+            whole budget, or room could only be made by evicting pinned snapshots.
         """
         key = tuple(tokens)
         if nbytes < 0:
@@ -234,15 +238,52 @@ class SnapshotStore(Generic[S]):
                 if len(other) >= len(key) and other[: len(key)] == key:
                     self._entries.move_to_end(other)
                     return False
+            self._expire_pins()
             dominated = [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]
+            freeable = sum(
+                e.nbytes for k, e in self._entries.items() if k in dominated or not self._protected(k)
+            )
+            if self._used - freeable + nbytes > self._capacity:
+                return False  # only pinned snapshots are left to evict: keep them, skip this one
             for k in dominated:
                 self._drop(k)
+            victims = iter([k for k in self._entries if not self._protected(k)])
             while self._used + nbytes > self._capacity:
-                self._drop(next(iter(self._entries)))
+                self._drop(next(victims))
             self._entries[key] = _Entry(state, nbytes)
             self._used += nbytes
             self._emit(CacheEvent("insert", key))
             return True
+
+    def pin(self, tokens: Sequence[int], ttl_s: float) -> None:
+        """Keep snapshots serving ``tokens`` (their key starts with them, or is a prefix of them) out of LRU
+        eviction for ``ttl_s`` seconds, e.g. while the agent that owns the prefix waits on a tool call.
+        Re-pinning extends the TTL. When only pinned snapshots are left, a new one is not stored."""
+        if ttl_s <= 0:
+            raise ConfigError(f"pin ttl must be > 0 seconds, got {ttl_s}")
+        key = tuple(tokens)
+        if key:
+            with self._lock:
+                self._pins[key] = max(self._pins.get(key, 0.0), self._clock() + ttl_s)
+
+    def unpin(self, tokens: Sequence[int]) -> bool:
+        """Release a pin before its TTL; ``False`` if it was not pinned."""
+        with self._lock:
+            return self._pins.pop(tuple(tokens), None) is not None
+
+    def pinned(self) -> list[tuple[int, ...]]:
+        """The prefixes pinned now."""
+        with self._lock:
+            self._expire_pins()
+            return list(self._pins)
+
+    def _expire_pins(self) -> None:
+        now = self._clock()
+        for key in [k for k, until in self._pins.items() if until <= now]:
+            del self._pins[key]
+
+    def _protected(self, key: tuple[int, ...]) -> bool:
+        return any(common_prefix_len(key, p) == min(len(key), len(p)) for p in self._pins)
 
     def remove(self, tokens: Sequence[int]) -> bool:
         """Drop the snapshot stored under exactly ``tokens``; ``False`` if there is none."""

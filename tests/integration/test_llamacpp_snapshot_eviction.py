@@ -38,3 +38,43 @@ async def test_request_survives_its_planned_snapshot_being_evicted_by_the_spill(
         assert again.usage.cached_tokens > 0
     finally:
         await engine.aclose()
+
+
+C = (
+    "The violin has four strings tuned in perfect fifths and is played with a bow strung with horsehair "
+    "rosin makes the hair grip the strings. "
+) * 2
+
+
+async def _one_snapshot_size() -> int:
+    probe = LlamaCppEngine()
+    try:
+        await probe.generate(GenerationRequest(prompt=A, max_tokens=1))
+        await probe.generate(GenerationRequest(prompt=B, max_tokens=1))
+        return max(s.nbytes for s in probe.snapshots())
+    finally:
+        await probe.aclose()
+
+
+async def test_pinned_prefix_survives_other_agents_and_is_reused() -> None:
+    from agentflow.scheduler import Scheduler
+
+    size = await _one_snapshot_size()
+    cached: dict[bool, int] = {}
+    for pin in (False, True):
+        engine = LlamaCppEngine(snapshot_bytes=int(size * 1.5))
+        scheduler = Scheduler(engine)
+        try:
+            first = GenerationRequest(prompt=A, max_tokens=1)
+            await scheduler.generate(first)
+            if pin:
+                await scheduler.pin(first, ttl_s=600)  # agent A now waits on a tool call
+            await scheduler.generate(GenerationRequest(prompt=B, max_tokens=1))  # A's context saved
+            await scheduler.generate(GenerationRequest(prompt=C, max_tokens=1))  # B's save would evict A
+            resumed = await scheduler.generate(GenerationRequest(prompt=A + "Then,", max_tokens=1))
+            cached[pin] = resumed.usage.cached_tokens
+            prompt_len = len(await engine.tokenize(A))
+        finally:
+            await scheduler.aclose()
+    assert cached[False] <= 2  # at most the shared first token(s): A's snapshot was evicted
+    assert cached[True] >= prompt_len - 2  # A's whole prompt came back from the pinned snapshot

@@ -254,3 +254,36 @@ def test_plan_reuse_is_the_best_allowed_choice(
     else:
         assert plan == ReusePlan(live_len, None)
     assert 0 <= plan.reuse <= cap
+
+
+def test_pinned_snapshot_survives_eviction_pressure_until_unpinned() -> None:
+    store: SnapshotStore[str] = SnapshotStore(100)
+    assert store.insert((1, 2, 3), "a", 60)
+    store.pin((1, 2, 3, 4), ttl_s=60)  # the pinned prefix extends the stored key: the snapshot serves it
+    assert not store.insert((7, 8), "b", 60)  # room only by evicting the pinned one: refused
+    assert (1, 2, 3) in store
+    assert store.insert((9,), "c", 30)  # fits beside it
+    store.unpin((1, 2, 3, 4))
+    assert store.insert((7, 8), "b", 60)
+    assert (1, 2, 3) not in store
+
+
+def test_pin_expires_after_its_ttl() -> None:
+    store: SnapshotStore[str] = SnapshotStore(100)
+    now = [0.0]
+    store._clock = lambda: now[0]
+    store.insert((1, 2), "a", 80)
+    store.pin((1, 2), ttl_s=5)
+    assert not store.insert((3,), "b", 80)
+    now[0] = 6.0
+    assert store.pinned() == []
+    assert store.insert((3,), "b", 80)
+
+
+def test_unpinned_entries_are_evicted_before_pinned_ones() -> None:
+    store: SnapshotStore[str] = SnapshotStore(100)
+    store.insert((1,), "old-pinned", 40)
+    store.insert((2,), "newer", 40)
+    store.pin((1,), ttl_s=60)
+    assert store.insert((3,), "c", 40)
+    assert (1,) in store and (2,) not in store and (3,) in store
