@@ -129,6 +129,11 @@ def _with_event(outcome: Ok[A] | Err, event: Event) -> Ok[A] | Err:
 
 
 def _workflow_name(workflow: object) -> str:
+    """A plan's name for a loaded plan's bound ``workflow`` method, else the function's name."""
+    owner = getattr(workflow, "__self__", None)
+    name = getattr(owner, "name", None)
+    if isinstance(name, str) and name:
+        return name
     return str(getattr(workflow, "__name__", None) or "workflow")
 
 

@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agentflow import Message, Ok, generate, named, run
 from agentflow.engines import LlamaCppEngine
-from agentflow.telemetry import configure_tracing, shutdown_tracing, trace_outcome
+from agentflow.telemetry import configure_tracing, shutdown_tracing
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -30,7 +30,7 @@ async def test_llm_spans_report_engine_usage_and_cached_tokens_of_a_real_run() -
         )
         out = await run(workflow, engine=engine, run_id="lib-1")
         assert isinstance(out, Ok), out
-        assert trace_outcome(out, workflow="library", run_id="lib-1") == 4
+        assert len(memory.get_finished_spans()) == 4  # run() exported the run's spans by itself
     finally:
         shutdown_tracing()
         await engine.aclose()
