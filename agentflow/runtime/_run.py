@@ -80,9 +80,8 @@ async def run(
             another live process is running it.
         SerializationError: the inputs cannot be journaled.
     """
-    if context is not None and (
-        engine is not None or deps is not None or run_id is not None or memory is not None
-    ):
+    given = (engine, deps, run_id, memory, max_llm_tokens)
+    if context is not None and any(v is not None for v in given):
         raise ConfigError(
             "pass either context=... or engine/deps/run_id/memory/max_llm_tokens to agentflow.run, not both"
         )

@@ -160,3 +160,11 @@ async def test_token_budget_stops_llm_calls_past_the_limit() -> None:
     assert out.error.used >= 100 and out.error.limit == 100
     calls = [e for e in out.trace if e.kind == "llm.call"]
     assert 1 <= len(calls) < 10
+
+
+async def test_run_rejects_context_together_with_run_options() -> None:
+    from agentflow import RunContext
+
+    for options in ({"engine": TestEngine()}, {"max_llm_tokens": 10}, {"run_id": "x"}):
+        with pytest.raises(ConfigError, match="not both"):
+            await run(generate("x"), context=RunContext(), **options)  # type: ignore[arg-type]
