@@ -16,6 +16,7 @@ never resolved silently.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from ._errors import MergeConflict
 _MISSING = object()
 
 
-class MergeRule:
+class MergeRule(ABC):
     """How to combine the values several branches wrote to one state field.
 
     Subclasses implement ``merge(base, values)`` where ``base`` is the value before the fork and
@@ -34,9 +35,9 @@ class MergeRule:
     raise ``ValueError`` when the values cannot be merged (the message ends up in a ``MergeConflict``).
     """
 
+    @abstractmethod
     def merge(self, base: object, values: Sequence[object]) -> object:
         """Combine the branch values."""
-        raise NotImplementedError(f"{type(self).__name__} must implement merge(base, values)")
 
     def __repr__(self) -> str:
         return type(self).__name__

@@ -19,6 +19,7 @@ import json
 import re
 import typing
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NotRequired, Required, overload
 
@@ -54,14 +55,16 @@ def _preview(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _Validator:
+class _Validator(ABC):
     """How one tool checks its arguments (pydantic for Python functions, JSON Schema for specs)."""
 
+    @abstractmethod
     def validate(self, arguments: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
-        raise NotImplementedError
+        """The validated arguments and the problems found (empty when valid)."""
 
+    @abstractmethod
     def check_partial(self, arguments: Mapping[str, object], pending: Collection[str]) -> list[str]:
-        raise NotImplementedError
+        """Problems with the arguments known now, skipping ``pending`` ones (they hold references)."""
 
 
 class _PydanticValidator(_Validator):
