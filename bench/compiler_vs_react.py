@@ -46,6 +46,7 @@ from agentflow import Err, Event, run
 from agentflow.agents import llm_compiler, react
 from agentflow.engines import Chunk, Completion, Engine, GenerationRequest, engine_from_spec
 from agentflow.executors import ToolRegistry
+from agentflow.plans.builtin_tools import calculator
 from agentflow.scheduler import gamma_from_shape, pte
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,31 +182,11 @@ def parallelqa_tools(latency: Latency) -> ToolRegistry:
             expression: The expression, e.g. "8849 + 8611".
         """
         await anyio.sleep(latency.draw() / 4)
-        return _safe_eval(expression)
+        return calculator(expression)
 
     registry.register(lookup)
     registry.register(math)
     return registry
-
-
-def _safe_eval(expression: str) -> float:
-    import ast
-    import operator
-
-    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-
-    def ev(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return float(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            return float(ops[type(node.op)](ev(node.left), ev(node.right)))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -ev(node.operand)
-        raise ValueError(f"unsupported expression: {expression!r}")
-
-    return ev(ast.parse(expression, mode="eval"))
 
 
 PQA_GUIDE = """Example.

@@ -11,12 +11,11 @@ incomplete; the run, its plan and its tool calls are real either way.
 from __future__ import annotations
 
 import argparse
-import ast
-import operator
 
 from agentflow import Err, run_sync, usage_of
 from agentflow.agents import llm_compiler
 from agentflow.executors import ToolRegistry
+from agentflow.plans.builtin_tools import calculator
 
 FACTS = {
     "mount everest": "Mount Everest is 8849 metres tall.",
@@ -27,8 +26,6 @@ FACTS = {
     "tokyo": "Tokyo has 37.1 million people.",
     "delhi": "Delhi has 33.8 million people.",
 }
-
-OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def lookup(entity: str) -> str:
@@ -46,17 +43,7 @@ def math(expression: str) -> float:
     Args:
         expression: The expression, e.g. "8849 - 8611".
     """
-
-    def ev(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return float(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in OPS:
-            return float(OPS[type(node.op)](ev(node.left), ev(node.right)))
-        raise ValueError(f"only numbers and + - * / are allowed, got {ast.dump(node)[:60]}")
-
-    return ev(ast.parse(expression, mode="eval"))
+    return calculator(expression)
 
 
 GUIDE = """Example.

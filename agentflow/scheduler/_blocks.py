@@ -24,7 +24,6 @@ of in-flight requests (and pins) are never evicted. Two corrections keep the gue
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 
 from agentflow.errors import ConfigError
 
+from ._pins import PinTable
 from ._radix import MatchListener
 
 __all__ = ["BlockLRU", "BlockStats"]
@@ -96,8 +96,7 @@ class BlockLRU:
         # Cached blocks with no reference, least recently used first: the eviction order.
         self._free: OrderedDict[int, None] = OrderedDict()
         # Pinned tokens -> expiry, and its (expiry, tokens) heap with stale entries skipped on pop.
-        self._pins: dict[tuple[int, ...], float] = {}
-        self._pin_heap: list[tuple[float, tuple[int, ...]]] = []
+        self._pins = PinTable()
         # Watched key -> (chain hashes, matched blocks); index of keys by each hash they depend on.
         self._watches: dict[Hashable, tuple[list[int], int]] = {}
         self._watch_index: dict[int, set[Hashable]] = {}
@@ -149,7 +148,7 @@ class BlockLRU:
 
     def pinned(self) -> dict[tuple[int, ...], float]:
         """Live pins: tokens -> expiry time."""
-        return dict(self._pins)
+        return self._pins.as_dict()
 
     def stats(self) -> BlockStats:
         """Prediction accuracy and the current capacity estimate."""
@@ -211,30 +210,24 @@ class BlockLRU:
             for h in self.chain(seq):
                 self._add(h)
                 self._ref(h, +1)
-        self._pins[seq] = expiry
-        heapq.heappush(self._pin_heap, (expiry, seq))
+        self._pins.set(seq, expiry)
         self._evict_to_capacity()
         self._flush()
 
     def unpin(self, tokens: Sequence[int]) -> bool:
         """Release a pin early; ``False`` if ``tokens`` was not pinned."""
         seq = tuple(tokens)
-        if self._pins.pop(seq, None) is None:
+        if not self._pins.remove(seq):
             return False
         self.release(seq)
         return True
 
     def expire_pins(self) -> int:
         """Release pins whose TTL has passed; returns how many."""
-        now = self._clock()
-        expired = 0
-        while self._pin_heap and self._pin_heap[0][0] <= now:
-            expiry, seq = heapq.heappop(self._pin_heap)
-            if self._pins.get(seq) == expiry:
-                del self._pins[seq]
-                self.release(seq)
-                expired += 1
-        return expired
+        expired = self._pins.pop_expired(self._clock())
+        for seq in expired:
+            self.release(seq)
+        return len(expired)
 
     # ------------------------------------------------------------------ watches
 

@@ -30,37 +30,19 @@ never has to re-match its whole queue.
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
+from agentflow.engines import common_prefix_len
 from agentflow.errors import ConfigError
+
+from ._pins import PinTable
 
 __all__ = ["Eviction", "MatchListener", "RadixTree", "common_prefix_len"]
 
 MatchListener = Callable[[Hashable, int], None]
 """Called as ``listener(key, new_length)`` when a watched sequence's cached-prefix length changes."""
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token sequences.
-
-    Skips equal 64-token, then 8-token slices (compared in C) and scans at most 8 tokens one by one.
-
-    >>> common_prefix_len((1, 2, 3), (1, 2, 4))
-    2
-    """
-    if type(a) is not type(b):
-        a, b = tuple(a), tuple(b)
-    n = min(len(a), len(b))
-    i = 0
-    for step in (64, 8):
-        while i + step <= n and a[i : i + step] == b[i : i + step]:
-            i += step
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +132,8 @@ class RadixTree:
         self._total = 0
         # Tokens on edges with lock_ref > 0 (the working set that cannot be evicted).
         self._locked = 0
-        # Pinned sequence -> expiry; an entry lives until unpin or expiry (checked lazily by expire_pins).
-        self._pins: dict[tuple[int, ...], float] = {}
-        # (expiry, sequence) heap over _pins; stale entries (re-pinned or unpinned) are skipped on pop.
-        self._pin_heap: list[tuple[float, tuple[int, ...]]] = []
+        # Pinned sequences -> expiry; an entry lives until unpin or expiry (checked lazily by expire_pins).
+        self._pins = PinTable()
         # Watched key -> its current match; lives from watch() to unwatch().
         self._watches: dict[Hashable, _Watch] = {}
         # Keys whose match may have changed during the current operation; flushed at its end.
@@ -199,7 +179,7 @@ class RadixTree:
 
     def pinned(self) -> dict[tuple[int, ...], float]:
         """Live pins: sequence -> expiry time."""
-        return dict(self._pins)
+        return self._pins.as_dict()
 
     # ------------------------------------------------------------------ mutations
 
@@ -292,8 +272,7 @@ class RadixTree:
             else:
                 end, _, _ = self._insert_path(seq, lock=True)
                 end.ends += 1
-        self._pins[seq] = expiry
-        heapq.heappush(self._pin_heap, (expiry, seq))
+        self._pins.set(seq, expiry)
         if not self._mirror:
             self._evict_to_budget()
         self._flush()
@@ -303,23 +282,17 @@ class RadixTree:
         seq = tuple(tokens)
         if self._mirror:
             seq = next((p for p in self._pins if p == seq[: len(p)] and len(p) <= len(seq)), seq)
-        if seq not in self._pins:
+        if not self._pins.remove(seq):
             return False
-        del self._pins[seq]
         self.release(seq)
         return True
 
     def expire_pins(self) -> int:
         """Release pins whose TTL has passed; returns how many. Mutating calls do this first."""
-        now = self._clock()
-        expired = 0
-        while self._pin_heap and self._pin_heap[0][0] <= now:
-            expiry, seq = heapq.heappop(self._pin_heap)
-            if self._pins.get(seq) == expiry:
-                del self._pins[seq]
-                self.release(seq)
-                expired += 1
-        return expired
+        expired = self._pins.pop_expired(self._clock())
+        for seq in expired:
+            self.release(seq)
+        return len(expired)
 
     def evict(self, n_tokens: int) -> list[Eviction]:
         """Evict least-recently-used unlocked leaves until at least ``n_tokens`` are freed or none is left."""
