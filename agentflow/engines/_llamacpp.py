@@ -18,6 +18,13 @@ at least ``min_snapshot_tokens`` tokens is discarded, it is spilled into the byt
 each other. The last prompt token is always evaluated (its logits start the generation), so at most
 ``len(prompt) - 1`` tokens are reused.
 
+A multi-turn prompt repeats the engine's own earlier output (an agent's previous turn, a plan the joiner
+reads). Re-tokenizing that text need not give back the tokens that were generated (a grammar or the sampler
+may pick a non-canonical split), and every token after the first difference would be prefilled again. So the
+engine remembers the text and tokens of its recent completions (prompt + output); ``tokenize`` of a text that
+starts with one of them keeps those tokens and tokenizes only the rest, and the next turn reuses the whole
+previous turn's KV.
+
 Cache changes are reported to ``engine.cache_listener`` (on the event loop, in order) as ``CacheEvent``s:
 ``insert``/``evict`` for snapshots and ``live`` for the tokens in the live context after each request.
 """
@@ -56,6 +63,36 @@ T = TypeVar("T")
 
 _PREFILL_CHUNK = 256  # tokens per prefill step: cancellation granularity of long prompts
 _GRAMMAR_CACHE = 64  # JSON-Schema grammars kept per engine
+_CONTINUATIONS = 32  # recent completions (prompt + output text -> tokens) kept for tokenize
+
+
+class _Continuations:
+    """The text and tokens of recent completions (prompt + generated), most recently used last."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._entries: dict[str, tuple[int, ...]] = {}
+
+    def add(self, text: str, tokens: tuple[int, ...]) -> None:
+        self._entries.pop(text, None)
+        self._entries[text] = tokens
+        while len(self._entries) > self._capacity:
+            del self._entries[next(iter(self._entries))]
+
+    def longest_prefix_of(self, text: str) -> tuple[str, tuple[int, ...]] | None:
+        """The longest remembered text that ``text`` starts with, and its tokens."""
+        best: str | None = None
+        for key in self._entries:
+            if (best is None or len(key) > len(best)) and text.startswith(key):
+                best = key
+        if best is None:
+            return None
+        tokens = self._entries.pop(best)
+        self._entries[best] = tokens
+        return best, tokens
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def default_model_path() -> Path:
@@ -213,6 +250,8 @@ class LlamaCppEngine:
         self._store: SnapshotStore[bytes] = SnapshotStore(snapshot_bytes, listener=self._events.append)
         # Schema JSON -> LlamaGrammar, the most recent _GRAMMAR_CACHE built; lives as long as the engine.
         self._grammars: dict[str, object] = {}
+        # Recent completions' prompt + output text -> the tokens evaluated and generated (see tokenize).
+        self._continuations = _Continuations(_CONTINUATIONS)
         self._counters = _Counters()
         self._closed = False
         self.cache_listener: CacheListener | None = None
@@ -243,11 +282,25 @@ class LlamaCppEngine:
         )
 
     async def tokenize(self, text: str) -> Sequence[int]:
-        """Token ids of ``text`` exactly as the engine evaluates a prompt (special tokens are parsed)."""
+        """Token ids of ``text`` exactly as the engine evaluates a prompt (special tokens are parsed).
+
+        When ``text`` starts with the prompt and output of one of the engine's recent completions, those
+        tokens are kept as they were evaluated and generated, and only the rest of ``text`` is tokenized
+        (so a conversation that continues a completion reuses its KV to the end).
+        """
         llama = await self._ensure_loaded()
-        return await anyio.to_thread.run_sync(
-            self._tokenize_sync, llama, text, limiter=self._tokenizer_limiter
+        known = self._continuations.longest_prefix_of(text)
+        if known is None:
+            return await anyio.to_thread.run_sync(
+                self._tokenize_sync, llama, text, limiter=self._tokenizer_limiter
+            )
+        prefix, tokens = known
+        if len(prefix) == len(text):
+            return tokens
+        rest = await anyio.to_thread.run_sync(
+            self._tokenize_rest_sync, llama, text[len(prefix) :], limiter=self._tokenizer_limiter
         )
+        return tokens + tuple(rest)
 
     async def render(self, request: GenerationRequest) -> str:
         """The prompt text: the raw prompt, or the messages through the GGUF's chat template."""
@@ -290,9 +343,12 @@ class LlamaCppEngine:
             EngineUnavailableError: The engine is closed or the model cannot be loaded.
         """
         submitted = time.perf_counter()
-        tokens = await self.prompt_tokens(request)
+        prompt_text = await self.render(request)
+        tokens = tuple(await self.tokenize(prompt_text))
         self._check_fits(tokens)
         grammar = await self._grammar(request.json_schema) if request.json_schema is not None else None
+        output_ids: list[int] = []
+        output_bytes: list[bytes] = []
         borrower = object()
         waiting = time.perf_counter()
         await self._slot.acquire_on_behalf_of(borrower)
@@ -320,6 +376,8 @@ class LlamaCppEngine:
                         break
                     generated += 1
                     previous = token
+                    output_ids.append(token)
+                    output_bytes.append(piece)
                     text, stopped = stops.feed(decoder.decode(piece))
                     if text:
                         yield Chunk(text)
@@ -331,6 +389,7 @@ class LlamaCppEngine:
         finally:
             self._publish_live()
             self._slot.release_on_behalf_of(borrower)
+        self._remember(prompt_text, tokens, output_ids, output_bytes)
         # The slot is free again: the tail and the usage chunk do not hold up the next request.
         if not stops.stopped:
             tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
@@ -362,6 +421,7 @@ class LlamaCppEngine:
                 if llama is not None:
                     await anyio.to_thread.run_sync(llama.close, limiter=self._worker)
                 self._store.clear()
+                self._continuations.clear()
                 self._live = []
                 self._flush_events()
             finally:
@@ -505,6 +565,18 @@ class LlamaCppEngine:
                 f"shorten the prompt or create LlamaCppEngine(n_ctx=...) larger"
             )
 
+    def _remember(
+        self, prompt_text: str, prompt: tuple[int, ...], output_ids: list[int], output_bytes: list[bytes]
+    ) -> None:
+        """Keep a finished completion's text and tokens for ``tokenize`` (skipped if its bytes are not UTF-8)."""
+        if not output_ids:
+            return
+        try:
+            output_text = b"".join(output_bytes).decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        self._continuations.add(prompt_text + output_text, prompt + tuple(output_ids))
+
     def _publish_live(self) -> None:
         """Report the live context's tokens, then deliver all pending events (call with ``_slot`` held)."""
         self._events.append(CacheEvent("live", tuple(self._live)))
@@ -569,6 +641,10 @@ class LlamaCppEngine:
     @staticmethod
     def _tokenize_sync(llama: Llama, text: str) -> list[int]:
         return llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    @staticmethod
+    def _tokenize_rest_sync(llama: Llama, text: str) -> list[int]:
+        return llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     @staticmethod
     def _grammar_sync(schema_json: str) -> object:

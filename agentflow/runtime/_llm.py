@@ -166,6 +166,7 @@ def infer(
     temperature: float = 0.0,
     seed: int | None = None,
     hints: RequestHints | None = None,
+    schema_in_system: bool = True,
 ) -> Flow[M]:
     """Ask the engine for a ``model`` instance.
 
@@ -183,6 +184,10 @@ def infer(
         temperature: Sampling temperature.
         seed: Sampling seed.
         hints: Scheduling hints (defaults to the run id and step path).
+        schema_in_system: State the schema in a system message placed before ``prompt``. Pass False
+            to send ``prompt`` unchanged (decoding is still constrained to the schema), e.g. to continue
+            an earlier conversation so that the engine reuses its cached prefix; ``system`` must then be
+            None.
 
     Returns:
         A flow yielding the validated instance, or failing with ``InferenceError`` carrying the raw
@@ -190,8 +195,12 @@ def infer(
     """
     if max_repairs < 0:
         raise ConfigError(f"infer max_repairs must be >= 0, got {max_repairs}")
+    if not schema_in_system and system is not None:
+        raise ConfigError("infer: system= needs schema_in_system=True (put the system message in prompt)")
     instructions = schema_instructions(model)
-    sys_text = f"{system}\n\n{instructions}" if system else instructions
+    sys_text: str | None = f"{system}\n\n{instructions}" if system else instructions
+    if not schema_in_system:
+        sys_text = None
     schema = model.model_json_schema()
 
     async def leaf(env: Env, state: State) -> Res:

@@ -304,3 +304,30 @@ async def test_invalid_gguf_file_raises_unavailable_on_first_use(tmp_path: Path)
     with pytest.raises(EngineUnavailableError, match=r"bad\.gguf"):
         await broken.generate(GenerationRequest(prompt="x", max_tokens=2))
     await broken.aclose()
+
+
+async def test_next_turn_reuses_the_previous_turns_generated_tokens(engine: LlamaCppEngine) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"bread": {"type": "string", "maxLength": 40}, "fresh": {"type": "boolean"}},
+        "required": ["bread", "fresh"],
+    }
+    first_messages = (SYSTEM, Message("user", "Name one bread you sell, as JSON."))
+    first = await engine.generate(GenerationRequest(messages=first_messages, max_tokens=40, json_schema=schema))
+    assert first.finish_reason == "stop", first
+    follow_up = GenerationRequest(
+        messages=(*first_messages, Message("assistant", first.text), Message("user", "And a cake?")),
+        max_tokens=4,
+    )
+    tokens = await engine.prompt_tokens(follow_up)
+    second = await engine.generate(follow_up)
+    # The prompt and everything generated are reused (the last generated token was never evaluated),
+    # however the output text would re-tokenize.
+    assert second.usage.cached_tokens >= first.usage.prompt_tokens + first.usage.completion_tokens - 1
+    assert second.usage.prompt_tokens == len(tokens)
+    # A text that continues no completion tokenizes as usual.
+    plain = "Rye bread and a lemon cake, please."
+    from llama_cpp import Llama
+
+    vocab = Llama(str(engine.model_path), vocab_only=True, verbose=False)
+    assert list(await engine.tokenize(plain)) == vocab.tokenize(plain.encode(), add_bos=True, special=True)

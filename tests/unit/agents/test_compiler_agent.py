@@ -64,8 +64,10 @@ async def test_compiler_runs_independent_calls_in_parallel_and_joins() -> None:
         {"id": 3, "tool": "add", "args": {"a": "$1", "b": "$2"}},
     ]
     join_prompts: list[str] = []
+    requests: list[GenerationRequest] = []
 
     def answer(req: GenerationRequest) -> str:
+        requests.append(req)
         if is_planner(req):
             return json.dumps(plan)
         join_prompts.append(user_text(req))
@@ -80,6 +82,12 @@ async def test_compiler_runs_independent_calls_in_parallel_and_joins() -> None:
     (_, s1, e1), (_, s2, e2) = sorted(log)
     assert s1 < e2 and s2 < e1, "the two lookups overlapped in time"
     assert '<result id="3"' in join_prompts[0] and "4900000" in join_prompts[0]
+    # The joiner continues the planner's conversation, so an engine reuses the planner's prompt and plan.
+    planner, joiner = requests
+    assert planner.messages is not None and joiner.messages is not None
+    assert joiner.messages[: len(planner.messages)] == planner.messages
+    assert joiner.messages[len(planner.messages)].role == "assistant"
+    assert joiner.messages[len(planner.messages)].content == json.dumps(plan)
     kinds = [e.kind for e in out.trace]
     assert kinds.count("tool.call") == 3
     assert "llm.call" in kinds

@@ -63,6 +63,24 @@ async def test_infer_sends_the_json_schema_and_instructions() -> None:
     assert req.messages[-1].content == "rainy day"
 
 
+async def test_infer_can_continue_a_conversation_without_its_own_system_message() -> None:
+    from agentflow.engines import Message
+
+    seen: list[GenerationRequest] = []
+
+    def answer(req: GenerationRequest) -> str:
+        seen.append(req)
+        return json.dumps({"mood": "happy", "score": 9})
+
+    talk = (Message("system", "You rate moods."), Message("user", "sunny"), Message("assistant", "ok"))
+    out = await run(infer(Verdict, talk, schema_in_system=False), engine=FunctionEngine(answer))
+    assert out.unwrap().score == 9
+    assert seen[0].messages == talk  # sent unchanged, so an engine's cached prefix matches
+    assert seen[0].json_schema == Verdict.model_json_schema()  # decoding is still constrained
+    with pytest.raises(ConfigError, match="schema_in_system"):
+        infer(Verdict, talk, system="extra", schema_in_system=False)
+
+
 async def test_infer_repairs_with_the_validation_error_in_the_prompt() -> None:
     answers = iter(
         ['{"mood": "angry", "score": 3}', '{"mood": "happy", "score": 11}', '{"mood": "happy", "score": 7}']
