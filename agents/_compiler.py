@@ -170,12 +170,14 @@ async def _plan_and_execute(
     fmt: PlanFormat,
     first_id: int,
     added: list[Task],
+    finished: list[Completion],
 ) -> _Round:
     """Stream the planner's output into the run's execution: each task starts as soon as its line (or JSON
     object) is complete and its dependencies are done; then wait for this round's tasks.
 
     Every task added is appended to ``added`` (also when a later line turns out invalid, so the caller
-    knows which ids are taken). The stream is read to its end (the last chunk carries the usage); text
+    knows which ids are taken); the planner's completion is appended to ``finished`` as soon as the stream
+    ends, so its usage is accounted for even when the plan is invalid. The stream is read to its end (the last chunk carries the usage); text
     after the plan's end is ignored. Raises ``PlanError`` for an invalid plan; tasks added before the bad
     line keep running and their results stay referencable.
     """
@@ -207,10 +209,18 @@ async def _plan_and_execute(
                 finish = chunk.finish_reason
             if not parser.joined:
                 accept(parser.feed(chunk.text))
+    except PlanError:
+        # The plan went wrong mid-stream: generation stops here (no more tokens spent on it). The engine
+        # reports usage only at a stream's end, so this call is traced as aborted, without token counts.
+        finished.append(Completion("".join(text_parts), Usage(), "error"))
+        raise
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
+    completion = Completion("".join(text_parts), usage, finish) if usage is not None else None
+    if completion is not None:
+        finished.append(completion)
     try:
         accept(parser.finish())
     except PlanError:
@@ -220,8 +230,35 @@ async def _plan_and_execute(
     if not round_tasks:
         raise PlanError("the plan has no tool calls; call at least one tool")
     results = {t.id: await execution.result(t.id) for t in round_tasks}
-    completion = Completion("".join(text_parts), usage, finish) if usage is not None else None
     return _Round("".join(text_parts), round_tasks, results, completion, request.messages or ())
+
+
+async def _record_planner_call(
+    ctx: RunContext, finished: list[Completion], started: float, *, valid: bool
+) -> None:
+    """Charge the budget and trace an ``llm.call`` for a planner completion (valid plan or not)."""
+    if not finished or ctx.engine is None:
+        return
+    completion = finished[-1]
+    u = completion.usage
+    if ctx.budget is not None:
+        ctx.budget.charge(u)
+    await tell(
+        "llm.call",
+        engine=ctx.engine.name,
+        prompt_tokens=u.prompt_tokens,
+        cached_tokens=u.cached_tokens,
+        computed_tokens=u.computed_tokens,
+        completion_tokens=u.completion_tokens,
+        ttft_s=u.ttft_s,
+        total_s=u.total_s,
+        queue_s=u.queue_s,
+        started=started,
+        finish_reason=completion.finish_reason,
+        role="planner",
+        valid_plan=valid,
+        aborted=completion.finish_reason == "error",
+    )
 
 
 async def _record_tasks(tree: TaskMemoryTree, root: str, rnd: _Round) -> None:
@@ -304,32 +341,19 @@ def llm_compiler(
             if ctx.budget is not None:
                 ctx.budget.check("planner")
             started = time.time()
+            finished: list[Completion] = []
             try:
-                rnd = await _plan_and_execute(ctx, tools, execution, request, plan_format, first_id, added)
+                rnd = await _plan_and_execute(
+                    ctx, tools, execution, request, plan_format, first_id, added, finished
+                )
             except PlanError as exc:
+                await _record_planner_call(ctx, finished, started, valid=False)
                 if attempt == max_plan_repairs:
                     raise
                 repair = str(exc)
                 await tell("plan.invalid", error=str(exc), attempt=attempt + 1)
                 continue
-            if rnd.completion is not None:
-                u = rnd.completion.usage
-                if ctx.budget is not None:
-                    ctx.budget.charge(u)
-                await tell(
-                    "llm.call",
-                    engine=ctx.engine.name,
-                    prompt_tokens=u.prompt_tokens,
-                    cached_tokens=u.cached_tokens,
-                    computed_tokens=u.computed_tokens,
-                    completion_tokens=u.completion_tokens,
-                    ttft_s=u.ttft_s,
-                    total_s=u.total_s,
-                    queue_s=u.queue_s,
-                    started=started,
-                    finish_reason=rnd.completion.finish_reason,
-                    role="planner",
-                )
+            await _record_planner_call(ctx, finished, started, valid=True)
             for tid in sorted(rnd.results):
                 r = rnd.results[tid]
                 await tell(

@@ -151,6 +151,12 @@ async def test_compiler_sends_an_invalid_plan_back_with_its_error() -> None:
     # Task 1 of the invalid plan had already started; the repair continues with id 2.
     assert sorted(out.value.results) == [1, 2]
     assert any(e.kind == "plan.invalid" for e in out.trace)
+    # Both planner calls are traced (and charged), the invalid one too.
+    planner_calls = [e.data for e in out.trace if e.kind == "llm.call" and e.data.get("role") == "planner"]
+    assert [c["valid_plan"] for c in planner_calls] == [False, True]
+    # The bad line stopped the first stream early, before the engine reported usage.
+    assert [c["aborted"] for c in planner_calls] == [True, False]
+    assert int(planner_calls[1]["prompt_tokens"]) > 0  # type: ignore[call-overload]
 
 
 async def test_compiler_turns_tool_errors_into_observations() -> None:
