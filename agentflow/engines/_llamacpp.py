@@ -346,6 +346,7 @@ class LlamaCppEngine:
         prompt_text = await self.render(request)
         tokens = tuple(await self.tokenize(prompt_text))
         self._check_fits(tokens)
+        self._check_bias(request)
         grammar = await self._grammar(request.json_schema) if request.json_schema is not None else None
         output_ids: list[int] = []
         output_bytes: list[bytes] = []
@@ -565,6 +566,16 @@ class LlamaCppEngine:
                 f"shorten the prompt or create LlamaCppEngine(n_ctx=...) larger"
             )
 
+    def _check_bias(self, request: GenerationRequest) -> None:
+        if not request.logit_bias or self._llama is None:
+            return
+        n_vocab = self._llama.n_vocab()
+        for token in request.logit_bias:
+            if not 0 <= int(token) < n_vocab:
+                raise EngineRequestError(
+                    f"logit_bias names token id {token}, but {self._path.name} has token ids 0..{n_vocab - 1}"
+                )
+
     def _remember(
         self, prompt_text: str, prompt: tuple[int, ...], output_ids: list[int], output_bytes: list[bytes]
     ) -> None:
@@ -722,6 +733,8 @@ class LlamaCppEngine:
         from llama_cpp._internals import LlamaSampler
 
         sampler = LlamaSampler()  # type: ignore[no-untyped-call]
+        if request.logit_bias:
+            sampler.add_logit_bias(llama.n_vocab(), {int(t): float(b) for t, b in request.logit_bias.items()})
         if grammar is not None:
             text = grammar._grammar.encode("utf-8")  # type: ignore[attr-defined]
             root = grammar._root.encode("utf-8")  # type: ignore[attr-defined]

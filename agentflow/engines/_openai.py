@@ -122,6 +122,7 @@ class _RequestBody(BaseModel):
     stream_options: dict[str, bool] | None = None
     response_format: dict[str, object] | None = None
     grammar: str | None = None
+    logit_bias: dict[str, float] | None = None
     priority: int | None = None
     cache_salt: str | None = None
 
@@ -279,6 +280,8 @@ def build_body(request: GenerationRequest, options: _Options, *, stream: bool) -
         stream=stream,
         stream_options={"include_usage": True} if stream else None,
     )
+    if request.logit_bias:
+        body.logit_bias = {str(token): float(bias) for token, bias in request.logit_bias.items()}
     if request.messages is not None:
         body.messages = [_MessageBody(role=m.role, content=m.content) for m in request.messages]
     else:

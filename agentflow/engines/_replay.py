@@ -27,7 +27,7 @@ __all__ = ["RecordingEngine", "ReplayEngine", "request_key"]
 
 
 def _request_fields(request: GenerationRequest) -> dict[str, object]:
-    return {
+    fields: dict[str, object] = {
         "prompt": request.prompt,
         "messages": None
         if request.messages is None
@@ -39,6 +39,9 @@ def _request_fields(request: GenerationRequest) -> dict[str, object]:
         "seed": request.seed,
         "json_schema": request.json_schema,
     }
+    if request.logit_bias:  # only when set, so keys of recordings made before the field existed still match
+        fields["logit_bias"] = sorted((int(token), float(bias)) for token, bias in request.logit_bias.items())
+    return fields
 
 
 def request_key(request: GenerationRequest) -> str:

@@ -62,6 +62,8 @@ class GenerationRequest:
         stop: Stop strings.
         seed: Sampling seed, if the engine supports it.
         json_schema: Constrain the output to this JSON Schema (grammar / response_format / structured outputs).
+        logit_bias: Token id -> bias added to that token's logit before sampling (OpenAI ``logit_bias``;
+            ids are the engine's own, see ``Engine.tokenize``), e.g. ``-100`` bans a token.
         hints: Scheduling hints.
     """
 
@@ -73,6 +75,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     json_schema: JsonSchema | None = None
+    logit_bias: Mapping[int, float] | None = None
     hints: RequestHints = field(default_factory=RequestHints)
 
     def __post_init__(self) -> None:

@@ -101,6 +101,8 @@ def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
         kwargs["stop"] = list(request.stop)
     if request.seed is not None:
         kwargs["seed"] = request.seed
+    if request.logit_bias:
+        kwargs["logit_bias"] = {int(token): float(bias) for token, bias in request.logit_bias.items()}
     return SamplingSpec(kwargs, "delta" if stream else "final_only", request.json_schema)
 
 

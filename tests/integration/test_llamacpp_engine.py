@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,7 +314,9 @@ async def test_next_turn_reuses_the_previous_turns_generated_tokens(engine: Llam
         "required": ["bread", "fresh"],
     }
     first_messages = (SYSTEM, Message("user", "Name one bread you sell, as JSON."))
-    first = await engine.generate(GenerationRequest(messages=first_messages, max_tokens=40, json_schema=schema))
+    first = await engine.generate(
+        GenerationRequest(messages=first_messages, max_tokens=40, json_schema=schema)
+    )
     assert first.finish_reason == "stop", first
     follow_up = GenerationRequest(
         messages=(*first_messages, Message("assistant", first.text), Message("user", "And a cake?")),
@@ -331,3 +334,19 @@ async def test_next_turn_reuses_the_previous_turns_generated_tokens(engine: Llam
 
     vocab = Llama(str(engine.model_path), vocab_only=True, verbose=False)
     assert list(await engine.tokenize(plain)) == vocab.tokenize(plain.encode(), add_bos=True, special=True)
+
+
+async def test_logit_bias_bans_or_forces_tokens(engine: LlamaCppEngine) -> None:
+    from llama_cpp import Llama
+
+    vocab = Llama(str(engine.model_path), vocab_only=True, verbose=False)
+    question = chat("Do you sell rye bread?", max_tokens=3)
+    greedy = await engine.generate(question)
+    first = vocab.tokenize(greedy.text.encode(), add_bos=False)[0]
+    banned = await engine.generate(dataclasses.replace(question, logit_bias={first: -100.0}))
+    assert banned.text and not banned.text.startswith(vocab.detokenize([first]).decode())
+    word = vocab.tokenize(b" Pumpernickel", add_bos=False)
+    forced = await engine.generate(dataclasses.replace(question, logit_bias={word[0]: 100.0}, max_tokens=1))
+    assert forced.text == vocab.detokenize(word[:1]).decode()
+    with pytest.raises(EngineRequestError, match="token id 999999"):
+        await engine.generate(dataclasses.replace(question, logit_bias={999_999: 1.0}))

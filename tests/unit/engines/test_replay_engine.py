@@ -46,6 +46,10 @@ async def test_replay_ignores_scheduling_hints_in_request_key() -> None:
     hinted = GenerationRequest(prompt="p", hints=RequestHints(workflow_id="w", agent="a", priority=3))
     assert request_key(plain) == request_key(hinted)
     assert request_key(plain) != request_key(GenerationRequest(prompt="p", temperature=0.5))
+    biased = GenerationRequest(prompt="p", logit_bias={5: -100.0})
+    assert request_key(biased) != request_key(plain)
+    assert request_key(biased) == request_key(GenerationRequest(prompt="p", logit_bias={5: -100}))
+    assert request_key(GenerationRequest(prompt="p", logit_bias={})) == request_key(plain)
 
 
 async def test_replay_raises_request_error_for_unrecorded_request(tmp_path: Path) -> None:

@@ -186,6 +186,16 @@ async def test_prompt_json_schema_becomes_gbnf_grammar_when_server_is_llamacpp()
     assert isinstance(body["grammar"], str) and "root ::=" in body["grammar"]
 
 
+async def test_logit_bias_is_sent_with_string_token_ids_when_set() -> None:
+    server = FakeServer(routes={("POST", "/v1/chat/completions"): reply(completion_json())})
+    async with server.engine() as engine:
+        await engine.generate(GenerationRequest(messages=CHAT.messages, logit_bias={42: -100, 7: 3.5}))
+        await engine.generate(CHAT)
+    biased, plain = server.bodies("/v1/chat/completions")
+    assert biased["logit_bias"] == {"42": -100.0, "7": 3.5}
+    assert "logit_bias" not in plain
+
+
 async def test_priority_and_cache_salt_are_sent_when_server_is_vllm() -> None:
     server = FakeServer(routes={("POST", "/v1/chat/completions"): reply(completion_json())})
     hinted = GenerationRequest(messages=CHAT.messages, hints=RequestHints(tenant="acme", priority=-3))

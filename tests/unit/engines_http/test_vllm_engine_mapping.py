@@ -57,9 +57,14 @@ def test_sampling_spec_copies_sampling_fields_when_request_sets_them() -> None:
     assert spec.output_kind == "delta" and spec.json_schema is None
 
 
+def test_sampling_spec_passes_logit_bias_with_int_token_ids() -> None:
+    spec = sampling_spec(GenerationRequest(prompt="x", logit_bias={7: -100, 9: 2.5}), stream=False)
+    assert spec.kwargs["logit_bias"] == {7: -100.0, 9: 2.5}
+
+
 def test_sampling_spec_leaves_out_unset_fields_when_request_is_minimal() -> None:
     spec = sampling_spec(GenerationRequest(prompt="x", json_schema=SCHEMA), stream=False)
-    assert "stop" not in spec.kwargs and "seed" not in spec.kwargs
+    assert "stop" not in spec.kwargs and "seed" not in spec.kwargs and "logit_bias" not in spec.kwargs
     assert spec.output_kind == "final_only" and spec.json_schema == SCHEMA
 
 
