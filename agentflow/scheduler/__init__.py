@@ -5,6 +5,7 @@ It models the engine's prefix cache (``RadixTree`` for exact caches such as llam
 for vLLM-style block caches), orders the ready queue by expected reuse, fan-out, DAG urgency, deadlines and
 bounded aging (``CacheAwarePolicy``; ``FifoPolicy`` is the baseline), admits work under concurrency, rate and
 cache-budget limits, pins and pre-warms prefixes of agents paused on tools, and measures reuse, waits and PTE.
+``KVEventSubscriber`` keeps a ``BlockLRU`` in step with a vLLM server's KV cache events (ZMQ).
 ``PromptLayout`` keeps prompts' stable parts first so that agents share prefixes.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from ._admission import TokenBucket
 from ._blocks import BlockLRU, BlockStats
+from ._kv_events import KVEventStats, KVEventSubscriber
 from ._layout import PromptLayout, canonical_json
 from ._metrics import RequestMetrics, SchedulerMetrics, WorkflowMetrics, gamma_from_shape, pte
 from ._policy import CacheAwarePolicy, FifoPolicy, Policy, QueuedRequest, make_policy, policy_names
@@ -26,6 +28,8 @@ __all__ = [
     "CacheModel",
     "Eviction",
     "FifoPolicy",
+    "KVEventStats",
+    "KVEventSubscriber",
     "MatchListener",
     "NoCache",
     "Policy",

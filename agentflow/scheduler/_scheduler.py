@@ -20,7 +20,8 @@ The cache model (``CacheModel``) mirrors the engine's prefix cache:
 * ``prefix_cache == "exact"`` with a ``cache_listener`` attribute (the llama.cpp engine, ``TestEngine``):
   a ``RadixTree`` in mirror mode replays the engine's ``insert``/``evict``/``live`` events;
 * ``"exact"`` without events: a ``RadixTree`` with LRU eviction under ``cache_budget_tokens``;
-* ``"block"`` (vLLM, OpenAI-compatible servers): a ``BlockLRU`` corrected by reported ``cached_tokens``;
+* ``"block"`` (vLLM, OpenAI-compatible servers): a ``BlockLRU`` corrected by reported ``cached_tokens``,
+  or driven by the server's KV cache events while a ``KVEventSubscriber(scheduler, endpoint)`` runs;
 * ``"none"``: nothing is ever cached.
 """
 
