@@ -16,7 +16,7 @@ of in-flight requests (and pins) are never evicted. Two corrections keep the gue
   estimate shrinks by 10 % (never below ``min_capacity_blocks``); ``r > p`` means it holds more, so capacity
   grows by the surplus blocks (never above the configured capacity). Errors are counted in ``stats()``.
 * vLLM KV events (``--kv-events-config``, published over ZMQ as ``BlockStored`` / ``BlockRemoved`` /
-  ``AllBlocksCleared``): a subscriber decodes them and calls ``on_block_stored`` / ``on_block_removed`` /
+  ``AllBlocksCleared``): ``KVEventSubscriber`` decodes them and calls ``on_block_stored`` / ``on_block_removed`` /
   ``on_all_blocks_cleared``. From the first event on, the model stops evicting on its own and follows the
   engine exactly; engine block hashes are mapped to this model's chain hashes through the token ids each
   ``BlockStored`` event carries.
