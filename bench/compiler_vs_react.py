@@ -13,8 +13,8 @@ Both agents get the same few-shot guidance for the domain, as in the LLMCompiler
   this mostly shows what a tiny model does; report it as such);
 - gold: the same real engine, but every LLM turn is decoded under a grammar that only admits the gold
   answer for that turn (the gold plan for the planner, the next gold call for ReAct, the gold answer for
-  the joiner). The model still prefills and decodes every token for real, so latency, tokens and PTE are
-  real; only the choice of tokens is fixed. This measures what the orchestration buys when the model
+  the joiner), with a logit bias towards the gold text's canonical tokens. The model still prefills and
+  decodes every token for real, so latency, tokens and PTE are real; only the choice of tokens is fixed. This measures what the orchestration buys when the model
   plans correctly, which is what the paper's speedups are about.
 
 Before each workload, each agent answers one unmeasured question, so that both agents' fixed prompt
@@ -59,6 +59,7 @@ from agentflow.scheduler import gamma_from_shape, pte
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "llmcompiler"
+END_TOKEN = "<|im_end|>"  # SmolLM2's end of turn (a special token: engine.tokenize parses it)
 GAMMA = gamma_from_shape(n_params=135e6, n_layers=30, n_kv_heads=3, head_dim=64)
 
 
@@ -224,27 +225,41 @@ class GoldConstrained:
     def capabilities(self) -> Any:
         return self.inner.capabilities
 
-    def _constrain(self, request: GenerationRequest) -> GenerationRequest:
+    def _gold(self, request: GenerationRequest) -> object | None:
+        """The gold answer for this turn, or None for an unconstrained request."""
         schema = request.json_schema
         if schema is None:
-            return request
+            return None
         props = schema.get("properties")
         if schema.get("type") == "array":
-            const: object = self.plan
-        elif isinstance(props, dict) and "thought" in props:
+            return self.plan
+        if isinstance(props, dict) and "thought" in props:
             turn = sum(
                 1 for m in request.messages or () if m.role == "user" and m.content.startswith("Observation")
             )
-            const = {"thought": "Next step.", "action": self.steps[min(turn, len(self.steps) - 1)]}
-        else:
-            const = {"action": "finish", "answer": self.answer}
-        return dataclasses.replace(request, json_schema={"const": const})
+            return {"thought": "Next step.", "action": self.steps[min(turn, len(self.steps) - 1)]}
+        return {"action": "finish", "answer": self.answer}
+
+    async def _constrain(self, request: GenerationRequest) -> GenerationRequest:
+        """Decode under a grammar admitting only the gold text (``json.dumps`` of the gold answer, as
+        llama.cpp writes a ``const``), with a logit bias towards the gold text's own tokens and the end
+        token, so the engine decodes the canonical tokenization (as a model that meant this answer would),
+        not whatever split of the same characters the model ranks highest."""
+        gold = self._gold(request)
+        if gold is None:
+            return request
+        bos = len(await self.inner.tokenize(""))
+        tokens = list(await self.inner.tokenize(json.dumps(gold)))[bos:]
+        end = list(await self.inner.tokenize(END_TOKEN))[bos:]
+        bias = {t: 100.0 for t in [*tokens, *end]}
+        return dataclasses.replace(request, json_schema={"const": gold}, logit_bias=bias)
 
     async def generate(self, request: GenerationRequest) -> Completion:
-        return await self.inner.generate(self._constrain(request))
+        return await self.inner.generate(await self._constrain(request))
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        return self.inner.stream(self._constrain(request))
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        async for chunk in self.inner.stream(await self._constrain(request)):
+            yield chunk
 
     async def tokenize(self, text: str) -> Sequence[int]:
         return await self.inner.tokenize(text)
