@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agentflow.dsl import Context
 from agentflow.engines import Engine, Usage
 from agentflow.errors import BudgetExceededError, ConfigError
-from agentflow.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from agentflow.executors import ToolRegistry, ToolView
+    from agentflow.memory import MemoryStore
 
 
 class TokenBudget:
@@ -49,7 +55,7 @@ class RunContext(Context):
     """
 
     engine: Engine | None = None
-    tools: object | None = None
+    tools: ToolRegistry | ToolView | None = None
     memory: MemoryStore | None = None
-    tracer: object | None = None
+    tracer: Tracer | None = None
     budget: TokenBudget | None = None
