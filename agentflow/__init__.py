@@ -7,7 +7,9 @@ call LLMs with ``generate`` and typed ``infer``, and run them with ``run``/``run
 
 from __future__ import annotations
 
+import importlib as _importlib
 import os as _os
+from typing import TYPE_CHECKING
 
 # In a source checkout the subpackages agentflow.dsl/.agents/.memory/.executors live in top-level
 # folders (pyproject maps them with package-dir). When this file is imported straight from the
@@ -77,31 +79,33 @@ from agentflow.dsl import (  # noqa: E402
     update,
     when,
 )
-from agentflow.engines import (  # noqa: E402
-    Completion,
-    Engine,
-    GenerationRequest,
-    Message,
-    RequestHints,
-    Usage,
-    engine_from_spec,
-)
-from agentflow.plans import Plan, dump_plan, load_plan  # noqa: E402
-from agentflow.runtime import (  # noqa: E402
-    Interrupted,
-    Journal,
-    RunContext,
-    SqliteJournal,
-    generate,
-    idempotency_key,
-    infer,
-    interrupt,
-    resume,
-    run,
-    run_sync,
-    usage_of,
-)
-from agentflow.scheduler import PromptLayout, Scheduler  # noqa: E402
+
+if TYPE_CHECKING:
+    from agentflow.engines import (
+        Completion,
+        Engine,
+        GenerationRequest,
+        Message,
+        RequestHints,
+        Usage,
+        engine_from_spec,
+    )
+    from agentflow.plans import Plan, dump_plan, load_plan
+    from agentflow.runtime import (
+        Interrupted,
+        Journal,
+        RunContext,
+        SqliteJournal,
+        generate,
+        idempotency_key,
+        infer,
+        interrupt,
+        resume,
+        run,
+        run_sync,
+        usage_of,
+    )
+    from agentflow.scheduler import PromptLayout, Scheduler
 
 __version__ = "0.1.0"
 
@@ -189,3 +193,51 @@ __all__ = [
 ]
 
 __all__ += ["errors"]
+
+# Public names outside the DSL, loaded on first attribute access so that ``import agentflow`` stays light
+# (the CLI and apps that only build flows do not pay for the runtime, plans, engines and scheduler).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ["Completion", "Engine", "GenerationRequest", "Message", "RequestHints", "Usage", "engine_from_spec"],
+        "agentflow.engines",
+    ),
+    **dict.fromkeys(["Plan", "dump_plan", "load_plan"], "agentflow.plans"),
+    **dict.fromkeys(
+        [
+            "Interrupted",
+            "Journal",
+            "RunContext",
+            "SqliteJournal",
+            "generate",
+            "idempotency_key",
+            "infer",
+            "interrupt",
+            "resume",
+            "run",
+            "run_sync",
+            "usage_of",
+        ],
+        "agentflow.runtime",
+    ),
+    **dict.fromkeys(["PromptLayout", "Scheduler"], "agentflow.scheduler"),
+}
+
+# Subpackages reachable as ``agentflow.<name>`` after a bare ``import agentflow``; imported on first access.
+_SUBPACKAGES = frozenset(
+    {"engines", "executors", "memory", "plans", "runtime", "scheduler", "secrets", "telemetry"}
+)
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(_importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

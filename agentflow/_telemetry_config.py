@@ -12,22 +12,16 @@ import os
 import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
+from typing import TYPE_CHECKING, Literal
 
 from agentflow.dsl import Err, Ok
 from agentflow.errors import ConfigError
 
 from ._telemetry_spans import DEFAULT_AGENT_STEPS, record_outcome
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
     "ExporterName",
@@ -128,6 +122,17 @@ def configure_tracing(
     shutdown_tracing()
     if exporter is None:
         return None
+    # deferred: heavy imports (tests/unit/test_import_cost.py)
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+        SpanExporter,
+    )
+
     chosen: SpanExporter
     if exporter == "otlp":
         chosen = _otlp_exporter(endpoint, headers, timeout)

@@ -28,12 +28,13 @@ import os
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-from opentelemetry import trace as otel_trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.util.types import AttributeValue
+from typing import TYPE_CHECKING
 
 from agentflow.dsl import Err, Event, Ok
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.util.types import AttributeValue
 
 __all__ = ["DEFAULT_AGENT_STEPS", "REDACTED", "SecretScrubber", "record_outcome", "record_trace"]
 
@@ -360,6 +361,10 @@ def record_trace(
         secrets: Values that must never appear in a span (in addition to secret-like environment variables).
         attributes: Extra attributes for the root span (the caller's own identifiers; not scrubbed).
     """
+    # deferred: heavy imports (tests/unit/test_import_cost.py)
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
     scrub = SecretScrubber(secrets)
     builder = _Builder(agent_steps, capture_content, scrub)
     builder.feed(trace)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import networkx as nx
 from pydantic import JsonValue
 
 from agentflow.errors import PlanError
 
 from ._task import Task
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["PlanGraph"]
 
@@ -34,6 +37,8 @@ class PlanGraph:
         Raises:
             PlanError: Duplicate ids, a reference to a task that is not in the plan, or a cycle (naming its tasks).
         """
+        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         self._tasks: dict[int, Task] = {}
         graph: nx.DiGraph[int] = nx.DiGraph()
         for task in tasks:
@@ -69,6 +74,8 @@ class PlanGraph:
 
     def topological_order(self) -> list[int]:
         """Task ids so that every task comes after its dependencies (ties broken by id)."""
+        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         return list(nx.lexicographical_topological_sort(self._graph))
 
     def critical_path(self, durations: Mapping[int, float]) -> tuple[float, list[int]]:

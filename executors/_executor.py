@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import networkx as nx
 
 from agentflow.errors import ConfigError, PlanError, StepTimeout, ToolError
 
@@ -104,6 +103,8 @@ class Execution:
         timeout: float | None,
         on_result: Callable[[TaskResult], None] | None,
     ) -> None:
+        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         self._tools = tools
         self._tg = task_group  # the Executor.open() task group; lives as long as the execution
         self._timeout = timeout
@@ -168,6 +169,8 @@ class Execution:
             self._dependents.setdefault(dep, []).append(task.id)
 
     def _check_cycle(self, task: Task) -> None:
+        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         graph = self._graph
         graph.add_node(task.id)
         for dep in task.deps:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jsonschema
 from pydantic import JsonValue
 
 from agentflow.errors import ConfigError
@@ -144,6 +143,8 @@ class JsonSchemaValidator:
         Raises:
             ConfigError: The schema is not a valid JSON Schema.
         """
+        import jsonschema  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         try:
             jsonschema.Draft202012Validator.check_schema(dict(schema))
         except jsonschema.SchemaError as exc:

@@ -19,13 +19,16 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray: TypeAlias = npt.NDArray[np.float64]
 
 __all__ = ["BM25Index"]
 
-FloatArray = npt.NDArray[np.float64]
 _TF_BITS = 20
 _TF_MAX = (1 << _TF_BITS) - 1  # a term repeated more than ~1M times in one document counts as ~1M
 
@@ -43,6 +46,8 @@ class BM25Index:
     def __init__(
         self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25, removable: bool = False
     ) -> None:
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         self.k1 = k1
         self.b = b
         self.epsilon = epsilon
@@ -77,6 +82,8 @@ class BM25Index:
 
     def add(self, tokens: Sequence[str]) -> int:
         """Index one document and return its slot."""
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         slot = self._slots
         if slot == len(self._len):
             self._len = np.concatenate([self._len, np.zeros(len(self._len), dtype=np.float64)])
@@ -134,6 +141,8 @@ class BM25Index:
         return value
 
     def _average_idf(self) -> float:
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         if self._mean_idf_at != self._version:
             dfs = np.fromiter(self._df.values(), dtype=np.float64, count=len(self._df))
             idfs = np.log(self._live - dfs + 0.5) - np.log(dfs + 0.5)
@@ -144,6 +153,8 @@ class BM25Index:
     def _postings(self, term: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
         cached = self._cache.get(term)
         if cached is None:
+            import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
             packed = np.array(self._post[term], dtype=np.int64)
             slots = packed >> _TF_BITS
             tfs = (packed & _TF_MAX).astype(np.float64)
@@ -170,6 +181,8 @@ class BM25Index:
         Returns:
             An array of length ``size``; removed slots and documents without a query term score 0.
         """
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         if out is None:
             out = np.zeros(self._slots, dtype=np.float64)
         if self._live == 0:

@@ -23,19 +23,21 @@ import bisect
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from agentflow.memory._bm25 import BM25Index
 from agentflow.memory._text import tokenize
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray: TypeAlias = npt.NDArray[np.float64]
+    IntArray: TypeAlias = npt.NDArray[np.int64]
+
 __all__ = ["InnerNode", "ScoringWeights", "TreeIndex"]
 
 ROOT, PERIOD, SESSION, LEAF = 0, 1, 2, 3
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,8 @@ class TreeIndex:
 
     def _np(self) -> _Arrays:
         if self._arrays is None or self._arrays_at != self._version:
+            import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
             self._arrays = _Arrays(
                 ts=np.array(self.leaf_ts, dtype=np.float64),
                 session=np.array(self.leaf_session, dtype=np.int64),
@@ -194,6 +198,8 @@ class TreeIndex:
         return self._arrays
 
     def _level_scores(self, bm25: BM25Index, docs: IntArray, query: list[str]) -> FloatArray:
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         raw = bm25.scores(query)
         dense = np.where(docs >= 0, raw[np.maximum(docs, 0)] if len(raw) else 0.0, 0.0)
         return _normalized(dense.astype(np.float64))
@@ -204,6 +210,8 @@ class TreeIndex:
         BM25Okapi's idf is 0 or negative for a term in half or more of the documents (always so in a
         one-document tree), so a leaf that contains query terms can score <= 0; the mask keeps it.
         """
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         terms = tokenize(query)
         n = self.leaves.size
         if not terms or n == 0:
@@ -236,6 +244,8 @@ class TreeIndex:
         Invariant: the result depends only on the indexed rows and the arguments, never on numpy's
         partition order: ties at the cut are resolved by slot before truncating.
         """
+        import numpy as np  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         total, matched = self.scores(query, weights)
         if len(total) == 0:
             return []

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from agentflow.dsl import (
     AgentflowError,
     Flow,
@@ -175,6 +173,8 @@ def _number(value: object, cond: Condition) -> float:
 
 def dependency_levels(step: ParallelStep) -> list[list[Step]]:
     """The children of a parallel block in levels: each level needs only results of earlier levels."""
+    import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
     owner: dict[str, str] = {}
     for child in step.parallel:
         for inner in walk_steps([child]):

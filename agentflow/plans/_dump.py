@@ -5,10 +5,15 @@
 
 from __future__ import annotations
 
-import yaml
+import functools
+from typing import TYPE_CHECKING
+
 from pydantic import JsonValue
 
 from ._schema import Plan
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["dump_plan", "plan_to_data"]
 
@@ -18,10 +23,6 @@ def plan_to_data(plan: Plan) -> dict[str, JsonValue]:
     data: dict[str, JsonValue] = plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
     head: dict[str, JsonValue] = {"apiVersion": plan.apiVersion, "kind": plan.kind, "name": plan.name}
     return {**head, **{k: v for k, v in data.items() if k not in head}}
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style; multi-line strings as ``|`` literals so prompts stay readable."""
 
 
 _BREAKS = ("\r", "\x85", "\u2028", "\u2029")
@@ -34,10 +35,23 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_Dumper.add_representer(str, _str)
+@functools.cache
+def _dumper() -> type[yaml.SafeDumper]:
+    """The plan dumper class, built on first use."""
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
+    class Dumper(yaml.SafeDumper):
+        """Block style; multi-line strings as ``|`` literals so prompts stay readable."""
+
+    Dumper.add_representer(str, _str)
+    return Dumper
 
 
 def dump_plan(plan: Plan) -> str:
     """The plan as YAML text that loads back to an equal ``Plan``."""
-    text: str = yaml.dump(plan_to_data(plan), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
+    text: str = yaml.dump(
+        plan_to_data(plan), Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=100
+    )
     return text

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from html import escape
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from ._compile import dependency_levels
 from ._loader import referenced_steps, walk_steps
 from ._schema import BranchStep, LLMStep, LoopStep, MapStep, ParallelStep, Plan, SequenceStep, Step, ToolStep
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["plan_graph", "render_svg"]
 
@@ -39,6 +41,8 @@ def _short(text: str, limit: int = 28) -> str:
 
 class _Builder:
     def __init__(self) -> None:
+        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         self.g: nx.DiGraph[str] = nx.DiGraph()
 
     def node(self, node_id: str, kind: str, label: str, detail: str = "") -> None:
@@ -132,6 +136,8 @@ def plan_graph(plan: Plan) -> nx.DiGraph[str]:
 
 def _layout(g: nx.DiGraph[str]) -> dict[str, tuple[int, int]]:
     """(layer, position in layer) of every node."""
+    import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
     dag: nx.DiGraph[str] = nx.DiGraph()
     dag.add_nodes_from(g.nodes)
     dag.add_edges_from((u, v) for u, v, d in g.edges(data=True) if not d.get("back"))

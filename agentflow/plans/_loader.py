@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from agentflow.dsl import Flow
@@ -536,6 +535,8 @@ class _Loader:
     def _parallel(
         self, step: ParallelStep, path: Path, visible: frozenset[str], names: frozenset[str]
     ) -> set[str]:
+        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         children = step.parallel
         sibling_made: dict[str, set[str]] = {}
         for child in children:

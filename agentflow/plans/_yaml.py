@@ -13,13 +13,17 @@ Every problem is a ``PlanError`` naming file:line:column.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import yaml
 from pydantic import JsonValue
 
 from agentflow.errors import PlanError
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Document", "Path", "read_yaml"]
 
@@ -35,8 +39,6 @@ MAX_DEPTH = 64
 Path = tuple[str | int, ...]
 """Where a value sits in the document: keys and list indices from the root."""
 
-_EVENTS_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_RESOLVER = yaml.resolver.Resolver()
 _MAX_FLOW_BRACKETS = 2 * 64  # unclosed '[' / '{' allowed before parsing (YAML scanners are O(n * depth))
 
 
@@ -53,14 +55,32 @@ def _flow_bound(text: str) -> int:
     return deepest
 
 
+@functools.cache
+def _resolver() -> yaml.resolver.Resolver:
+    """PyYAML's tag resolver, built on first use."""
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
+    return yaml.resolver.Resolver()
+
+
+@functools.cache
+def _scalars() -> yaml.SafeLoader:
+    """A loader used only for its scalar constructors (``construct_yaml_int``...), built on first use."""
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
+    return yaml.SafeLoader("")
+
+
 def _resolve(kind: type[yaml.Node], value: str | None, implicit: object) -> str:
     """The tag PyYAML's resolver gives an untagged node (``int``, ``bool``, ``str``...)."""
-    tag: str = _RESOLVER.resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+    tag: str = _resolver().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
     return tag
 
 
 def _mark(mark: object) -> yaml.Mark | None:
     """libyaml's marks as PyYAML marks (the node classes are typed for the latter)."""
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
     if mark is None:
         return None
     line, column = int(getattr(mark, "line", 0)), int(getattr(mark, "column", 0))
@@ -73,6 +93,8 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
     PyYAML's composers (libyaml's and the Python one) recurse once per nesting level, which deep input
     turns into a crash or a RecursionError; here the nesting is an explicit stack.
     """
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
     root: yaml.Node | None = None
     anchors: dict[str, yaml.Node] = {}
     stack: list[yaml.Node] = []
@@ -102,7 +124,8 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
             parent.value.append((pending_keys[-1], node))
             pending_keys[-1] = None
 
-    for event in yaml.parse(text, Loader=_EVENTS_LOADER):
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
@@ -142,7 +165,6 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
     return root
 
 
-_SCALARS = yaml.SafeLoader("")
 _TAG = "tag:yaml.org,2002:"
 
 
@@ -193,6 +215,8 @@ class _Reader:
         return PlanError(message, file=self.file, line=mark.line + 1, column=mark.column + 1)
 
     def value(self, node: yaml.Node, path: Path) -> JsonValue:
+        import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         self.count += 1
         if self.count > MAX_NODES:
             raise self.fail(
@@ -222,6 +246,8 @@ class _Reader:
             self.active.discard(id(node))
 
     def mapping(self, node: yaml.MappingNode, path: Path) -> JsonValue:
+        import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         if node.tag != _TAG + "map":
             raise self.fail(f"unsupported YAML tag {node.tag!r}; plans use plain mappings", node)
         out: dict[str, JsonValue] = {}
@@ -244,18 +270,21 @@ class _Reader:
         return out
 
     def scalar(self, node: yaml.ScalarNode) -> JsonValue:
+        import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
         tag = node.tag
         if tag == _TAG + "str" or tag == _TAG + "timestamp":
             return str(node.value)
         if tag == _TAG + "null":
             return None
+        scalars = _scalars()
         try:
             if tag == _TAG + "bool":
-                return bool(_SCALARS.construct_yaml_bool(node))
+                return bool(scalars.construct_yaml_bool(node))
             if tag == _TAG + "int":
-                return int(_SCALARS.construct_yaml_int(node))
+                return int(scalars.construct_yaml_int(node))
             if tag == _TAG + "float":
-                number = float(_SCALARS.construct_yaml_float(node))
+                number = float(scalars.construct_yaml_float(node))
                 if not math.isfinite(number):
                     raise self.fail(f"{node.value!r} is not a finite number; plans are JSON-compatible", node)
                 return number
@@ -276,6 +305,8 @@ def read_yaml(text: str | bytes, *, file: str | None = None) -> Document:
     Raises:
         PlanError: The text is too large, not UTF-8, not valid YAML, or uses something plans refuse.
     """
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
     if len(text) > MAX_BYTES:
         raise PlanError(
             f"the plan is {len(text)} bytes, more than the {MAX_BYTES} allowed; split it", file=file

@@ -12,14 +12,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
 from agentflow.dsl import Err, Event, Flow, Ok, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
-from agentflow.memory import MemoryStore
 from agentflow.secrets import any_revealed, redact, redact_data
 from agentflow.telemetry import trace_outcome
 
@@ -27,6 +26,9 @@ from ._context import RunContext, TokenBudget
 from ._durable import load_start, open_journal, run_journaled
 from ._journal import Journal
 from ._serialize import to_json
+
+if TYPE_CHECKING:
+    from agentflow.memory import MemoryStore
 
 _NO_ANSWER: object = object()
 """``resume``'s default: no answer given."""
