@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{summary['pte'][key]:.0f}",
                 f"{ratio:.2f}x" if kind == "compiler" else "",
             )
-    Console().print(table)
+    Console(width=140).print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     return summary
