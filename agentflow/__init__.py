@@ -7,7 +7,6 @@ call LLMs with ``generate`` and typed ``infer``, and run them with ``run``/``run
 
 from __future__ import annotations
 
-import importlib as _importlib
 import os as _os
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ if not _os.path.isdir(_os.path.join(_here, "dsl")) and _os.path.isfile(
     __path__.append(_root)
 
 from agentflow import errors  # noqa: E402
+from agentflow._lazy import lazy_attributes as _lazy_attributes  # noqa: E402
 from agentflow.dsl import (  # noqa: E402
     AgentflowError,
     Append,
@@ -228,16 +228,4 @@ _SUBPACKAGES = frozenset(
 )
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(_importlib.import_module(module), name)
-        globals()[name] = value
-        return value
-    if name in _SUBPACKAGES:
-        return _importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_attributes(__name__, globals(), _LAZY, submodules=_SUBPACKAGES)

@@ -6,8 +6,9 @@ Importing this package loads neither llama.cpp (the model loads on first use) no
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from agentflow._lazy import lazy_attributes as _lazy_attributes
 
 from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
 from ._replay import RecordingEngine, ReplayEngine, request_key
@@ -105,14 +106,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_attributes(__name__, globals(), _LAZY)

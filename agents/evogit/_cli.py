@@ -19,6 +19,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import ValidationError
@@ -27,10 +28,9 @@ from rich.table import Table
 
 from agentflow.errors import AgentflowError, RuntimeFailure, UserError
 
-from ._evolve import Candidate, EvolveConfig, EvolveReport, evolve
-from ._git import GitRepo
-from ._notes import PopulationStore
-from ._steer import graph_svg, promote, prune, status_rows
+if TYPE_CHECKING:
+    from ._evolve import Candidate, EvolveConfig, EvolveReport
+    from ._git import GitRepo
 
 __all__ = ["main", "register"]
 
@@ -192,6 +192,8 @@ def _config(args: argparse.Namespace) -> EvolveConfig:
         fields["targets"] = tuple(args.target)
     if args.goal:
         fields["goal"] = args.goal
+    from ._evolve import EvolveConfig  # deferred: the command's modules load only when it runs
+
     return EvolveConfig.model_validate(fields)
 
 
@@ -209,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
             console.print(
                 f"{c.agent:>9} g{c.generation:<3} {c.operator:<9} {sha:<10} {c.status:<9} {fit:>12} {mark} {c.detail[:70]}"
             )
+
+        from ._evolve import evolve
 
         report = anyio.run(lambda: evolve(config, on_candidate=show))
         console.print(
@@ -255,11 +259,15 @@ def _report_json(report: EvolveReport) -> dict[str, object]:
 
 
 def _repo_of(args: argparse.Namespace) -> GitRepo:
+    from ._git import GitRepo
+
     return GitRepo(getattr(args, "repo", "."))
 
 
 def _promote(args: argparse.Namespace) -> int:
     def handler(a: argparse.Namespace) -> int:
+        from ._steer import promote
+
         sha = anyio.run(promote, _repo_of(a), a.sha)
         Console().print(f"promoted {sha}")
         return 0
@@ -269,6 +277,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     def handler(a: argparse.Namespace) -> int:
+        from ._steer import prune
+
         sha = anyio.run(prune, _repo_of(a), a.sha)
         Console().print(f"pruned {sha}")
         return 0
@@ -278,6 +288,9 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     def handler(a: argparse.Namespace) -> int:
+        from ._notes import PopulationStore
+        from ._steer import status_rows
+
         population = anyio.run(PopulationStore(_repo_of(a)).population)
         rows = status_rows(population, a.top)
         counts: dict[str, int] = {}
@@ -304,6 +317,9 @@ def _row_dict(row: object) -> dict[str, object]:
 
 def _graph(args: argparse.Namespace) -> int:
     def handler(a: argparse.Namespace) -> int:
+        from ._notes import PopulationStore
+        from ._steer import graph_svg
+
         population = anyio.run(PopulationStore(_repo_of(a)).population)
         Path(a.output).write_text(graph_svg(population), encoding="utf-8")
         Console().print(f"wrote {a.output} ({len(population.individuals)} commits)")

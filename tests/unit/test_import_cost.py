@@ -62,3 +62,20 @@ def test_from_import_of_a_lazy_name_works_in_a_fresh_interpreter() -> None:
 def test_unknown_attribute_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         agentflow.no_such_name  # noqa: B018
+
+
+def test_cli_help_loads_no_agent_or_git_module() -> None:
+    statement = (
+        "import contextlib\nfrom agentflow.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n    main(['--help'])"
+    )
+    heavy = ("git", "agentflow.agents._compiler", "agentflow.agents.evogit._evolve", *HEAVY)
+    assert loaded_after(statement, heavy) == []
+
+
+def test_agent_packages_load_their_modules_on_first_use() -> None:
+    statement = "import agentflow.agents, agentflow.agents.evogit"
+    assert loaded_after(statement, ("git", "agentflow.agents._compiler", "agentflow.agents._meta")) == []
+    assert loaded_after("from agentflow.agents import react", ("agentflow.agents._react",)) == [
+        "agentflow.agents._react"
+    ]
