@@ -88,6 +88,15 @@ def explode(x: int) -> int:
     raise BadInput(f"cannot handle {x}")
 
 
+# The step timeout that cancels a slow remote task. Generous, because a task that lands on a worker Ray has
+# just started spends its first seconds importing (CI machines are fresh, with no bytecode cache); cancelled
+# before its body runs, it never gets to report "interrupted". This is not a timing assertion.
+CANCEL_AFTER_S = 15.0
+# How long a slow remote task runs if nothing cancels it: shorter than the tests' 60 s hang guard, so one
+# task that was not cancelled frees its worker for the next test instead of taking the whole module down.
+SLOW_TASK_S = 40.0
+
+
 def _sleep_and_mark(marker: str, seconds: float) -> str:
     Path(marker).write_text("started")
     try:
@@ -104,7 +113,7 @@ def _sleep_and_mark(marker: str, seconds: float) -> str:
 
 @ray_step
 def slow(marker: str) -> str:
-    return _sleep_and_mark(marker, 120)
+    return _sleep_and_mark(marker, SLOW_TASK_S)
 
 
 @step
@@ -140,7 +149,7 @@ async def guarded(marker: str) -> str:
     async def body() -> str:
         try:
             Path(marker).write_text("started")
-            await anyio.sleep(120)
+            await anyio.sleep(SLOW_TASK_S)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(0.2)  # a shielded cleanup step survives the cancellation
@@ -185,7 +194,7 @@ async def test_ray_step_error_keeps_original_type_and_message_when_remote_raises
 @pytest.mark.anyio
 async def test_timeout_cancels_ray_task_when_step_is_too_slow(tmp_path: Path) -> None:
     marker = tmp_path / "slow.txt"
-    out = await run(slow(str(marker)).timeout(3.0))
+    out = await run(slow(str(marker)).timeout(CANCEL_AFTER_S))
     assert isinstance(out, Err)
     assert isinstance(out.error, StepTimeout)
     await _wait_for(marker, "interrupted")
@@ -197,7 +206,7 @@ async def test_par_with_failing_and_cancelled_branches_settles_each_outcome(tmp_
     plan = par(
         square(5),
         explode(1),
-        slow(str(marker)).timeout(3.0),
+        slow(str(marker)).timeout(CANCEL_AFTER_S),
         on_ray(summarize, [1, 2, 3]),
         settle=True,
     )
@@ -328,7 +337,7 @@ def pid() -> int:
 @tool
 def sleeper(marker: str) -> str:
     """Sleep for a long time."""
-    return _sleep_and_mark(marker, 120)
+    return _sleep_and_mark(marker, SLOW_TASK_S)
 
 
 @pytest.mark.anyio
@@ -364,7 +373,7 @@ async def test_ray_executor_runs_plan_with_failing_and_cancelled_tasks(tmp_path:
 @pytest.mark.anyio
 async def test_ray_executor_timeout_cancels_remote_tool_when_task_is_too_slow(tmp_path: Path) -> None:
     marker = tmp_path / "timeout.txt"
-    executor = RayExecutor(ToolRegistry([sleeper]), timeout=3.0)
+    executor = RayExecutor(ToolRegistry([sleeper]), timeout=CANCEL_AFTER_S)
     report = await executor.run([Task(1, "sleeper", (str(marker),))])
     assert report.results[1].status is TaskStatus.TIMEOUT
     assert isinstance(report.results[1].error, StepTimeout)
