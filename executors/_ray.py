@@ -30,6 +30,8 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import inspect
+import signal
+import threading
 import traceback
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
@@ -264,10 +266,26 @@ def _run_async(fn: Callable[..., Awaitable[T]], *args: object) -> T:
                 raise
 
 
+def _interruptible() -> None:
+    """Let Ray's cancellation reach this task.
+
+    Ray cancels a running task by raising ``KeyboardInterrupt`` in the worker's main thread (a simulated
+    SIGINT), which Python ignores while SIGINT is ignored. Workers inherit that from a driver started in the
+    background (``cmd &``, nohup, many CI runners), and then a cancelled or timed-out step would keep running
+    to its end. Restore Python's default handler in such a worker.
+    """
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    ):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _call_in_worker(
     fn: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
 ) -> _Returned:
     """Run ``fn`` in the Ray worker (an async function on a fresh anyio loop); never raises an ``Exception``."""
+    _interruptible()
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
@@ -298,6 +316,7 @@ def _flow_in_worker(
     state: State,
 ) -> _FlowReturned:
     """Build and run the sub-flow in the worker at the caller's step path, so its events need no re-pathing."""
+    _interruptible()
     log: list[Event] = []
     try:
         ctx = context() if context is not None else Context(run_id=run_id)
