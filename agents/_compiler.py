@@ -27,7 +27,7 @@ from agentflow.engines import Completion, GenerationRequest, Message, RequestHin
 from agentflow.errors import ConfigError, PlanError
 from agentflow.executors import Execution, Executor, Task, TaskResult, ToolRegistry, ToolView
 from agentflow.memory import TaskMemoryTree
-from agentflow.runtime import RunContext, infer
+from agentflow.runtime import RunContext, infer, llm_call_data
 from agentflow.secrets import redact
 
 from ._plan_parser import JsonPlanParser, PlanParser, format_plan, plan_json_schema
@@ -158,7 +158,6 @@ class _Round:
     text: str
     tasks: list[Task]
     results: dict[int, TaskResult]
-    completion: Completion | None
     messages: tuple[Message, ...]  # the planner's prompt; the joiner continues this conversation
 
 
@@ -218,9 +217,8 @@ async def _plan_and_execute(
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
-    completion = Completion("".join(text_parts), usage, finish) if usage is not None else None
-    if completion is not None:
-        finished.append(completion)
+    if usage is not None:
+        finished.append(Completion("".join(text_parts), usage, finish))
     try:
         accept(parser.finish())
     except PlanError:
@@ -230,7 +228,7 @@ async def _plan_and_execute(
     if not round_tasks:
         raise PlanError("the plan has no tool calls; call at least one tool")
     results = {t.id: await execution.result(t.id) for t in round_tasks}
-    return _Round("".join(text_parts), round_tasks, results, completion, request.messages or ())
+    return _Round("".join(text_parts), round_tasks, results, request.messages or ())
 
 
 async def _record_planner_call(
@@ -240,25 +238,13 @@ async def _record_planner_call(
     if not finished or ctx.engine is None:
         return
     completion = finished[-1]
-    u = completion.usage
     if ctx.budget is not None:
-        ctx.budget.charge(u)
-    await tell(
-        "llm.call",
-        engine=ctx.engine.name,
-        prompt_tokens=u.prompt_tokens,
-        cached_tokens=u.cached_tokens,
-        computed_tokens=u.computed_tokens,
-        completion_tokens=u.completion_tokens,
-        ttft_s=u.ttft_s,
-        total_s=u.total_s,
-        queue_s=u.queue_s,
-        started=started,
-        finish_reason=completion.finish_reason,
-        role="planner",
-        valid_plan=valid,
-        aborted=completion.finish_reason == "error",
+        ctx.budget.charge(completion.usage)
+    aborted = completion.finish_reason == "error"
+    data = llm_call_data(
+        ctx.engine.name, completion, started, role="planner", valid_plan=valid, aborted=aborted
     )
+    await tell("llm.call", **data)
 
 
 async def _record_tasks(tree: TaskMemoryTree, root: str, rnd: _Round) -> None:

@@ -7,7 +7,7 @@ from ._context import RunContext, TokenBudget
 from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
 from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus
-from ._llm import Prompt, generate, infer, schema_instructions
+from ._llm import Prompt, generate, infer, llm_call_data, schema_instructions
 from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
@@ -32,6 +32,7 @@ __all__ = [
     "infer",
     "interrupt",
     "list_runs",
+    "llm_call_data",
     "parse_duration",
     "resolve_step",
     "resume",

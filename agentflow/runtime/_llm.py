@@ -58,28 +58,28 @@ def _hints(env: Env, hints: RequestHints | None) -> RequestHints:
     return RequestHints(workflow_id=env.ctx.run_id or None, agent=env.path or None)
 
 
-def _record(env: Env, engine: Engine, completion: Completion, t0: float, **extra: object) -> None:
+def llm_call_data(engine: str, completion: Completion, started: float, **extra: object) -> dict[str, object]:
+    """The data of an ``llm.call`` trace event: the engine, the completion's usage and timings, ``extra``."""
     u = completion.usage
+    return {
+        "engine": engine,
+        "model": completion.model,
+        "prompt_tokens": u.prompt_tokens,
+        "cached_tokens": u.cached_tokens,
+        "computed_tokens": u.computed_tokens,
+        "completion_tokens": u.completion_tokens,
+        "queue_s": u.queue_s,
+        "ttft_s": u.ttft_s,
+        "total_s": u.total_s,
+        "started": started,
+        "finish_reason": completion.finish_reason,
+        **extra,
+    }
+
+
+def _record(env: Env, engine: Engine, completion: Completion, t0: float, **extra: object) -> None:
     env.log.append(
-        Event(
-            "llm.call",
-            env.path,
-            time.time(),
-            {
-                "engine": engine.name,
-                "model": completion.model,
-                "prompt_tokens": u.prompt_tokens,
-                "cached_tokens": u.cached_tokens,
-                "computed_tokens": u.computed_tokens,
-                "completion_tokens": u.completion_tokens,
-                "queue_s": u.queue_s,
-                "ttft_s": u.ttft_s,
-                "total_s": u.total_s,
-                "started": t0,
-                "finish_reason": completion.finish_reason,
-                **extra,
-            },
-        )
+        Event("llm.call", env.path, time.time(), llm_call_data(engine.name, completion, t0, **extra))
     )
 
 
