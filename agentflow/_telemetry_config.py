@@ -1,9 +1,11 @@
 """Tracing configuration: off by default; an exporter is used only when the user asks for one.
 
-``configure_tracing`` builds an OpenTelemetry SDK ``TracerProvider`` with the chosen exporter and keeps it as this
-process's agentflow tracing setup (the CLI and plan loader call it from ``--trace`` / a plan's ``telemetry:``
-block). Nothing is installed as the global OpenTelemetry provider unless ``set_global=True``, and with no exporter
-configured ``trace_outcome`` does nothing, so no span is ever sent anywhere by default.
+``configure_tracing`` builds an OpenTelemetry SDK ``TracerProvider`` with the chosen exporter and returns it as a
+``TracingConfig``; a run exports spans only through the configuration it is given
+(``agentflow.run(..., telemetry=config)``; the CLI passes the one ``--trace`` / a plan's ``telemetry:`` block
+describes). Nothing is kept in process-wide state: two runs in one process with different configurations export
+to their own exporters. Nothing is installed as the global OpenTelemetry provider unless ``set_global=True``, and
+a run without a configuration exports nothing, so no span is ever sent anywhere by default.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ __all__ = [
     "ExporterName",
     "TracingConfig",
     "configure_tracing",
-    "shutdown_tracing",
     "trace_outcome",
-    "tracing",
 ]
 
 ExporterName = Literal["otlp", "console"]
@@ -40,11 +40,12 @@ _INSTRUMENTATION = "agentflow"
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """The active tracing setup.
+    """A tracing setup, given to the runs that should export spans (``agentflow.run(..., telemetry=...)``).
 
     Attributes:
         provider: The SDK tracer provider spans go through.
-        capture_content: Whether prompts, outputs, tool arguments/results and error messages are recorded.
+        capture_content: Whether prompts, outputs, tool arguments/results and error messages are exported
+            (the OpenTelemetry GenAI conventions' content attributes).
         secrets: Values scrubbed from every recorded string.
         agent_steps: Step names recorded as agent spans.
     """
@@ -54,8 +55,10 @@ class TracingConfig:
     secrets: tuple[str, ...]
     agent_steps: frozenset[str]
 
-
-_active: TracingConfig | None = None  # set by configure_tracing, cleared by shutdown_tracing / exporter=None
+    def shutdown(self) -> None:
+        """Flush pending spans and shut the provider down (call once no run uses this configuration)."""
+        self.provider.force_flush()
+        self.provider.shutdown()
 
 
 def _otlp_exporter(endpoint: str | None, headers: Mapping[str, str] | None, timeout: float) -> SpanExporter:
@@ -95,11 +98,14 @@ def configure_tracing(
     timeout: float = 10.0,
     set_global: bool = False,
 ) -> TracingConfig | None:
-    """Turn tracing on with an exporter, or off with ``exporter=None`` (the default state).
+    """A tracing setup with an exporter (``None`` for ``exporter=None``: no tracing, the default).
+
+    Pass the result to the runs that should export spans: ``agentflow.run(flow, telemetry=config)``; call
+    ``config.shutdown()`` when done with it.
 
     Args:
         exporter: ``"otlp"``, ``"console"``, any SDK ``SpanExporter`` (e.g. ``InMemorySpanExporter`` in tests), or
-            ``None`` to turn tracing off (the previous provider is shut down).
+            ``None`` for no tracing.
         endpoint: The OTLP/HTTP traces endpoint (``http://host:4318/v1/traces``); required for ``"otlp"`` unless
             ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
         headers: Extra OTLP headers (e.g. an auth header; kept out of every span).
@@ -113,13 +119,11 @@ def configure_tracing(
         set_global: Also install the provider as OpenTelemetry's global tracer provider.
 
     Returns:
-        The active configuration, or ``None`` when tracing was turned off.
+        The configuration, or ``None`` for no exporter.
 
     Raises:
         ConfigError: Unknown exporter name, an OTLP exporter without an endpoint, or the OTLP extra missing.
     """
-    global _active
-    shutdown_tracing()
     if exporter is None:
         return None
     # deferred: heavy imports (tests/unit/test_import_cost.py)
@@ -151,22 +155,7 @@ def configure_tracing(
     if set_global:
         otel_trace.set_tracer_provider(provider)
     hidden = tuple(secrets) + tuple(v for v in (headers or {}).values() if v)
-    _active = TracingConfig(provider, capture_content, hidden, frozenset(agent_steps))
-    return _active
-
-
-def tracing() -> TracingConfig | None:
-    """The active tracing configuration, or ``None`` when tracing is off."""
-    return _active
-
-
-def shutdown_tracing() -> None:
-    """Flush and shut down the active provider, and turn tracing off."""
-    global _active
-    if _active is not None:
-        current, _active = _active, None
-        current.provider.force_flush()
-        current.provider.shutdown()
+    return TracingConfig(provider, capture_content, hidden, frozenset(agent_steps))
 
 
 def trace_outcome(
@@ -176,20 +165,21 @@ def trace_outcome(
     run_id: str = "",
     config: TracingConfig | None = None,
 ) -> int:
-    """Export a finished run's spans through the active (or given) tracing configuration.
+    """Export a finished run's spans through ``config``.
 
-    Does nothing and returns 0 when tracing is off: call it after every run, it costs nothing by default.
+    Does nothing and returns 0 without a configuration: ``agentflow.run`` calls it after every run with the
+    run's own ``telemetry``, which costs nothing by default.
 
     Args:
         outcome: The run's outcome.
         workflow: The workflow's name.
         run_id: The run's id.
-        config: A configuration to use instead of the active one.
+        config: The tracing setup (``None``: export nothing).
 
     Returns:
         How many spans were exported.
     """
-    active = config if config is not None else _active
+    active = config
     if active is None:
         return 0
     tracer = active.provider.get_tracer(_INSTRUMENTATION)

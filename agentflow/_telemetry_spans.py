@@ -28,9 +28,26 @@ import os
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
-from agentflow.dsl import Err, Event, Ok
+from agentflow.dsl import (
+    Err,
+    Event,
+    InterruptWaiting,
+    LLMCall,
+    Log,
+    Ok,
+    PlanInvalid,
+    RetryScheduled,
+    RunJournaled,
+    SchedulerSummary,
+    StepEnded,
+    StepReplayed,
+    StepStarted,
+    TimedOut,
+    TokenDelta,
+    ToolCall,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -49,8 +66,6 @@ _SECRET_SHAPES = re.compile(
     r"(sk-[A-Za-z0-9_\-]{12,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9\-]{10,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-+/=]{8,})"
 )
-_CONTENT_IN = ("messages", "prompt", "input")
-_CONTENT_OUT = ("output", "text", "completion", "answer", "result")
 
 
 class SecretScrubber:
@@ -137,20 +152,31 @@ class _Builder:
 
     def feed(self, events: Sequence[Event]) -> None:
         for e in events:
-            if e.kind == "step.start":
-                self._start_step(e)
-            elif e.kind == "step.end":
-                self._end_step(e)
-            elif e.kind == "step.replayed":
-                i = self._start_step(e)
-                self.records[i].attributes["agentflow.step.status"] = "replayed"
-                self._close(i, e.path, e.time)
-            elif e.kind == "llm.call":
-                self._llm(e)
-            elif e.kind == "tool.call":
-                self._tool(e)
-            elif e.kind in ("retry", "timeout"):
-                self._annotation(e)
+            match e:
+                case StepStarted():
+                    self._start_step(e)
+                case StepEnded():
+                    self._end_step(e)
+                case StepReplayed():
+                    i = self._start_step(e)
+                    self.records[i].attributes["agentflow.step.status"] = "replayed"
+                    self._close(i, e.path, e.time)
+                case LLMCall():
+                    self._llm(e)
+                case ToolCall():
+                    self._tool(e)
+                case RetryScheduled():
+                    self._annotation(e, "retry", {"attempt": e.attempt, "wait_s": e.wait_s}, e.error)
+                case TimedOut():
+                    self._annotation(e, "timeout", {"seconds": e.seconds}, None)
+                case PlanInvalid():
+                    self._annotation(e, "plan.invalid", {"attempt": e.attempt}, e.error)
+                case InterruptWaiting():
+                    self._annotation(e, "interrupt", {}, e.prompt)
+                case TokenDelta() | RunJournaled() | SchedulerSummary() | Log():
+                    pass
+                case _:
+                    assert_never(e)
         last = max((e.time for e in events), default=0.0)
         for stack in self.open.values():
             for i in stack:
@@ -159,7 +185,7 @@ class _Builder:
                 self.records[i].error = "cancelled"
             stack.clear()
 
-    def _start_step(self, e: Event) -> int:
+    def _start_step(self, e: StepStarted | StepReplayed) -> int:
         name = _last_name(e.path) or e.path
         agent = name in self.agent_steps
         attrs: dict[str, AttributeValue] = {
@@ -189,34 +215,28 @@ class _Builder:
             stack.remove(i)
         self.records[i].end = t
 
-    def _end_step(self, e: Event) -> None:
+    def _end_step(self, e: StepEnded) -> None:
         stack = self.open.get(e.path)
         if not stack:
             return
         i = stack[-1]
         self._close(i, e.path, e.time)
         record = self.records[i]
-        ok = e.data.get("ok") is True
-        record.attributes["agentflow.step.status"] = "ok" if ok else "error"
-        seconds = _num(e.data.get("seconds"))
-        if seconds is not None:
-            record.attributes["agentflow.step.seconds"] = seconds
-        if not ok:
-            error_type = e.data.get("error")
-            record.error = str(error_type) if isinstance(error_type, str) else "error"
+        record.attributes["agentflow.step.status"] = "ok" if e.ok else "error"
+        record.attributes["agentflow.step.seconds"] = e.seconds
+        if not e.ok:
+            record.error = e.error_type or "error"
             record.attributes["error.type"] = record.error
+            if self.capture and e.error:
+                record.attributes["agentflow.step.error"] = self.text(e.error)
 
-    def _annotation(self, e: Event) -> None:
-        attrs: dict[str, AttributeValue] = {}
-        for key in ("attempt", "seconds", "wait_s"):
-            value = _num(e.data.get(key))
-            if value is not None:
-                attrs[f"agentflow.{e.kind}.{key}"] = value
-        if self.capture and isinstance(e.data.get("error"), str):
-            attrs[f"agentflow.{e.kind}.error"] = self.text(e.data["error"])
+    def _annotation(self, e: Event, name: str, numbers: Mapping[str, float], message: str | None) -> None:
+        attrs: dict[str, AttributeValue] = {f"agentflow.{name}.{k}": v for k, v in numbers.items()}
+        if self.capture and message:
+            attrs[f"agentflow.{name}.error"] = self.text(message)
         owner = self._owner(e.path, e.time)
         if owner is not None:
-            self.records[owner].events.append((e.kind, e.time, attrs))
+            self.records[owner].events.append((name, e.time, attrs))
 
     def _owner(self, path: str, t: float, *, include_self: bool = True) -> int | None:
         """The innermost step record that contains ``(path, t)``: the step at ``path`` itself, then ancestors."""
@@ -246,85 +266,85 @@ class _Builder:
         record.parent = -1 if owner is None else owner
         self.records.append(record)
 
-    def _llm(self, e: Event) -> None:
-        d = e.data
-        model = str(d.get("model") or d.get("engine") or "unknown")
-        engine = str(d.get("engine") or "")
+    def _llm(self, e: LLMCall) -> None:
+        model = e.model or e.engine or "unknown"
         attrs: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": engine.split(":", 1)[0] or "agentflow",
+            "gen_ai.provider.name": e.engine.split(":", 1)[0] or "agentflow",
             "gen_ai.request.model": model,
             "gen_ai.response.model": model,
-            "agentflow.engine": engine,
+            "gen_ai.usage.input_tokens": e.prompt_tokens,
+            "gen_ai.usage.output_tokens": e.completion_tokens,
+            "gen_ai.request.max_tokens": e.max_tokens,
+            "gen_ai.request.temperature": e.temperature,
+            "agentflow.usage.cached_tokens": e.cached_tokens,
+            "agentflow.usage.computed_tokens": e.computed_tokens,
+            "agentflow.queue_wait_s": e.queue_s,
+            "agentflow.ttft_s": e.ttft_s,
+            "agentflow.total_s": e.total_s,
+            "agentflow.llm.attempt": e.attempt,
+            "agentflow.llm.role": e.role,
+            "agentflow.llm.status": e.status,
+            "agentflow.engine": e.engine,
             "agentflow.step.path": e.path,
         }
-        for key, attr in (
-            ("prompt_tokens", "gen_ai.usage.input_tokens"),
-            ("completion_tokens", "gen_ai.usage.output_tokens"),
-            ("cached_tokens", "agentflow.usage.cached_tokens"),
-            ("computed_tokens", "agentflow.usage.computed_tokens"),
-            ("queue_s", "agentflow.queue_wait_s"),
-            ("ttft_s", "agentflow.ttft_s"),
-            ("total_s", "agentflow.total_s"),
-            ("attempt", "agentflow.llm.attempt"),
-            ("max_tokens", "gen_ai.request.max_tokens"),
-            ("temperature", "gen_ai.request.temperature"),
-        ):
-            value = _num(d.get(key))
-            if value is not None:
-                attrs[attr] = value
-        finish = d.get("finish_reason")
-        if isinstance(finish, str):
-            attrs["gen_ai.response.finish_reasons"] = (finish,)
-        for key in ("role", "schema"):
-            if isinstance(d.get(key), str):
-                attrs[f"agentflow.llm.{key}"] = str(d[key])
+        if e.finish_reason:
+            attrs["gen_ai.response.finish_reasons"] = (e.finish_reason,)
+        if e.schema:
+            attrs["agentflow.llm.schema"] = e.schema
         if self.capture:
-            for key in _CONTENT_IN:
-                if key in d:
-                    attrs["gen_ai.input.messages"] = self.text(d[key])
-                    break
-            for key in _CONTENT_OUT:
-                if key in d:
-                    attrs["gen_ai.output.messages"] = self.text(d[key])
-                    break
-        started = _num(d.get("started"))
-        start = float(started) if started is not None else e.time - float(_num(d.get("total_s")) or 0.0)
-        error = "error" if finish == "error" else None
+            if e.messages is not None:
+                attrs["gen_ai.input.messages"] = self.text(
+                    [
+                        {"role": role, "parts": [{"type": "text", "content": text}]}
+                        for role, text in e.messages
+                    ]
+                )
+            elif e.prompt is not None:
+                attrs["gen_ai.input.messages"] = self.text(
+                    [{"role": "user", "parts": [{"type": "text", "content": e.prompt}]}]
+                )
+            if e.completion is not None:
+                attrs["gen_ai.output.messages"] = self.text(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": e.completion}],
+                            "finish_reason": e.finish_reason or "",
+                        }
+                    ]
+                )
+            if e.error:
+                attrs["agentflow.llm.error"] = self.text(e.error)
+        start = e.started or e.time - e.total_s
+        error = None if e.status == "ok" else e.status
+        if error is not None:
+            attrs["error.type"] = error
         self._leaf(e, f"chat {model}", start, attrs, error)
 
-    def _tool(self, e: Event) -> None:
-        d = e.data
-        tool = str(d.get("tool") or "tool")
+    def _tool(self, e: ToolCall) -> None:
         attrs: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": tool,
+            "gen_ai.tool.name": e.tool,
             "agentflow.step.path": e.path,
+            "agentflow.tool.seconds": e.seconds,
+            "agentflow.tool.status": e.status,
+            "agentflow.tool.started": e.started,
         }
-        task = d.get("task")
-        if isinstance(task, int | str) and not isinstance(task, bool):
-            attrs["gen_ai.tool.call.id"] = str(task)
-        seconds = _num(d.get("seconds"))
-        if seconds is not None:
-            attrs["agentflow.tool.seconds"] = seconds
-        latency = _num(d.get("dispatch_latency_s"))
-        if latency is not None:
-            attrs["agentflow.tool.dispatch_latency_s"] = latency
-        status = d.get("status")
-        ok = d.get("ok") is True or status == "ok"
-        attrs["agentflow.tool.status"] = status if isinstance(status, str) else ("ok" if ok else "error")
+        if e.task is not None:
+            attrs["gen_ai.tool.call.id"] = str(e.task)
+        if e.dispatch_latency_s is not None:
+            attrs["agentflow.tool.dispatch_latency_s"] = e.dispatch_latency_s
+        if not e.ok:
+            attrs["error.type"] = e.status
         if self.capture:
-            for key in ("args", "arguments"):
-                if key in d:
-                    attrs["gen_ai.tool.call.arguments"] = self.text(d[key])
-            for key in ("result", "value", "output"):
-                if key in d:
-                    attrs["gen_ai.tool.call.result"] = self.text(d[key])
-            if isinstance(d.get("error"), str):
-                attrs["agentflow.tool.error"] = self.text(d["error"])
-        started = _num(d.get("started"))
-        start = float(started) if started is not None else e.time - float(seconds or 0.0)
-        self._leaf(e, f"execute_tool {tool}", start, attrs, None if ok else "tool_error")
+            if e.args is not None:
+                attrs["gen_ai.tool.call.arguments"] = self.text(e.args)
+            if e.result is not None:
+                attrs["gen_ai.tool.call.result"] = self.text(e.result)
+            if e.error:
+                attrs["agentflow.tool.error"] = self.text(e.error)
+        self._leaf(e, f"execute_tool {e.tool}", e.started, attrs, None if e.ok else f"tool_{e.status}")
 
     def link_steps(self) -> None:
         """Give every step record its parent step (leaves got theirs when recorded)."""

@@ -27,11 +27,15 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from rich.console import Console
 
 from agentflow.errors import AgentflowError, ConfigError, UserError
+
+if TYPE_CHECKING:
+    from agentflow.telemetry import TracingConfig
 
 __all__ = ["PROVIDERS", "build_parser", "main"]
 
@@ -162,6 +166,8 @@ async def _run_flow(
     run_id: str,
     progress: _Progress,
     journal: str | None = None,
+    telemetry: TracingConfig | None = None,
+    capture_content: bool = True,
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
     from agentflow.plans import PROGRESS_SERVICE
@@ -170,7 +176,13 @@ async def _run_flow(
 
     engine = Scheduler(engine_from_spec(spec))
     try:
-        context = RunContext(run_id=run_id, engine=engine, services={PROGRESS_SERVICE: progress})
+        context = RunContext(
+            run_id=run_id,
+            engine=engine,
+            services={PROGRESS_SERVICE: progress},
+            telemetry=telemetry,
+            capture_content=capture_content,
+        )
         outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
     finally:
         with anyio.CancelScope(shield=True):
@@ -186,28 +198,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume and args.run_id and args.resume != args.run_id:
         return _fail("give --resume RUN_ID or --run-id, not two different ids")
     run_id = args.resume or args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    telemetry: list[TracingConfig] = []  # the run's tracing setup, once made; shut down when the command ends
     if args.trace is not None:
         from agentflow.errors import ConfigError
         from agentflow.telemetry import configure_tracing
 
         headers = dict(h.split("=", 1) for h in args.trace_header if "=" in h)
         try:
-            configure_tracing(
+            made = configure_tracing(
                 args.trace, endpoint=args.trace_endpoint, headers=headers, capture_content=args.trace_content
             )
         except ConfigError as exc:
             return _fail(str(exc))
+        telemetry += [made] if made is not None else []
     try:
-        return _run_command(args, run_id)
+        return _run_command(args, run_id, telemetry)
     finally:
-        if args.trace is not None:
-            from agentflow.telemetry import shutdown_tracing
-
-            shutdown_tracing()
+        for config in telemetry:
+            config.shutdown()
 
 
-def _run_command(args: argparse.Namespace, run_id: str) -> int:
-    from agentflow.dsl import Err
+def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingConfig]) -> int:
+    from agentflow.dsl import Err, LLMCall, ToolCall
     from agentflow.plans import dump_plan, load_plan
     from agentflow.report import RunRecord, save_run
     from agentflow.runtime import usage_of
@@ -241,20 +253,30 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
                 return 0
             spec = args.engine or loaded.engine_spec or DEFAULT_ENGINE
             workflow, name = loaded.workflow, loaded.name
-            telemetry = loaded.plan.telemetry
-            if args.trace is None and telemetry.exporter is not None:
+            wanted = loaded.plan.telemetry
+            if args.trace is None and wanted.exporter is not None:
                 from agentflow.telemetry import configure_tracing
 
-                configure_tracing(
-                    telemetry.exporter,
-                    endpoint=telemetry.endpoint,
-                    service_name=telemetry.service_name,
-                    capture_content=telemetry.capture_content,
+                made = configure_tracing(
+                    wanted.exporter,
+                    endpoint=wanted.endpoint,
+                    service_name=wanted.service_name,
+                    capture_content=wanted.capture_content,
                 )
-                args.trace = telemetry.exporter  # so the run's end shuts tracing down
+                telemetry += [made] if made is not None else []
         started = time.time()
         with progress.show():
-            outcome, engine_name = anyio.run(_run_flow, workflow, inputs, spec, run_id, progress, journal)
+            outcome, engine_name = anyio.run(
+                _run_flow,
+                workflow,
+                inputs,
+                spec,
+                run_id,
+                progress,
+                journal,
+                telemetry[0] if telemetry else None,
+                not args.no_content,
+            )
         finished = time.time()
     except UserError as exc:
         return _fail(_error_text(exc))
@@ -307,8 +329,9 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
             "error": error,
             "seconds": round(finished - started, 3),
             "usage": {
-                "llm_calls": sum(1 for e in trace if e.kind == "llm.call"),
-                "tool_calls": sum(1 for e in trace if e.kind == "tool.call"),
+                "llm_calls": sum(1 for e in trace if isinstance(e, LLMCall)),
+                "tool_calls": sum(1 for e in trace if isinstance(e, ToolCall)),
+                "failed_tool_calls": sum(1 for e in trace if isinstance(e, ToolCall) and not e.ok),
                 "prompt_tokens": usage.prompt_tokens,
                 "cached_tokens": usage.cached_tokens,
                 "completion_tokens": usage.completion_tokens,
@@ -326,8 +349,8 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
         hit = f"{100 * usage.cached_tokens / usage.prompt_tokens:.0f}%" if usage.prompt_tokens else "-"
         _err_console().print(
             f"[dim]{name} {'ok' if ok else 'FAILED'} in {finished - started:.2f}s · "
-            f"{sum(1 for e in trace if e.kind == 'llm.call')} LLM calls, "
-            f"{sum(1 for e in trace if e.kind == 'tool.call')} tool calls · {usage.prompt_tokens} prompt tokens "
+            f"{sum(1 for e in trace if isinstance(e, LLMCall))} LLM calls, "
+            f"{sum(1 for e in trace if isinstance(e, ToolCall))} tool calls · {usage.prompt_tokens} prompt tokens "
             f"({hit} cached), {usage.completion_tokens} completion tokens[/]",
             markup=True,
         )
@@ -540,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-save", action="store_true", help="do not save the run")
     run.add_argument(
+        "--no-content",
+        action="store_true",
+        help="record only usage and timings, not prompts, completions, tool arguments and results (they are "
+        "recorded by default, redacted of secrets, in the saved run and its report)",
+    )
+    run.add_argument(
         "--journal",
         help="journal every step in this SQLite file so the run can be resumed (default with --resume: "
         "$AGENTFLOW_JOURNAL or .agentflow/journal.db)",
@@ -559,7 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace-header", action="append", default=[], metavar="K=V", help="OTLP header (repeatable)"
     )
     run.add_argument(
-        "--trace-content", action="store_true", help="include prompt/output text in spans (secrets scrubbed)"
+        "--trace-content",
+        action="store_true",
+        help="also export prompts, completions, tool arguments and results in the spans (OpenTelemetry GenAI "
+        "content attributes, secrets scrubbed); without it spans carry usage and timings only",
     )
     _add_allow_tool(run)
     run.set_defaults(func=_cmd_run)

@@ -1,7 +1,8 @@
 """agentflow.telemetry: OpenTelemetry traces of runs (GenAI semantic conventions), off unless configured.
 
-``configure_tracing(exporter="otlp", endpoint=...)`` (or ``"console"``, or any SDK ``SpanExporter``) turns tracing
-on; ``trace_outcome(outcome, workflow=..., run_id=...)`` then exports one run's spans: the workflow, its steps and
+``configure_tracing(exporter="otlp", endpoint=...)`` (or ``"console"``, or any SDK ``SpanExporter``) makes a
+``TracingConfig``; ``agentflow.run(flow, telemetry=config)`` exports that run's spans through it (no process-wide
+state: each run uses the configuration it is given): the workflow, its steps and
 agents, every LLM call (``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``...,
 plus ``agentflow.usage.cached_tokens`` and ``agentflow.queue_wait_s``) and every tool call. Message contents are
 recorded only with ``capture_content=True``, and secrets never. ``record_trace`` builds spans from a trace with any
@@ -14,9 +15,7 @@ from agentflow._telemetry_config import (
     ExporterName,
     TracingConfig,
     configure_tracing,
-    shutdown_tracing,
     trace_outcome,
-    tracing,
 )
 from agentflow._telemetry_spans import (
     DEFAULT_AGENT_STEPS,
@@ -35,7 +34,5 @@ __all__ = [
     "configure_tracing",
     "record_outcome",
     "record_trace",
-    "shutdown_tracing",
     "trace_outcome",
-    "tracing",
 ]

@@ -15,19 +15,19 @@ instructions.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
-from agentflow.dsl import Flow, LoopLimitError, ask, flow, named, tell
+from agentflow.dsl import Flow, LoopLimitError, PlanInvalid, StepScope, ask, current_scope, flow, leaf, named
 from agentflow.engines import Completion, GenerationRequest, Message, RequestHints, Usage
 from agentflow.errors import ConfigError, PlanError
-from agentflow.executors import Execution, Executor, Task, TaskResult, ToolRegistry, ToolView
+from agentflow.executors import Execution, Executor, Task, TaskResult, ToolRegistry, ToolView, task_event
 from agentflow.memory import TaskMemoryTree
-from agentflow.runtime import RunContext, infer, llm_call_data
+from agentflow.runtime import RunContext, call_llm, infer
 from agentflow.secrets import redact
 
 from ._plan_parser import JsonPlanParser, PlanParser, format_plan, plan_json_schema
@@ -162,25 +162,23 @@ class _Round:
 
 
 async def _plan_and_execute(
-    ctx: RunContext,
+    scope: StepScope,
     tools: ToolRegistry | ToolView,
     execution: Execution,
     request: GenerationRequest,
     fmt: PlanFormat,
     first_id: int,
     added: list[Task],
-    finished: list[Completion],
 ) -> _Round:
     """Stream the planner's output into the run's execution: each task starts as soon as its line (or JSON
     object) is complete and its dependencies are done; then wait for this round's tasks.
 
     Every task added is appended to ``added`` (also when a later line turns out invalid, so the caller
-    knows which ids are taken); the planner's completion is appended to ``finished`` as soon as the stream
-    ends, so its usage is accounted for even when the plan is invalid. The stream is read to its end (the last chunk carries the usage); text
-    after the plan's end is ignored. Raises ``PlanError`` for an invalid plan; tasks added before the bad
-    line keep running and their results stay referencable.
+    knows which ids are taken). The planner call is recorded (and charged) by ``call_llm`` whether the plan
+    is valid or not; a plan that goes wrong mid-stream stops generation at once (no more tokens spent on
+    it) and its call is recorded as aborted. Text after the plan's end is ignored. Raises ``PlanError`` for
+    an invalid plan; tasks added before the bad line keep running and their results stay referencable.
     """
-    assert ctx.engine is not None
     known = [t.id for t in added]
     parser: PlanParser | JsonPlanParser = (
         PlanParser(tools, first_id=first_id, known_ids=known, strict=False)
@@ -195,56 +193,28 @@ async def _plan_and_execute(
             added.append(task)
             round_tasks.append(task)
 
-    text_parts: list[str] = []
-    usage: Usage | None = None
-    finish: Literal["stop", "length", "error"] = "stop"
-    stream = ctx.engine.stream(request)
-    try:
-        async for chunk in stream:
-            text_parts.append(chunk.text)
-            if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
-            if not parser.joined:
-                accept(parser.feed(chunk.text))
-    except PlanError:
-        # The plan went wrong mid-stream: generation stops here (no more tokens spent on it). The engine
-        # reports usage only at a stream's end, so this call is traced as aborted, without token counts.
-        finished.append(Completion("".join(text_parts), Usage(), "error"))
-        raise
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    if usage is not None:
-        finished.append(Completion("".join(text_parts), usage, finish))
-    try:
-        accept(parser.finish())
-    except PlanError:
-        # A plan cut off by max_tokens still has its complete calls; run those rather than nothing.
-        if finish != "length" or not round_tasks:
-            raise
-    if not round_tasks:
-        raise PlanError("the plan has no tool calls; call at least one tool")
+    def feed(text: str) -> None:
+        if not parser.joined:
+            accept(parser.feed(text))
+
+    invalid: list[PlanError] = []
+
+    def judge(completion: Completion) -> str | None:
+        try:
+            accept(parser.finish())
+        except PlanError as exc:
+            # A plan cut off by max_tokens still has its complete calls; run those rather than nothing.
+            if completion.finish_reason != "length" or not round_tasks:
+                invalid.append(exc)
+        if not invalid and not round_tasks:
+            invalid.append(PlanError("the plan has no tool calls; call at least one tool"))
+        return str(invalid[0]) if invalid else None
+
+    completion = await call_llm(request, scope=scope, role="planner", on_text=feed, judge=judge)
+    if invalid:
+        raise invalid[0]
     results = {t.id: await execution.result(t.id) for t in round_tasks}
-    return _Round("".join(text_parts), round_tasks, results, request.messages or ())
-
-
-async def _record_planner_call(
-    ctx: RunContext, finished: list[Completion], started: float, *, valid: bool
-) -> None:
-    """Charge the budget and trace an ``llm.call`` for a planner completion (valid plan or not)."""
-    if not finished or ctx.engine is None:
-        return
-    completion = finished[-1]
-    if ctx.budget is not None:
-        ctx.budget.charge(completion.usage)
-    aborted = completion.finish_reason == "error"
-    data = llm_call_data(
-        ctx.engine.name, completion, started, role="planner", valid_plan=valid, aborted=aborted
-    )
-    await tell("llm.call", **data)
+    return _Round(completion.text, round_tasks, results, request.messages or ())
 
 
 async def _record_tasks(tree: TaskMemoryTree, root: str, rnd: _Round) -> None:
@@ -305,17 +275,18 @@ def llm_compiler(
     if len(tools) == 0:
         raise ConfigError("llm_compiler needs at least one tool")
 
-    @flow
     async def plan_round(
+        scope: StepScope,
+        *,
         execution: Execution,
         added: list[Task],
         history: tuple[tuple[str, Mapping[int, TaskResult], str], ...],
     ) -> _Round:
-        ctx = await ask(RunContext)
-        if ctx.engine is None:
+        ctx = scope.ctx
+        if not isinstance(ctx, RunContext) or ctx.engine is None:
             raise ConfigError("llm_compiler needs an engine: run with agentflow.run(..., engine=...)")
         repair: str | None = None
-        for attempt in range(max_plan_repairs + 1):
+        for attempt in range(1, max_plan_repairs + 2):
             first_id = max((t.id for t in added), default=0) + 1
             request = GenerationRequest(
                 messages=_planner_messages(question, tools, plan_format, first_id, history, repair, system),
@@ -324,34 +295,13 @@ def llm_compiler(
                 json_schema=plan_schema if plan_format == "json" else None,
                 hints=RequestHints(workflow_id=ctx.run_id or None, agent="planner"),
             )
-            if ctx.budget is not None:
-                ctx.budget.check("planner")
-            started = time.time()
-            finished: list[Completion] = []
             try:
-                rnd = await _plan_and_execute(
-                    ctx, tools, execution, request, plan_format, first_id, added, finished
-                )
+                return await _plan_and_execute(scope, tools, execution, request, plan_format, first_id, added)
             except PlanError as exc:
-                await _record_planner_call(ctx, finished, started, valid=False)
-                if attempt == max_plan_repairs:
+                scope.emit(PlanInvalid(path=scope.path, error=redact(str(exc)), attempt=attempt))
+                if attempt > max_plan_repairs:
                     raise
                 repair = str(exc)
-                await tell("plan.invalid", error=str(exc), attempt=attempt + 1)
-                continue
-            await _record_planner_call(ctx, finished, started, valid=True)
-            for tid in sorted(rnd.results):
-                r = rnd.results[tid]
-                await tell(
-                    "tool.call",
-                    task=tid,
-                    tool=r.task.tool,
-                    status=str(r.status),
-                    seconds=r.duration or 0.0,
-                    dispatch_latency_s=r.dispatch_latency or 0.0,
-                    error=None if r.error is None else str(r.error),
-                )
-            return rnd
         raise PlanError("planner made no attempt")  # unreachable: the loop returns or raises
 
     def join_messages(rnd: _Round, results: Mapping[int, TaskResult], final: bool) -> tuple[Message, ...]:
@@ -375,7 +325,14 @@ def llm_compiler(
     @flow
     async def run_compiler() -> CompilerResult:
         ctx = await ask(RunContext)
+        scope = current_scope()
+        assert scope is not None  # a @flow body always has one
         root = f"compiler:{ctx.run_id or id(ctx)}"
+
+        def record(result: TaskResult) -> None:
+            # Each tool call is recorded the moment it ends, under the compiler's step.
+            scope.emit(task_event(result, scope.path, capture=ctx.capture_content))
+
         if task_memory is not None:
             await task_memory.add_task(question, input=question, node_id=root)
             await task_memory.start(root)
@@ -383,9 +340,12 @@ def llm_compiler(
         plans: list[str] = []
         history: list[tuple[str, Mapping[int, TaskResult], str]] = []
         # One execution for the whole run: replans continue the task ids and may reference earlier results.
-        async with executor.open() as execution:
+        async with executor.open(on_result=record) as execution:
             for replans in range(max_replans + 1):
-                rnd = await named("plan", plan_round(execution, added, tuple(history)))
+                rnd = await named(
+                    "plan",
+                    leaf(partial(plan_round, execution=execution, added=added, history=tuple(history))),
+                )
                 if task_memory is not None:
                     await _record_tasks(task_memory, root, rnd)
                 plans.append(rnd.text)
@@ -397,6 +357,7 @@ def llm_compiler(
                         join_messages(rnd, execution.results, final),
                         max_tokens=joiner_max_tokens,
                         schema_in_system=False,
+                        role="joiner",
                     ),
                 )
                 if decision.action == "finish" or final:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from agentflow.engines import Engine, GenerationRequest, Message
 from agentflow.executors import Tool
 from agentflow.memory import TemporalMemoryTree
+from agentflow.runtime import call_llm
 
 __all__ = ["EngineSummarizer", "memory_tools"]
 
@@ -60,13 +61,18 @@ def memory_tools(tree: TemporalMemoryTree, *, session: str = "agent", k_max: int
 class EngineSummarizer:
     """A ``memory.Summarizer`` that asks an engine for a short summary of a node's texts.
 
+    Inside a run (a tool or step summarizing a tree), each summary is an ordinary LLM call of that run:
+    scheduled, charged to its token budget and recorded in its trace (role ``summarizer``).
+
     Args:
-        engine: The engine (normally the run's scheduler).
+        engine: The engine (default: the engine of the run the summary is made in).
         max_tokens: Budget of each summary.
         max_input_chars: Texts beyond this many characters are left out of the prompt.
     """
 
-    def __init__(self, engine: Engine, *, max_tokens: int = 96, max_input_chars: int = 6000) -> None:
+    def __init__(
+        self, engine: Engine | None = None, *, max_tokens: int = 96, max_input_chars: int = 6000
+    ) -> None:
         self.engine = engine
         self.max_tokens = max_tokens
         self.max_input_chars = max_input_chars
@@ -88,4 +94,4 @@ class EngineSummarizer:
             ),
             max_tokens=self.max_tokens,
         )
-        return (await self.engine.generate(request)).text.strip()
+        return (await call_llm(request, engine=self.engine, role="summarizer")).text.strip()

@@ -399,7 +399,7 @@ class PlanParser:
             task = self._line(line.rstrip("\r"), final=False)
             if task is not None:
                 out.append(task)
-        if self._joined:
+        if self.joined:  # the property, not the field: mypy would keep the loop's narrowing of the field
             self._buffer = ""
         elif len(self._buffer) > self._max_call_chars:
             raise self._checker.error(

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 
-from agentflow.dsl import Flow, flow, named, tell
+from agentflow.dsl import Flow, StepScope, flow, leaf, named
 from agentflow.engines import Message
 from agentflow.errors import AgentflowError, ConfigError, PlanError
-from agentflow.executors import Executor, Task, TaskResult, ToolRegistry, ToolView
-from agentflow.runtime import generate
+from agentflow.executors import Executor, Task, TaskResult, ToolRegistry, ToolView, task_event
+from agentflow.runtime import RunContext, generate
 from agentflow.secrets import redact
 
 from ._compiler import describe_tools
@@ -109,7 +109,9 @@ def react(
         messages: list[Message] = [Message("system", sys_text), Message("user", f"Question: {question}")]
         results: dict[int, TaskResult] = {}
         for step_no in range(1, max_steps + 1):
-            completion = await named("think", generate(messages, max_tokens=max_tokens, json_schema=schema))
+            completion = await named(
+                "think", generate(messages, max_tokens=max_tokens, json_schema=schema, role="react")
+            )
             messages.append(Message("assistant", completion.text))
             try:
                 turn = json.loads(completion.text)
@@ -141,13 +143,6 @@ def react(
                 continue
             result = report[call_id]
             results[call_id] = result
-            await tell(
-                "tool.call",
-                task=call_id,
-                tool=task.tool,
-                status=str(result.status),
-                seconds=result.duration or 0.0,
-            )
             messages.append(
                 Message(
                     "user",
@@ -160,15 +155,19 @@ def react(
 
 
 def _execute(executor: Executor, task: Task) -> Flow[dict[int, TaskResult] | str]:
-    """Run one call; a call the executor refuses (unknown or disallowed tool, arguments that do not bind)
-    yields the refusal as text for the next prompt instead of failing the run."""
+    """Run one call, recording its ``ToolCall`` event when it ends; a call the executor refuses (unknown or
+    disallowed tool, arguments that do not bind) yields the refusal as text for the next prompt instead of
+    failing the run."""
 
-    @flow
-    async def body() -> dict[int, TaskResult] | str:
+    async def body(scope: StepScope) -> dict[int, TaskResult] | str:
+        ctx = scope.ctx
+        capture = ctx.capture_content if isinstance(ctx, RunContext) else True
         try:
-            report = await executor.run([task])
+            report = await executor.run(
+                [task], on_result=lambda r: scope.emit(task_event(r, scope.path, capture=capture))
+            )
         except PlanError as exc:
             return redact(exc.message)
         return dict(report.results)
 
-    return body()
+    return leaf(body)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._context import Context
 from ._control import Backoff, RateLimiter, branch, loop, rate_limit, recover, retry, timeout, when
-from ._do import flow, step
+from ._do import current_scope, flow, step
 from ._errors import (
     AgentflowError,
     ConfigError,
@@ -25,15 +25,42 @@ from ._errors import (
     StepTimeout,
     UserError,
 )
+from ._events import (
+    EVENT_FORMAT,
+    Event,
+    EventFormatError,
+    InterruptWaiting,
+    LLMCall,
+    LLMStatus,
+    Log,
+    PlanInvalid,
+    RetryScheduled,
+    RunJournaled,
+    SchedulerSummary,
+    StepEnded,
+    StepReplayed,
+    StepStarted,
+    TimedOut,
+    TokenDelta,
+    ToolCall,
+    ToolStatus,
+    event_from_json,
+    event_to_json,
+)
+from ._flow import Env as StepScope
 from ._flow import (
+    EventSink,
     Flow,
     ask,
     bind,
     current_path,
     deps,
+    emit,
+    error_from,
     fail,
     from_async,
     get_state,
+    leaf,
     modify,
     named,
     pure,
@@ -45,10 +72,11 @@ from ._flow import (
 from ._flow import fmap as map
 from ._journal import StepJournal
 from ._merge import Append, Max, MergeRule, Min, Reducer, Replace, Union, merge_states
-from ._outcome import Err, Event, Ok, Outcome, State, Trace
+from ._outcome import Err, Ok, Outcome, State, Trace
 from ._parallel import gather, par, race
 
 __all__ = [
+    "EVENT_FORMAT",
     "AgentflowError",
     "Append",
     "Backoff",
@@ -56,7 +84,13 @@ __all__ = [
     "Context",
     "Err",
     "Event",
+    "EventFormatError",
+    "EventSink",
     "Flow",
+    "InterruptWaiting",
+    "LLMCall",
+    "LLMStatus",
+    "Log",
     "LoopLimitError",
     "Max",
     "MergeConflict",
@@ -64,16 +98,28 @@ __all__ = [
     "Min",
     "Ok",
     "Outcome",
+    "PlanInvalid",
     "RaceLostError",
     "RateLimiter",
     "Reducer",
     "Replace",
+    "RetryScheduled",
+    "RunJournaled",
     "RuntimeFailure",
+    "SchedulerSummary",
     "State",
     "StateTypeError",
+    "StepEnded",
     "StepError",
     "StepJournal",
+    "StepReplayed",
+    "StepScope",
+    "StepStarted",
     "StepTimeout",
+    "TimedOut",
+    "TokenDelta",
+    "ToolCall",
+    "ToolStatus",
     "Trace",
     "Union",
     "UserError",
@@ -81,12 +127,18 @@ __all__ = [
     "bind",
     "branch",
     "current_path",
+    "current_scope",
     "deps",
+    "emit",
+    "error_from",
+    "event_from_json",
+    "event_to_json",
     "fail",
     "flow",
     "from_async",
     "gather",
     "get_state",
+    "leaf",
     "loop",
     "map",
     "merge_states",

@@ -12,8 +12,9 @@ from typing import Any, TypeAlias, TypeVar
 import anyio
 
 from ._errors import AgentflowError, ConfigError, LoopLimitError, RuntimeFailure, StepTimeout
+from ._events import RetryScheduled, TimedOut
 from ._flow import Env, Flow, Res, error_from
-from ._outcome import Err, Event, Ok, State
+from ._outcome import Err, Ok, State
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -94,12 +95,14 @@ def retry(
             if attempt == attempts or not _matches(on, res.error):
                 return res
             wait = backoff.delay(attempt) if isinstance(backoff, Backoff) else float(backoff)
-            env.log.append(
-                Event(
-                    "retry",
-                    env.path,
-                    time.time(),
-                    {"attempt": attempt, "error": str(res.error), "wait_s": wait},
+            env.emit(
+                RetryScheduled(
+                    path=env.path,
+                    time=time.time(),
+                    attempt=attempt,
+                    wait_s=wait,
+                    error_type=type(res.error).__name__,
+                    error=str(res.error),
                 )
             )
             if wait > 0:
@@ -127,7 +130,7 @@ def timeout(inner: Flow[A], seconds: float) -> Flow[A]:
         with anyio.move_on_after(seconds) as scope:
             res = await inner._exec(env, state)
         if res is None or scope.cancelled_caught:
-            env.log.append(Event("timeout", env.path, time.time(), {"seconds": seconds}))
+            env.emit(TimedOut(path=env.path, time=time.time(), seconds=seconds))
             return Err(StepTimeout(env.path, seconds), state)
         return res
 

@@ -4,6 +4,12 @@ A ``@flow`` body runs with a *frame* (environment + current state) in a context 
 ``Flow`` inside the body runs it against the frame, threads the new state back into the frame, and
 either returns the value or short-circuits the body with the ``Err`` (via a ``BaseException`` so a
 user's ``except Exception`` cannot swallow it).
+
+Concurrency: a frame belongs to the task that runs the body. Awaiting a flow from another task (a child
+of a task group opened in the body) is a ``ConfigError`` that says to use ``par``: two tasks threading
+one state would silently lose updates (last writer wins) and number their steps in scheduling order,
+which breaks resume. ``par``/``gather``/``par.map`` give each branch its own state snapshot and step
+path and merge the states by the declared rules.
 """
 
 from __future__ import annotations
@@ -13,23 +19,29 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+import anyio
 
 from . import _flow as _flow_module
-from ._errors import AgentflowError
+from ._errors import AgentflowError, ConfigError
 from ._flow import Env, Flow, Res, error_from, named
 from ._outcome import Err, Ok, State
+
+if TYPE_CHECKING:
+    from ._control import Backoff
 
 A = TypeVar("A")
 P = ParamSpec("P")
 
 
 class _Frame:
-    __slots__ = ("env", "state")
+    __slots__ = ("env", "owner", "state")
 
     def __init__(self, env: Env, state: State) -> None:
         self.env = env
         self.state = state
+        self.owner = anyio.get_current_task().id  # the task running the body; only it may bind flows
 
 
 class _ShortCircuit(BaseException):
@@ -51,11 +63,33 @@ async def await_in_frame(m: Flow[A]) -> A:
             "a Flow was awaited outside a @flow/@step body; run it with `await flow.run(ctx)` "
             "or `agentflow.run(flow)` instead"
         )
+    if anyio.get_current_task().id != frame.owner:
+        raise _ShortCircuit(
+            Err(
+                ConfigError(
+                    "a Flow was awaited in a task started inside a @flow body (a task group's child); "
+                    "flows bound in a body share its state and step names, so they must run in the body's "
+                    "own task: run flows concurrently with par(...), gather(...) or par.map(...)",
+                    where=frame.env.path or "<root>",
+                ),
+                frame.state,
+            )
+        )
     res = await m._exec(frame.env, frame.state)
     frame.state = res.state
     if isinstance(res, Err):
         raise _ShortCircuit(res)
     return res.value  # type: ignore[no-any-return]
+
+
+def current_scope() -> Env | None:
+    """The scope of the innermost ``@flow``/``@step`` body running in this task (or a task it started), if any.
+
+    Code that is not itself a flow but runs inside one (a tool, a memory summarizer) uses it to record
+    events and reach the run's context.
+    """
+    frame = _FRAME.get()
+    return frame.env if frame is not None else None
 
 
 def _first_circuit(group: BaseExceptionGroup[_ShortCircuit]) -> _ShortCircuit:
@@ -130,7 +164,7 @@ def step(
     *,
     name: str | None = None,
     retry: int | None = None,
-    backoff: float | Any = 0.0,
+    backoff: float | Backoff = 0.0,
     timeout: float | None = None,
     idempotent: bool = True,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, A]]], Callable[P, Flow[A]]]: ...
@@ -140,7 +174,7 @@ def step(
     *,
     name: str | None = None,
     retry: int | None = None,
-    backoff: float | Any = 0.0,
+    backoff: float | Backoff = 0.0,
     timeout: float | None = None,
     idempotent: bool = True,
 ) -> Callable[P, Flow[A]] | Callable[[Callable[P, Coroutine[Any, Any, A]]], Callable[P, Flow[A]]]:

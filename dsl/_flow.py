@@ -10,15 +10,18 @@ any length and recursion through continuations never grow the Python stack.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
-from types import MappingProxyType
-from typing import Any, Generic, TypeAlias, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Generic, Never, TypeAlias, TypeVar, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from ._context import Context
 from ._errors import AgentflowError, ConfigError, StateTypeError, StepError
-from ._outcome import Err, Event, Ok, State
+from ._events import Event, Log, StepEnded, StepReplayed, StepStarted
+from ._outcome import Err, Ok, State
+
+if TYPE_CHECKING:
+    from ._control import Backoff, RetryOn
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -27,27 +30,46 @@ S = TypeVar("S")
 A_co = TypeVar("A_co", covariant=True)
 
 
+EventSink: TypeAlias = Callable[[Event], None]
+"""Receives every event of a run the moment it is recorded (``agentflow.stream`` uses one)."""
+
+
 class Env:
-    """Per-run (and per-branch) interpreter environment. Internal to the DSL.
+    """Per-run (and per-branch) interpreter environment.
+
+    Leaf flows (``leaf``) receive it as their scope: they read the run's context and step path from it and
+    record events with ``emit``.
 
     Attributes:
         ctx: The Reader value; shared by every branch of a run.
         log: The Writer's event list for this branch; a ``par`` branch gets its own list, appended
             to the parent's in branch order at the join.
         path: The current step path (``a/b[2]``).
+        sink: Receives every event as it is recorded, across all branches (``None``: nobody listens).
     """
 
-    __slots__ = ("counts", "ctx", "log", "path")
+    __slots__ = ("counts", "ctx", "log", "path", "sink")
 
-    def __init__(self, ctx: Context, log: list[Event], path: str) -> None:
+    def __init__(self, ctx: Context, log: list[Event], path: str, sink: EventSink | None = None) -> None:
         self.ctx = ctx
         self.log = log
         self.path = path
+        self.sink = sink
         self.counts: dict[str, int] | None = None  # occurrences of each child step name; made on first use
+
+    def emit(self, event: Event) -> None:
+        """Record ``event`` in this branch's trace (and pass it to the run's sink, if any)."""
+        self.log.append(event)
+        if self.sink is not None:
+            self.sink(event)
+
+    def branch(self, log: list[Event], path: str) -> Env:
+        """A child scope at ``path`` that records into ``log`` (same context and sink)."""
+        return Env(self.ctx, log, path, self.sink)
 
     def fresh(self) -> Env:
         """The same scope with its step-name counters reset (each retry attempt gets one)."""
-        return Env(self.ctx, self.log, self.path)
+        return Env(self.ctx, self.log, self.path, self.sink)
 
     def child_name(self, name: str) -> str:
         """The path segment of the next child step called ``name``: ``name``, then ``name[1]``, ``name[2]``..."""
@@ -68,12 +90,32 @@ await_hook: Callable[[Flow[Any]], Coroutine[Any, Any, Any]] | None = None
 
 
 def error_from(exc: Exception, path: str) -> AgentflowError:
-    """Turn an exception raised by user code into an ``AgentflowError`` that names where it happened."""
+    """Turn an exception raised by user code into an ``AgentflowError`` that names where it happened.
+
+    A task group's ``ExceptionGroup`` whose errors are all ``AgentflowError``s (say, concurrent LLM calls
+    refused by a spent token budget) becomes its first error, with a note counting the others, so that
+    callers can still match on the error's type; any other group is wrapped in a ``StepError``.
+    """
     if isinstance(exc, AgentflowError):
         return exc.at(path or "<root>")
+    if isinstance(exc, ExceptionGroup):
+        leaves = _leaves(exc)
+        if leaves and all(isinstance(e, AgentflowError) for e in leaves):
+            first = leaves[0]
+            assert isinstance(first, AgentflowError)
+            if len(leaves) > 1:
+                first.add_note(f"{len(leaves) - 1} more error(s) in the same task group: {leaves[1:]!r}")
+            return first.at(path or "<root>")
     err = StepError(path, exc)
     err.__cause__ = exc
     return err
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 class Flow(Generic[A_co]):
@@ -81,6 +123,10 @@ class Flow(Generic[A_co]):
 
     Build flows with the combinators (``pure``, ``par``, ``retry``...) or with ``@flow`` / ``@step``
     do-notation; run them with ``await flow.run(ctx, state)``.
+
+    ``Flow(fn)`` makes a primitive flow from ``async fn(scope: StepScope, state) -> Ok | Err`` (see also
+    ``leaf`` for primitives that leave the state alone): libraries built on the DSL write their
+    effects this way.
 
     >>> import anyio
     >>> anyio.run((pure(20) >> (lambda x: pure(x + 1))).map(lambda x: x * 2).run)
@@ -140,14 +186,24 @@ class Flow(Generic[A_co]):
                 )
             cur = nxt
 
-    async def run(self, ctx: Context | None = None, state: State = None) -> Ok[A_co] | Err:
+    async def run(
+        self,
+        ctx: Context | None = None,
+        state: State = None,
+        *,
+        sink: EventSink | None = None,
+        path: str = "",
+    ) -> Ok[A_co] | Err:
         """Run the flow and return its outcome with the full trace.
 
         Args:
             ctx: The Reader environment (a fresh ``Context()`` when omitted).
             state: The initial state (a pydantic model) or ``None``.
+            sink: Called with every event the moment it is recorded (in any branch).
+            path: The step path to run at (a sub-flow run elsewhere, e.g. on a Ray worker, continues its
+                caller's path so its events and journal keys line up).
         """
-        env = Env(ctx if ctx is not None else Context(), [], "")
+        env = Env(ctx if ctx is not None else Context(), [], path, sink)
         res = await self._exec(env, state)
         trace = tuple(env.log)
         if isinstance(res, Err):
@@ -199,8 +255,8 @@ class Flow(Generic[A_co]):
     def retry(
         self,
         attempts: int = 3,
-        backoff: float | Any = 0.0,
-        on: Any = None,
+        backoff: float | Backoff = 0.0,
+        on: RetryOn = None,
     ) -> Flow[A_co]:
         """Method form of ``retry``."""
         from ._control import retry
@@ -240,7 +296,7 @@ def pure(value: A) -> Flow[A]:
     return Flow(leaf)
 
 
-def fail(error: AgentflowError) -> Flow[Any]:
+def fail(error: AgentflowError) -> Flow[Never]:
     """A flow that fails with ``error``.
 
     >>> import anyio
@@ -421,17 +477,42 @@ def update(**fields: object) -> Flow[None]:
 # -- Writer -------------------------------------------------------------------------------------
 
 
-def tell(kind: str, **data: object) -> Flow[None]:
-    """Append an event to the trace."""
+def tell(name: str, **data: JsonValue) -> Flow[None]:
+    """Record a ``Log`` event named ``name`` with ``data`` (JSON-compatible values) in the trace."""
 
     async def leaf(env: Env, state: State) -> Res:
-        env.log.append(Event(kind, env.path, time.time(), data))
+        env.emit(Log(path=env.path, time=time.time(), name=name, data=data))
         return Ok(None, state)
 
     return Flow(leaf)
 
 
-_NO_DATA: Mapping[str, object] = MappingProxyType({})
+def emit(event: Event) -> Flow[None]:
+    """Record ``event`` in the trace (for producers of typed events; workflows use ``tell``)."""
+
+    async def leaf(env: Env, state: State) -> Res:
+        env.emit(event)
+        return Ok(None, state)
+
+    return Flow(leaf)
+
+
+def leaf(fn: Callable[[Env], Awaitable[A]]) -> Flow[A]:
+    """A flow from an async function of the step's scope (an ``Env``: the run's context, the step path, and
+    ``emit`` for events); what it returns is the value, what it raises becomes ``Err`` (``AgentflowError``
+    subclasses as they are, other exceptions as ``StepError``). The state passes through unchanged.
+
+    This is how libraries built on the DSL (engines' LLM calls, tool executors) write primitive flows.
+    """
+
+    async def run_leaf(env: Env, state: State) -> Res:
+        try:
+            value = await fn(env)
+        except Exception as exc:
+            return Err(error_from(exc, env.path), state)
+        return Ok(value, state)
+
+    return Flow(run_leaf)
 
 
 def join_path(parent: str, name: str) -> str:
@@ -476,12 +557,12 @@ def named(
             except AgentflowError as exc:
                 return Err(exc.at(path), state)
             if hit is not None:
-                log.append(Event("step.replayed", path, t0, _NO_DATA))
+                env.emit(StepReplayed(path=path, time=t0))
                 return hit
             if refusal is not None:
                 return Err(refusal.at(path), state)
-        log.append(Event("step.start", path, t0, _NO_DATA))
-        res = await inner._exec(Env(env.ctx, log, path), state)
+        env.emit(StepStarted(path=path, time=t0))
+        res = await inner._exec(env.branch(log, path), state)
         if journal is not None and isinstance(res, Ok):
             try:
                 await journal.commit(path, name, res.value, res.state, result_type)
@@ -489,16 +570,18 @@ def named(
                 res = Err(exc.at(path), state)
         t1 = time.time()
         if isinstance(res, Err):
-            log.append(
-                Event(
-                    "step.end",
-                    path,
-                    t1,
-                    {"ok": False, "seconds": t1 - t0, "error": type(res.error).__name__},
+            env.emit(
+                StepEnded(
+                    path=path,
+                    time=t1,
+                    ok=False,
+                    seconds=t1 - t0,
+                    error_type=type(res.error).__name__,
+                    error=str(res.error),
                 )
             )
         else:
-            log.append(Event("step.end", path, t1, {"ok": True, "seconds": t1 - t0}))
+            env.emit(StepEnded(path=path, time=t1, ok=True, seconds=t1 - t0))
         return res
 
     return Flow(leaf)

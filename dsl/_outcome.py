@@ -1,37 +1,19 @@
-"""Outcomes of running a flow (``Ok`` / ``Err``) and the trace events the Writer layer collects."""
+"""Outcomes of running a flow (``Ok`` / ``Err``) and the trace of events the Writer layer collects."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Generic, TypeAlias, TypeVar
+from dataclasses import dataclass
+from typing import Generic, NoReturn, TypeAlias, TypeVar
 
 from pydantic import BaseModel
 
 from ._errors import AgentflowError
+from ._events import Event
 
 A_co = TypeVar("A_co", covariant=True)
 
 State: TypeAlias = BaseModel | None
 """The State layer's value: a pydantic model, or ``None`` for flows that keep no state."""
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One trace event (the Writer layer).
-
-    Attributes:
-        kind: What happened: ``step.start``, ``step.end``, ``retry``, ``llm.call``, ``tool.call``, ``log``...
-        path: The step path it happened in (``research/search[2]``); ``""`` at the root.
-        time: Wall-clock seconds since the epoch.
-        data: Event details (JSON-compatible values).
-    """
-
-    kind: str
-    path: str
-    time: float = field(default_factory=time.time)
-    data: Mapping[str, object] = field(default_factory=dict)
 
 
 Trace: TypeAlias = tuple[Event, ...]
@@ -75,7 +57,7 @@ class Err:
         """Always ``False``."""
         return False
 
-    def unwrap(self) -> object:
+    def unwrap(self) -> NoReturn:
         """Raise the error (for scripts that prefer exceptions)."""
         raise self.error
 

@@ -14,9 +14,10 @@ from typing import Any, Literal, TypeVar, overload
 import anyio
 
 from ._errors import AgentflowError, ConfigError, MergeConflict, RaceLostError
+from ._events import Event
 from ._flow import Env, Flow, Res, error_from, join_path
 from ._merge import merge_states, snapshot
-from ._outcome import Err, Event, Ok, State
+from ._outcome import Err, Ok, State
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -45,14 +46,13 @@ async def _run_all(
     results: list[Res | None] = [None] * n
     logs: list[list[Event]] = [[] for _ in range(n)]
     first_err: list[int] = []
-    ctx = env.ctx
     base_path = env.path
 
     async with anyio.create_task_group() as tg:
 
         async def branch(i: int) -> None:
             path = join_path(base_path, f"[{i}]") if index_paths else base_path
-            res = await flows[i]._exec(Env(ctx, logs[i], path), snapshot(state))
+            res = await flows[i]._exec(env.branch(logs[i], path), snapshot(state))
             results[i] = res
             if isinstance(res, Err) and not settle and not first_err:
                 first_err.append(i)
@@ -213,7 +213,7 @@ def race(*flows: Flow[A]) -> Flow[A]:
 
             async def branch(i: int) -> None:
                 path = join_path(env.path, f"[{i}]")
-                res = await flows[i]._exec(Env(env.ctx, logs[i], path), snapshot(state))
+                res = await flows[i]._exec(env.branch(logs[i], path), snapshot(state))
                 if isinstance(res, Err):
                     errors[i] = res.error
                 elif not winner:

@@ -16,10 +16,11 @@ from ._ray import RayExecutor, await_object_ref, on_ray, ray_step, ray_tools
 from ._refs import REF_PATTERN, Ref, find_refs, ref_ids, substitute
 from ._registry import ToolRegistry, ToolView
 from ._schema import JsonSchemaValidator, normalize_schema
-from ._task import Task, TaskResult, TaskStatus
+from ._task import MAX_RESULT_CHARS, Task, TaskResult, TaskStatus, clipped, task_event, tool_call_event
 from ._tool import TOOL_NAME, Tool, ToolFunction, tool
 
 __all__ = [
+    "MAX_RESULT_CHARS",
     "REF_PATTERN",
     "TOOL_NAME",
     "Execution",
@@ -37,6 +38,7 @@ __all__ = [
     "ToolRegistry",
     "ToolView",
     "await_object_ref",
+    "clipped",
     "find_refs",
     "normalize_schema",
     "on_ray",
@@ -44,5 +46,7 @@ __all__ = [
     "ray_tools",
     "ref_ids",
     "substitute",
+    "task_event",
     "tool",
+    "tool_call_event",
 ]

@@ -439,9 +439,12 @@ class Executor:
         self._on_result = on_result
 
     @asynccontextmanager
-    async def open(self) -> AsyncIterator[Execution]:
+    async def open(
+        self, *, on_result: Callable[[TaskResult], None] | None = None
+    ) -> AsyncIterator[Execution]:
         """Open an execution to feed tasks into while the plan streams.
 
+        ``on_result`` (default: the executor's own) is called with each result as it is recorded.
         On normal exit the execution is closed (if the body did not) and awaited. If the body raises, every
         unfinished task is cancelled and the body's exception propagates unchanged.
 
@@ -455,7 +458,7 @@ class Executor:
                 tg,
                 max_concurrency=self._max_concurrency,
                 timeout=self._timeout,
-                on_result=self._on_result,
+                on_result=on_result if on_result is not None else self._on_result,
             )
             try:
                 yield execution
@@ -474,14 +477,21 @@ class Executor:
         if error is not None:
             raise error
 
-    async def run(self, tasks: Iterable[Task] | AsyncIterable[Task]) -> ExecutionReport:
+    async def run(
+        self,
+        tasks: Iterable[Task] | AsyncIterable[Task],
+        *,
+        on_result: Callable[[TaskResult], None] | None = None,
+    ) -> ExecutionReport:
         """Execute every task (a list, or an async iterator that yields tasks as the planner emits them).
+
+        ``on_result`` (default: the executor's own) is called with each result as it is recorded.
 
         Raises:
             PlanError: A plan mistake (see :meth:`Execution.add` and :meth:`Execution.close`); the tasks already
                 running are cancelled.
         """
-        async with self.open() as execution:
+        async with self.open(on_result=on_result) as execution:
             if isinstance(tasks, AsyncIterable):
                 async for task in tasks:
                     execution.add(task)

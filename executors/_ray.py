@@ -43,8 +43,7 @@ import anyio.from_thread
 import anyio.to_thread
 import sniffio
 
-from agentflow.dsl import Context, Err, Event, Flow, Ok, State, named
-from agentflow.dsl._flow import Env, Res, error_from
+from agentflow.dsl import Context, Err, Event, Flow, Ok, State, StepScope, error_from, named
 from agentflow.errors import AgentflowError, ConfigError, StepError, ToolError
 
 from ._executor import Executor
@@ -297,7 +296,7 @@ def _call_in_worker(
 
 @dataclass(frozen=True)
 class _FlowReturned:
-    """What a remote sub-flow sends back: its outcome, state and trace (events with plain dict data)."""
+    """What a remote sub-flow sends back: its outcome, state and trace (typed events; they pickle)."""
 
     ok: bool
     value: object
@@ -320,10 +319,11 @@ def _flow_in_worker(
     log: list[Event] = []
     try:
         ctx = context() if context is not None else Context(run_id=run_id)
-        res = _run_async(factory(*args, **kwargs)._exec, Env(ctx, log, path), state)
+        res = _run_async(functools.partial(factory(*args, **kwargs).run, ctx, state, path=path))
+        log.extend(res.trace)
     except Exception as exc:
         res = Err(error_from(exc, path), state)
-    events = tuple(Event(e.kind, e.path, e.time, dict(e.data)) for e in log)
+    events = tuple(log)
     if isinstance(res, Ok):
         return _FlowReturned(True, res.value, res.state, events)
     return _FlowReturned(False, None, res.state, events, pack_error(res.error))
@@ -354,7 +354,7 @@ def _ray_leaf(
     kwargs: dict[str, object],
     force: bool,
 ) -> Flow[Any]:
-    async def leaf(env: Env, state: State) -> Res:
+    async def leaf(env: StepScope, state: State) -> Ok[Any] | Err:
         try:
             ref = remote.submit(fn, args, kwargs)
         except AgentflowError as exc:
@@ -487,7 +487,7 @@ def on_ray(
     step_name: str = name or str(getattr(factory, "__name__", "on_ray"))
     remote = _Remote(_flow_in_worker, options)
 
-    async def leaf(env: Env, state: State) -> Res:
+    async def leaf(env: StepScope, state: State) -> Ok[Any] | Err:
         try:
             ref = remote.submit(factory, args, kwargs, context, env.ctx.run_id, env.path, state)
         except AgentflowError as exc:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import JsonValue
 
+from agentflow.dsl import ToolCall, ToolStatus
 from agentflow.errors import PlanError, StepTimeout, ToolError
+from agentflow.secrets import redact
 
 from ._refs import ref_ids
 
-__all__ = ["Task", "TaskResult", "TaskStatus"]
+__all__ = ["MAX_RESULT_CHARS", "Task", "TaskResult", "TaskStatus", "clipped", "task_event", "tool_call_event"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,89 @@ class TaskResult:
         if self.status is TaskStatus.CANCELLED:
             return "Error: cancelled"
         return f"Error: {self.error}"
+
+
+MAX_RESULT_CHARS = 16_000
+"""Longest tool result text recorded in a ``ToolCall`` event (the rest is cut, and says so)."""
+
+
+def clipped(text: str, limit: int = MAX_RESULT_CHARS) -> str:
+    """``text`` redacted of revealed secrets and cut to ``limit`` characters (saying how much was cut)."""
+    text = redact(text)
+    return text if len(text) <= limit else f"{text[:limit]} [truncated {len(text) - limit} chars]"
+
+
+def tool_call_event(
+    path: str,
+    tool: str,
+    *,
+    status: ToolStatus,
+    started: float,
+    seconds: float,
+    error: str | None,
+    args: JsonValue,
+    result: str | None,
+    capture: bool,
+    task: int | None = None,
+    dispatch_latency_s: float | None = None,
+) -> ToolCall:
+    """The ``ToolCall`` event of one tool invocation (arguments and result only when ``capture``), redacted."""
+    return ToolCall(
+        path=path,
+        time=started + seconds,
+        tool=tool,
+        task=task,
+        started=started,
+        seconds=seconds,
+        status=status,
+        error=None if error is None else redact(error),
+        args=_redacted_json(args) if capture else None,
+        result=clipped(result) if capture and result is not None else None,
+        dispatch_latency_s=dispatch_latency_s,
+    )
+
+
+_STATUS: dict[TaskStatus, ToolStatus] = {
+    TaskStatus.OK: "ok",
+    TaskStatus.ERROR: "error",
+    TaskStatus.TIMEOUT: "timeout",
+    TaskStatus.SKIPPED: "skipped",
+    TaskStatus.CANCELLED: "cancelled",
+}
+
+
+def _redacted_json(value: JsonValue) -> JsonValue:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted_json(v) for v in value]
+    return value
+
+
+def task_event(result: TaskResult, path: str, *, capture: bool = True) -> ToolCall:
+    """The ``ToolCall`` event of an executor task (times converted from ``perf_counter`` to wall clock)."""
+    offset = time.time() - time.perf_counter()
+    if result.started_at is not None:
+        started = result.started_at + offset
+        seconds = result.finished_at - result.started_at
+    else:
+        started = result.finished_at + offset
+        seconds = 0.0
+    args: dict[str, JsonValue] = dict(result.task.kwargs)
+    if result.task.args:
+        args["*args"] = list(result.task.args)
+    return tool_call_event(
+        path,
+        result.task.tool,
+        task=result.task.id,
+        status=_STATUS[result.status],
+        started=started,
+        seconds=seconds,
+        error=None if result.ok else (str(result.error) if result.error is not None else str(result.status)),
+        args=args,
+        result=result.observation() if result.ok else None,
+        capture=capture,
+        dispatch_latency_s=result.dispatch_latency,
+    )

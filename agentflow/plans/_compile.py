@@ -2,7 +2,7 @@
 
 Each step becomes ``named(id, ...)`` around the flow of its kind, wrapped in ``timeout`` (per attempt) and
 ``retry`` when asked: an LLM step is ``generate`` (or ``infer_json`` with an ``output`` schema), a tool step a
-``tool.call``-recording call of the registry's tool, ``parallel`` is ``par`` over the dependency levels of its
+``ToolCall``-recording call of the registry's tool, ``parallel`` is ``par`` over the dependency levels of its
 children, ``map`` is ``par.map(..., limit=max_concurrency)``, ``branch`` is ``branch``, ``loop`` is ``loop``.
 
 Plans keep no state in the State layer: a compiled step is a function of the *scope* (inputs, the results
@@ -18,28 +18,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pydantic import JsonValue
+
 from agentflow.dsl import (
     AgentflowError,
     Flow,
     RuntimeFailure,
+    StepScope,
     ask,
     branch,
     current_path,
     fail,
     flow,
-    from_async,
+    leaf,
     loop,
     named,
     par,
     pure,
     recover,
     retry,
-    tell,
     timeout,
 )
 from agentflow.errors import PlanError
-from agentflow.executors import JsonSchemaValidator, Tool
-from agentflow.runtime import generate
+from agentflow.executors import JsonSchemaValidator, Tool, tool_call_event
+from agentflow.runtime import RunContext, generate
 
 from ._infer_json import infer_json
 from ._loader import LoadedPlan, referenced_steps, walk_steps
@@ -395,27 +397,44 @@ class _Compiler:
 
 
 def call_tool(tool: Tool, arguments: dict[str, object]) -> Flow[object]:
-    """Call ``tool`` and record a ``tool.call`` event (tool, started, seconds, ok, error)."""
+    """Call ``tool`` and record a ``ToolCall`` event (status, start, duration, error; arguments and result
+    when the run captures content)."""
 
-    async def attempt() -> tuple[bool, object]:
-        try:
-            return True, await tool.invoke(arguments)
-        except AgentflowError as exc:
-            return False, exc
-
-    @flow
-    async def body() -> object:
+    async def body(scope: StepScope) -> object:
+        ctx = scope.ctx
+        capture = ctx.capture_content if isinstance(ctx, RunContext) else True
         started = time.time()
-        ok, value = await from_async(attempt)
-        seconds = time.time() - started
-        error = None if ok else str(value)
-        await tell("tool.call", tool=tool.name, started=started, seconds=seconds, ok=ok, error=error)
-        if not ok:
-            assert isinstance(value, AgentflowError)
-            raise value
+        clock = time.perf_counter()
+        value: object = None
+        error: AgentflowError | None = None
+        try:
+            value = await tool.invoke(arguments)
+        except AgentflowError as exc:
+            error = exc
+        scope.emit(
+            tool_call_event(
+                scope.path,
+                tool.name,
+                status="error" if error is not None else "ok",
+                started=started,
+                seconds=time.perf_counter() - clock,
+                error=None if error is None else str(error),
+                args=_json_args(arguments),
+                result=None if error is not None else to_text(value),
+                capture=capture,
+            )
+        )
+        if error is not None:
+            raise error
         return value
 
-    return body()
+    return leaf(body)
+
+
+def _json_args(arguments: Mapping[str, object]) -> JsonValue:
+    return {
+        k: v if isinstance(v, str | int | float | bool | None) else to_text(v) for k, v in arguments.items()
+    }
 
 
 def compile_plan(loaded: LoadedPlan, inputs: Mapping[str, object]) -> Flow[dict[str, object]]:

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
+from typing import Literal, assert_never
 
-from agentflow.dsl import Event
+from agentflow.dsl import (
+    Event,
+    InterruptWaiting,
+    LLMCall,
+    Log,
+    PlanInvalid,
+    RetryScheduled,
+    RunJournaled,
+    SchedulerSummary,
+    StepEnded,
+    StepReplayed,
+    StepStarted,
+    TimedOut,
+    TokenDelta,
+    ToolCall,
+)
 from agentflow.secrets import redact
 
 from ._runs import RunRecord
@@ -21,6 +37,8 @@ __all__ = ["Span", "render_report", "spans_of"]
 
 MAX_ROWS = 400
 """Timeline rows drawn at most (the tables still list every call)."""
+
+SpanKind = Literal["step", "llm", "tool"]
 
 _KIND_COLORS = {"step": "#94a3b8", "llm": "#3b82f6", "tool": "#22c55e"}
 
@@ -36,43 +54,59 @@ class Span:
         start: Wall-clock start.
         end: Wall-clock end.
         ok: Whether it succeeded.
-        data: The event data it came from.
+        error: Why it did not, if it did not.
+        llm: The LLM call, for ``llm`` spans.
+        tool: The tool call, for ``tool`` spans.
     """
 
-    kind: str
+    kind: SpanKind
     path: str
     label: str
     start: float
     end: float
     ok: bool = True
-    data: Mapping[str, object] = field(default_factory=dict)
-
-
-def _num(value: object, default: float = 0.0) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    error: str | None = None
+    llm: LLMCall | None = None
+    tool: ToolCall | None = None
 
 
 def spans_of(trace: Sequence[Event]) -> list[Span]:
-    """Step spans (from ``step.start``/``step.end`` pairs), LLM calls and tool calls, by start time."""
+    """Step spans (from ``StepStarted``/``StepEnded`` pairs), LLM calls and tool calls, by start time."""
     spans: list[Span] = []
     open_steps: dict[str, list[float]] = {}
     for e in trace:
-        if e.kind == "step.start":
-            open_steps.setdefault(e.path, []).append(e.time)
-        elif e.kind == "step.end":
-            stack = open_steps.get(e.path)
-            start = stack.pop() if stack else e.time - _num(e.data.get("seconds"))
-            label = e.path.rsplit("/", 1)[-1] or "<root>"
-            spans.append(Span("step", e.path, label, start, e.time, bool(e.data.get("ok", True)), e.data))
-        elif e.kind == "llm.call":
-            start = _num(e.data.get("started"), e.time - _num(e.data.get("total_s")))
-            label = f"LLM {e.data.get('engine', '')}".strip()
-            spans.append(Span("llm", e.path, label, start, e.time, True, e.data))
-        elif e.kind == "tool.call":
-            start = _num(e.data.get("started"), e.time)
-            end = start + _num(e.data.get("seconds"))
-            label = f"tool {e.data.get('tool', '')}"
-            spans.append(Span("tool", e.path, label, start, end, bool(e.data.get("ok", True)), e.data))
+        match e:
+            case StepStarted():
+                open_steps.setdefault(e.path, []).append(e.time)
+            case StepEnded():
+                stack = open_steps.get(e.path)
+                start = stack.pop() if stack else e.time - e.seconds
+                label = e.path.rsplit("/", 1)[-1] or "<root>"
+                error = None if e.ok else f"{e.error_type}: {e.error}" if e.error else e.error_type
+                spans.append(Span("step", e.path, label, start, e.time, e.ok, error))
+            case LLMCall():
+                start = e.started or e.time - e.total_s
+                label = f"LLM {e.role} {e.engine}".strip()
+                spans.append(Span("llm", e.path, label, start, e.time, e.status == "ok", e.error, llm=e))
+            case ToolCall():
+                label = f"tool {e.tool}"
+                spans.append(
+                    Span("tool", e.path, label, e.started, e.started + e.seconds, e.ok, e.error, tool=e)
+                )
+            case (
+                StepReplayed()
+                | RetryScheduled()
+                | TimedOut()
+                | TokenDelta()
+                | PlanInvalid()
+                | InterruptWaiting()
+                | RunJournaled()
+                | SchedulerSummary()
+                | Log()
+            ):
+                pass
+            case _:
+                assert_never(e)
     spans.sort(key=lambda s: (s.start, s.path.count("/"), s.kind != "step"))
     return spans
 
@@ -110,10 +144,11 @@ def _timeline(spans: Sequence[Span], t0: float, t1: float) -> str:
         w = max(2.0, chart_w * (span.end - span.start) / total)
         color = _KIND_COLORS[span.kind] if span.ok else "#ef4444"
         tip = f"{span.path} · {span.label} · {span.end - span.start:.3f}s"
-        if span.kind == "llm":
-            prompt = _num(span.data.get("prompt_tokens"))
-            cached = _num(span.data.get("cached_tokens"))
-            tip += f" · prompt {prompt:.0f} tok, cached {cached:.0f} ({_pct(cached, prompt)})"
+        if span.llm is not None:
+            prompt, cached = span.llm.prompt_tokens, span.llm.cached_tokens
+            tip += f" · prompt {prompt} tok, cached {cached} ({_pct(cached, prompt)})"
+        if not span.ok and span.error:
+            tip += f" · {span.error}"
         out.append(
             f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_h - 6}" rx="3" fill="{color}">'
             f"<title>{escape(tip)}</title></rect>"
@@ -124,12 +159,65 @@ def _timeline(spans: Sequence[Span], t0: float, t1: float) -> str:
     return "".join(out) + note
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> str:
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], empty: str, failed: Sequence[bool] = ()
+) -> str:
     if not rows:
         return f"<p class=note>{escape(empty)}</p>"
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    marks = list(failed) + [False] * (len(rows) - len(failed))
+    body = "".join(
+        ("<tr class=bad>" if bad else "<tr>") + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+        for row, bad in zip(rows, marks, strict=True)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _block(title: str, text: str) -> str:
+    return f"<div class=msg><b>{escape(title)}</b><pre>{escape(text)}</pre></div>"
+
+
+def _llm_contents(calls: Sequence[LLMCall]) -> str:
+    """One collapsible section per LLM call with its prompt and completion (when the run captured them)."""
+    if not calls:
+        return ""
+    items = []
+    for i, c in enumerate(calls, start=1):
+        parts: list[str] = []
+        if c.messages is not None:
+            parts += [_block(role, content) for role, content in c.messages]
+        if c.prompt is not None:
+            parts.append(_block("prompt", c.prompt))
+        if c.completion is not None:
+            parts.append(_block("completion", c.completion))
+        if c.error:
+            parts.append(_block("error", c.error))
+        if not parts:
+            parts.append("<p class=note>content not captured (run with capture_content=True)</p>")
+        state = "" if c.status == "ok" else f" · {c.status}"
+        summary = f"#{i} {c.path or '<root>'} · {c.role}{state} · {c.completion_tokens} tokens"
+        items.append(f"<details class=call><summary>{escape(summary)}</summary>{''.join(parts)}</details>")
+    return "<h3>Prompts and completions</h3>" + "".join(items)
+
+
+def _tool_contents(calls: Sequence[ToolCall]) -> str:
+    """One collapsible section per tool call with its arguments and result or error."""
+    if not calls:
+        return ""
+    items = []
+    for i, t in enumerate(calls, start=1):
+        parts: list[str] = []
+        if t.args is not None:
+            parts.append(_block("arguments", json.dumps(t.args, indent=2, ensure_ascii=False)))
+        if t.result is not None:
+            parts.append(_block("result", t.result))
+        if t.error:
+            parts.append(_block("error", t.error))
+        if not parts:
+            parts.append("<p class=note>content not captured (run with capture_content=True)</p>")
+        summary = f"#{i} {t.path or '<root>'} · {t.tool} · {t.status}"
+        items.append(f"<details class=call><summary>{escape(summary)}</summary>{''.join(parts)}</details>")
+    return "<h3>Arguments and results</h3>" + "".join(items)
 
 
 _CSS = """
@@ -145,6 +233,10 @@ th{background:#f8fafc} td{font-variant-numeric:tabular-nums}
 .note{color:#64748b;font-size:12px} pre{background:#f8fafc;padding:10px;border-radius:6px;overflow:auto;font-size:12px}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
+h3{font-size:14px;margin:16px 0 6px} tr.bad td{background:#fef2f2;color:#991b1b}
+details.call{border:1px solid #e2e8f0;border-radius:6px;margin:4px 0;padding:4px 10px;font-size:12px}
+details.call summary{cursor:pointer} .msg b{display:block;margin-top:6px;color:#475569}
+.msg pre{white-space:pre-wrap;word-break:break-word;margin:2px 0}
 """
 
 
@@ -153,12 +245,13 @@ def render_report(record: RunRecord) -> str:
     spans = spans_of(record.trace)
     t0 = min([record.started, *(s.start for s in spans)])
     t1 = max([record.finished, *(s.end for s in spans)])
-    llm = [s for s in spans if s.kind == "llm"]
-    tools = [s for s in spans if s.kind == "tool"]
+    llm = [s.llm for s in spans if s.llm is not None]
+    tools = [s.tool for s in spans if s.tool is not None]
     steps = [s for s in spans if s.kind == "step"]
-    prompt = sum(_num(s.data.get("prompt_tokens")) for s in llm)
-    cached = sum(_num(s.data.get("cached_tokens")) for s in llm)
-    completion = sum(_num(s.data.get("completion_tokens")) for s in llm)
+    prompt = sum(c.prompt_tokens for c in llm)
+    cached = sum(c.cached_tokens for c in llm)
+    completion = sum(c.completion_tokens for c in llm)
+    failed_tools = sum(1 for t in tools if not t.ok)
     status = '<span class="ok">succeeded</span>' if record.ok else '<span class="failed">failed</span>'
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.started))
     cards = [
@@ -166,35 +259,40 @@ def render_report(record: RunRecord) -> str:
         (str(len(steps)), "steps"),
         (str(len(llm)), "LLM calls"),
         (str(len(tools)), "tool calls"),
-        (f"{prompt:.0f}", "prompt tokens"),
-        (f"{cached:.0f}", "cached tokens"),
+        (str(failed_tools), "failed tool calls"),
+        (f"{prompt}", "prompt tokens"),
+        (f"{cached}", "cached tokens"),
         (_pct(cached, prompt), "cache hit rate"),
-        (f"{completion:.0f}", "completion tokens"),
+        (f"{completion}", "completion tokens"),
     ]
     llm_rows = [
         [
-            s.path or "<root>",
-            str(s.data.get("engine", "")),
-            f"{s.start - t0:.3f}",
-            f"{s.end - s.start:.3f}",
-            f"{_num(s.data.get('prompt_tokens')):.0f}",
-            f"{_num(s.data.get('cached_tokens')):.0f}",
-            _pct(_num(s.data.get("cached_tokens")), _num(s.data.get("prompt_tokens"))),
-            f"{_num(s.data.get('completion_tokens')):.0f}",
-            f"{_num(s.data.get('ttft_s')):.3f}",
-            str(s.data.get("finish_reason", "")),
+            str(i),
+            c.path or "<root>",
+            c.role,
+            c.engine,
+            f"{(c.started or c.time - c.total_s) - t0:.3f}",
+            f"{c.time - (c.started or c.time - c.total_s):.3f}",
+            str(c.prompt_tokens),
+            str(c.cached_tokens),
+            _pct(c.cached_tokens, c.prompt_tokens),
+            str(c.completion_tokens),
+            f"{c.ttft_s:.3f}",
+            c.finish_reason or "",
+            c.status if c.status == "ok" else f"{c.status}: {c.error or ''}",
         ]
-        for s in llm
+        for i, c in enumerate(llm, start=1)
     ]
     tool_rows = [
         [
-            s.path or "<root>",
-            str(s.data.get("tool", "")),
-            f"{s.start - t0:.3f}",
-            f"{s.end - s.start:.3f}",
-            "ok" if s.ok else f"failed: {s.data.get('error', '')}",
+            str(i),
+            t.path or "<root>",
+            t.tool,
+            f"{t.started - t0:.3f}",
+            f"{t.seconds:.3f}",
+            "ok" if t.ok else f"{t.status}: {t.error or ''}",
         ]
-        for s in tools
+        for i, t in enumerate(tools, start=1)
     ]
     outcome = (
         f"<pre>{escape(json.dumps(record.value, indent=2, ensure_ascii=False))}</pre>"
@@ -221,7 +319,9 @@ def render_report(record: RunRecord) -> str:
             "<h2>LLM calls</h2>",
             _table(
                 [
+                    "#",
                     "step",
+                    "role",
                     "engine",
                     "start s",
                     "seconds",
@@ -231,12 +331,21 @@ def render_report(record: RunRecord) -> str:
                     "completion",
                     "ttft s",
                     "finish",
+                    "status",
                 ],
                 llm_rows,
                 "no LLM calls",
+                failed=[c.status != "ok" for c in llm],
             ),
+            _llm_contents(llm),
             "<h2>Tool calls</h2>",
-            _table(["step", "tool", "start s", "seconds", "status"], tool_rows, "no tool calls"),
+            _table(
+                ["#", "step", "tool", "start s", "seconds", "status"],
+                tool_rows,
+                "no tool calls",
+                failed=[not t.ok for t in tools],
+            ),
+            _tool_contents(tools),
             "<h2>Inputs</h2>",
             f"<pre>{escape(json.dumps(dict(record.inputs), indent=2, ensure_ascii=False))}</pre>",
             "<h2>Result</h2>" if record.ok else "<h2>Error</h2>",

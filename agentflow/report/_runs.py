@@ -3,9 +3,13 @@
 This is the small file format ``agentflow run`` writes and ``agentflow report`` reads; the durable
 journal used for resume is a separate component. A file holds::
 
-    {"type": "run", "run_id": ..., "plan": ..., "engine": ..., "started": ..., "inputs": {...}}
-    {"type": "event", "kind": "step.start", "path": "...", "time": ..., "data": {...}}    (one per event)
+    {"type": "run", "format": 2, "run_id": ..., "plan": ..., "engine": ..., "started": ..., "inputs": {...}}
+    {"type": "event", "kind": "step.start", "path": "...", "time": ..., <the event's fields>}  (one per event)
     {"type": "result", "ok": true, "finished": ..., "value": ...}  /  {"ok": false, "error": ...}
+
+Events are the typed run events (``agentflow.dsl.Event``), written by ``event_to_json``. Files of format 1
+(no ``format`` key; events as ``{"kind", "path", "time", "data"}``) are still read; a newer format is refused
+with a message naming it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from agentflow.dsl import Event
+from agentflow.dsl import EVENT_FORMAT, Event, EventFormatError, event_from_json, event_to_json
 from agentflow.errors import ConfigError
 from agentflow.secrets import redact
 
@@ -75,6 +79,7 @@ def save_run(record: RunRecord, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_
     lines = [
         {
             "type": "run",
+            "format": EVENT_FORMAT,
             "run_id": record.run_id,
             "plan": record.plan,
             "engine": record.engine,
@@ -82,10 +87,7 @@ def save_run(record: RunRecord, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_
             "inputs": _json_safe(dict(record.inputs)),
         }
     ]
-    lines += [
-        {"type": "event", "kind": e.kind, "path": e.path, "time": e.time, "data": _json_safe(dict(e.data))}
-        for e in record.trace
-    ]
+    lines += [{"type": "event", **event_to_json(e)} for e in record.trace]
     result: dict[str, object] = {"type": "result", "ok": record.ok, "finished": record.finished}
     result.update({"value": _json_safe(record.value)} if record.ok else {"error": record.error})
     lines.append(result)
@@ -145,21 +147,23 @@ def _record(rows: Sequence[object], path: Path) -> RunRecord:
     head = rows[0] if rows else None
     if not isinstance(head, dict) or head.get("type") != "run":
         raise ConfigError(f"{str(path)!r} is not a saved run (its first line is not a 'run' header)")
+    version = head.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EVENT_FORMAT:
+        raise ConfigError(
+            f"{str(path)!r} is a saved run of format {version!r}; this agentflow reads formats 1 to "
+            f"{EVENT_FORMAT}: upgrade agentflow to open it"
+        )
     events: list[Event] = []
     tail: dict[str, object] = {}
-    for row in rows[1:]:
+    for number, row in enumerate(rows[1:], start=2):
         if not isinstance(row, dict):
             continue
         if row.get("type") == "event":
-            data = row.get("data")
-            events.append(
-                Event(
-                    str(row.get("kind", "")),
-                    str(row.get("path", "")),
-                    float(row.get("time", 0.0)),
-                    data if isinstance(data, dict) else {},
-                )
-            )
+            body = {k: v for k, v in row.items() if k != "type"}
+            try:
+                events.append(event_from_json(body, version=version))
+            except EventFormatError as exc:
+                raise ConfigError(f"{path!s}:{number}: not a valid event: {exc}") from None
         elif row.get("type") == "result":
             tail = row
     started = float(head.get("started", events[0].time if events else 0.0))

@@ -7,7 +7,19 @@ from ._context import RunContext, TokenBudget
 from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
 from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus
-from ._llm import Prompt, generate, infer, llm_call_data, schema_instructions
+from ._llm import (
+    MAX_CAPTURED_CHARS,
+    JsonCheck,
+    Judge,
+    Prompt,
+    TextReader,
+    call_llm,
+    generate,
+    infer,
+    infer_json,
+    llm_call,
+    schema_instructions,
+)
 from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
@@ -15,6 +27,9 @@ from ._sqlite_journal import SqliteJournal
 __all__ = [
     "Interrupted",
     "Journal",
+    "JsonCheck",
+    "Judge",
+    "MAX_CAPTURED_CHARS",
     "Prompt",
     "RunContext",
     "RunDetail",
@@ -24,15 +39,18 @@ __all__ = [
     "SqliteJournal",
     "StepRecord",
     "StepStatus",
+    "TextReader",
     "TokenBudget",
     "Workflow",
+    "call_llm",
     "gc_runs",
     "generate",
     "idempotency_key",
     "infer",
+    "infer_json",
     "interrupt",
     "list_runs",
-    "llm_call_data",
+    "llm_call",
     "parse_duration",
     "resolve_step",
     "resume",

@@ -10,10 +10,9 @@ from agentflow.engines import Engine, Usage
 from agentflow.errors import BudgetExceededError, ConfigError
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
-
     from agentflow.executors import ToolRegistry, ToolView
     from agentflow.memory import MemoryStore
+    from agentflow.telemetry import TracingConfig
 
 
 class TokenBudget:
@@ -50,12 +49,17 @@ class RunContext(Context):
             engine, so requests of all agents share one KV-reuse-aware queue).
         tools: The tool registry available to agents, if any.
         memory: The memory store / trees available to agents, if any.
-        tracer: The OpenTelemetry tracer, if tracing is configured.
+        telemetry: Where the run's spans are exported when it ends (``None``: nowhere; see
+            ``agentflow.telemetry.configure_tracing``).
         budget: The run's LLM token budget (``None``: unlimited); see ``agentflow.run(max_llm_tokens=...)``.
+        capture_content: Record prompts, completions, tool arguments and results in the run's trace
+            (redacted of revealed secrets; they leave the machine only through an exporter the user
+            configures with content capture on). ``False`` records usage and timings only.
     """
 
     engine: Engine | None = None
     tools: ToolRegistry | ToolView | None = None
     memory: MemoryStore | None = None
-    tracer: Tracer | None = None
+    telemetry: TracingConfig | None = None
     budget: TokenBudget | None = None
+    capture_content: bool = True

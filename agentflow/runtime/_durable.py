@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel
 
-from agentflow.dsl import Err, Event, Flow, Ok, State
+from agentflow.dsl import Err, Flow, Ok, RunJournaled, State
 from agentflow.errors import ConfigError, ResumeError, SerializationError
 
 from ._context import RunContext
@@ -159,7 +159,7 @@ async def _run_in(
     finally:
         with anyio.CancelScope(shield=True):
             await store.finish_run(run_id, status, result=result, error=error)
-    head = Event("run.journal", "", started, {"run_id": run_id, "resumed": not created, "status": status})
+    head = RunJournaled(path="", time=started, run_id=run_id, resumed=not created, status=status)
     if isinstance(res, Err):
         return Err(res.error, res.state, (head, *res.trace))
     return Ok(res.value, res.state, (head, *res.trace))

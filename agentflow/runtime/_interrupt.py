@@ -17,7 +17,18 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-from agentflow.dsl import AgentflowError, ConfigError, Flow, ask, current_path, flow, get_state, named
+from agentflow.dsl import (
+    AgentflowError,
+    ConfigError,
+    Flow,
+    InterruptWaiting,
+    ask,
+    current_path,
+    emit,
+    flow,
+    get_state,
+    named,
+)
 
 from ._journal import RunJournal
 
@@ -78,9 +89,14 @@ def interrupt(prompt: str, schema: type[T], *, name: str = "interrupt") -> Flow[
         if not isinstance(journal, RunJournal):
             raise Interrupted(prompt, schema_dict, "", path)
         await journal.suspend(path, prompt, answer_schema, state)
+        await emit(InterruptWaiting(path=path, prompt=prompt, schema=_type_name(schema)))
         raise Interrupted(prompt, schema_dict, ctx.run_id, path, journal.journal.location)
 
     return named(name, wait(), result_type=schema)
+
+
+def _type_name(kind: object) -> str:
+    return str(getattr(kind, "__name__", None) or kind)
 
 
 @flow

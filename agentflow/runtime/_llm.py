@@ -1,25 +1,46 @@
-"""LLM calls as flows: ``generate`` (text) and ``infer`` (typed, validated by pydantic).
+"""The one LLM-call primitive, and the flows built on it: ``generate`` (text), ``infer`` (a pydantic model)
+and ``infer_json`` (a value matching a raw JSON Schema).
 
-Both read the engine from the run's ``RunContext`` and record an ``llm.call`` trace event with the
-completion's usage (never the prompt or output text unless the run opts in). ``infer`` turns a
-pydantic model into JSON Schema, asks the engine for constrained output, validates it, and on
-failure asks again with the validation error in the conversation (bounded by ``max_repairs``).
+Every request any part of agentflow makes (these flows, plan steps, the LLMCompiler's planner and joiner,
+ReAct, the meta-agent, memory summarizers, EvoGit's mutations) goes through ``call_llm``, which in one
+place:
+
+- takes the engine from the run (normally a ``Scheduler`` wrapping the real engine, so every request is
+  scheduled for KV reuse),
+- checks the run's token budget before the call and charges it after (``BudgetExceededError``),
+- redacts every revealed secret from the prompt before it leaves for the engine,
+- streams when someone reads the text as it comes (a planner feeding its parser, ``agentflow.stream``),
+- records one ``LLMCall`` event per request, failed and aborted ones included, with usage, timings and
+  (when the run captures content, the default) the prompt and the completion.
+
+``infer`` and ``infer_json`` add validation and bounded repair: an invalid answer is sent back with what
+is wrong, at most ``max_repairs`` more times, and the result is a valid value or ``Err(InferenceError)``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+import anyio
+from pydantic import BaseModel, JsonValue, ValidationError
 
-from agentflow.dsl import Err, Event, Flow, Ok
-from agentflow.dsl._flow import Env, Res
-from agentflow.dsl._outcome import State
-from agentflow.engines import Completion, Engine, GenerationRequest, Message, RequestHints
+from agentflow.dsl import Flow, LLMCall, LLMStatus, StepScope, TokenDelta, current_scope, leaf
+from agentflow.engines import (
+    Completion,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    RequestHints,
+    Usage,
+)
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
+from agentflow.secrets import any_revealed, redact
 
 from ._context import RunContext
 
@@ -28,17 +49,254 @@ M = TypeVar("M", bound=BaseModel)
 Prompt = str | Sequence[Message]
 """A user prompt: plain text (one user message) or a list of chat messages."""
 
+TextReader = Callable[[str], None]
+"""Receives a streamed completion's text piece by piece; raising stops the call (recorded as aborted)."""
 
-def _engine_of(env: Env) -> Engine:
-    ctx = env.ctx
-    engine = ctx.engine if isinstance(ctx, RunContext) else None
-    if engine is None:
+Judge = Callable[[Completion], str | None]
+"""Says whether a completion is valid for its caller: ``None`` if so, else what is wrong (recorded)."""
+
+JsonCheck = Callable[[JsonValue], str | None]
+"""An extra check of a schema-valid answer: ``None`` when fine, else what is wrong and how to fix it."""
+
+MAX_CAPTURED_CHARS = 100_000
+"""Longest prompt or completion text recorded in an ``LLMCall`` event (the rest is cut, and says so)."""
+
+_call_ids = itertools.count(1)
+
+
+def _captured(text: str) -> str:
+    text = redact(text)
+    if len(text) <= MAX_CAPTURED_CHARS:
+        return text
+    return f"{text[:MAX_CAPTURED_CHARS]} [truncated {len(text) - MAX_CAPTURED_CHARS} chars]"
+
+
+def _redacted_request(request: GenerationRequest) -> GenerationRequest:
+    """``request`` with every revealed secret value blanked out of its prompt and messages."""
+    if not any_revealed():
+        return request
+    if request.prompt is not None:
+        return replace(request, prompt=redact(request.prompt))
+    assert request.messages is not None
+    return replace(request, messages=tuple(Message(m.role, redact(m.content)) for m in request.messages))
+
+
+def _run_context(scope: StepScope | None) -> RunContext | None:
+    ctx = scope.ctx if scope is not None else None
+    return ctx if isinstance(ctx, RunContext) else None
+
+
+async def call_llm(
+    request: GenerationRequest,
+    *,
+    scope: StepScope | None = None,
+    engine: Engine | None = None,
+    role: str = "generate",
+    schema: str | None = None,
+    attempt: int = 1,
+    on_text: TextReader | None = None,
+    judge: Judge | None = None,
+) -> Completion:
+    """Send one request to the engine: the only place agentflow calls ``Engine.generate``/``stream``.
+
+    Args:
+        request: The request (its prompt is redacted of revealed secrets before it is sent).
+        scope: The step it is made in (default: the innermost running ``@flow``/``@step`` body, if any).
+            The trace event, the token budget and content capture come from the scope's run; without a
+            scope nothing is recorded or charged.
+        engine: The engine to use (default: the run's engine).
+        role: Who asks (``generate``, ``infer``, ``planner``, ``summarizer``...), recorded in the event.
+        schema: The name of the output's schema, recorded in the event.
+        attempt: The attempt number of a repairing caller, recorded in the event.
+        on_text: Called with each streamed piece of the completion; when it raises, generation stops, the
+            call is recorded as ``aborted`` (and invalid) and the exception propagates.
+        judge: Checks the completion before it is recorded: the event's ``valid`` and ``error`` say what
+            it found (``infer`` records each attempt's validation problem this way).
+
+    Raises:
+        ConfigError: No engine.
+        BudgetExceededError: The run's token budget is spent.
+        EngineError: The engine failed (other exceptions from the engine are wrapped in one).
+    """
+    scope = scope if scope is not None else current_scope()
+    ctx = _run_context(scope)
+    chosen = engine if engine is not None else (ctx.engine if ctx is not None else None)
+    where = (scope.path if scope is not None else "") or "<root>"
+    if chosen is None:
         raise ConfigError(
             "this step calls an LLM but the run has no engine; run it with "
             "agentflow.run(flow, engine='llamacpp:default') or RunContext(engine=...)",
-            where=env.path or "<root>",
+            where=where,
         )
-    return engine
+    if ctx is not None and ctx.budget is not None:
+        ctx.budget.check(where)
+    if request.hints == RequestHints() and scope is not None:
+        request = replace(
+            request, hints=RequestHints(workflow_id=scope.ctx.run_id or None, agent=scope.path or None)
+        )
+    request = _redacted_request(request)
+    call_id = f"{ctx.run_id if ctx is not None else ''}#{next(_call_ids)}"
+    streamed = on_text is not None or (scope is not None and scope.sink is not None)
+    started = time.time()
+    parts: list[str] = []
+    stopped: list[BaseException] = []  # what stopped a stream early: the reader's exception or a cancellation
+    try:
+        if not streamed:
+            completion = await chosen.generate(request)
+        else:
+            completion = await _stream(chosen, request, parts, stopped, on_text, call_id, scope)
+    except BaseException as exc:
+        aborted = bool(stopped) or isinstance(exc, anyio.get_cancelled_exc_class())
+        if scope is not None:
+            _record(
+                scope,
+                ctx,
+                chosen,
+                request,
+                Completion("".join(parts), Usage(), "error"),
+                started,
+                call_id=call_id,
+                role=role,
+                schema=schema,
+                attempt=attempt,
+                status="aborted" if aborted else "error",
+                error="cancelled" if aborted and not stopped else f"{type(exc).__name__}: {redact(str(exc))}",
+                valid=False if stopped else None,
+            )
+        if aborted or isinstance(exc, AgentflowError) or not isinstance(exc, Exception):
+            raise
+        raise EngineError(
+            f"engine call failed: {type(exc).__name__}: {redact(str(exc))}", where=where
+        ) from exc
+    if ctx is not None and ctx.budget is not None:
+        ctx.budget.charge(completion.usage)
+    problem = judge(completion) if judge is not None else None
+    if scope is not None:
+        _record(
+            scope,
+            ctx,
+            chosen,
+            request,
+            completion,
+            started,
+            call_id=call_id,
+            role=role,
+            schema=schema,
+            attempt=attempt,
+            status="ok",
+            error=None if problem is None else redact(problem),
+            valid=None if judge is None else problem is None,
+        )
+    return completion
+
+
+async def _stream(
+    engine: Engine,
+    request: GenerationRequest,
+    parts: list[str],
+    stopped: list[BaseException],
+    on_text: TextReader | None,
+    call_id: str,
+    scope: StepScope | None,
+) -> Completion:
+    """Stream ``request``, collecting its text in ``parts``; the reader's exception is put in ``stopped``."""
+    usage: Usage | None = None
+    finish: FinishReason = "stop"
+    sink = scope.sink if scope is not None else None
+    stream = engine.stream(request)
+    try:
+        async for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.finish_reason is not None:
+                finish = chunk.finish_reason
+            if not chunk.text:
+                continue
+            parts.append(chunk.text)
+            if sink is not None and scope is not None:
+                sink(TokenDelta(path=scope.path, time=time.time(), call_id=call_id, text=redact(chunk.text)))
+            if on_text is not None:
+                try:
+                    on_text(chunk.text)
+                except BaseException as exc:
+                    stopped.append(exc)
+                    raise
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
+    return Completion("".join(parts), usage if usage is not None else Usage(), finish)
+
+
+def _record(
+    scope: StepScope,
+    ctx: RunContext | None,
+    engine: Engine,
+    request: GenerationRequest,
+    completion: Completion,
+    started: float,
+    *,
+    call_id: str,
+    role: str,
+    schema: str | None,
+    attempt: int,
+    status: LLMStatus,
+    error: str | None,
+    valid: bool | None,
+) -> None:
+    capture = ctx.capture_content if ctx is not None else True
+    u = completion.usage
+    scope.emit(
+        LLMCall(
+            path=scope.path,
+            time=time.time(),
+            call_id=call_id,
+            engine=engine.name,
+            model=completion.model,
+            role=role,
+            schema=schema,
+            attempt=attempt,
+            started=started,
+            status=status,
+            error=error,
+            valid=valid,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=u.prompt_tokens,
+            cached_tokens=u.cached_tokens,
+            computed_tokens=u.computed_tokens,
+            completion_tokens=u.completion_tokens,
+            queue_s=u.queue_s,
+            ttft_s=u.ttft_s,
+            total_s=u.total_s,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            prompt=_captured(request.prompt) if capture and request.prompt is not None else None,
+            messages=(
+                tuple((m.role, _captured(m.content)) for m in request.messages)
+                if capture and request.messages is not None
+                else None
+            ),
+            completion=_captured(completion.text) if capture else None,
+        )
+    )
+
+
+def llm_call(
+    request: GenerationRequest,
+    *,
+    role: str = "generate",
+    schema: str | None = None,
+    attempt: int = 1,
+    on_text: TextReader | None = None,
+    judge: Judge | None = None,
+) -> Flow[Completion]:
+    """``call_llm`` as a flow: one request through the run's engine, yielding its ``Completion``."""
+    return leaf(
+        lambda scope: call_llm(
+            request, scope=scope, role=role, schema=schema, attempt=attempt, on_text=on_text, judge=judge
+        )
+    )
 
 
 def _messages(prompt: Prompt, system: str | None) -> tuple[Message, ...]:
@@ -52,49 +310,6 @@ def _messages(prompt: Prompt, system: str | None) -> tuple[Message, ...]:
     return tuple(msgs)
 
 
-def _hints(env: Env, hints: RequestHints | None) -> RequestHints:
-    if hints is not None:
-        return hints
-    return RequestHints(workflow_id=env.ctx.run_id or None, agent=env.path or None)
-
-
-def llm_call_data(engine: str, completion: Completion, started: float, **extra: object) -> dict[str, object]:
-    """The data of an ``llm.call`` trace event: the engine, the completion's usage and timings, ``extra``."""
-    u = completion.usage
-    return {
-        "engine": engine,
-        "model": completion.model,
-        "prompt_tokens": u.prompt_tokens,
-        "cached_tokens": u.cached_tokens,
-        "computed_tokens": u.computed_tokens,
-        "completion_tokens": u.completion_tokens,
-        "queue_s": u.queue_s,
-        "ttft_s": u.ttft_s,
-        "total_s": u.total_s,
-        "started": started,
-        "finish_reason": completion.finish_reason,
-        **extra,
-    }
-
-
-def _record(env: Env, engine: Engine, completion: Completion, t0: float, **extra: object) -> None:
-    env.log.append(
-        Event("llm.call", env.path, time.time(), llm_call_data(engine.name, completion, t0, **extra))
-    )
-
-
-async def _call(env: Env, engine: Engine, request: GenerationRequest, **extra: object) -> Completion:
-    budget = env.ctx.budget if isinstance(env.ctx, RunContext) else None
-    if budget is not None:
-        budget.check(env.path)
-    t0 = time.time()
-    completion = await engine.generate(request)
-    if budget is not None:
-        budget.charge(completion.usage)
-    _record(env, engine, completion, t0, **extra)
-    return completion
-
-
 def generate(
     prompt: Prompt,
     *,
@@ -105,39 +320,27 @@ def generate(
     seed: int | None = None,
     json_schema: Mapping[str, object] | None = None,
     hints: RequestHints | None = None,
+    role: str = "generate",
 ) -> Flow[Completion]:
     """One LLM call through the run's engine; yields the ``Completion`` (text + usage).
 
     ``json_schema`` constrains the output (grammar / structured outputs) without validating it; use
     ``infer`` for validated, typed results. Engine failures become ``Err(EngineError)``; the call is
-    recorded as an ``llm.call`` event.
+    recorded as an ``LLMCall`` event.
     """
 
-    async def leaf(env: Env, state: State) -> Res:
-        try:
-            engine = _engine_of(env)
-            request = GenerationRequest(
-                messages=_messages(prompt, system),
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stop=tuple(stop),
-                seed=seed,
-                json_schema=json_schema,
-                hints=_hints(env, hints),
-            )
-            return Ok(await _call(env, engine, request), state)
-        except Exception as exc:
-            return Err(_engine_error(exc, env), state)
+    def request() -> GenerationRequest:
+        return GenerationRequest(
+            messages=_messages(prompt, system),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=tuple(stop),
+            seed=seed,
+            json_schema=json_schema,
+            hints=hints if hints is not None else RequestHints(),
+        )
 
-    return Flow(leaf)
-
-
-def _engine_error(exc: Exception, env: Env) -> AgentflowError:
-    if isinstance(exc, AgentflowError):
-        return exc.at(env.path or "<root>")
-    err = EngineError(f"engine call failed: {type(exc).__name__}: {exc}", where=env.path or "<root>")
-    err.__cause__ = exc
-    return err
+    return leaf(lambda scope: call_llm(request(), scope=scope, role=role))
 
 
 def schema_instructions(model: type[BaseModel]) -> str:
@@ -156,6 +359,64 @@ def _short_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+Checked = tuple[bool, object, str]
+"""What a structured caller's check says of a raw answer: (valid, value, problem)."""
+
+
+async def _structured(
+    scope: StepScope,
+    messages: list[Message],
+    *,
+    schema: Mapping[str, object],
+    label: str,
+    check: Callable[[str], Checked],
+    max_repairs: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int | None,
+    hints: RequestHints | None,
+    role: str,
+    repair_temperature: float | None = None,
+) -> object:
+    """The repair loop shared by ``infer`` and ``infer_json``: ask under ``schema``, check, send problems back."""
+    raw = ""
+    problem = ""
+    verdicts: list[Checked] = []  # each attempt's check, made once (the judge records it in the trace)
+
+    def judge(completion: Completion) -> str | None:
+        verdicts.append(check(completion.text))
+        return None if verdicts[-1][0] else verdicts[-1][2]
+
+    for attempt in range(1, max_repairs + 2):
+        request = GenerationRequest(
+            messages=tuple(messages),
+            max_tokens=max_tokens,
+            temperature=temperature if attempt == 1 or repair_temperature is None else repair_temperature,
+            seed=seed if seed is None or attempt == 1 or repair_temperature is None else seed + attempt,
+            json_schema=schema,
+            hints=hints if hints is not None else RequestHints(),
+        )
+        completion = await call_llm(
+            request, scope=scope, role=role, schema=label, attempt=attempt, judge=judge
+        )
+        raw = completion.text
+        ok, value, problem = verdicts[-1]
+        if ok:
+            return value
+        if completion.finish_reason == "length":
+            problem += f" (the answer was cut off at max_tokens={max_tokens})"
+        messages.append(Message("assistant", raw))
+        messages.append(
+            Message("user", f"That answer is not valid: {problem}. Reply again with only the corrected JSON.")
+        )
+    raise InferenceError(
+        f"no valid {label} after {max_repairs + 1} attempt(s): {problem}",
+        raw=redact(raw),
+        attempts=max_repairs + 1,
+        where=scope.path or "<root>",
+    )
+
+
 def infer(
     model: type[M],
     prompt: Prompt,
@@ -167,6 +428,7 @@ def infer(
     seed: int | None = None,
     hints: RequestHints | None = None,
     schema_in_system: bool = True,
+    role: str = "infer",
 ) -> Flow[M]:
     """Ask the engine for a ``model`` instance.
 
@@ -188,6 +450,7 @@ def infer(
             to send ``prompt`` unchanged (decoding is still constrained to the schema), e.g. to continue
             an earlier conversation so that the engine reuses its cached prefix; ``system`` must then be
             None.
+        role: Recorded in each ``LLMCall`` event (``infer``, ``joiner``...).
 
     Returns:
         A flow yielding the validated instance, or failing with ``InferenceError`` carrying the raw
@@ -203,51 +466,108 @@ def infer(
         sys_text = None
     schema = model.model_json_schema()
 
-    async def leaf(env: Env, state: State) -> Res:
+    def check(raw: str) -> Checked:
         try:
-            engine = _engine_of(env)
-        except ConfigError as exc:
-            return Err(exc, state)
-        messages = list(_messages(prompt, sys_text))
-        raw = ""
-        problem = ""
-        attempts = 0
-        for attempt in range(1, max_repairs + 2):
-            attempts = attempt
-            request = GenerationRequest(
-                messages=tuple(messages),
-                max_tokens=max_tokens,
-                temperature=temperature,
-                seed=seed,
-                json_schema=schema,
-                hints=_hints(env, hints),
-            )
-            try:
-                completion = await _call(env, engine, request, schema=model.__name__, attempt=attempt)
-            except Exception as exc:
-                return Err(_engine_error(exc, env), state)
-            raw = completion.text
-            try:
-                return Ok(model.model_validate_json(raw), state)
-            except ValidationError as exc:
-                problem = _short_errors(exc)
-            if completion.finish_reason == "length":
-                problem += f" (the answer was cut off at max_tokens={max_tokens})"
-            messages.append(Message("assistant", raw))
-            messages.append(
-                Message(
-                    "user",
-                    f"That answer is not valid: {problem}. Reply again with only the corrected JSON object.",
-                )
-            )
-        return Err(
-            InferenceError(
-                f"no valid {model.__name__} after {attempts} attempt(s): {problem}",
-                raw=raw,
-                attempts=attempts,
-                where=env.path or "<root>",
-            ),
-            state,
-        )
+            return True, model.model_validate_json(raw), ""
+        except ValidationError as exc:
+            return False, None, _short_errors(exc)
 
-    return Flow(leaf)
+    async def body(scope: StepScope) -> M:
+        value = await _structured(
+            scope,
+            list(_messages(prompt, sys_text)),
+            schema=schema,
+            label=model.__name__,
+            check=check,
+            max_repairs=max_repairs,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            hints=hints,
+            role=role,
+        )
+        assert isinstance(value, model)
+        return value
+
+    return leaf(body)
+
+
+def infer_json(
+    schema: dict[str, JsonValue],
+    prompt: str,
+    *,
+    system: str | None = None,
+    check: JsonCheck | None = None,
+    max_repairs: int = 2,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    label: str = "json",
+    show_schema: bool = True,
+    repair_temperature: float | None = None,
+    role: str = "infer",
+) -> Flow[JsonValue]:
+    """Ask the run's engine for a JSON value matching ``schema`` (and ``check``), repairing at most
+    ``max_repairs`` times.
+
+    Plans declare their typed answers as JSON Schema, and the meta-agent generates whole plans under the
+    plan format's schema; both come here.
+
+    Args:
+        schema: The JSON Schema of the answer (also drives constrained decoding).
+        prompt: The user prompt.
+        system: System instructions (the schema is appended to them).
+        check: An extra check of a schema-valid answer.
+        max_repairs: Extra attempts after an invalid answer.
+        max_tokens: Token budget per attempt.
+        temperature: Sampling temperature.
+        seed: Sampling seed.
+        label: Recorded as ``schema`` in each ``LLMCall`` event and named in errors.
+        show_schema: State the schema in the system prompt (turn off for large schemas: decoding is
+            constrained either way, and a long prompt costs prefill time).
+        repair_temperature: Sampling temperature of repair attempts (default: ``temperature``); a
+            greedy small model tends to repeat its mistake, so some randomness helps it out.
+        role: Recorded in each ``LLMCall`` event.
+
+    Returns:
+        A flow yielding the answer, or failing with ``InferenceError`` (carrying the last raw text).
+    """
+    from agentflow.executors import JsonSchemaValidator
+
+    if max_repairs < 0:
+        raise ConfigError(f"infer_json max_repairs must be >= 0, got {max_repairs}")
+    validator = JsonSchemaValidator(schema, where=label)
+    instructions = "Answer with a single JSON value that matches the required JSON Schema, and nothing else."
+    if show_schema:
+        instructions += f"\nSchema: {json.dumps(schema, separators=(',', ':'))}"
+    sys_text = f"{system}\n\n{instructions}" if system else instructions
+
+    def checked(raw: str) -> Checked:
+        try:
+            value: JsonValue = json.loads(raw)
+        except ValueError as exc:
+            return False, None, f"it is not JSON ({exc})"
+        errors = validator.errors(value)
+        if errors:
+            return False, None, "; ".join(errors[:5])
+        extra = check(value) if check is not None else None
+        return (False, None, extra) if extra else (True, value, "")
+
+    async def body(scope: StepScope) -> JsonValue:
+        value = await _structured(
+            scope,
+            [Message("system", sys_text), Message("user", prompt)],
+            schema=schema,
+            label=label,
+            check=checked,
+            max_repairs=max_repairs,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            hints=None,
+            role=role,
+            repair_temperature=repair_temperature,
+        )
+        return value  # type: ignore[return-value]  # checked() returns only JSON values
+
+    return leaf(body)

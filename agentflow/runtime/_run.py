@@ -7,16 +7,17 @@ the run and closed after it, an engine object is shared and left open for its ow
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from agentflow.dsl import Err, Event, Flow, Ok, State
+from agentflow.dsl import Err, Event, Flow, LLMCall, Ok, SchedulerSummary, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
 from agentflow.secrets import any_revealed, redact, redact_data
@@ -29,6 +30,8 @@ from ._serialize import to_json
 
 if TYPE_CHECKING:
     from agentflow.memory import MemoryStore
+    from agentflow.scheduler import Scheduler
+    from agentflow.telemetry import TracingConfig
 
 _NO_ANSWER: object = object()
 """``resume``'s default: no answer given."""
@@ -51,6 +54,8 @@ async def run(
     journal: Journal | str | os.PathLike[str] | None = None,
     memory: MemoryStore | None = None,
     max_llm_tokens: int | None = None,
+    capture_content: bool = True,
+    telemetry: TracingConfig | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -73,6 +78,11 @@ async def run(
         memory: A memory store steps can read with ``(await ask(RunContext)).memory``.
         max_llm_tokens: Most LLM tokens (prompt + completion) the whole run may use; past it, LLM steps
             fail with ``BudgetExceededError``.
+        capture_content: Record prompts, completions, tool arguments and results in the trace (redacted of
+            revealed secrets). They stay in the local record (saved runs, reports) and reach an OpenTelemetry
+            exporter only when its own content capture is on. ``False`` keeps usage and timings only.
+        telemetry: Export the run's OpenTelemetry spans through this setup when it ends (see
+            ``agentflow.telemetry.configure_tracing``; ``None``: no spans anywhere).
         journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
@@ -82,25 +92,29 @@ async def run(
             another live process is running it.
         SerializationError: the inputs cannot be journaled.
     """
-    given = (engine, deps, run_id, memory, max_llm_tokens)
-    if context is not None and any(v is not None for v in given):
+    given = (engine, deps, run_id, memory, max_llm_tokens, telemetry)
+    if context is not None and (any(v is not None for v in given) or not capture_content):
         raise ConfigError(
-            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens to agentflow.run, not both"
+            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/capture_content/telemetry to "
+            "agentflow.run, not both (set them on the RunContext)"
         )
     flow_value = _as_flow(workflow, inputs)
-    owned: Engine | None = None
+    owned: Scheduler | None = None
     if context is None:
         if isinstance(engine, str):
             # Every LLM request of the run goes through one KV-reuse-aware scheduler for the engine.
             from agentflow.scheduler import Scheduler
 
-            owned = engine = Scheduler(engine_from_spec(engine))
+            owned = Scheduler(engine_from_spec(engine))
+            engine = owned
         context = RunContext(
             deps=deps,
             run_id=run_id or uuid.uuid4().hex[:12],
             engine=engine,
             memory=memory,
             budget=TokenBudget(max_llm_tokens) if max_llm_tokens is not None else None,
+            capture_content=capture_content,
+            telemetry=telemetry,
         )
     try:
         if journal is None:
@@ -109,12 +123,19 @@ async def run(
             if not context.run_id:
                 context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
             outcome = _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
-        if owned is not None and hasattr(owned, "metrics"):
+        if owned is not None:
             outcome = _with_event(
-                outcome, Event("scheduler.metrics", "", time.time(), owned.metrics().as_dict())
+                outcome,
+                SchedulerSummary(
+                    path="",
+                    time=time.time(),
+                    metrics=json.loads(json.dumps(owned.metrics().as_dict(), default=str)),
+                ),
             )
-        # Spans are built from the trace when tracing is configured (configure_tracing); otherwise a no-op.
-        trace_outcome(outcome, workflow=_workflow_name(workflow), run_id=context.run_id)
+        # Spans are built from the trace when the run has a tracing setup; otherwise a no-op.
+        trace_outcome(
+            outcome, workflow=_workflow_name(workflow), run_id=context.run_id, config=context.telemetry
+        )
         return outcome
     finally:
         if owned is not None:
@@ -142,10 +163,7 @@ def _redacted(outcome: Ok[A] | Err) -> Ok[A] | Err:
     """The outcome with every revealed secret value blanked out of its trace and error message."""
     if not any_revealed():
         return outcome
-    trace = tuple(
-        dataclasses.replace(e, data=redact_data(e.data))  # type: ignore[arg-type]
-        for e in outcome.trace
-    )
+    trace = tuple(redact_event(e) for e in outcome.trace)
     if isinstance(outcome, Err):
         error = outcome.error
         error.message = redact(error.message)
@@ -166,6 +184,8 @@ def run_sync(
     journal: Journal | str | os.PathLike[str] | None = None,
     memory: MemoryStore | None = None,
     max_llm_tokens: int | None = None,
+    capture_content: bool = True,
+    telemetry: TracingConfig | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -180,6 +200,8 @@ def run_sync(
         journal=journal,
         memory=memory,
         max_llm_tokens=max_llm_tokens,
+        capture_content=capture_content,
+        telemetry=telemetry,
     )
     return anyio.run(call)
 
@@ -274,26 +296,27 @@ def _as_flow(workflow: Workflow[A], inputs: Mapping[str, object] | None) -> Flow
 
 
 def usage_of(trace: Sequence[Event]) -> Usage:
-    """Total LLM usage of the ``llm.call`` events in a trace."""
+    """Total LLM usage of the ``LLMCall`` events in a trace."""
     total = Usage()
     for e in trace:
-        if e.kind == "llm.call":
-            d = e.data
+        if isinstance(e, LLMCall):
             total = total + Usage(
-                prompt_tokens=_int(d.get("prompt_tokens")),
-                cached_tokens=_int(d.get("cached_tokens")),
-                computed_tokens=_int(d.get("computed_tokens")),
-                completion_tokens=_int(d.get("completion_tokens")),
-                queue_s=_float(d.get("queue_s")),
-                ttft_s=_float(d.get("ttft_s")),
-                total_s=_float(d.get("total_s")),
+                prompt_tokens=e.prompt_tokens,
+                cached_tokens=e.cached_tokens,
+                computed_tokens=e.computed_tokens,
+                completion_tokens=e.completion_tokens,
+                queue_s=e.queue_s,
+                ttft_s=e.ttft_s,
+                total_s=e.total_s,
             )
     return total
 
 
-def _int(v: object) -> int:
-    return v if isinstance(v, int) else 0
-
-
-def _float(v: object) -> float:
-    return float(v) if isinstance(v, int | float) else 0.0
+def redact_event(event: Event) -> Event:
+    """``event`` with every revealed secret value blanked out of its text fields."""
+    changes: dict[str, Any] = {
+        f.name: redact_data(getattr(event, f.name))
+        for f in dataclasses.fields(event)
+        if isinstance(getattr(event, f.name), str | Mapping | tuple | list)
+    }
+    return dataclasses.replace(event, **changes) if changes else event

@@ -41,10 +41,11 @@ from typing import Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.dsl import Err
-from agentflow.engines import Engine, Message, engine_from_spec
-from agentflow.errors import ConfigError
-from agentflow.runtime import RunContext, generate, run
+from agentflow.dsl import Event, StepScope
+from agentflow.engines import Engine, GenerationRequest, Message, engine_from_spec
+from agentflow.errors import BudgetExceededError, ConfigError, EngineError
+from agentflow.runtime import RunContext, TokenBudget, call_llm
+from agentflow.scheduler import Scheduler
 
 from ._conflicts import Hunk, choose_by_fitness, conflict_prompt, parse_conflicts, render
 from ._edit import Applied, Rejected, apply_reply, extract_code_block, find_regions, mutation_prompt
@@ -93,6 +94,8 @@ class EvolveConfig(BaseModel):
         eval_concurrency: Fitness commands run at once (0 = number of CPUs).
         edit_attempts: LLM answers per mutation: a rejected edit is sent back with the reason
             (``apply_reply``'s) and the model tries again, up to this many answers in all.
+        max_llm_tokens: Most LLM tokens (prompt + completion) the whole evolution may use (``None``:
+            unlimited); past it ``evolve`` stops with ``BudgetExceededError``.
         remote: A git remote (name or URL) through which several clones, on several machines,
             share one population (``None``: only processes sharing this repository coordinate).
     """
@@ -122,6 +125,7 @@ class EvolveConfig(BaseModel):
     isolation: Literal["auto", "namespaces", "limits-only"] = "auto"
     eval_concurrency: int = Field(default=0, ge=0)
     edit_attempts: int = Field(default=2, ge=1)
+    max_llm_tokens: int | None = Field(default=None, ge=1)
     remote: str | None = None
 
     def sandbox(self) -> Sandbox:
@@ -184,6 +188,7 @@ class EvolveReport:
         elapsed_s: Wall time of the run.
         sandbox_layers: The isolation layers the sandbox enforced.
         agents: The agent slots this process ran.
+        trace: The run's events: one ``LLMCall`` per LLM request (prompts and answers included).
     """
 
     base: str
@@ -194,6 +199,7 @@ class EvolveReport:
     elapsed_s: float
     sandbox_layers: tuple[str, ...]
     agents: tuple[int, ...] = field(default=())
+    trace: tuple[Event, ...] = field(default=())
 
     @property
     def evaluated(self) -> int:
@@ -300,21 +306,28 @@ class _Run:
         self.worktree_lock = anyio.Lock()
         # Synchronisation with other clones (None without --remote).
         self.sync = RemoteSync(repo, config.remote) if config.remote else None
+        # Every LLM request of every agent is recorded here (LLMCall events) and charged to one budget.
+        self.trace: list[Event] = []
+        budget = TokenBudget(config.max_llm_tokens) if config.max_llm_tokens is not None else None
+        self.scope = StepScope(
+            RunContext(engine=engine, run_id=self.run_id, budget=budget), self.trace, "evolve"
+        )
 
     def record(self, candidate: Candidate) -> None:
         self.candidates.append(candidate)
         if self.on_candidate is not None:
             self.on_candidate(candidate)
 
-    async def ask(self, prompt: str | list[Message], *, temperature: float, seed: int) -> str | None:
-        context = RunContext(engine=self.engine, run_id=self.run_id)
-        flow = generate(
-            prompt, system=_SYSTEM, max_tokens=self.config.max_tokens, temperature=temperature, seed=seed
+    async def ask(self, prompt: str | list[Message], *, temperature: float, seed: int, role: str) -> str:
+        """One LLM answer; raises ``EngineError`` (the caller rejects the attempt) or ``BudgetExceededError``."""
+        messages = [Message("user", prompt)] if isinstance(prompt, str) else list(prompt)
+        request = GenerationRequest(
+            messages=(Message("system", _SYSTEM), *messages),
+            max_tokens=self.config.max_tokens,
+            temperature=temperature,
+            seed=seed,
         )
-        outcome = await run(flow, context=context)
-        if isinstance(outcome, Err):
-            return None
-        return outcome.value.text
+        return (await call_llm(request, scope=self.scope, role=role)).text
 
 
 _Listener = Callable[[Candidate], None]
@@ -355,7 +368,9 @@ async def evolve(
             "pass --target GLOB naming the files agents may edit"
         )
     owned = engine is None
-    the_engine = engine_from_spec(config.engine) if engine is None else engine
+    # Every LLM request of every agent goes through one KV-reuse-aware scheduler (pass a Scheduler as
+    # ``engine`` to share one with other work).
+    the_engine = Scheduler(engine_from_spec(config.engine)) if engine is None else engine
     state = _Run(config, repo, the_engine, on_candidate)
     slots: list[int] = []
     claim_blob = ""
@@ -380,9 +395,12 @@ async def evolve(
             )
         claim_blob = await _claim_blob(repo)
         slots = await _claim_slots(repo, config.agents, claim_blob, state.sync)
-        async with anyio.create_task_group() as tg:
-            for slot in slots:
-                tg.start_soon(_agent, state, slot, base)
+        try:
+            async with anyio.create_task_group() as tg:
+                for slot in slots:
+                    tg.start_soon(_agent, state, slot, base)
+        except* BudgetExceededError as spent:
+            raise spent.exceptions[0] from None
     finally:
         with anyio.CancelScope(shield=True):
             await _release_slots(repo, slots, claim_blob, state.sync)
@@ -398,6 +416,7 @@ async def evolve(
         best_fitness=best.note.fitness if best else None,
         elapsed_s=time.perf_counter() - state.started,
         sandbox_layers=state.sandbox.layers(),
+        trace=tuple(state.trace),
         agents=tuple(slots),
     )
 
@@ -653,13 +672,16 @@ async def _mutation(
         messages = [Message("user", prompt)]
         result: Applied | Rejected | None = None
         for _ in range(state.config.edit_attempts):
-            reply = await state.ask(
-                messages, temperature=state.config.temperature, seed=rng.randrange(1 << 30)
-            )
-            if reply is None:
-                return _rejected(
-                    "mutation", (parent.sha,), agent, generation, f"LLM call failed for {region.label}", state
+            try:
+                reply = await state.ask(
+                    messages,
+                    temperature=state.config.temperature,
+                    seed=rng.randrange(1 << 30),
+                    role="mutation",
                 )
+            except EngineError as exc:
+                detail = f"LLM call failed for {region.label}: {exc}"
+                return _rejected("mutation", (parent.sha,), agent, generation, detail, state)
             result = apply_reply(source, region, reply)
             if isinstance(result, Applied):
                 break
@@ -743,9 +765,15 @@ async def _resolve_file(
     hunks = [s for s in segments if isinstance(s, Hunk)]
     resolutions: list[str] = []
     for index in range(len(hunks)):
-        reply = await state.ask(
-            conflict_prompt(path, segments, index), temperature=0.2, seed=rng.randrange(1 << 30)
-        )
+        try:
+            reply: str | None = await state.ask(
+                conflict_prompt(path, segments, index),
+                temperature=0.2,
+                seed=rng.randrange(1 << 30),
+                role="merge",
+            )
+        except EngineError:
+            reply = None  # this hunk falls back to choosing a side by fitness
         block = extract_code_block(reply) if reply is not None else None
         if block is None or "<<<<<<<" in block or ">>>>>>>" in block or "=======" in block:
             break

@@ -293,16 +293,18 @@ async def test_journal_records_ray_results_and_replays_them_when_run_resumes(tmp
 async def test_spans_of_a_ray_run_nest_the_remote_subflow_steps() -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from agentflow.telemetry import configure_tracing, shutdown_tracing, trace_outcome
+    from agentflow.telemetry import configure_tracing, trace_outcome
 
     memory = InMemorySpanExporter()
-    configure_tracing(memory)
+    config = configure_tracing(memory)
+    assert config is not None
     try:
         out = await run(par(square(2), on_ray(summarize, [1, 2], name="summary")), state=Notes())
         assert isinstance(out, Ok), out
-        assert trace_outcome(out, workflow="ray-run") == 1 + sum(e.kind == "step.start" for e in out.trace)
+        exported = trace_outcome(out, workflow="ray-run", config=config)
+        assert exported == 1 + sum(e.kind == "step.start" for e in out.trace)
     finally:
-        shutdown_tracing()
+        config.shutdown()
     spans = memory.get_finished_spans()
     by_id = {s.context.span_id: s for s in spans}
     parents = {s.name: by_id[s.parent.span_id].name for s in spans if s.parent is not None}

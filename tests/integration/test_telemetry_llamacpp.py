@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agentflow import Message, Ok, generate, named, run
 from agentflow.engines import LlamaCppEngine
-from agentflow.telemetry import configure_tracing, shutdown_tracing
+from agentflow.telemetry import configure_tracing
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -19,7 +19,8 @@ SYSTEM = (
 
 async def test_llm_spans_report_engine_usage_and_cached_tokens_of_a_real_run() -> None:
     memory = InMemorySpanExporter()
-    configure_tracing(memory)
+    config = configure_tracing(memory)
+    assert config is not None
     engine = LlamaCppEngine(n_ctx=512, n_threads=1)
     try:
         workflow = named(
@@ -28,11 +29,11 @@ async def test_llm_spans_report_engine_usage_and_cached_tokens_of_a_real_run() -
                 generate([Message("system", SYSTEM), Message("user", "Can I renew a loan?")], max_tokens=3)
             ),
         )
-        out = await run(workflow, engine=engine, run_id="lib-1")
+        out = await run(workflow, engine=engine, run_id="lib-1", telemetry=config)
         assert isinstance(out, Ok), out
         assert len(memory.get_finished_spans()) == 4  # run() exported the run's spans by itself
     finally:
-        shutdown_tracing()
+        config.shutdown()
         await engine.aclose()
     spans = memory.get_finished_spans()
     chats = sorted((s for s in spans if s.name.startswith("chat ")), key=lambda s: s.start_time or 0)

@@ -13,7 +13,7 @@ import pytest
 from agentflow import Ok, run
 from agentflow.engines import TestEngine
 from agentflow.plans import load_plan
-from agentflow.telemetry import configure_tracing, shutdown_tracing
+from agentflow.telemetry import configure_tracing
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -56,15 +56,18 @@ def collector() -> Iterator[str]:
 
 
 async def test_otlp_exporter_sends_run_spans_to_the_configured_endpoint_only(collector: str) -> None:
-    configure_tracing("otlp", endpoint=collector, headers={"authorization": HEADER_SECRET}, batch=False)
+    config = configure_tracing(
+        "otlp", endpoint=collector, headers={"authorization": HEADER_SECRET}, batch=False
+    )
+    assert config is not None
     try:
         loaded = load_plan(Path(__file__).parents[2] / "examples" / "topic_digest.yaml")
-        out = await run(loaded.workflow, {"topics": "tea, moon"}, engine=TestEngine())
+        out = await run(loaded.workflow, {"topics": "tea, moon"}, engine=TestEngine(), telemetry=config)
         assert isinstance(out, Ok)
         # run() exported the spans by itself: one per run, step, LLM call and tool call.
         sent = 1 + sum(e.kind in ("step.start", "llm.call", "tool.call") for e in out.trace)
     finally:
-        shutdown_tracing()
+        config.shutdown()
     assert _Collector.received, "the collector received nothing"
     spans = []
     for path, headers, body in _Collector.received:

@@ -178,3 +178,36 @@ async def test_mutation_repair_turn_sends_rejection_reason_back(make_repo: Calla
     [cand] = report.candidates
     assert cand.status == "ok" and cand.fitness == 0.0
     assert turns[1] == turns[0] + 2  # the second request carries the rejected answer and the reason
+
+
+async def test_llm_token_budget_stops_evolution_after_the_call_that_spent_it(
+    make_repo: Callable[..., Path],
+) -> None:
+    from agentflow.errors import BudgetExceededError
+
+    repo = make_repo()
+    calls: list[GenerationRequest] = []
+
+    def answer(request: GenerationRequest) -> str:
+        calls.append(request)
+        return _set_value(9)(request)
+
+    with pytest.raises(BudgetExceededError) as caught:
+        await evolve(_config(repo, generations=5, max_llm_tokens=20), FunctionEngine(answer))
+    # The first mutation's call spent the budget (its prompt alone is longer); no request reached the
+    # engine after the refusal.
+    assert len(calls) == 1
+    assert caught.value.used >= caught.value.limit == 20
+
+
+async def test_every_mutation_call_is_recorded_with_its_prompt_and_answer(
+    make_repo: Callable[..., Path],
+) -> None:
+    from agentflow.dsl import LLMCall
+
+    repo = make_repo()
+    report = await evolve(_config(repo, generations=2), FunctionEngine(_set_value(9)))
+    calls = [e for e in report.trace if isinstance(e, LLMCall)]
+    assert calls and all(c.role == "mutation" and c.status == "ok" for c in calls)
+    assert all(c.completion is not None and "```python" in c.completion for c in calls)
+    assert all(c.messages is not None and c.messages[0][0] == "system" for c in calls)

@@ -10,6 +10,7 @@ import pytest
 
 from agentflow import Err, GenerationRequest, Ok, run
 from agentflow.agents import llm_compiler, react
+from agentflow.dsl import LLMCall, PlanInvalid
 from agentflow.engines import FunctionEngine
 from agentflow.executors import ToolRegistry
 
@@ -150,13 +151,13 @@ async def test_compiler_sends_an_invalid_plan_back_with_its_error() -> None:
     assert "invalid" in seen[1] and "$5" in seen[1]
     # Task 1 of the invalid plan had already started; the repair continues with id 2.
     assert sorted(out.value.results) == [1, 2]
-    assert any(e.kind == "plan.invalid" for e in out.trace)
+    assert any(isinstance(e, PlanInvalid) for e in out.trace)
     # Both planner calls are traced (and charged), the invalid one too.
-    planner_calls = [e.data for e in out.trace if e.kind == "llm.call" and e.data.get("role") == "planner"]
-    assert [c["valid_plan"] for c in planner_calls] == [False, True]
+    planner_calls = [e for e in out.trace if isinstance(e, LLMCall) and e.role == "planner"]
+    assert [c.valid for c in planner_calls] == [False, True]
     # The bad line stopped the first stream early, before the engine reported usage.
-    assert [c["aborted"] for c in planner_calls] == [True, False]
-    assert int(planner_calls[1]["prompt_tokens"]) > 0  # type: ignore[call-overload]
+    assert [c.status for c in planner_calls] == ["aborted", "ok"]
+    assert planner_calls[1].prompt_tokens > 0
 
 
 async def test_compiler_turns_tool_errors_into_observations() -> None:

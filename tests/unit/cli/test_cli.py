@@ -214,3 +214,24 @@ def test_run_goal_writes_and_runs_a_plan(tmp_path: Path, capsys: pytest.CaptureF
     assert "generated plan:" in captured.err and "apiVersion: agentflow/v1" in captured.err
     record = load_run(payload["run_id"], tmp_path)
     assert any(e.path.startswith("run_goal/write_plan") for e in record.trace)
+
+
+def test_runs_record_prompts_and_tool_results_unless_no_content(tmp_path: Path) -> None:
+    from agentflow.dsl import LLMCall, ToolCall
+
+    runs = tmp_path / "runs"
+    base = ["run", DIGEST, "--engine", "test:", "--runs-dir", str(runs), "--json"]
+    assert cli.main([*base, "--run-id", "with"]) == 0
+    assert cli.main([*base, "--run-id", "without", "--no-content"]) == 0
+    full, bare = load_run("with", runs).trace, load_run("without", runs).trace
+    llm = [e for e in full if isinstance(e, LLMCall)]
+    tools = [e for e in full if isinstance(e, ToolCall)]
+    assert llm and all(c.messages and c.completion is not None for c in llm)
+    assert tools and all(t.args is not None and t.result is not None for t in tools)
+    assert all(
+        c.messages is None and c.prompt is None and c.completion is None
+        for c in bare
+        if isinstance(c, LLMCall)
+    )
+    assert all(t.args is None and t.result is None for t in bare if isinstance(t, ToolCall))
+    assert len([e for e in bare if isinstance(e, LLMCall)]) == len(llm)

@@ -8,32 +8,75 @@ from pathlib import Path
 import pytest
 
 import agentflow.report as report
-from agentflow.dsl import Event
+from agentflow.dsl import Event, LLMCall, Log, StepEnded, StepStarted, ToolCall
 from agentflow.errors import ConfigError
 from agentflow.report import RunRecord, list_runs, load_run, render_report, save_run, spans_of
 
 T0 = 1_700_000_000.0
-TRACE = (
-    Event("step.start", "p", T0),
-    Event("step.start", "p/a", T0 + 0.1),
-    Event("tool.call", "p/a", T0 + 0.3, {"tool": "lookup", "started": T0 + 0.1, "seconds": 0.2, "ok": True}),
-    Event("step.end", "p/a", T0 + 0.3, {"ok": True, "seconds": 0.2}),
-    Event("step.start", "p/b", T0 + 0.3),
-    Event(
-        "llm.call",
-        "p/b",
-        T0 + 1.3,
-        {
-            "engine": "e<1>",
-            "prompt_tokens": 100,
-            "cached_tokens": 75,
-            "completion_tokens": 9,
-            "started": T0 + 0.3,
-        },
+TRACE: tuple[Event, ...] = (
+    StepStarted(path="p", time=T0),
+    StepStarted(path="p/a", time=T0 + 0.1),
+    ToolCall(
+        path="p/a", time=T0 + 0.3, tool="lookup", started=T0 + 0.1, seconds=0.2, args={"q": "x"}, result="42"
     ),
-    Event("step.end", "p/b", T0 + 1.3, {"ok": False, "seconds": 1.0, "error": "StepError"}),
-    Event("step.end", "p", T0 + 1.3, {"ok": False, "seconds": 1.3}),
+    StepEnded(path="p/a", time=T0 + 0.3, ok=True, seconds=0.2),
+    StepStarted(path="p/b", time=T0 + 0.3),
+    LLMCall(
+        path="p/b",
+        time=T0 + 1.3,
+        engine="e<1>",
+        prompt_tokens=100,
+        cached_tokens=75,
+        completion_tokens=9,
+        started=T0 + 0.3,
+        messages=(("system", "be brief"), ("user", "what is <x>?")),
+        completion="an answer",
+    ),
+    StepEnded(path="p/b", time=T0 + 1.3, ok=False, seconds=1.0, error_type="StepError", error="boom"),
+    StepEnded(path="p", time=T0 + 1.3, ok=False, seconds=1.3, error_type="StepError"),
 )
+
+# The same run as format 1 wrote it (before typed events): two shapes of tool.call, data dicts.
+V1_LINES = [
+    {"type": "run", "run_id": "old", "plan": "p", "engine": "test", "started": T0, "inputs": {}},
+    {"type": "event", "kind": "step.start", "path": "p", "time": T0, "data": {}},
+    {
+        "type": "event",
+        "kind": "tool.call",
+        "path": "p",
+        "time": T0 + 0.3,
+        "data": {"tool": "lookup", "started": T0 + 0.1, "seconds": 0.2, "ok": False, "error": "no such key"},
+    },
+    {
+        "type": "event",
+        "kind": "tool.call",
+        "path": "p/compiler",
+        "time": T0 + 0.5,
+        "data": {"task": 1, "tool": "search", "status": "timeout", "seconds": 0.1},
+    },
+    {
+        "type": "event",
+        "kind": "llm.call",
+        "path": "p",
+        "time": T0 + 1.0,
+        "data": {
+            "engine": "e",
+            "prompt_tokens": 10,
+            "cached_tokens": 4,
+            "completion_tokens": 2,
+            "started": T0,
+        },
+    },
+    {"type": "event", "kind": "note", "path": "p", "time": T0 + 1.1, "data": {"x": 1}},
+    {
+        "type": "event",
+        "kind": "step.end",
+        "path": "p",
+        "time": T0 + 1.2,
+        "data": {"ok": True, "seconds": 1.2},
+    },
+    {"type": "result", "ok": True, "finished": T0 + 1.2, "value": {"a": 1}},
+]
 
 
 def _record(ok: bool = True) -> RunRecord:
@@ -106,3 +149,61 @@ def test_report_of_a_failed_run_shows_the_error() -> None:
     html = render_report(_record(ok=False))
     assert "failed" in html and "step raised ValueError: &lt;bad&gt;" in html
     assert "#ef4444" in html
+
+
+def test_format_1_saved_runs_still_open_with_typed_events(tmp_path: Path) -> None:
+    (tmp_path / "old.jsonl").write_text("\n".join(json.dumps(line) for line in V1_LINES) + "\n")
+    loaded = load_run("old", tmp_path)
+    tools = [e for e in loaded.trace if isinstance(e, ToolCall)]
+    assert [(t.tool, t.status, t.started) for t in tools] == [
+        ("lookup", "error", T0 + 0.1),
+        ("search", "timeout", pytest.approx(T0 + 0.4)),
+    ]
+    assert tools[0].error == "no such key"
+    llm = [e for e in loaded.trace if isinstance(e, LLMCall)]
+    assert [(c.prompt_tokens, c.cached_tokens, c.started) for c in llm] == [(10, 4, T0)]
+    assert [e for e in loaded.trace if isinstance(e, Log)] == [
+        Log(path="p", time=T0 + 1.1, name="note", data={"x": 1})
+    ]
+    html = render_report(loaded)
+    assert "error: no such key" in html and "timeout" in html
+
+
+def test_a_saved_run_of_a_newer_format_is_refused_naming_the_version(tmp_path: Path) -> None:
+    (tmp_path / "new.jsonl").write_text(json.dumps({"type": "run", "format": 99, "run_id": "new"}) + "\n")
+    with pytest.raises(ConfigError, match="format 99"):
+        load_run("new", tmp_path)
+
+
+def test_a_corrupt_event_line_names_the_file_and_line(tmp_path: Path) -> None:
+    lines = [
+        {"type": "run", "format": 2, "run_id": "bad", "started": T0},
+        {"type": "event", "kind": "tool.call", "path": "p", "time": "soon", "tool": "x"},
+    ]
+    (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: .*tool.call event: time"):
+        load_run("bad", tmp_path)
+
+
+def test_report_shows_prompts_completions_and_tool_arguments_collapsed() -> None:
+    html = render_report(_record())
+    assert html.count("<details class=call>") == 2
+    assert "what is &lt;x&gt;?" in html and "an answer" in html and "be brief" in html
+    assert "&quot;q&quot;: &quot;x&quot;" in html and ">42<" in html
+
+
+def test_a_failed_tool_call_is_shown_failed_in_the_report() -> None:
+    failed = ToolCall(
+        path="p",
+        time=T0 + 0.5,
+        tool="search",
+        started=T0 + 0.2,
+        seconds=0.3,
+        status="error",
+        error="HTTP 500",
+    )
+    record = RunRecord("r-2", "p", "test", T0, T0 + 1, True, trace=(*TRACE, failed))
+    html = render_report(record)
+    assert "<tr class=bad>" in html and "error: HTTP 500" in html
+    (span,) = [s for s in spans_of(record.trace) if s.tool is failed]
+    assert span.ok is False and span.start == T0 + 0.2

@@ -15,6 +15,7 @@ from agentflow.dsl import (
     ConfigError,
     Context,
     Err,
+    Log,
     LoopLimitError,
     Max,
     MergeConflict,
@@ -23,6 +24,8 @@ from agentflow.dsl import (
     RateLimiter,
     Reducer,
     Replace,
+    RetryScheduled,
+    StepEnded,
     StepError,
     StepTimeout,
     ask,
@@ -214,7 +217,7 @@ async def test_retry_reruns_until_success_from_the_input_state() -> None:
     out = await retry(flaky(), attempts=5, backoff=Backoff(initial=0.001, jitter=0.0)).run(state=Notes())
     assert out.unwrap() == 3
     assert out.state == Notes(seen=["try3"])
-    assert [e.data["attempt"] for e in out.trace if e.kind == "retry"] == [1, 2]
+    assert [e.attempt for e in out.trace if isinstance(e, RetryScheduled)] == [1, 2]
 
 
 async def test_retry_gives_up_after_attempts_and_returns_last_error() -> None:
@@ -312,7 +315,7 @@ async def test_named_records_span_events_and_paths() -> None:
         ("step.end", "outer/inner"),
         ("step.end", "outer"),
     ]
-    assert all(e.data["ok"] for e in out.trace if e.kind == "step.end")
+    assert all(e.ok for e in out.trace if isinstance(e, StepEnded))
 
 
 async def test_named_rejects_slash() -> None:
@@ -424,8 +427,7 @@ async def test_tell_and_from_async_work() -> None:
 
     out = await tell("note", a=1).then(from_async(get)).run()
     assert out.unwrap() == 7
-    assert out.trace[0].kind == "note"
-    assert out.trace[0].data == {"a": 1}
+    assert out.trace[0] == Log(path="", time=out.trace[0].time, name="note", data={"a": 1})
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])

@@ -7,6 +7,7 @@ sequential result. Outcomes are compared by value, state and the trace's (kind, 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ class Acc(BaseModel):
 
 
 def observe(outcome: Ok[Any] | Err) -> tuple[object, ...]:
-    trace = tuple((e.kind, e.path, tuple(sorted(e.data.items()))) for e in outcome.trace)
+    trace = tuple(dataclasses.replace(e, time=0.0) for e in outcome.trace)
     if isinstance(outcome, Err):
         return ("err", outcome.error.message, outcome.state, trace)
     return ("ok", outcome.value, outcome.state, trace)

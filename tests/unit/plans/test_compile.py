@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from agentflow import Err, Ok, RunContext, flow, get_state, run, update
+from agentflow.dsl import LLMCall, RetryScheduled, ToolCall
 from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
 from agentflow.errors import InferenceError, LoopLimitError, StepTimeout, ToolError
 from agentflow.plans import PROGRESS_SERVICE, LoadedPlan, load_plan_text
@@ -45,9 +46,10 @@ async def test_tool_results_flow_into_later_steps_typed() -> None:
     out = await run(loaded.workflow, {"text": "x, y"})
     assert isinstance(out, Ok)
     assert out.value == {"parts": ["x", "y"], "count": 4}
-    tool_events = [e for e in out.trace if e.kind == "tool.call"]
-    assert [e.data["tool"] for e in tool_events] == ["split", "word_count"]
-    assert all(e.data["ok"] for e in tool_events)
+    tool_events = [e for e in out.trace if isinstance(e, ToolCall)]
+    assert [e.tool for e in tool_events] == ["split", "word_count"]
+    assert all(e.ok for e in tool_events)
+    assert tool_events[0].args == {"text": "x, y"} and tool_events[0].result == '["x", "y"]'
 
 
 @pytest.mark.anyio
@@ -204,9 +206,10 @@ async def test_retry_reruns_a_failing_tool_step() -> None:
     )
     out = await run(loaded.workflow)
     assert isinstance(out, Ok) and out.value == {"result": "ok"}
-    assert sum(1 for e in out.trace if e.kind == "retry") == 2
-    failed = [e for e in out.trace if e.kind == "tool.call" and not e.data["ok"]]
-    assert len(failed) == 2 and "transient failure" in str(failed[0].data["error"])
+    assert sum(1 for e in out.trace if isinstance(e, RetryScheduled)) == 2
+    failed = [e for e in out.trace if isinstance(e, ToolCall) and not e.ok]
+    assert len(failed) == 2 and "transient failure" in str(failed[0].error)
+    assert all(e.status == "error" and e.started <= e.time for e in failed)
 
 
 @pytest.mark.anyio
@@ -252,7 +255,9 @@ async def test_output_schema_gives_typed_json_after_a_repair() -> None:
         "required": ["n"],
     }
     assert "not of type 'integer'" in _last_user(seen[1])
-    assert [e.data["attempt"] for e in out.trace if e.kind == "llm.call"] == [1, 2]
+    calls = [e for e in out.trace if isinstance(e, LLMCall)]
+    assert [(e.attempt, e.valid) for e in calls] == [(1, False), (2, True)]
+    assert calls[0].error is not None and "not of type 'integer'" in calls[0].error
 
 
 @pytest.mark.anyio

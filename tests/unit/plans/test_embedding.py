@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from agentflow import Ok, run
+from agentflow.dsl import LLMCall
 from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.plans import load_plan_text
 
@@ -49,4 +50,4 @@ async def test_concurrent_runs_with_different_engines_do_not_interfere(anyio_bac
         assert out.value == {"result": f"{name}:{name}:{name}"}
         assert len(engine.requests) == 2
         assert {r.hints.workflow_id for r in engine.requests} == {f"run-{name}"}
-        assert {e.data["engine"] for e in out.trace if e.kind == "llm.call"} == {name}
+        assert {e.engine for e in out.trace if isinstance(e, LLMCall)} == {name}

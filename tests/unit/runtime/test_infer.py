@@ -22,6 +22,7 @@ from agentflow import (
     run_sync,
     usage_of,
 )
+from agentflow.dsl import LLMCall
 from agentflow.engines import FunctionEngine, TestEngine
 from agentflow.errors import EngineRequestError, InferenceError
 
@@ -42,9 +43,9 @@ async def test_infer_returns_a_valid_instance_from_schema_constrained_engine() -
     out = await run(infer(Verdict, "How does this sound: great!"), engine=TestEngine())
     assert isinstance(out, Ok)
     assert isinstance(out.value, Verdict)
-    calls = [e for e in out.trace if e.kind == "llm.call"]
+    calls = [e for e in out.trace if isinstance(e, LLMCall)]
     assert len(calls) == 1
-    assert calls[0].data["schema"] == "Verdict"
+    assert calls[0].schema == "Verdict" and calls[0].valid is True
 
 
 async def test_infer_sends_the_json_schema_and_instructions() -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import pytest
 from pydantic import BaseModel
 
-from agentflow.dsl import Append, Err, Ok, StepJournal, par, step, update
+from agentflow.dsl import Append, Err, Ok, RunJournaled, StepJournal, par, step, update
 from agentflow.dsl._flow import named
 from agentflow.errors import ConfigError, ResumeError, SerializationError
 from agentflow.runtime import (
@@ -90,7 +90,7 @@ async def test_completed_run_replays_every_step_without_rerunning(db: str) -> No
     assert again.unwrap() == first.unwrap()
     assert again.state == first.state
     assert CALLS.log == []
-    assert again.trace[0].kind == "run.journal" and again.trace[0].data["resumed"] is True
+    assert isinstance(again.trace[0], RunJournaled) and again.trace[0].resumed is True
 
 
 async def test_resume_after_failure_reruns_only_unfinished_steps_and_restores_state(db: str) -> None:

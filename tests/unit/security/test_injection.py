@@ -17,6 +17,7 @@ import pytest
 
 from agentflow import GenerationRequest, Ok, run
 from agentflow.agents import llm_compiler, react
+from agentflow.dsl import PlanInvalid
 from agentflow.engines import FunctionEngine
 from agentflow.executors import ToolRegistry
 from agentflow.secrets import REDACTED, redact, secret
@@ -143,7 +144,7 @@ async def test_injected_instructions_cannot_call_tools_outside_the_allowlist(env
     assert "delete_all" not in calls and "send_email" not in calls
     assert set(calls) <= set(ALLOWED)
     # The replanner tried, and was refused by the plan checker.
-    assert any(e.kind == "plan.invalid" and "delete_all" in str(e.data) for e in out.trace) or not isinstance(
+    assert any(isinstance(e, PlanInvalid) and "delete_all" in e.error for e in out.trace) or not isinstance(
         out, Ok
     )
 

@@ -13,12 +13,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import agentflow.telemetry as telemetry
-from agentflow import Err, Ok, generate, named, par, retry, run, step, tell
+from agentflow import Err, Ok, generate, named, par, retry, run, step
+from agentflow.dsl import LLMCall, emit
 from agentflow.engines import TestEngine
 from agentflow.errors import ConfigError, ToolError
 from agentflow.executors import tool
 from agentflow.plans import call_tool, load_plan
-from agentflow.telemetry import configure_tracing, shutdown_tracing, trace_outcome, tracing
+from agentflow.telemetry import TracingConfig, configure_tracing, trace_outcome
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "topic_digest.yaml"
 SECRET = "sk-live-0123456789abcdefABCDEF"
@@ -28,7 +29,6 @@ SECRET = "sk-live-0123456789abcdefABCDEF"
 def exporter() -> Iterator[InMemorySpanExporter]:
     memory = InMemorySpanExporter()
     yield memory
-    shutdown_tracing()
 
 
 def _by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
@@ -45,9 +45,11 @@ def _everything(spans: tuple[ReadableSpan, ...]) -> str:
     return "\n".join(s.to_json() for s in spans)
 
 
-async def _digest(engine: TestEngine) -> Ok[object] | Err:
+async def _digest(engine: TestEngine, config: TracingConfig | None = None) -> Ok[object] | Err:
     loaded = load_plan(EXAMPLE)
-    return await run(loaded.workflow, {"topics": "tea, moon"}, engine=engine, run_id="run-1")
+    return await run(
+        loaded.workflow, {"topics": "tea, moon"}, engine=engine, run_id="run-1", telemetry=config
+    )
 
 
 def test_public_names_are_sorted_and_resolve() -> None:
@@ -57,7 +59,6 @@ def test_public_names_are_sorted_and_resolve() -> None:
 
 
 def test_tracing_is_off_and_exports_nothing_by_default() -> None:
-    assert tracing() is None
     out = anyio.run(_digest, TestEngine())
     assert isinstance(out, Ok)
     assert trace_outcome(out, workflow="topic-digest") == 0
@@ -65,11 +66,11 @@ def test_tracing_is_off_and_exports_nothing_by_default() -> None:
 
 @pytest.mark.anyio
 async def test_span_tree_of_a_plan_run_mirrors_its_steps(exporter: InMemorySpanExporter) -> None:
-    configure_tracing(exporter)
-    out = await _digest(TestEngine())
+    config = configure_tracing(exporter)
+    out = await _digest(TestEngine(), config)
     assert isinstance(out, Ok)
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    count = trace_outcome(out, workflow="topic-digest", run_id="run-1")
+    count = trace_outcome(out, workflow="topic-digest", run_id="run-1", config=config)
     spans = exporter.get_finished_spans()
     kinds = [e.kind for e in out.trace]
     assert (
@@ -112,26 +113,27 @@ async def test_span_tree_of_a_plan_run_mirrors_its_steps(exporter: InMemorySpanE
 async def test_llm_and_tool_spans_carry_genai_and_agentflow_attributes(
     exporter: InMemorySpanExporter,
 ) -> None:
-    configure_tracing(exporter)
-    out = await _digest(TestEngine())
+    config = configure_tracing(exporter)
+    out = await _digest(TestEngine(), config)
     assert isinstance(out, Ok)
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    trace_outcome(out, workflow="topic-digest")
+    trace_outcome(out, workflow="topic-digest", config=config)
     spans = exporter.get_finished_spans()
-    llm_events = {e.path: e.data for e in out.trace if e.kind == "llm.call"}
+    llm_events = {e.path: e for e in out.trace if isinstance(e, LLMCall)}
     for span in (s for s in spans if s.name.startswith("chat ")):
         a = span.attributes
         assert a is not None
-        data = llm_events[str(a["agentflow.step.path"])]
+        call = llm_events[str(a["agentflow.step.path"])]
         assert a["gen_ai.operation.name"] == "chat"
         assert a["gen_ai.request.model"] == "test"
         assert a["gen_ai.provider.name"] == "test"
-        assert a["gen_ai.usage.input_tokens"] == data["prompt_tokens"]
-        assert a["gen_ai.usage.output_tokens"] == data["completion_tokens"]
-        assert a["agentflow.usage.cached_tokens"] == data["cached_tokens"]
-        assert a["agentflow.usage.computed_tokens"] == data["computed_tokens"]
-        assert a["agentflow.queue_wait_s"] == data["queue_s"]
-        assert a["gen_ai.response.finish_reasons"] == (data["finish_reason"],)
+        assert a["gen_ai.usage.input_tokens"] == call.prompt_tokens
+        assert a["gen_ai.usage.output_tokens"] == call.completion_tokens
+        assert a["agentflow.usage.cached_tokens"] == call.cached_tokens
+        assert a["agentflow.usage.computed_tokens"] == call.computed_tokens
+        assert a["agentflow.queue_wait_s"] == call.queue_s
+        assert a["gen_ai.response.finish_reasons"] == (call.finish_reason,)
+        assert a["agentflow.llm.status"] == "ok"
     lookup = [s for s in spans if s.name == "execute_tool lookup"]
     assert len(lookup) == 2
     for span in lookup:
@@ -143,11 +145,11 @@ async def test_llm_and_tool_spans_carry_genai_and_agentflow_attributes(
 
 @pytest.mark.anyio
 async def test_message_contents_never_appear_in_spans_by_default(exporter: InMemorySpanExporter) -> None:
-    configure_tracing(exporter)
-    out = await _digest(TestEngine())
+    config = configure_tracing(exporter)
+    out = await _digest(TestEngine(), config)
     assert isinstance(out, Ok)
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    trace_outcome(out, workflow="topic-digest")
+    trace_outcome(out, workflow="topic-digest", config=config)
     dumped = _everything(exporter.get_finished_spans())
     for content in ("Fact about", "Camellia", "echo:", "Rewrite the fact", "concise writer", "tea"):
         assert content not in dumped
@@ -162,15 +164,16 @@ def leaky(path: str) -> str:
 @step
 async def chatty() -> str:
     completion = await generate(f"Summarize the memo. Authorization: Bearer {SECRET}")
-    await tell(
-        "llm.call",
-        model="test",
-        engine="test",
-        prompt_tokens=3,
-        completion_tokens=2,
-        started=0.0,
-        prompt=f"Summarize the memo. api key {SECRET}",
-        output="The memo is about pears.",
+    await emit(
+        LLMCall(
+            path="chatty",
+            model="test",
+            engine="test",
+            prompt_tokens=3,
+            completion_tokens=2,
+            prompt=f"Summarize the memo. api key {SECRET}",
+            completion="The memo is about pears.",
+        )
     )
     return completion.text
 
@@ -180,7 +183,7 @@ async def test_secrets_never_appear_even_when_content_is_captured(
     exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VENDOR_API_TOKEN", "tok-env-secret-98765")
-    configure_tracing(exporter, capture_content=True, secrets=[SECRET])
+    config = configure_tracing(exporter, capture_content=True, secrets=[SECRET])
     out = await run(
         par(
             chatty(),
@@ -188,10 +191,11 @@ async def test_secrets_never_appear_even_when_content_is_captured(
             settle=True,
         ),
         engine=TestEngine(),
+        telemetry=config,
     )
     assert isinstance(out, Ok)
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    trace_outcome(out, workflow="secrets")
+    trace_outcome(out, workflow="secrets", config=config)
     dumped = _everything(exporter.get_finished_spans())
     assert SECRET not in dumped
     assert "tok-env-secret-98765" not in dumped
@@ -205,11 +209,13 @@ async def test_secrets_never_appear_even_when_content_is_captured(
 async def test_tool_error_text_stays_out_of_spans_when_content_is_not_captured(
     exporter: InMemorySpanExporter,
 ) -> None:
-    configure_tracing(exporter)
-    out = await run(named("save", call_tool(leaky, {"path": "/srv/report.txt"})), engine=TestEngine())
+    config = configure_tracing(exporter)
+    out = await run(
+        named("save", call_tool(leaky, {"path": "/srv/report.txt"})), engine=TestEngine(), telemetry=config
+    )
     assert isinstance(out, Err) and isinstance(out.error, ToolError)
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    trace_outcome(out, workflow="failing")
+    trace_outcome(out, workflow="failing", config=config)
     spans = exporter.get_finished_spans()
     named_spans = _by_name(spans)
     root = named_spans["workflow failing"]
@@ -225,12 +231,12 @@ async def test_tool_error_text_stays_out_of_spans_when_content_is_not_captured(
 async def test_agent_steps_become_invoke_agent_spans_with_their_llm_calls(
     exporter: InMemorySpanExporter,
 ) -> None:
-    configure_tracing(exporter, agent_steps={"researcher"})
+    config = configure_tracing(exporter, agent_steps={"researcher"})
     workflow = par(named("researcher", generate("one")), named("researcher", generate("two")))
-    out = await run(workflow, engine=TestEngine())
+    out = await run(workflow, engine=TestEngine(), telemetry=config)
     assert isinstance(out, Ok)
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    trace_outcome(out, workflow="team")
+    trace_outcome(out, workflow="team", config=config)
     spans = exporter.get_finished_spans()
     agents = [s for s in spans if s.name == "invoke_agent researcher"]
     assert len(agents) == 2
@@ -244,7 +250,7 @@ async def test_agent_steps_become_invoke_agent_spans_with_their_llm_calls(
 
 @pytest.mark.anyio
 async def test_retry_attempts_are_sibling_spans_with_a_retry_event(exporter: InMemorySpanExporter) -> None:
-    configure_tracing(exporter)
+    config = configure_tracing(exporter)
     attempts: list[int] = []
 
     @step
@@ -254,10 +260,10 @@ async def test_retry_attempts_are_sibling_spans_with_a_retry_event(exporter: InM
             raise RuntimeError("first attempt fails")
         return len(attempts)
 
-    out = await run(named("outer", retry(flaky(), attempts=2)))
+    out = await run(named("outer", retry(flaky(), attempts=2)), telemetry=config)
     assert isinstance(out, Ok) and out.value == 2
     exporter.clear()  # run() already exported the spans once; export again explicitly
-    trace_outcome(out, workflow="retrying")
+    trace_outcome(out, workflow="retrying", config=config)
     spans = exporter.get_finished_spans()
     flakies = [s for s in spans if s.name == "step outer/flaky"]
     assert len(flakies) == 2
@@ -277,35 +283,59 @@ def test_configure_tracing_rejects_unknown_exporter_and_otlp_without_endpoint(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     with pytest.raises(ConfigError, match="otlp"):
         configure_tracing("otlp")
-    assert tracing() is None
 
 
 def test_console_exporter_prints_spans_when_configured(capsys: pytest.CaptureFixture[str]) -> None:
+    config = configure_tracing("console", service_name="svc")
+    assert config is not None
     try:
-        configure_tracing("console", service_name="svc")
         out = anyio.run(_digest, TestEngine())
         assert isinstance(out, Ok)
-        assert trace_outcome(out, workflow="topic-digest") > 1
+        assert trace_outcome(out, workflow="topic-digest", config=config) > 1
     finally:
-        shutdown_tracing()
+        config.shutdown()
     printed = capsys.readouterr().out
     assert '"name": "workflow topic-digest"' in printed
     assert json.dumps("svc") in printed
 
 
-def test_turning_tracing_off_stops_exports(exporter: InMemorySpanExporter) -> None:
-    configure_tracing(exporter)
-    assert configure_tracing(None) is None
-    out = anyio.run(_digest, TestEngine())
+def test_a_run_without_a_tracing_setup_exports_nothing(exporter: InMemorySpanExporter) -> None:
+    config = configure_tracing(exporter)
+    assert config is not None and configure_tracing(None) is None
+    out = anyio.run(_digest, TestEngine())  # the setup exists but this run was not given it
     assert isinstance(out, Ok)
     assert trace_outcome(out) == 0
     assert exporter.get_finished_spans() == ()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_concurrent_runs_export_only_through_their_own_tracing_setup(anyio_backend: str) -> None:
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    config_a = configure_tracing(first, capture_content=True)
+    config_b = configure_tracing(second, capture_content=False)
+    outs: dict[str, Ok[object] | Err] = {}
+
+    async def one(name: str, config: TracingConfig | None) -> None:
+        outs[name] = await run(
+            named(name, generate(f"hello from {name}")), engine=TestEngine(), telemetry=config
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "alpha", config_a)
+        tg.start_soon(one, "beta", config_b)
+        tg.start_soon(one, "gamma", None)
+    assert all(isinstance(o, Ok) for o in outs.values())
+    a, b = _everything(first.get_finished_spans()), _everything(second.get_finished_spans())
+    assert "step alpha" in a and "beta" not in a and "gamma" not in a
+    assert "step beta" in b and "alpha" not in b and "gamma" not in b
+    assert "hello from alpha" in a  # content captured only where that run's setup asked for it
+    assert "hello from beta" not in b
+
+
 @pytest.mark.anyio
 async def test_run_exports_spans_by_itself_when_tracing_is_configured(exporter: InMemorySpanExporter) -> None:
-    configure_tracing(exporter)
-    out = await _digest(TestEngine())
+    config = configure_tracing(exporter)
+    out = await _digest(TestEngine(), config)
     assert isinstance(out, Ok)
     spans = exporter.get_finished_spans()
     kinds = [e.kind for e in out.trace]
