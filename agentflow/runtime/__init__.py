@@ -8,7 +8,6 @@ from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
 from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus
 from ._llm import (
-    MAX_CAPTURED_CHARS,
     JsonCheck,
     Judge,
     Prompt,
@@ -29,7 +28,6 @@ __all__ = [
     "Journal",
     "JsonCheck",
     "Judge",
-    "MAX_CAPTURED_CHARS",
     "Prompt",
     "RunContext",
     "RunDetail",
