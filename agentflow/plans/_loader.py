@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,23 +176,42 @@ def load_plan(
         PlanError: The file is missing, too large, or invalid (the message names file:line:column).
     """
     name = os.fspath(path)
+    raw = _read_plan_file(name)
+    return load_plan_text(
+        raw, file=name, allow_tools=allow_tools, tools=tools, network=network, overridden=overridden
+    )
+
+
+def _read_plan_file(name: str) -> bytes:
+    """The bytes of a regular file of at most ``MAX_BYTES`` (a FIFO, device or directory is refused
+    without blocking: the file is opened non-blocking and checked on the open descriptor)."""
     try:
-        size = os.path.getsize(name)
-        if size > MAX_BYTES:
-            raise PlanError(
-                f"the plan is {size} bytes, more than the {MAX_BYTES} allowed; split it", file=name
-            )
-        with open(name, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise PlanError("no such plan file; check the path", file=name) from None
     except IsADirectoryError:
         raise PlanError("this is a directory, not a plan file", file=name) from None
     except OSError as exc:
         raise PlanError(f"cannot read the plan file: {exc.strerror}", file=name) from None
-    return load_plan_text(
-        raw, file=name, allow_tools=allow_tools, tools=tools, network=network, overridden=overridden
-    )
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise PlanError("this is a directory, not a plan file", file=name)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+            raise PlanError(f"this is {kind}, not a regular file; save the plan to a file", file=name)
+        if info.st_size > MAX_BYTES:
+            raise PlanError(
+                f"the plan is {info.st_size} bytes, more than the {MAX_BYTES} allowed; split it", file=name
+            )
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # owned by fh now
+            return fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise PlanError(f"cannot read the plan file: {exc.strerror}", file=name) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def load_plan_text(
@@ -520,7 +540,12 @@ class _Loader:
                     path,
                 )
             try:
-                tool = resolve_tool(ref.ref, name=ref.name, timeout=ref.timeout)
+                tool = resolve_tool(
+                    ref.ref,
+                    name=ref.name,
+                    timeout=ref.timeout,
+                    named_exactly=self.allowlist.names_exactly(ref.ref),
+                )
             except ValueError as exc:
                 raise self.fail(f"tool {ref.ref!r}: {exc}", path) from None
             if tool.name in self.registry:
