@@ -27,7 +27,7 @@ from pydantic import BaseModel, JsonValue, ValidationError
 
 from agentflow.dsl import Flow
 from agentflow.errors import ConfigError, PlanError, ToolError
-from agentflow.executors import JsonSchemaValidator, Tool, ToolRegistry
+from agentflow.executors import JsonSchemaValidator, Tool, ToolRegistry, safe_regex_search
 from agentflow.network import HOSTS_ENV, NetworkPolicy, host_label, user_config_path
 
 from ._schema import (
@@ -407,6 +407,16 @@ def _validation_error(exc: ValidationError, doc: Document) -> PlanError:
     return err
 
 
+def _patterns_in(schema: JsonValue, path: Path) -> Iterable[tuple[str, Path]]:
+    """The ``pattern`` values in a plan's JSON Schema (its keys are the plan's keys), with their paths."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value, (*path, key)
+            elif key not in ("enum", "const", "default"):
+                yield from _patterns_in(value, (*path, key))
+
+
 # -- semantic checks ---------------------------------------------------------------------------------
 
 
@@ -569,6 +579,11 @@ class _Loader:
             self._json_schema(out, ("outputs", name))
 
     def _json_schema(self, spec: SchemaSpec, path: Path) -> None:
+        for pattern, here in _patterns_in(spec.to_json_schema(), path):
+            try:
+                safe_regex_search(pattern, "")  # compiles it: a pattern that needs backtracking is refused
+            except ConfigError as exc:
+                raise self.fail(exc.message, here) from None
         try:
             JsonSchemaValidator(spec.to_json_schema(), where=_human_path(path))
         except ConfigError as exc:
