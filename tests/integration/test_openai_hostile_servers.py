@@ -123,40 +123,33 @@ async def _drain(engine: OpenAIEngine) -> list[str]:
 # -- the attacks ------------------------------------------------------------------------------------
 
 
-async def test_drip_headers_server_ends_at_the_total_deadline() -> None:
+DRIPS = {
+    "drip_headers": (b"HTTP/1.1 200 OK\r\nX-Drip: ", b"a"),
+    "drip_body": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+        b" ",
+    ),
+    "sse_comment_drip": (SSE_HEAD, b": keep-alive\n\n"),
+}
 
-    def drip_headers(conn: socket.socket, head: str, stop: threading.Event) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
-        repeat(conn, b"a", stop, _DRIP_S)
 
-    with serve(drip_headers) as server:
+@pytest.mark.parametrize("attack", sorted(DRIPS))
+async def test_dripping_server_ends_at_the_total_deadline(attack: str) -> None:
+    head_bytes, drop = DRIPS[attack]
+
+    def drip(conn: socket.socket, head: str, stop: threading.Event) -> None:
+        conn.sendall(head_bytes)
+        repeat(
+            conn, drop, stop, _DRIP_S
+        )  # each byte resets a per-read timeout; only a total deadline ends it
+
+    with serve(drip) as server:
         async with engine_for(server) as engine:
             with pytest.raises(EngineError, match=r"timeout=1 s"):
-                await engine.generate(REQUEST)
-
-
-async def test_drip_body_server_ends_at_the_total_deadline() -> None:
-
-    def drip_body(conn: socket.socket, head: str, stop: threading.Event) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
-        repeat(conn, b" ", stop, _DRIP_S)
-
-    with serve(drip_body) as server:
-        async with engine_for(server) as engine:
-            with pytest.raises(EngineError, match=r"timeout=1 s"):
-                await engine.generate(REQUEST)
-
-
-async def test_sse_comment_drip_server_ends_at_the_total_deadline() -> None:
-
-    def sse_comments(conn: socket.socket, head: str, stop: threading.Event) -> None:
-        conn.sendall(SSE_HEAD)
-        repeat(conn, b": keep-alive\n\n", stop, _DRIP_S)
-
-    with serve(sse_comments) as server:
-        async with engine_for(server) as engine:
-            with pytest.raises(EngineError, match=r"timeout=1 s"):
-                await _drain(engine)
+                if attack == "sse_comment_drip":
+                    await _drain(engine)
+                else:
+                    await engine.generate(REQUEST)
 
 
 async def test_token_drip_past_max_tokens_is_cut_at_max_tokens() -> None:
