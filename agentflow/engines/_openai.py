@@ -850,7 +850,7 @@ class OpenAIEngine:
         """The whole body of ``response``, refusing more than ``max_response_bytes``."""
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
-            raise self._too_big(response.request.method, url, f"declares {declared} bytes")
+            raise self._too_big(response.request.method, url, f"declares {declared} bytes, more")
         parts: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():

@@ -238,3 +238,18 @@ async def test_echoed_authorization_header_never_reaches_the_error(monkeypatch: 
                 assert "401" in message and "Bearer" in message  # the echo is quoted...
                 assert API_KEY not in message and API_KEY[:20] not in message  # ...without the key
                 assert REDACTED in message
+
+
+async def test_huge_declared_body_is_refused_before_it_is_read() -> None:
+    def huge(conn: socket.socket, head: str, stop: threading.Event) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n"
+        )
+        repeat(conn, b" " * 65536, stop)
+
+    with serve(huge) as server:
+        async with engine_for(server, timeout=60.0) as engine:
+            with pytest.raises(
+                EngineRequestError, match=r"declares 99999999999 bytes, more than max_response_bytes"
+            ):
+                await engine.generate(REQUEST)
