@@ -35,6 +35,7 @@ from rich.console import Console
 from agentflow.errors import AgentflowError, ConfigError, UserError
 
 if TYPE_CHECKING:
+    from agentflow.network import NetworkPolicy
     from agentflow.telemetry import TracingConfig
 
 __all__ = ["PROVIDERS", "build_parser", "main"]
@@ -220,7 +221,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingConfig]) -> int:
     from agentflow.dsl import Err, LLMCall, ToolCall
-    from agentflow.plans import dump_plan, load_plan
+    from agentflow.plans import PlanChoice, dump_plan, load_plan
     from agentflow.report import RunRecord, save_run
     from agentflow.runtime import usage_of
 
@@ -245,7 +246,17 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 )
             name, inputs = "meta-agent", {}
         else:
-            loaded = load_plan(args.plan, allow_tools=args.allow_tool)
+            overridden: list[PlanChoice] = []
+            if args.engine:
+                overridden.append("engine")
+            if args.trace is not None:
+                overridden.append("telemetry")
+            loaded = load_plan(
+                args.plan,
+                allow_tools=args.allow_tool,
+                network=_network_policy(args),
+                overridden=overridden,
+            )
             inputs = _parse_inputs(args.input, loaded.plan.inputs)
             loaded.bind_inputs(inputs)
             if args.dry_run:
@@ -378,9 +389,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     failed = 0
     console = Console(highlight=False, soft_wrap=True)
+    try:
+        network = _network_policy(args)
+    except ConfigError as exc:
+        return _fail(_error_text(exc))
     for path in args.plans:
         try:
-            loaded = load_plan(path, allow_tools=args.allow_tool)
+            loaded = load_plan(path, allow_tools=args.allow_tool, network=network)
         except PlanError as exc:
             failed += 1
             console.print(f"[red]invalid[/] {_escape(str(exc))}", markup=True)
@@ -448,7 +463,8 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from agentflow.plans import load_plan, plan_graph, render_svg
 
     try:
-        loaded = load_plan(args.plan, allow_tools=args.allow_tool)
+        # Drawing sends nothing: the plan's engine and telemetry destinations are not used here.
+        loaded = load_plan(args.plan, allow_tools=args.allow_tool, overridden=("engine", "telemetry"))
         svg = render_svg(plan_graph(loaded.plan), title=loaded.name)
         if args.output in (None, "-"):
             print(svg, end="")
@@ -510,6 +526,29 @@ def _add_allow_tool(parser: argparse.ArgumentParser) -> None:
         help="also allow plans to import tools matching 'module:attr' or 'module:*' (repeatable; "
         "agentflow.plans.builtin_tools:* is always allowed)",
     )
+
+
+def _add_allow_network(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let plans send requests to HOST, HOST:PORT or *.DOMAIN (their engine server, model hub or "
+        "OTLP endpoint; repeatable; also $AGENTFLOW_ALLOW_HOSTS and the config file). Hosts you give "
+        "yourself with --engine or --trace-endpoint need no allowing",
+    )
+    parser.add_argument(
+        "--allow-trace-content",
+        action="store_true",
+        help="let a plan's telemetry.capture_content put prompts and outputs into the spans it exports",
+    )
+
+
+def _network_policy(args: argparse.Namespace) -> NetworkPolicy:
+    from agentflow.network import NetworkPolicy
+
+    return NetworkPolicy.from_user(args.allow_host, trace_content=args.allow_trace_content)
 
 
 def _load_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -594,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         "content attributes, secrets scrubbed); without it spans carry usage and timings only",
     )
     _add_allow_tool(run)
+    _add_allow_network(run)
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser(
@@ -601,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("plans", nargs="+", metavar="PLAN")
     _add_allow_tool(validate)
+    _add_allow_network(validate)
     validate.set_defaults(func=_cmd_validate)
 
     graph = sub.add_parser(

@@ -15,7 +15,7 @@ from ._executor import Execution, ExecutionReport, Executor
 from ._ray import RayExecutor, await_object_ref, on_ray, ray_step, ray_tools
 from ._refs import REF_PATTERN, Ref, find_refs, ref_ids, substitute
 from ._registry import ToolRegistry, ToolView
-from ._schema import JsonSchemaValidator, normalize_schema
+from ._schema import JsonSchemaValidator, normalize_schema, safe_regex_search
 from ._task import MAX_RESULT_CHARS, Task, TaskResult, TaskStatus, clipped, task_event, tool_call_event
 from ._tool import TOOL_NAME, Tool, ToolFunction, tool
 
@@ -45,6 +45,7 @@ __all__ = [
     "ray_step",
     "ray_tools",
     "ref_ids",
+    "safe_regex_search",
     "substitute",
     "task_event",
     "tool",

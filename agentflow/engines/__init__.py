@@ -24,7 +24,7 @@ from ._snapshots import (
     common_prefix_len,
     plan_reuse,
 )
-from ._spec import ENGINE_SPEC_FORMS, engine_from_spec
+from ._spec import ENGINE_SPEC_FORMS, EngineScheme, EngineSpecParts, engine_from_spec, parse_engine_spec
 from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
 from ._types import (
     Capabilities,
@@ -56,6 +56,8 @@ __all__ = [
     "Chunk",
     "Completion",
     "Engine",
+    "EngineScheme",
+    "EngineSpecParts",
     "FinishReason",
     "FunctionEngine",
     "FunctionHandler",
@@ -87,6 +89,7 @@ __all__ = [
     "default_model_path",
     "engine_from_spec",
     "example_from_schema",
+    "parse_engine_spec",
     "plan_reuse",
     "render_messages",
     "request_key",

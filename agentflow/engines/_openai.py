@@ -21,12 +21,23 @@ The server kind (``vllm``, ``llamacpp`` or plain ``openai``) is given or detecte
 
 API keys come only from an environment variable (``api_key_env``, by default ``OPENAI_API_KEY``
 when set) or from a secret handle with a ``reveal()`` method; the key never appears in ``repr``,
-logs or error messages.
+logs or error messages: it is registered with ``agentflow.secrets`` for redaction, and every piece
+of server text quoted in an error is redacted (a server that echoes the ``Authorization`` header
+cannot put the key into an ``EngineRequestError``).
+
+A server is untrusted input, so every attempt is bounded: ``timeout`` is a total deadline for the
+whole attempt (connecting, headers, body and every streamed event together, not per read), a body
+holds at most ``max_response_bytes``, one server-sent-events line or event at most
+``max_event_bytes``, and a stream may carry at most ``max_tokens`` pieces of text. A server that
+drips headers, body or SSE comments, sends an endless body or line, or streams past ``max_tokens``
+gets an ``EngineRequestError`` (or a retry, for a missed deadline) instead of a hang or unbounded
+memory.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,9 +46,9 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import anyio
 import httpx
@@ -62,6 +73,7 @@ from agentflow.errors import (
     EngineUnavailableError,
     UnsupportedFeatureError,
 )
+from agentflow.secrets import Secret, redact
 
 __all__ = [
     "OpenAIEngine",
@@ -72,12 +84,58 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentflow.engines.openai")
+_T = TypeVar("_T")
 
 ServerKind = Literal["openai", "vllm", "llamacpp"]
 StructuredOutputMode = Literal["json_schema", "json_object"]
 
-_RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _SNIPPET = 300
+_REDACT_WINDOW = 65_536  # server text redacted before it is cut to _SNIPPET characters
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+class _DeadlineError(Exception):
+    """An attempt did not complete within the engine's total ``timeout`` (retried like a read timeout)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"no complete answer within timeout={timeout:g} s (connecting, headers and body or stream "
+            "together); the server is too slow or drips its answer; raise timeout=... if it is just slow"
+        )
+
+
+_RETRYABLE_TRANSPORT = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    _DeadlineError,
+)
+
+
+def _snippet(text: str) -> str:
+    """The start of a server's text for an error message, with every revealed secret blanked out."""
+    return redact(text[:_REDACT_WINDOW])[:_SNIPPET]
+
+
+def _register_secret(value: str) -> str:
+    """Register ``value`` with ``agentflow.secrets`` so ``redact`` blanks it out everywhere; return it."""
+    return Secret("openai-engine-credential", provider=lambda _name: value).reveal()
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A complete HTTP response, read within the byte cap and the deadline."""
+
+    method: str
+    status_code: int
+    reason_phrase: str
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 @runtime_checkable
@@ -303,10 +361,17 @@ def build_body(request: GenerationRequest, options: _Options, *, stream: bool) -
 class _SSEDecoder:
     """Server-sent events, line by line: ``data:`` lines joined until a blank line ends the event."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int | None = None) -> None:
         self._data: list[str] = []  # data lines of the event being read; reset at each dispatch
+        self._size = 0  # characters in _data; reset at each dispatch
+        self._max = max_chars
 
     def feed(self, line: str) -> str | None:
+        """Take one line; return an event's data when the line completes one.
+
+        Raises:
+            ValueError: The event being read is longer than ``max_chars``.
+        """
         line = line.rstrip("\r")
         if not line:
             return self.flush()
@@ -314,7 +379,11 @@ class _SSEDecoder:
             return None
         field, _, value = line.partition(":")
         if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
+            data = value[1:] if value.startswith(" ") else value
+            self._size += len(data) + 1
+            if self._max is not None and self._size > self._max:
+                raise ValueError(f"a server-sent event longer than {self._max} characters")
+            self._data.append(data)
         return None
 
     def flush(self) -> str | None:
@@ -322,6 +391,7 @@ class _SSEDecoder:
             return None
         data = "\n".join(self._data)
         self._data = []
+        self._size = 0
         return data
 
 
@@ -364,6 +434,8 @@ class OpenAIEngine:
         retry: RetryPolicy | None = None,
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_concurrency: int | None = None,
         extra_body: Mapping[str, object] | None = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
@@ -387,8 +459,11 @@ class OpenAIEngine:
             cache_salt_secret: Key for deriving tenant salts; without it each engine draws a random
                 key, so two engines (or a restarted process) do not share a tenant's cache.
             retry: Retry policy (default ``RetryPolicy()``: 4 attempts).
-            timeout: Seconds to wait for a response (or for each streamed piece).
-            connect_timeout: Seconds to wait for a connection.
+            timeout: Total seconds for one attempt: connecting, headers and the whole body or
+                stream together (a missed deadline is retried like a read timeout).
+            connect_timeout: Seconds to wait for a connection (within ``timeout``).
+            max_response_bytes: Most bytes one response body (or one whole stream) may hold.
+            max_event_bytes: Most bytes one server-sent-events line or event may hold.
             max_concurrency: Requests in flight at once; default 1 on llama.cpp servers (which
                 serialize requests and cut streams short when another request waits), else 64.
             extra_body: JSON fields merged into every request body (e.g. ``tools``, ``top_k``).
@@ -411,6 +486,14 @@ class OpenAIEngine:
             raise ConfigError(
                 f"timeouts must be > 0, got timeout={timeout}, connect_timeout={connect_timeout}"
             )
+        if max_response_bytes < 1 or max_event_bytes < 1:
+            raise ConfigError(
+                f"byte caps must be >= 1, got max_response_bytes={max_response_bytes}, "
+                f"max_event_bytes={max_event_bytes}"
+            )
+        self._timeout = timeout
+        self._max_body = max_response_bytes
+        self._max_event = max_event_bytes
         root = base_url.rstrip("/")
         self._root = root[: -len("/v1")] if root.endswith("/v1") else root
         self._model = model
@@ -426,12 +509,15 @@ class OpenAIEngine:
         salt_secret: bytes | None = None
         if cache_salt_per_tenant:
             salt_secret = (
-                _reveal(cache_salt_secret).encode("utf-8")
+                _register_secret(_reveal(cache_salt_secret)).encode("utf-8")
                 if cache_salt_secret is not None
                 else os.urandom(32)
             )
         self._salt_secret = salt_secret
-        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        # identity: a compressed body would be inflated before the byte cap sees it.
+        headers = {"Accept-Encoding": "identity"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {_register_secret(key)}"
         limits = httpx.Limits(max_connections=max(64, max_concurrency or 0), max_keepalive_connections=32)
         self._client = httpx.AsyncClient(
             headers=headers,
@@ -527,7 +613,7 @@ class OpenAIEngine:
         finished = time.monotonic()
         parsed = self._parse(response, url)
         if not parsed.choices:
-            raise EngineRequestError(f"POST {url} answered without choices: {response.text[:_SNIPPET]!r}")
+            raise EngineRequestError(f"POST {url} answered without choices: {_snippet(response.text)!r}")
         choice = parsed.choices[0]
         text = (choice.message.content if choice.message else choice.text) or ""
         total = finished - submitted
@@ -552,22 +638,33 @@ class OpenAIEngine:
             while True:
                 attempt += 1
                 state = _StreamState()
+                # Invariant: cancel scopes for the deadline wrap single awaits, never a `yield`.
+                deadline = time.monotonic() + self._timeout
                 try:
-                    async with self._client.stream("POST", url, json=body) as response:
+                    async with contextlib.AsyncExitStack() as stack:
+                        opening = stack.enter_async_context(self._client.stream("POST", url, json=body))
+                        response = await self._before(deadline, opening)
                         if response.status_code != 200:
-                            await response.aread()
-                            retry_after = self._check_status(response, url, attempt)
-                            reason = f"HTTP {response.status_code}"
-                            await self._backoff(url, attempt, reason, retry_after, None, response.text)
+                            reply = await self._before(deadline, self._read_reply(response, url))
+                            retry_after = self._check_status(reply, url, attempt)
+                            reason = f"HTTP {reply.status_code}"
+                            await self._backoff(url, attempt, reason, retry_after, None, reply.text)
                             continue
-                        async for event in self._events(response, url, state):
+                        async for event in self._events(response, url, state, deadline):
                             for choice in event.choices[:1]:
                                 text = (choice.delta.content if choice.delta else choice.text) or ""
                                 state.finish = choice.finish_reason or state.finish
-                                if text:
-                                    state.first_token = state.first_token or time.monotonic()
-                                    state.yielded += 1
-                                    yield Chunk(text=text)
+                                if not text:
+                                    continue
+                                if state.yielded >= request.max_tokens:
+                                    raise EngineRequestError(
+                                        f"POST {url} streamed more than max_tokens={request.max_tokens} "
+                                        "pieces of text; the server ignores max_tokens (or a proxy changed "
+                                        "the request); the chunks already received are valid"
+                                    )
+                                state.first_token = state.first_token or time.monotonic()
+                                state.yielded += 1
+                                yield Chunk(text=text)
                 except _RETRYABLE_TRANSPORT as exc:
                     if state.yielded:
                         raise EngineRequestError(
@@ -629,7 +726,7 @@ class OpenAIEngine:
                 return _TokensBody.model_validate_json(response.content).tokens
             except ValidationError as exc:
                 raise EngineRequestError(
-                    f"POST {url} answered without a `tokens` list: {response.text[:_SNIPPET]!r}"
+                    f"POST {url} answered without a `tokens` list: {_snippet(response.text)!r}"
                 ) from exc
         tried = ", ".join(self._root + p for p, _ in candidates)
         raise UnsupportedFeatureError(
@@ -733,23 +830,91 @@ class OpenAIEngine:
         path = "/v1/chat/completions" if request.messages is not None else "/v1/completions"
         return self._root + path
 
-    def _parse(self, response: httpx.Response, url: str) -> _ResponseBody:
+    def _parse(self, response: _Reply, url: str) -> _ResponseBody:
         try:
             parsed = _ResponseBody.model_validate_json(response.content)
         except ValidationError as exc:
             raise EngineRequestError(
-                f"POST {url} answered with a body that is not a completion: {response.text[:_SNIPPET]!r}"
+                f"POST {url} answered with a body that is not a completion: {_snippet(response.text)!r}"
             ) from exc
         self._raise_body_error(parsed, url)
         return parsed
 
+    async def _before(self, deadline: float, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable`` unless ``deadline`` (a ``time.monotonic()`` value) passes first."""
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            return await awaitable
+        raise _DeadlineError(self._timeout)
+
+    async def _read_reply(self, response: httpx.Response, url: str) -> _Reply:
+        """The whole body of ``response``, refusing more than ``max_response_bytes``."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body:
+            raise self._too_big(response.request.method, url, f"declares {declared} bytes, more")
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_body:
+                raise self._too_big(response.request.method, url, "sent more")
+            parts.append(chunk)
+        return _Reply(
+            response.request.method,
+            response.status_code,
+            response.reason_phrase,
+            response.headers,
+            b"".join(parts),
+        )
+
+    def _too_big(self, method: str, url: str, what: str) -> EngineRequestError:
+        return EngineRequestError(
+            f"{method} {url}: the answer {what} than max_response_bytes={self._max_body}; the server is "
+            "misbehaving, or raise max_response_bytes=... if such answers are expected"
+        )
+
+    async def _lines(self, response: httpx.Response, url: str, deadline: float) -> AsyncIterator[str]:
+        """The lines of a streamed body, each read before ``deadline`` and at most ``max_event_bytes`` long."""
+        chunks = response.aiter_bytes()  # closed with the response
+        pending = bytearray()  # bytes after the last line break seen; at most max_event_bytes
+        total = 0  # bytes of the whole stream so far; at most max_response_bytes
+        while True:
+            try:
+                chunk = await self._before(deadline, anext(chunks))
+            except StopAsyncIteration:
+                break
+            total += len(chunk)
+            if total > self._max_body:
+                raise self._too_big("POST", url, "streamed more")
+            if b"\n" not in chunk:  # scan only new bytes: a dripped line costs O(its length)
+                pending += chunk
+                lines: list[bytes] = []
+            else:
+                lines = (bytes(pending) + chunk).split(b"\n")
+                pending[:] = lines.pop()
+            for line in lines:
+                if len(line) > self._max_event:
+                    break
+                yield line.decode("utf-8", errors="replace")
+            if len(pending) > self._max_event or any(len(line) > self._max_event for line in lines):
+                raise EngineRequestError(
+                    f"POST {url} streamed a line longer than max_event_bytes={self._max_event}; the server "
+                    "is misbehaving, or raise max_event_bytes=... if such events are expected"
+                )
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+
     async def _events(
-        self, response: httpx.Response, url: str, state: _StreamState
+        self, response: httpx.Response, url: str, state: _StreamState, deadline: float
     ) -> AsyncIterator[_ResponseBody]:
         """The JSON events of an SSE response until ``[DONE]``; records usage and ``[DONE]``."""
-        decoder = _SSEDecoder()
-        async for line in response.aiter_lines():
-            data = decoder.feed(line)
+        decoder = _SSEDecoder(self._max_event)
+        async for line in self._lines(response, url, deadline):
+            try:
+                data = decoder.feed(line)
+            except ValueError as exc:
+                raise EngineRequestError(
+                    f"POST {url} streamed {exc} (max_event_bytes={self._max_event}); the server is misbehaving"
+                ) from None
             if data is None:
                 continue
             if data.strip() == "[DONE]":
@@ -765,7 +930,7 @@ class OpenAIEngine:
             parsed = _ResponseBody.model_validate_json(data)
         except ValidationError as exc:
             raise EngineRequestError(
-                f"POST {url} streamed an event that is not JSON: {data[:_SNIPPET]!r}"
+                f"POST {url} streamed an event that is not JSON: {_snippet(data)!r}"
             ) from exc
         self._raise_body_error(parsed, url)
         return parsed
@@ -774,14 +939,14 @@ class OpenAIEngine:
     def _raise_body_error(parsed: _ResponseBody, url: str) -> None:
         if parsed.error is not None:
             message = parsed.error if isinstance(parsed.error, str) else parsed.error.message
-            raise EngineRequestError(f"POST {url}: the server reported an error: {message[:_SNIPPET]}")
+            raise EngineRequestError(f"POST {url}: the server reported an error: {_snippet(message)}")
 
-    def _check_status(self, response: httpx.Response, url: str, attempt: int) -> float | None:
+    def _check_status(self, response: _Reply, url: str, attempt: int) -> float | None:
         """Raise for a non-retryable status; return ``Retry-After`` seconds for a retryable one."""
         status = response.status_code
         if status in RETRYABLE_STATUS or status >= 500:
             return parse_retry_after(response.headers.get("retry-after"))
-        snippet = response.text[:_SNIPPET]
+        snippet = _snippet(response.text)
         hint = ""
         if status in (401, 403):
             where = (
@@ -795,7 +960,7 @@ class OpenAIEngine:
         elif status == 400:
             hint = "; the server refused a request field (vLLM refuses `priority` unless started with --scheduling-policy priority)"
         raise EngineRequestError(
-            f"{response.request.method} {url} was rejected with HTTP {status} "
+            f"{response.method} {url} was rejected with HTTP {status} "
             f"({response.reason_phrase}) on attempt {attempt}: {snippet!r}{hint}"
         )
 
@@ -821,10 +986,12 @@ class OpenAIEngine:
                     f"the server asked to retry after {retry_after:g} s, more than "
                     f"max_retry_after={self._retry.max_retry_after:g} s"
                 )
+            elif isinstance(exc, _DeadlineError):
+                detail = f"last error: {exc}"
             elif exc is not None:
                 detail = f"last error {reason}: {exc}; is the server running at {self._root}?"
             else:
-                said = f" {body[:_SNIPPET]!r}" if body else ""
+                said = f" {_snippet(body)!r}" if body else ""
                 detail = f"last error {reason}{said}; the server is overloaded or failing, check its logs"
             error = error_cls(
                 f"{url} failed after {attempt} attempt{'s' if attempt != 1 else ''} ({detail}); "
@@ -839,15 +1006,20 @@ class OpenAIEngine:
             self._on_retry(event)
         await anyio.sleep(delay)
 
+    async def _fetch(self, method: str, url: str, body: Mapping[str, object] | None) -> _Reply:
+        async with self._client.stream(method, url, json=body) as response:
+            return await self._read_reply(response, url)
+
     async def _send(
         self, method: str, url: str, body: Mapping[str, object] | None, *, missing_ok: bool = False
-    ) -> httpx.Response:
+    ) -> _Reply:
         """Send with retries; return the 200 response (or a 404/405 one when ``missing_ok``)."""
         attempt = 0
         while True:
             attempt += 1
+            deadline = time.monotonic() + self._timeout
             try:
-                response = await self._client.request(method, url, json=body)
+                response = await self._before(deadline, self._fetch(method, url, body))
             except _RETRYABLE_TRANSPORT as exc:
                 await self._backoff(url, attempt, type(exc).__name__, None, exc)
                 continue

@@ -22,6 +22,7 @@ from ._graph import plan_graph, render_svg
 from ._infer_json import JsonCheck, infer_json
 from ._loader import (
     LoadedPlan,
+    PlanChoice,
     check_plan,
     children_of,
     load_plan,
@@ -78,6 +79,7 @@ __all__ = [
     "OutputSpec",
     "ParallelStep",
     "Plan",
+    "PlanChoice",
     "ProgressCallback",
     "Ref",
     "RetrySpec",

@@ -7,23 +7,28 @@ Every problem is one ``PlanError`` that names file:line:column, the bad value an
 - duplicate step ids, unknown agents or tools, tools outside the allowlist, ill-typed literal tool
   arguments;
 - template syntax, references to undefined inputs or steps, references to steps that run later, and
-  cycles among the children of a ``parallel`` block.
+  cycles among the children of a ``parallel`` block;
+- engine specs (an unknown scheme, a malformed URL) and network destinations the plan chooses (its
+  engine's server or model hub, its OTLP endpoint, content capture in spans) that the user has not
+  allowed (``agentflow.network``).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import stat
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from agentflow.dsl import Flow
 from agentflow.errors import ConfigError, PlanError, ToolError
-from agentflow.executors import JsonSchemaValidator, Tool, ToolRegistry
+from agentflow.executors import JsonSchemaValidator, Tool, ToolRegistry, safe_regex_search
+from agentflow.network import HOSTS_ENV, NetworkPolicy, host_label, user_config_path
 
 from ._schema import (
     _KIND_CLASSES,
@@ -47,6 +52,7 @@ from ._yaml import MAX_BYTES, Document, Path, read_yaml
 
 __all__ = [
     "LoadedPlan",
+    "PlanChoice",
     "check_plan",
     "children_of",
     "load_plan",
@@ -54,6 +60,9 @@ __all__ = [
     "referenced_steps",
     "walk_steps",
 ]
+
+PlanChoice = Literal["engine", "telemetry"]
+"""A plan block the user can override (``--engine``, ``--trace``): its network choices are then unused."""
 
 _STEP_LISTS: dict[type[BaseModel], tuple[str, ...]] = {
     ParallelStep: ("parallel",),
@@ -146,6 +155,8 @@ def load_plan(
     *,
     allow_tools: Iterable[str] = (),
     tools: ToolRegistry | None = None,
+    network: NetworkPolicy | None = None,
+    overridden: Collection[PlanChoice] = (),
 ) -> LoadedPlan:
     """Read, validate and check a plan file.
 
@@ -154,26 +165,53 @@ def load_plan(
         allow_tools: Extra ``module:attr`` patterns the plan's ``tools:`` may import (the built-in
             tools are always allowed).
         tools: Tools provided by the caller, callable from steps without a ``tools:`` entry.
+        network: What the plan may reach (default ``NetworkPolicy.from_user()``: the user's
+            ``AGENTFLOW_ALLOW_HOSTS`` and config file). A plan whose engine server, model hub or OTLP
+            endpoint is not allowed, or that asks for content capture the user did not allow, is refused.
+        overridden: Plan blocks the caller replaces with its own choice (``"engine"`` when an engine
+            is given, ``"telemetry"`` when tracing is configured by the user): their destinations are
+            not used, so they are not checked against ``network`` (their syntax still is).
 
     Raises:
         PlanError: The file is missing, too large, or invalid (the message names file:line:column).
     """
     name = os.fspath(path)
+    raw = _read_plan_file(name)
+    return load_plan_text(
+        raw, file=name, allow_tools=allow_tools, tools=tools, network=network, overridden=overridden
+    )
+
+
+def _read_plan_file(name: str) -> bytes:
+    """The bytes of a regular file of at most ``MAX_BYTES`` (a FIFO, device or directory is refused
+    without blocking: the file is opened non-blocking and checked on the open descriptor)."""
     try:
-        size = os.path.getsize(name)
-        if size > MAX_BYTES:
-            raise PlanError(
-                f"the plan is {size} bytes, more than the {MAX_BYTES} allowed; split it", file=name
-            )
-        with open(name, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise PlanError("no such plan file; check the path", file=name) from None
     except IsADirectoryError:
         raise PlanError("this is a directory, not a plan file", file=name) from None
     except OSError as exc:
         raise PlanError(f"cannot read the plan file: {exc.strerror}", file=name) from None
-    return load_plan_text(raw, file=name, allow_tools=allow_tools, tools=tools)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise PlanError("this is a directory, not a plan file", file=name)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+            raise PlanError(f"this is {kind}, not a regular file; save the plan to a file", file=name)
+        if info.st_size > MAX_BYTES:
+            raise PlanError(
+                f"the plan is {info.st_size} bytes, more than the {MAX_BYTES} allowed; split it", file=name
+            )
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # owned by fh now
+            return fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise PlanError(f"cannot read the plan file: {exc.strerror}", file=name) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def load_plan_text(
@@ -182,6 +220,8 @@ def load_plan_text(
     file: str | None = None,
     allow_tools: Iterable[str] = (),
     tools: ToolRegistry | None = None,
+    network: NetworkPolicy | None = None,
+    overridden: Collection[PlanChoice] = (),
 ) -> LoadedPlan:
     """Validate and check a plan given as YAML (or JSON) text; see ``load_plan``.
 
@@ -189,7 +229,7 @@ def load_plan_text(
         PlanError: The text is not a valid plan.
     """
     doc = read_yaml(text, file=file)
-    return _Loader(doc, allow_tools, tools).load(doc.data)
+    return _Loader(doc, allow_tools, tools, network, overridden).load(doc.data)
 
 
 def check_plan(
@@ -197,6 +237,8 @@ def check_plan(
     *,
     allow_tools: Iterable[str] = (),
     tools: ToolRegistry | None = None,
+    network: NetworkPolicy | None = None,
+    overridden: Collection[PlanChoice] = (),
 ) -> LoadedPlan:
     """Check a plan built in Python (a ``Plan`` or its dict form) as the loader checks files.
 
@@ -210,7 +252,7 @@ def check_plan(
     else:
         data = dict(plan)
     doc = Document(data, {}, {}, None)
-    return _Loader(doc, allow_tools, tools).load(data)
+    return _Loader(doc, allow_tools, tools, network, overridden).load(data)
 
 
 # -- validation errors ------------------------------------------------------------------------------
@@ -365,12 +407,31 @@ def _validation_error(exc: ValidationError, doc: Document) -> PlanError:
     return err
 
 
+def _patterns_in(schema: JsonValue, path: Path) -> Iterable[tuple[str, Path]]:
+    """The ``pattern`` values in a plan's JSON Schema (its keys are the plan's keys), with their paths."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value, (*path, key)
+            elif key not in ("enum", "const", "default"):
+                yield from _patterns_in(value, (*path, key))
+
+
 # -- semantic checks ---------------------------------------------------------------------------------
 
 
 class _Loader:
-    def __init__(self, doc: Document, allow_tools: Iterable[str], tools: ToolRegistry | None) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        allow_tools: Iterable[str],
+        tools: ToolRegistry | None,
+        network: NetworkPolicy | None = None,
+        overridden: Collection[PlanChoice] = (),
+    ) -> None:
         self.doc = doc
+        self.network = network
+        self.overridden = frozenset(overridden)
         try:
             self.allowlist = ToolAllowlist(allow_tools)
         except ValueError as exc:
@@ -401,6 +462,7 @@ class _Loader:
         except RecursionError:
             raise self.fail("the plan nests too deeply; flatten it", ()) from None
         self.plan = plan
+        self._network(plan)
         self._tools(plan)
         self._collect_ids(plan.steps, ("steps",))
         self._schemas(plan)
@@ -411,6 +473,69 @@ class _Loader:
         for name, out in plan.outputs.items():
             self._template(out.value, ("outputs", name, "value"), frozenset(produced), frozenset())
         return LoadedPlan(plan=plan, tools=self.registry, file=self.doc.file, document=self.doc)
+
+    # network destinations -------------------------------------------------------------------------
+
+    def _network(self, plan: Plan) -> None:
+        """Engine spec syntax, then every destination the plan chooses against the user's allowlist."""
+        from agentflow.engines import parse_engine_spec  # deferred: engines import is not free
+
+        policy = self.network
+        destinations: list[tuple[str, str, Path]] = []  # (what is sent, url, where in the plan)
+        if plan.engine.spec is not None:
+            where: Path = ("engine", "spec")
+            try:
+                parts = parse_engine_spec(plan.engine.spec)
+            except ConfigError as exc:
+                raise self.fail(exc.message, where) from None
+            if parts.destination is not None and "engine" not in self.overridden:
+                sent = (
+                    "its prompts and the API key in $OPENAI_API_KEY (if set)"
+                    if parts.scheme == "openai"
+                    else "a model download request (with the hub token in $HF_TOKEN, if set)"
+                )
+                destinations.append(
+                    (f"engine spec {plan.engine.spec!r} sends {sent}", parts.destination, where)
+                )
+        telemetry = plan.telemetry
+        if telemetry.endpoint is not None:
+            where = ("telemetry", "endpoint")
+            if telemetry.exporter != "otlp":
+                raise self.fail(
+                    "telemetry.endpoint is only used by 'exporter: otlp'; set the exporter or remove the endpoint",
+                    where,
+                )
+            try:
+                host_label(telemetry.endpoint)
+            except ConfigError as exc:
+                raise self.fail(f"telemetry.endpoint: {exc.message}", where) from None
+            if "telemetry" not in self.overridden:
+                what = "the run's spans (and any $OTEL_EXPORTER_OTLP_HEADERS credentials)"
+                destinations.append((f"telemetry sends {what}", telemetry.endpoint, where))
+        needs_content = (
+            telemetry.capture_content and telemetry.exporter == "otlp" and "telemetry" not in self.overridden
+        )
+        if not destinations and not needs_content:
+            return
+        if policy is None:
+            policy = NetworkPolicy.from_user()
+        for what, url, where in destinations:
+            if not policy.allows(url):
+                host = host_label(url)
+                raise self.fail(
+                    f"{what} to {host}, a host you have not allowed; if you trust it, run with "
+                    f"--allow-host {host} (or add it to ${HOSTS_ENV} or to allow_hosts in "
+                    f"{user_config_path()}), or choose the destination yourself "
+                    f"({'--engine SPEC' if where[0] == 'engine' else '--trace otlp --trace-endpoint URL'})",
+                    where,
+                )
+        if needs_content and not policy.trace_content:
+            raise self.fail(
+                "telemetry.capture_content: true would put prompts, outputs and tool arguments into spans "
+                "sent off this machine, which you have not allowed; allow it with --allow-trace-content (or "
+                "AGENTFLOW_ALLOW_TRACE_CONTENT=1, or allow_trace_content in the config file), or remove it",
+                ("telemetry", "capture_content"),
+            )
 
     # tools and schemas -----------------------------------------------------------------------------
 
@@ -425,7 +550,12 @@ class _Loader:
                     path,
                 )
             try:
-                tool = resolve_tool(ref.ref, name=ref.name, timeout=ref.timeout)
+                tool = resolve_tool(
+                    ref.ref,
+                    name=ref.name,
+                    timeout=ref.timeout,
+                    named_exactly=self.allowlist.names_exactly(ref.ref),
+                )
             except ValueError as exc:
                 raise self.fail(f"tool {ref.ref!r}: {exc}", path) from None
             if tool.name in self.registry:
@@ -449,6 +579,11 @@ class _Loader:
             self._json_schema(out, ("outputs", name))
 
     def _json_schema(self, spec: SchemaSpec, path: Path) -> None:
+        for pattern, here in _patterns_in(spec.to_json_schema(), path):
+            try:
+                safe_regex_search(pattern, "")  # compiles it: a pattern that needs backtracking is refused
+            except ConfigError as exc:
+                raise self.fail(exc.message, here) from None
         try:
             JsonSchemaValidator(spec.to_json_schema(), where=_human_path(path))
         except ConfigError as exc:

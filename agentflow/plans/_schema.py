@@ -66,7 +66,8 @@ STEP_KINDS: dict[str, str] = {
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: a value of the wrong type is an error, never coerced ("90" is not 90, "yes" is not True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class SchemaSpec(_Model):

@@ -6,7 +6,11 @@ plain JSON-compatible data itself, so that it can:
 - remember where each value and each mapping key came from (``Document.positions``),
 - refuse what a plan never needs and an attacker might send: files over ``MAX_BYTES``, alias expansion
   over ``MAX_NODES`` nodes (alias bombs), recursive aliases, nesting deeper than ``MAX_DEPTH``, duplicate
-  keys, non-string keys, custom tags, and non-finite numbers.
+  keys, non-string keys, custom tags, and non-finite numbers,
+- read scalars by the YAML 1.2 core schema (``yes``, ``on``, ``1:30``, ``0777`` are not booleans or
+  base-60/octal numbers there) and refuse the plain scalars that YAML 1.1 tools read differently, so a
+  value never changes type or meaning silently: ``timeout: yes`` or ``max_tokens: 1:30`` is an error
+  that says what to write instead.
 
 Every problem is a ``PlanError`` naming file:line:column.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +45,105 @@ Path = tuple[str | int, ...]
 """Where a value sits in the document: keys and list indices from the root."""
 
 _MAX_FLOW_BRACKETS = 2 * 64  # unclosed '[' / '{' allowed before parsing (YAML scanners are O(n * depth))
+
+# The YAML 1.2 core schema's tag resolution for plain scalars (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
+_CORE_NULL = frozenset({"", "~", "null", "Null", "NULL"})
+_CORE_TRUE = frozenset({"true", "True", "TRUE"})
+_CORE_FALSE = frozenset({"false", "False", "FALSE"})
+_CORE_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_CORE_FLOAT = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+)
+# What YAML accepts in a stream: everything else (control characters, lone surrogates) is refused.
+_NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) of the character at ``index``."""
+    return text.count("\n", 0, index) + 1, index - text.rfind("\n", 0, index)
+
+
+def _core_tag(value: str) -> str:
+    """The YAML 1.2 core schema tag of an untagged plain scalar."""
+    if value in _CORE_NULL:
+        return _TAG + "null"
+    if value in _CORE_TRUE or value in _CORE_FALSE:
+        return _TAG + "bool"
+    if _CORE_INT.fullmatch(value):
+        return _TAG + "int"
+    if _CORE_FLOAT.fullmatch(value):
+        return _TAG + "float"
+    return _TAG + "str"
+
+
+def _core_value(tag: str, value: str) -> JsonValue:
+    """A scalar's value under the YAML 1.2 core schema.
+
+    Raises:
+        ValueError: ``value`` is not a core-schema spelling of ``tag``.
+    """
+    if tag == _TAG + "null":
+        if value not in _CORE_NULL:
+            raise ValueError("null is written null, ~ or nothing")
+        return None
+    if tag == _TAG + "bool":
+        if value in _CORE_TRUE or value in _CORE_FALSE:
+            return value in _CORE_TRUE
+        raise ValueError("a boolean is written true or false")
+    if tag == _TAG + "int":
+        if not _CORE_INT.fullmatch(value):
+            raise ValueError("an integer is written 42, -7, 0o755 or 0x1F")
+        if value.startswith("0o"):
+            return int(value[2:], 8)
+        if value.startswith("0x"):
+            return int(value[2:], 16)
+        return int(value)
+    if tag == _TAG + "float":
+        if not _CORE_FLOAT.fullmatch(value):
+            raise ValueError("a number is written 1.5, -0.25 or 1e3")
+        return float(value.lower().replace(".inf", "inf").replace(".nan", "nan"))
+    raise ValueError(f"{tag!r} is not a scalar tag")
+
+
+def _yaml11_value(tag: str, value: str) -> JsonValue:
+    """How YAML 1.1 tools (PyYAML's ``safe_load``) read a plain scalar PyYAML resolves to ``tag``."""
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
+    node = yaml.ScalarNode(tag, value)
+    scalars = _scalars()
+    if tag == _TAG + "bool":
+        return bool(scalars.construct_yaml_bool(node))
+    if tag == _TAG + "int":
+        return int(scalars.construct_yaml_int(node))
+    return float(scalars.construct_yaml_float(node))
+
+
+def _ambiguity(value: str) -> str | None:
+    """Why a plain scalar would mean something else to a YAML 1.1 tool, or ``None`` if it would not."""
+    import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
+
+    old = _resolve(yaml.ScalarNode, value, (True, False))
+    if old not in (_TAG + "bool", _TAG + "int", _TAG + "float"):
+        return None
+    new = _core_tag(value)
+    try:
+        old_value = _yaml11_value(old, value)
+        if new == old and _core_value(new, value) == old_value:
+            return None
+    except (ValueError, TypeError, OverflowError, yaml.YAMLError):
+        return None
+    read_as = "the text " + repr(value) if new == _TAG + "str" else repr(_core_value(new, value))
+    if old == _TAG + "bool":
+        fix = f"write {str(old_value).lower()} for a boolean"
+    elif new == _TAG + "int":  # a leading zero: octal in YAML 1.1, decimal in YAML 1.2
+        digits = value.lstrip("+-").lstrip("0") or "0"
+        fix = f"write 0o{digits} for the octal number {old_value} or {_core_value(new, value)!r} for the decimal one"
+    else:
+        fix = f"write {old_value!r} for that number"
+    return (
+        f"{value!r} is read as {old_value!r} by YAML 1.1 tools but as {read_as} by YAML 1.2, which plans use; "
+        f"{fix}, or quote it ('{value}') for text"
+    )
 
 
 def _flow_bound(text: str) -> int:
@@ -140,7 +244,10 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
         elif isinstance(event, yaml.ScalarEvent):
             tag = event.tag
             if tag is None or tag == "!":
-                tag = _resolve(yaml.ScalarNode, event.value, event.implicit)
+                plain = bool(event.implicit[0]) and tag is None
+                tag = _core_tag(event.value) if plain else _TAG + "str"
+                if plain and (why := _ambiguity(event.value)) is not None:
+                    raise fail(why, event)
             attach(
                 yaml.ScalarNode(
                     tag, event.value, _mark(event.start_mark), _mark(event.end_mark), style=event.style
@@ -270,26 +377,21 @@ class _Reader:
         return out
 
     def scalar(self, node: yaml.ScalarNode) -> JsonValue:
-        import yaml  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
         tag = node.tag
         if tag == _TAG + "str" or tag == _TAG + "timestamp":
             return str(node.value)
         if tag == _TAG + "null":
             return None
-        scalars = _scalars()
-        try:
-            if tag == _TAG + "bool":
-                return bool(scalars.construct_yaml_bool(node))
-            if tag == _TAG + "int":
-                return int(scalars.construct_yaml_int(node))
-            if tag == _TAG + "float":
-                number = float(scalars.construct_yaml_float(node))
-                if not math.isfinite(number):
-                    raise self.fail(f"{node.value!r} is not a finite number; plans are JSON-compatible", node)
-                return number
-        except (ValueError, TypeError, OverflowError, yaml.YAMLError) as exc:
-            raise self.fail(f"cannot read {node.value!r} as {tag.removeprefix(_TAG)}: {exc}", node) from exc
+        if tag in (_TAG + "bool", _TAG + "int", _TAG + "float"):
+            try:
+                value = _core_value(tag, str(node.value))
+            except (ValueError, OverflowError) as exc:
+                raise self.fail(
+                    f"cannot read {node.value!r} as {tag.removeprefix(_TAG)}: {exc}", node
+                ) from None
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.fail(f"{node.value!r} is not a finite number; plans are JSON-compatible", node)
+            return value
         raise self.fail(
             f"unsupported YAML tag {tag!r}; plans use plain strings, numbers, booleans and null", node
         )
@@ -312,14 +414,28 @@ def read_yaml(text: str | bytes, *, file: str | None = None) -> Document:
             f"the plan is {len(text)} bytes, more than the {MAX_BYTES} allowed; split it", file=file
         )
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = len(raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8", "replace")) + 1
             raise PlanError(
-                f"the plan is not UTF-8 text (byte {exc.start}); save it as UTF-8", file=file
-            ) from exc
-    if "\x00" in text:
-        raise PlanError("the plan contains a NUL character; save it as plain UTF-8 text", file=file)
+                f"the plan is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8",
+                file=file,
+                line=line,
+                column=column,
+            ) from None
+    bad = _NOT_PRINTABLE.search(text)
+    if bad is not None:
+        line, column = _line_column(text, bad.start())
+        raise PlanError(
+            f"the plan contains the control character U+{ord(bad.group()):04X}, which YAML does not allow; "
+            "remove it (write it as an escape such as \\u0001 inside a double-quoted string)",
+            file=file,
+            line=line,
+            column=column,
+        )
     if _flow_bound(text) > _MAX_FLOW_BRACKETS:
         raise PlanError(
             f"the plan nests deeper than {MAX_DEPTH} levels (it has more than {_MAX_FLOW_BRACKETS} unclosed "
