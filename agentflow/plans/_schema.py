@@ -32,6 +32,7 @@ __all__ = [
     "LLMStep",
     "LoopSpec",
     "LoopStep",
+    "MCPToolsRef",
     "MapStep",
     "OutputSpec",
     "ParallelStep",
@@ -152,6 +153,37 @@ class ToolRef(_Model):
     ref: str = Field(pattern=REF_PATTERN)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*$")
     timeout: float | None = Field(default=None, gt=0)
+
+
+class MCPToolsRef(_Model):
+    """Tools from an MCP server, called ``<mcp>.<tool>`` in steps.
+
+    With only ``mcp:``, the server is the one the user defined under that name (``--mcp NAME=...``). A
+    ``command:`` (stdio) or ``url:`` (streamable HTTP) written here runs only if the user allowed exactly that
+    target (``--allow-mcp``); environment, headers and secrets never come from a plan.
+    """
+
+    mcp: str = Field(pattern=IDENT, description="the source's name; its tools are called '<mcp>.<tool>'")
+    command: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="start the server with this command (stdio), if the user allows it",
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="the server's streamable HTTP endpoint, if the user allows it",
+    )
+    tools: list[str] | None = Field(
+        default=None, min_length=1, description="the server's tools this plan uses (default: all)"
+    )
+    timeout: float | None = Field(default=None, gt=0, description="seconds per call")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MCPToolsRef:
+        if self.command is not None and self.url is not None:
+            raise ValueError("an MCP source takes 'command' (stdio) or 'url' (HTTP), not both")
+        return self
 
 
 class Condition(_Model):
@@ -300,8 +332,9 @@ class Plan(_Model):
     name: str = Field(default="plan", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    tools: list[Annotated[str, Field(pattern=REF_PATTERN)] | ToolRef] = Field(
-        default_factory=list, description="tools as 'module:attr' references (checked against the allowlist)"
+    tools: list[Annotated[str, Field(pattern=REF_PATTERN)] | ToolRef | MCPToolsRef] = Field(
+        default_factory=list,
+        description="tools as 'module:attr' references or MCP servers (checked against the user's allowlists)",
     )
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     inputs: dict[str, SchemaSpec] = Field(default_factory=dict)
