@@ -127,13 +127,12 @@ async def _open(stack: AsyncExitStack, source: MCPSource) -> _Connection:
     connection = _Connection(source, client, stderr)
     try:
         await stack.enter_async_context(client)
-    except FileNotFoundError:
-        assert source.command is not None
-        raise ConfigError(
-            f"cannot start MCP server {source.name!r}: command {source.command[0]!r} was not found; "
-            "check the command and PATH"
-        ) from None
     except Exception as exc:
+        if isinstance(_sole(exc), FileNotFoundError) and source.command is not None:
+            raise ConfigError(
+                f"cannot start MCP server {source.name!r}: command {source.command[0]!r} was not found; "
+                "check the command and PATH"
+            ) from None
         raise ToolError(
             source.name,
             f"cannot connect to MCP server ({source.transport}: {source.target}): {_describe(exc)}"
@@ -141,6 +140,15 @@ async def _open(stack: AsyncExitStack, source: MCPSource) -> _Connection:
         ) from exc
     stack.callback(setattr, connection, "open", False)
     return connection
+
+
+def _sole(exc: BaseException) -> BaseException | None:
+    """The one exception inside (nested) exception groups, ``exc`` itself if it is none, else None."""
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -335,13 +343,21 @@ async def mcp_tools(*sources: MCPSource, base: Iterable[Tool] = ()) -> AsyncIter
     if dupes:
         raise ConfigError(f"MCP sources {dupes} are given more than once; give each source its own name")
     registry = ToolRegistry(base)
-    async with AsyncExitStack() as stack:
-        for source in sources:
-            connection = await _open(stack, source)
-            for tool in _tools_of(connection, await _list_tools(connection)):
-                if tool.name in registry:
-                    raise ConfigError(
-                        f"MCP tool {tool.name!r} clashes with a tool of the same name; rename the source"
-                    )
-                registry.register(tool)
-        yield registry
+    try:
+        async with AsyncExitStack() as stack:
+            for source in sources:
+                connection = await _open(stack, source)
+                for tool in _tools_of(connection, await _list_tools(connection)):
+                    if tool.name in registry:
+                        raise ConfigError(
+                            f"MCP tool {tool.name!r} clashes with a tool of the same name; rename the source"
+                        )
+                    registry.register(tool)
+            yield registry
+    except BaseExceptionGroup as group:
+        # The SDK's task groups wrap whatever ends the block (an error in it, a cancellation, a flow's
+        # short-circuit); hand the caller that one exception as it was raised, not its wrapping.
+        sole = _sole(group)
+        if sole is None:
+            raise
+        raise sole from sole.__cause__
