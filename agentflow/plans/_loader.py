@@ -375,6 +375,7 @@ def _validation_error(exc: ValidationError, doc: Document) -> PlanError:
             "tools": "write a tool reference as 'module:attr', e.g. 'agentflow.plans.builtin_tools:lookup'",
             "ref": "write a tool reference as 'module:attr', e.g. 'agentflow.plans.builtin_tools:lookup'",
             "name": "use letters, digits, '.', '_' and '-'",
+            "url": "write the MCP server's http(s) URL, e.g. http://127.0.0.1:8000/mcp",
         }
         key = next((str(p) for p in reversed(path) if isinstance(p, str)), "")
         hint = hints.get(key, "use letters, digits and '_', starting with a letter or '_'")
@@ -497,7 +498,7 @@ class _Loader:
 
         if entry.mcp in self.mcp_sources:
             raise self.fail(f"MCP source {entry.mcp!r} is listed twice; list each source once", path)
-        clash = [n for n in self.registry.names() if n.split(".", 1)[0] == entry.mcp]
+        clash = [n for n in self.registry.names() if n.startswith(entry.mcp + ".")]
         if clash:
             raise self.fail(
                 f"MCP source {entry.mcp!r} would share the prefix '{entry.mcp}.' with tools {clash}; rename it",

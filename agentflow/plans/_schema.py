@@ -324,6 +324,27 @@ _KIND_CLASSES: dict[str, type[_StepBase]] = {
 }
 
 
+def _tool_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, dict):
+        return "MCPToolsRef" if "mcp" in value else "ToolRef"
+    return type(value).__name__
+
+
+ToolEntry: TypeAlias = Annotated[
+    Annotated[Annotated[str, Field(pattern=REF_PATTERN)], Tag("str")]
+    | Annotated[ToolRef, Tag("ToolRef")]
+    | Annotated[MCPToolsRef, Tag("MCPToolsRef")],
+    Discriminator(
+        _tool_kind,
+        custom_error_type="tool_entry",
+        custom_error_message="a tool is 'module:attr', {ref: 'module:attr', ...} or {mcp: NAME, ...}",
+    ),
+]
+"""One entry of a plan's ``tools:`` (told apart by its form: a string, a ``ref:`` or an ``mcp:`` mapping)."""
+
+
 class Plan(_Model):
     """A declarative workflow: engine defaults, tools, agents, typed inputs/outputs and steps."""
 
@@ -332,7 +353,7 @@ class Plan(_Model):
     name: str = Field(default="plan", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    tools: list[Annotated[str, Field(pattern=REF_PATTERN)] | ToolRef | MCPToolsRef] = Field(
+    tools: list[ToolEntry] = Field(
         default_factory=list,
         description="tools as 'module:attr' references or MCP servers (checked against the user's allowlists)",
     )
