@@ -188,14 +188,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--port", type=int, default=8000, help="port for --http (default 8000; 0: any free port)"
     )
     serve.add_argument("--path", default="/mcp", help="endpoint path for --http (default /mcp)")
-    serve.add_argument(
-        "--allow-tool",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="also allow plans to import tools matching 'module:attr' or 'module:*' (repeatable)",
-    )
-    add_mcp_flags(serve)
+    from agentflow.cli import _add_allow_tool
+
+    _add_allow_tool(serve)  # --allow-tool, and the MCP flags of add_mcp_flags
     serve.set_defaults(func=_cmd_serve)
 
     tools = mcp_sub.add_parser(
