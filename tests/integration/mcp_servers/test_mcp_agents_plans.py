@@ -68,6 +68,25 @@ async def test_react_agent_calls_mcp_tools_and_is_refused_an_unallowed_one(
     assert [c["tool"] for c in calls] == ["add", "multiply"]  # delete_all never reached the server
 
 
+async def test_a_failing_mcp_tool_becomes_an_observation_the_agent_reads(log: ServerLog) -> None:
+    prompts: list[str] = []
+
+    def model(req: GenerationRequest) -> str:
+        prompt = "\n".join(m.content for m in req.messages or ())
+        prompts.append(prompt)
+        if "Observation" not in prompt:
+            return json.dumps({"thought": "try", "action": {"tool": "t.fail", "args": {"reason": "quota"}}})
+        return json.dumps({"thought": "give up", "action": {"final_answer": "the service is over quota"}})
+
+    async with mcp_tools(stdio_source(log, tools=["fail"])) as tools:
+        outcome = await run(react("Check the service.", tools, max_steps=3), engine=FunctionEngine(model))
+    assert isinstance(outcome, Ok), outcome
+    assert outcome.value.answer == "the service is over quota"
+    [failed] = outcome.value.results.values()
+    assert "failed on purpose: quota" in failed.observation()
+    assert "failed on purpose: quota" in prompts[-1]  # the error reached the model as data, not as a crash
+
+
 def compiler_model(req: GenerationRequest) -> str:
     schema = req.json_schema or {}
     if schema.get("type") == "array":  # the planner: a JSON plan with a $1 reference
