@@ -248,6 +248,10 @@ class MCPSource:
             max_result_chars=self.max_result_chars,
         )
 
+    def __hash__(self) -> int:
+        # The mappings are read-only views (unhashable); what identifies a source is hashed instead.
+        return hash((self.name, self.command, self.url, self.tools, self.timeout))
+
     def __repr__(self) -> str:
         # Values of env and headers are left out: they may be credentials the user typed in.
         return f"MCPSource({self.name!r}, {self.transport}: {self.target!r})"
