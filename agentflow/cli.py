@@ -35,6 +35,7 @@ from rich.console import Console
 from agentflow.errors import AgentflowError, ConfigError, UserError
 
 if TYPE_CHECKING:
+    from agentflow.mcp import MCPSource
     from agentflow.network import NetworkPolicy
     from agentflow.telemetry import TracingConfig
 
@@ -44,6 +45,7 @@ PROVIDERS: tuple[str, ...] = (
     "agentflow.agents.evogit._cli",
     "agentflow.memory._cli",
     "agentflow.runtime._runs_cli",
+    "agentflow.mcp._cli",
 )
 """Modules that add sub-commands with ``register(subparsers)``; one that does not exist yet is skipped."""
 
@@ -256,6 +258,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 allow_tools=args.allow_tool,
                 network=_network_policy(args),
                 overridden=overridden,
+                allow_mcp=_allow_mcp(args),
             )
             inputs = _parse_inputs(args.input, loaded.plan.inputs)
             loaded.bind_inputs(inputs)
@@ -391,17 +394,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     try:
         network = _network_policy(args)
+        allow_mcp = _allow_mcp(args)
     except ConfigError as exc:
         return _fail(_error_text(exc))
     for path in args.plans:
         try:
-            loaded = load_plan(path, allow_tools=args.allow_tool, network=network)
+            loaded = load_plan(path, allow_tools=args.allow_tool, network=network, allow_mcp=allow_mcp)
         except PlanError as exc:
             failed += 1
             console.print(f"[red]invalid[/] {_escape(str(exc))}", markup=True)
             continue
         steps = sum(1 for _ in walk_steps(loaded.plan.steps))
-        tools = ", ".join(loaded.tools.names()) or "no tools"
+        tools = (
+            ", ".join(
+                [*loaded.tools.names(), *(f"{m.name}.* (MCP {m.transport})" for m in loaded.mcp_sources)]
+            )
+            or "no tools"
+        )
         console.print(
             f"[green]ok[/] {_escape(path)}: plan {loaded.name!r}, {steps} steps, {tools}", markup=True
         )
@@ -464,7 +473,12 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
     try:
         # Drawing sends nothing: the plan's engine and telemetry destinations are not used here.
-        loaded = load_plan(args.plan, allow_tools=args.allow_tool, overridden=("engine", "telemetry"))
+        loaded = load_plan(
+            args.plan,
+            allow_tools=args.allow_tool,
+            overridden=("engine", "telemetry"),
+            allow_mcp=_allow_mcp(args),
+        )
         svg = render_svg(plan_graph(loaded.plan), title=loaded.name)
         if args.output in (None, "-"):
             print(svg, end="")
@@ -526,6 +540,16 @@ def _add_allow_tool(parser: argparse.ArgumentParser) -> None:
         help="also allow plans to import tools matching 'module:attr' or 'module:*' (repeatable; "
         "agentflow.plans.builtin_tools:* is always allowed)",
     )
+    from agentflow.mcp._cli import add_mcp_flags
+
+    add_mcp_flags(parser)
+
+
+def _allow_mcp(args: argparse.Namespace) -> list[str | MCPSource]:
+    """The user's MCP sources and allowed targets from ``--mcp``/``--allow-mcp``/``--mcp-secret``."""
+    from agentflow.mcp._cli import mcp_allow_from_args
+
+    return mcp_allow_from_args(args)
 
 
 def _add_allow_network(parser: argparse.ArgumentParser) -> None:

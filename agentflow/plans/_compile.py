@@ -37,6 +37,7 @@ from agentflow.dsl import (
     pure,
     recover,
     retry,
+    tell,
     timeout,
 )
 from agentflow.errors import PlanError
@@ -440,8 +441,36 @@ def _json_args(arguments: Mapping[str, object]) -> JsonValue:
 def compile_plan(loaded: LoadedPlan, inputs: Mapping[str, object]) -> Flow[dict[str, object]]:
     """The plan as one flow (``named(plan.name, ...)``) yielding its outputs by name.
 
-    Without declared outputs the result is ``{"result": <the last step's result>}``.
+    Without declared outputs the result is ``{"result": <the last step's result>}``. A plan that takes tools
+    from MCP servers connects to them when the flow starts (recording an ``mcp.connect`` event: source,
+    transport, tools) and closes them when it ends, however it ends.
     """
+    if loaded.mcp_sources:
+        return _with_mcp(loaded, inputs)
+    return _compile_checked(loaded, inputs)
+
+
+def _with_mcp(loaded: LoadedPlan, inputs: Mapping[str, object]) -> Flow[dict[str, object]]:
+    @flow
+    async def body() -> dict[str, object]:
+        from agentflow.mcp import mcp_tools
+
+        async with mcp_tools(*loaded.mcp_sources, base=loaded.tools) as registry:
+            for source in loaded.mcp_sources:
+                prefix = source.name + "."
+                await tell(
+                    "mcp.connect",
+                    source=source.name,
+                    transport=source.transport,
+                    tools=[n for n in registry.names() if n.startswith(prefix)],
+                )
+            connected = loaded.with_tools(registry)
+            return await _compile_checked(connected, inputs)
+
+    return body()
+
+
+def _compile_checked(loaded: LoadedPlan, inputs: Mapping[str, object]) -> Flow[dict[str, object]]:
     plan = loaded.plan
     body = _Compiler(loaded).sequence(plan.steps)
     validators = {

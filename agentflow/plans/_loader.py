@@ -21,7 +21,7 @@ import stat
 import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
@@ -38,6 +38,7 @@ from ._schema import (
     LLMStep,
     LoopStep,
     MapStep,
+    MCPToolsRef,
     ParallelStep,
     Plan,
     SchemaSpec,
@@ -49,6 +50,12 @@ from ._schema import (
 from ._templates import Template, TemplateSyntaxError, parse_template, template_refs
 from ._tools import ToolAllowlist, resolve_tool
 from ._yaml import MAX_BYTES, Document, Path, read_yaml
+
+if TYPE_CHECKING:
+    from agentflow.mcp import MCPSource
+
+MCPAllow = Iterable["str | MCPSource"]
+"""The user's MCP allowlist: their own ``MCPSource`` objects and command/URL patterns (see ``MCPAllowlist``)."""
 
 __all__ = [
     "LoadedPlan",
@@ -88,15 +95,19 @@ class LoadedPlan:
 
     Attributes:
         plan: The validated plan model.
-        tools: The tools its steps may call (the plan's ``tools:`` plus any given to the loader).
+        tools: The tools its steps may call (the plan's ``tools:`` plus any given to the loader); tools of
+            MCP sources join them while the plan runs.
         file: The file it came from, if any.
         document: The YAML document with positions, if it came from text.
+        mcp_sources: The MCP servers the plan's ``tools:`` name, as the user allowed them; a run of the
+            plan connects to them first and closes them when it ends.
     """
 
     plan: Plan
     tools: ToolRegistry
     file: str | None = None
     document: Document | None = field(default=None, repr=False, compare=False)
+    mcp_sources: tuple[MCPSource, ...] = ()
 
     @property
     def name(self) -> str:
@@ -149,6 +160,22 @@ class LoadedPlan:
 
         return compile_plan(self, self.bind_inputs(inputs))
 
+    def with_tools(self, registry: ToolRegistry) -> LoadedPlan:
+        """The plan checked again against ``registry`` (its tools plus the connected MCP sources' tools).
+
+        Raises:
+            PlanError: A step names a tool the registry lacks or calls it with ill-typed arguments (located
+                at file:line:column like any load error).
+        """
+        if self.document is not None:
+            doc = self.document
+        else:
+            from ._dump import plan_to_data
+
+            doc = Document(plan_to_data(self.plan), {}, {}, None)
+        # Connecting changes no destination: the engine and telemetry blocks were checked at the first load.
+        return _Loader(doc, (), registry, overridden=("engine", "telemetry"), connected=True).load(doc.data)
+
 
 def load_plan(
     path: str | os.PathLike[str],
@@ -157,6 +184,7 @@ def load_plan(
     tools: ToolRegistry | None = None,
     network: NetworkPolicy | None = None,
     overridden: Collection[PlanChoice] = (),
+    allow_mcp: MCPAllow = (),
 ) -> LoadedPlan:
     """Read, validate and check a plan file.
 
@@ -171,6 +199,8 @@ def load_plan(
         overridden: Plan blocks the caller replaces with its own choice (``"engine"`` when an engine
             is given, ``"telemetry"`` when tracing is configured by the user): their destinations are
             not used, so they are not checked against ``network`` (their syntax still is).
+        allow_mcp: MCP servers the plan's ``tools: [{mcp: ...}]`` may use: the user's ``MCPSource``
+            objects (used by name) and patterns of commands/URLs a plan may write itself.
 
     Raises:
         PlanError: The file is missing, too large, or invalid (the message names file:line:column).
@@ -178,7 +208,13 @@ def load_plan(
     name = os.fspath(path)
     raw = _read_plan_file(name)
     return load_plan_text(
-        raw, file=name, allow_tools=allow_tools, tools=tools, network=network, overridden=overridden
+        raw,
+        file=name,
+        allow_tools=allow_tools,
+        tools=tools,
+        network=network,
+        overridden=overridden,
+        allow_mcp=allow_mcp,
     )
 
 
@@ -222,6 +258,7 @@ def load_plan_text(
     tools: ToolRegistry | None = None,
     network: NetworkPolicy | None = None,
     overridden: Collection[PlanChoice] = (),
+    allow_mcp: MCPAllow = (),
 ) -> LoadedPlan:
     """Validate and check a plan given as YAML (or JSON) text; see ``load_plan``.
 
@@ -229,7 +266,7 @@ def load_plan_text(
         PlanError: The text is not a valid plan.
     """
     doc = read_yaml(text, file=file)
-    return _Loader(doc, allow_tools, tools, network, overridden).load(doc.data)
+    return _Loader(doc, allow_tools, tools, network, overridden, allow_mcp=allow_mcp).load(doc.data)
 
 
 def check_plan(
@@ -239,6 +276,7 @@ def check_plan(
     tools: ToolRegistry | None = None,
     network: NetworkPolicy | None = None,
     overridden: Collection[PlanChoice] = (),
+    allow_mcp: MCPAllow = (),
 ) -> LoadedPlan:
     """Check a plan built in Python (a ``Plan`` or its dict form) as the loader checks files.
 
@@ -252,7 +290,7 @@ def check_plan(
     else:
         data = dict(plan)
     doc = Document(data, {}, {}, None)
-    return _Loader(doc, allow_tools, tools, network, overridden).load(data)
+    return _Loader(doc, allow_tools, tools, network, overridden, allow_mcp=allow_mcp).load(data)
 
 
 # -- validation errors ------------------------------------------------------------------------------
@@ -386,6 +424,7 @@ def _validation_error(exc: ValidationError, doc: Document) -> PlanError:
             "tools": "write a tool reference as 'module:attr', e.g. 'agentflow.plans.builtin_tools:lookup'",
             "ref": "write a tool reference as 'module:attr', e.g. 'agentflow.plans.builtin_tools:lookup'",
             "name": "use letters, digits, '.', '_' and '-'",
+            "url": "write the MCP server's http(s) URL, e.g. http://127.0.0.1:8000/mcp",
         }
         key = next((str(p) for p in reversed(path) if isinstance(p, str)), "")
         hint = hints.get(key, "use letters, digits and '_', starting with a letter or '_'")
@@ -428,6 +467,9 @@ class _Loader:
         tools: ToolRegistry | None,
         network: NetworkPolicy | None = None,
         overridden: Collection[PlanChoice] = (),
+        *,
+        allow_mcp: MCPAllow = (),
+        connected: bool = False,
     ) -> None:
         self.doc = doc
         self.network = network
@@ -436,6 +478,13 @@ class _Loader:
             self.allowlist = ToolAllowlist(allow_tools)
         except ValueError as exc:
             raise PlanError(str(exc)) from None
+        self.allow_mcp = allow_mcp
+        # connected: ``tools`` already holds every tool of the plan (its own and its MCP sources'), so the
+        # plan's ``tools:`` entries are not resolved again (LoadedPlan.with_tools, while a run holds them).
+        self.connected = connected
+        self.mcp_sources: dict[
+            str, MCPSource
+        ] = {}  # the plan's MCP sources by name, as the user allowed them
         self.registry = ToolRegistry()
         if tools is not None:
             for tool in tools:
@@ -472,7 +521,13 @@ class _Loader:
         produced = self._sequence(plan.steps, ("steps",), frozenset(), frozenset())
         for name, out in plan.outputs.items():
             self._template(out.value, ("outputs", name, "value"), frozenset(produced), frozenset())
-        return LoadedPlan(plan=plan, tools=self.registry, file=self.doc.file, document=self.doc)
+        return LoadedPlan(
+            plan=plan,
+            tools=self.registry,
+            file=self.doc.file,
+            document=self.doc,
+            mcp_sources=tuple(self.mcp_sources.values()),
+        )
 
     # network destinations -------------------------------------------------------------------------
 
@@ -540,8 +595,13 @@ class _Loader:
     # tools and schemas -----------------------------------------------------------------------------
 
     def _tools(self, plan: Plan) -> None:
+        if self.connected:
+            return
         for i, entry in enumerate(plan.tools):
             path: Path = ("tools", i)
+            if isinstance(entry, MCPToolsRef):
+                self._mcp_source(entry, path)
+                continue
             ref = ToolRef(ref=entry) if isinstance(entry, str) else entry
             if not self.allowlist.allows(ref.ref):
                 raise self.fail(
@@ -564,6 +624,31 @@ class _Loader:
                     path,
                 )
             self.registry.register(tool)
+
+    def _mcp_source(self, entry: MCPToolsRef, path: Path) -> None:
+        from agentflow.mcp import MCPAllowlist
+
+        if entry.mcp in self.mcp_sources:
+            raise self.fail(f"MCP source {entry.mcp!r} is listed twice; list each source once", path)
+        clash = [n for n in self.registry.names() if n.startswith(entry.mcp + ".")]
+        if clash:
+            raise self.fail(
+                f"MCP source {entry.mcp!r} would share the prefix '{entry.mcp}.' with tools {clash}; rename it",
+                path,
+            )
+        base_dir = os.path.dirname(os.path.abspath(self.doc.file)) if self.doc.file else None
+        try:
+            source = MCPAllowlist(self.allow_mcp).resolve(
+                entry.mcp,
+                command=entry.command,
+                url=entry.url,
+                tools=entry.tools,
+                timeout=entry.timeout,
+                cwd=base_dir,
+            )
+        except ConfigError as exc:
+            raise self.fail(exc.message, path) from None
+        self.mcp_sources[entry.mcp] = source
 
     def _schemas(self, plan: Plan) -> None:
         for name, spec in plan.inputs.items():
@@ -717,13 +802,36 @@ class _Loader:
     def _tool_step(
         self, step: ToolStep, path: Path, visible: frozenset[str], names: frozenset[str]
     ) -> set[str]:
-        refs: set[str] = set()
+        source = self.mcp_sources.get(step.tool.split(".", 1)[0])
+        if source is not None and step.tool not in self.registry:
+            # An MCP tool: its schema is known once the run connects (LoadedPlan.with_tools checks it then).
+            remote = step.tool.split(".", 1)[1] if "." in step.tool else ""
+            if source.tools is not None and remote not in source.tools:
+                raise self.fail(
+                    f"tool {step.tool!r} is not among the tools this plan takes from MCP source "
+                    f"{source.name!r}: {', '.join(source.tools)}; add {remote!r} to its 'tools:'",
+                    (*path, "tool"),
+                )
+            return self._tool_args(step, path, visible, names)[0]
         if step.tool not in self.registry:
             raise self.fail(
                 self._unknown("tool", step.tool, self.registry.names())
-                + "; list it under 'tools:' as 'module:attr'",
+                + "; list it under 'tools:' as 'module:attr' (or its MCP server as {mcp: NAME})",
                 (*path, "tool"),
             )
+        refs, pending = self._tool_args(step, path, visible, names)
+        tool: Tool = self.registry.get(step.tool)
+        try:
+            tool.check(step.args, pending=pending)
+        except ToolError as exc:
+            raise self.fail(f"step {step.id!r}: {exc.message}", (*path, "args")) from None
+        return refs
+
+    def _tool_args(
+        self, step: ToolStep, path: Path, visible: frozenset[str], names: frozenset[str]
+    ) -> tuple[set[str], set[str]]:
+        """The step ids a tool step's arguments reference, and the arguments that hold templates."""
+        refs: set[str] = set()
         pending: set[str] = set()
         for name, value in step.args.items():
             here = (*path, "args", name)
@@ -735,12 +843,7 @@ class _Loader:
                 refs |= self._check_refs(template, here, visible, names)
             if found:
                 pending.add(name)
-        tool: Tool = self.registry.get(step.tool)
-        try:
-            tool.check(step.args, pending=pending)
-        except ToolError as exc:
-            raise self.fail(f"step {step.id!r}: {exc.message}", (*path, "args")) from None
-        return refs
+        return refs, pending
 
     def _condition(
         self, cond: Condition, path: Path, visible: frozenset[str], names: frozenset[str]

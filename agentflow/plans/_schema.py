@@ -32,6 +32,7 @@ __all__ = [
     "LLMStep",
     "LoopSpec",
     "LoopStep",
+    "MCPToolsRef",
     "MapStep",
     "OutputSpec",
     "ParallelStep",
@@ -153,6 +154,37 @@ class ToolRef(_Model):
     ref: str = Field(pattern=REF_PATTERN)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*$")
     timeout: float | None = Field(default=None, gt=0)
+
+
+class MCPToolsRef(_Model):
+    """Tools from an MCP server, called ``<mcp>.<tool>`` in steps.
+
+    With only ``mcp:``, the server is the one the user defined under that name (``--mcp NAME=...``). A
+    ``command:`` (stdio) or ``url:`` (streamable HTTP) written here runs only if the user allowed exactly that
+    target (``--allow-mcp``); environment, headers and secrets never come from a plan.
+    """
+
+    mcp: str = Field(pattern=IDENT, description="the source's name; its tools are called '<mcp>.<tool>'")
+    command: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="start the server with this command (stdio), if the user allows it",
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="the server's streamable HTTP endpoint, if the user allows it",
+    )
+    tools: list[str] | None = Field(
+        default=None, min_length=1, description="the server's tools this plan uses (default: all)"
+    )
+    timeout: float | None = Field(default=None, gt=0, description="seconds per call")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MCPToolsRef:
+        if self.command is not None and self.url is not None:
+            raise ValueError("an MCP source takes 'command' (stdio) or 'url' (HTTP), not both")
+        return self
 
 
 class Condition(_Model):
@@ -293,6 +325,27 @@ _KIND_CLASSES: dict[str, type[_StepBase]] = {
 }
 
 
+def _tool_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, dict):
+        return "MCPToolsRef" if "mcp" in value else "ToolRef"
+    return type(value).__name__
+
+
+ToolEntry: TypeAlias = Annotated[
+    Annotated[Annotated[str, Field(pattern=REF_PATTERN)], Tag("str")]
+    | Annotated[ToolRef, Tag("ToolRef")]
+    | Annotated[MCPToolsRef, Tag("MCPToolsRef")],
+    Discriminator(
+        _tool_kind,
+        custom_error_type="tool_entry",
+        custom_error_message="a tool is 'module:attr', {ref: 'module:attr', ...} or {mcp: NAME, ...}",
+    ),
+]
+"""One entry of a plan's ``tools:`` (told apart by its form: a string, a ``ref:`` or an ``mcp:`` mapping)."""
+
+
 class Plan(_Model):
     """A declarative workflow: engine defaults, tools, agents, typed inputs/outputs and steps."""
 
@@ -301,8 +354,9 @@ class Plan(_Model):
     name: str = Field(default="plan", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    tools: list[Annotated[str, Field(pattern=REF_PATTERN)] | ToolRef] = Field(
-        default_factory=list, description="tools as 'module:attr' references (checked against the allowlist)"
+    tools: list[ToolEntry] = Field(
+        default_factory=list,
+        description="tools as 'module:attr' references or MCP servers (checked against the user's allowlists)",
     )
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     inputs: dict[str, SchemaSpec] = Field(default_factory=dict)

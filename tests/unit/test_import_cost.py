@@ -12,7 +12,7 @@ import pytest
 
 import agentflow
 
-HEAVY = ("networkx", "numpy", "jsonschema", "yaml", "opentelemetry.sdk")
+HEAVY = ("networkx", "numpy", "jsonschema", "yaml", "opentelemetry.sdk", "mcp")
 """Libraries only some features need; each costs tens to hundreds of milliseconds to import."""
 
 
@@ -29,6 +29,7 @@ def loaded_after(statement: str, candidates: tuple[str, ...]) -> list[str]:
         "agentflow",
         "agentflow.cli",
         "agentflow.executors",
+        "agentflow.mcp",
         "agentflow.memory",
         "agentflow.plans",
         "agentflow.runtime",
