@@ -103,6 +103,7 @@ if TYPE_CHECKING:
         resume,
         run,
         run_sync,
+        stream,
         usage_of,
     )
     from agentflow.scheduler import PromptLayout, Scheduler
@@ -184,6 +185,7 @@ __all__ = [
     "run",
     "run_sync",
     "step",
+    "stream",
     "tell",
     "then",
     "timeout",
@@ -215,6 +217,7 @@ _LAZY: dict[str, str] = {
             "resume",
             "run",
             "run_sync",
+            "stream",
             "usage_of",
         ],
         "agentflow.runtime",
@@ -224,7 +227,18 @@ _LAZY: dict[str, str] = {
 
 # Subpackages reachable as ``agentflow.<name>`` after a bare ``import agentflow``; imported on first access.
 _SUBPACKAGES = frozenset(
-    {"engines", "executors", "memory", "plans", "runtime", "scheduler", "secrets", "telemetry"}
+    {
+        "engines",
+        "executors",
+        "mcp",
+        "memory",
+        "network",
+        "plans",
+        "runtime",
+        "scheduler",
+        "secrets",
+        "telemetry",
+    }
 )
 
 

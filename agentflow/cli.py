@@ -35,6 +35,7 @@ from rich.console import Console
 from agentflow.errors import AgentflowError, ConfigError, UserError
 
 if TYPE_CHECKING:
+    from agentflow.dsl import Event
     from agentflow.mcp import MCPSource
     from agentflow.network import NetworkPolicy
     from agentflow.telemetry import TracingConfig
@@ -158,6 +159,30 @@ def _parse_inputs(pairs: Sequence[str], declared: Mapping[str, object]) -> dict[
     return values
 
 
+class _TokenPrinter:
+    """``run --stream``: prints each LLM call's tokens as they arrive, one line per call, prefixed by its step."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._call: str | None = None  # the call whose tokens were printed last
+
+    def __call__(self, event: Event) -> None:
+        from agentflow.dsl import LLMCall, TokenDelta
+
+        if isinstance(event, LLMCall) and event.call_id == self._call:
+            self._console.file.write("\n")  # that call is complete
+            self._call = None
+        if not isinstance(event, TokenDelta):
+            return
+        if event.call_id != self._call:
+            if self._call is not None:
+                self._console.file.write("\n")
+            self._console.print(f"[dim]{event.path or '<root>'}>[/] ", end="", markup=True)
+            self._call = event.call_id
+        self._console.file.write(event.text)
+        self._console.file.flush()
+
+
 def _engine_label(engine: object) -> str:
     return str(getattr(engine, "name", engine))
 
@@ -171,6 +196,7 @@ async def _run_flow(
     journal: str | None = None,
     telemetry: TracingConfig | None = None,
     capture_content: bool = True,
+    live: bool = False,
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
     from agentflow.plans import PROGRESS_SERVICE
@@ -185,6 +211,7 @@ async def _run_flow(
             services={PROGRESS_SERVICE: progress},
             telemetry=telemetry,
             capture_content=capture_content,
+            on_event=_TokenPrinter(_err_console()) if live else None,
         )
         outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
     finally:
@@ -227,7 +254,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
     from agentflow.report import RunRecord, save_run
     from agentflow.runtime import usage_of
 
-    progress = _Progress(quiet=args.quiet or args.json)
+    progress = _Progress(quiet=args.quiet or args.json or args.stream)
     journal = args.journal or (
         os.environ.get("AGENTFLOW_JOURNAL", ".agentflow/journal.db") if args.resume else None
     )
@@ -290,6 +317,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 journal,
                 telemetry[0] if telemetry else None,
                 not args.no_content,
+                args.stream,
             )
         finished = time.time()
     except UserError as exc:
@@ -625,6 +653,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where runs are saved",
     )
     run.add_argument("--no-save", action="store_true", help="do not save the run")
+    run.add_argument(
+        "--stream",
+        action="store_true",
+        help="show the model's tokens live as they are generated (on stderr, one line per LLM call; stdout "
+        "keeps the result)",
+    )
     run.add_argument(
         "--no-content",
         action="store_true",

@@ -199,11 +199,13 @@ class Flow(Generic[A_co]):
         Args:
             ctx: The Reader environment (a fresh ``Context()`` when omitted).
             state: The initial state (a pydantic model) or ``None``.
-            sink: Called with every event the moment it is recorded (in any branch).
+            sink: Called with every event the moment it is recorded (in any branch); default: the
+                context's ``on_event``.
             path: The step path to run at (a sub-flow run elsewhere, e.g. on a Ray worker, continues its
                 caller's path so its events and journal keys line up).
         """
-        env = Env(ctx if ctx is not None else Context(), [], path, sink)
+        context = ctx if ctx is not None else Context()
+        env = Env(context, [], path, sink if sink is not None else context.on_event)
         res = await self._exec(env, state)
         trace = tuple(env.log)
         if isinstance(res, Err):

@@ -4,17 +4,23 @@
 
     curl -s localhost:8000/runs/notes -d '{"topics": ["tea", "moon"]}'
     curl -s localhost:8000/runs/digest -d '{"topics": "tea, honey"}'
+    curl -sN localhost:8000/runs/notes/stream -d '{"topics": ["tea", "moon"]}'   # server-sent events
     curl -s localhost:8000/status
 
 One engine behind one scheduler serves every request; each request runs with its own run id and its own
 state model, so concurrent requests never see each other's data. When a client disconnects, its run is
 cancelled (an LLM call stops between tokens) and nothing of it keeps running: ``/status`` counts it under
 ``cancelled`` and ``active`` drops back.
+
+``/runs/notes/stream`` answers with server-sent events as the run goes (``agentflow.stream``): ``step``
+events when steps start and end, ``token`` events with each piece of the model's answer, ``tool`` and
+``llm`` events when calls finish, and a final ``result`` (or ``error``) event. Each event's data is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,13 +32,14 @@ import anyio
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentflow import (
     Append,
     Engine,
     Err,
+    Ok,
     RunContext,
     engine_from_spec,
     flow,
@@ -40,9 +47,11 @@ from agentflow import (
     par,
     run,
     step,
+    stream,
     update,
     usage_of,
 )
+from agentflow.dsl import Event, LLMCall, StepEnded, StepStarted, TokenDelta, ToolCall
 from agentflow.errors import UserError
 from agentflow.plans import LoadedPlan, load_plan
 from agentflow.plans.builtin_tools import lookup
@@ -147,6 +156,33 @@ class Service:
         return JSONResponse(body)
 
 
+def _sse(kind: str, data: dict[str, object]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n".encode()
+
+
+def _sse_of(item: Event | Ok[object] | Err) -> bytes | None:
+    """One server-sent event for the events a client shows; ``None`` for the rest."""
+    if isinstance(item, TokenDelta):
+        return _sse("token", {"step": item.path, "call": item.call_id, "text": item.text})
+    if isinstance(item, StepStarted):
+        return _sse("step", {"step": item.path, "state": "started"})
+    if isinstance(item, StepEnded):
+        return _sse(
+            "step", {"step": item.path, "state": "ok" if item.ok else "failed", "seconds": item.seconds}
+        )
+    if isinstance(item, ToolCall):
+        return _sse(
+            "tool", {"step": item.path, "tool": item.tool, "status": item.status, "seconds": item.seconds}
+        )
+    if isinstance(item, LLMCall):
+        return _sse("llm", {"step": item.path, "call": item.call_id, "tokens": item.completion_tokens})
+    if isinstance(item, Ok):
+        return _sse("result", {"result": item.value})
+    if isinstance(item, Err):
+        return _sse("error", {"error": str(item.error)})
+    return None
+
+
 def build_app(engine_spec: str = "llamacpp:default") -> Starlette:
     """The ASGI app; the engine is created at startup and closed at shutdown."""
     holder: dict[str, Service] = {}
@@ -172,6 +208,44 @@ def build_app(engine_spec: str = "llamacpp:default") -> Starlette:
         service = holder["service"]
         inputs: dict[str, object] = {"topics": body.topics, "max_tokens": body.max_tokens}
         return await service.run_until_disconnect(request, notes, inputs, Notes())
+
+    async def stream_notes(request: Request) -> Response:
+        try:
+            body = NotesRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return await bad_request(exc)
+        service = holder["service"]
+
+        async def events() -> AsyncIterator[bytes]:
+            # Starlette cancels this generator when the client disconnects; leaving ``stream`` then cancels
+            # the run (an LLM call stops between tokens).
+            service.stats.active += 1
+            finished = False
+            try:
+                async with stream(
+                    notes,
+                    {"topics": body.topics, "max_tokens": body.max_tokens},
+                    engine=service.engine,
+                    state=Notes(),
+                ) as items:
+                    async for item in items:
+                        chunk = _sse_of(item)
+                        if chunk is not None:
+                            yield chunk
+                finished = True
+                outcome = items.outcome
+                if isinstance(outcome, Ok):
+                    service.stats.completed += 1
+                else:
+                    service.stats.failed += 1
+            finally:
+                service.stats.active -= 1
+                if not finished:
+                    service.stats.cancelled += 1
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
 
     async def run_digest(request: Request) -> Response:
         try:
@@ -200,6 +274,7 @@ def build_app(engine_spec: str = "llamacpp:default") -> Starlette:
     return Starlette(
         routes=[
             Route("/runs/notes", run_notes, methods=["POST"]),
+            Route("/runs/notes/stream", stream_notes, methods=["POST"]),
             Route("/runs/digest", run_digest, methods=["POST"]),
             Route("/status", status, methods=["GET"]),
         ],

@@ -22,6 +22,7 @@ from ._llm import (
 from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
+from ._stream import RunStream, StreamItem, stream
 
 __all__ = [
     "Interrupted",
@@ -34,9 +35,11 @@ __all__ = [
     "RunJournal",
     "RunRecord",
     "RunStatus",
+    "RunStream",
     "SqliteJournal",
     "StepRecord",
     "StepStatus",
+    "StreamItem",
     "TextReader",
     "TokenBudget",
     "Workflow",
@@ -56,5 +59,6 @@ __all__ = [
     "run_sync",
     "schema_instructions",
     "show_run",
+    "stream",
     "usage_of",
 ]

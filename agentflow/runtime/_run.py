@@ -56,6 +56,7 @@ async def run(
     max_llm_tokens: int | None = None,
     capture_content: bool = True,
     telemetry: TracingConfig | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -83,6 +84,9 @@ async def run(
             exporter only when its own content capture is on. ``False`` keeps usage and timings only.
         telemetry: Export the run's OpenTelemetry spans through this setup when it ends (see
             ``agentflow.telemetry.configure_tracing``; ``None``: no spans anywhere).
+        on_event: Called with every event the moment it happens (token deltas of LLM calls included),
+            redacted of revealed secrets; runs in the event loop, so keep it cheap. ``agentflow.stream``
+            builds on it.
         journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
@@ -92,10 +96,11 @@ async def run(
             another live process is running it.
         SerializationError: the inputs cannot be journaled.
     """
-    given = (engine, deps, run_id, memory, max_llm_tokens, telemetry)
+    given = (engine, deps, run_id, memory, max_llm_tokens, telemetry, on_event)
     if context is not None and (any(v is not None for v in given) or not capture_content):
         raise ConfigError(
-            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/capture_content/telemetry to "
+            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/capture_content/telemetry/"
+            "on_event to "
             "agentflow.run, not both (set them on the RunContext)"
         )
     flow_value = _as_flow(workflow, inputs)
@@ -115,7 +120,10 @@ async def run(
             budget=TokenBudget(max_llm_tokens) if max_llm_tokens is not None else None,
             capture_content=capture_content,
             telemetry=telemetry,
+            on_event=on_event,
         )
+    if context.on_event is not None:
+        context = dataclasses.replace(context, on_event=_redacting(context.on_event))
     try:
         if journal is None:
             outcome = _redacted(await flow_value.run(context, state))
@@ -159,6 +167,15 @@ def _workflow_name(workflow: object) -> str:
     return str(getattr(workflow, "__name__", None) or "workflow")
 
 
+def _redacting(listener: Callable[[Event], None]) -> Callable[[Event], None]:
+    """``listener`` fed events with revealed secrets blanked out."""
+
+    def feed(event: Event) -> None:
+        listener(redact_event(event) if any_revealed() else event)
+
+    return feed
+
+
 def _redacted(outcome: Ok[A] | Err) -> Ok[A] | Err:
     """The outcome with every revealed secret value blanked out of its trace and error message."""
     if not any_revealed():
@@ -186,6 +203,7 @@ def run_sync(
     max_llm_tokens: int | None = None,
     capture_content: bool = True,
     telemetry: TracingConfig | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -202,6 +220,7 @@ def run_sync(
         max_llm_tokens=max_llm_tokens,
         capture_content=capture_content,
         telemetry=telemetry,
+        on_event=on_event,
     )
     return anyio.run(call)
 

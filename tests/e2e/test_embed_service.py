@@ -6,6 +6,7 @@ gets its run cancelled, and the service is left with no run in progress and stil
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -143,3 +144,60 @@ async def test_client_disconnect_cancels_its_run_and_leaves_nothing_running(serv
         response = await client.post("/runs/notes", json={"topics": ["tea"], "max_tokens": 8})
     assert response.status_code == 200, response.text
     assert (await _status(service))["active"] == 0
+
+
+def _parse_sse(text: str) -> list[tuple[str, dict[str, object]]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+@pytest.mark.anyio
+async def test_stream_endpoint_sends_tokens_as_server_sent_events_before_the_result(service: str) -> None:
+    received: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=service, timeout=600) as client,
+        client.stream(
+            "POST", "/runs/notes/stream", json={"topics": ["tea", "moon"], "max_tokens": 16}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for chunk in response.aiter_text():
+            received.append(chunk)
+    events = _parse_sse("".join(received))
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "result" and kinds.count("result") == 1
+    tokens = [d for k, d in events if k == "token"]
+    assert tokens and kinds.index("token") < kinds.index("result")
+    assert len([d for k, d in events if k == "llm"]) == 1
+    assert kinds.index("llm") > max(i for i, k in enumerate(kinds) if k == "token")
+    result = events[-1][1]["result"]
+    assert isinstance(result, str) and result == "".join(str(t["text"]) for t in tokens).strip()
+    assert {d["step"] for k, d in events if k == "step"} >= {"[0]/look_up", "[1]/look_up"}
+    assert len(received) > 1  # it arrived in pieces, not as one body
+
+
+@pytest.mark.anyio
+async def test_disconnecting_from_a_stream_cancels_the_run(service: str) -> None:
+    before = await _status(service)
+    async with (
+        httpx.AsyncClient(base_url=service, timeout=600) as client,
+        client.stream(
+            "POST", "/runs/notes/stream", json={"topics": ["tea", "coffee", "honey"], "max_tokens": 200}
+        ) as response,
+    ):
+        async for chunk in response.aiter_text():
+            if "event: token" in chunk:
+                break  # leave after the first token: the connection closes
+    deadline = time.monotonic() + 120
+    status = await _status(service)
+    while (
+        status["active"] != 0 or status["cancelled"] == before["cancelled"]
+    ) and time.monotonic() < deadline:
+        await anyio.sleep(0.2)
+        status = await _status(service)
+    assert status["active"] == 0 and status["cancelled"] == before["cancelled"] + 1
+    assert status["completed"] == before["completed"]

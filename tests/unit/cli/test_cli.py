@@ -235,3 +235,12 @@ def test_runs_record_prompts_and_tool_results_unless_no_content(tmp_path: Path) 
     )
     assert all(t.args is None and t.result is None for t in bare if isinstance(t, ToolCall))
     assert len([e for e in bare if isinstance(e, LLMCall)]) == len(llm)
+
+
+def test_run_stream_prints_each_calls_tokens_live_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--no-save", "--stream", "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if ">" in line and "echo:" in line]
+    assert len(lines) == 4  # one line per LLM call, prefixed by its step path
+    assert lines[0].startswith("topic-digest/per_topic/")
+    assert json.loads(captured.out)["ok"] is True  # stdout keeps the result only
