@@ -547,7 +547,11 @@ class Tool:
                 result = await self._call(values)
             except ToolError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit (argparse on bad input, sys.exit), KeyboardInterrupt and other BaseExceptions the
+                # tool's own code raised are its failure, not the end of the run; only cancellation passes.
+                if isinstance(exc, GeneratorExit) or _is_cancellation(exc):
+                    raise
                 raise ToolError(self._name, f"raised {type(exc).__name__}: {exc}") from exc
         if scope.cancelled_caught:
             raise StepTimeout(f"tool {self._name}", self._timeout or 0.0)
@@ -578,6 +582,14 @@ class Tool:
             limiter = anyio.CapacityLimiter(self._max_concurrency)
             self._limiters[key] = limiter
         return limiter
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or a group holds) the event loop's cancellation, which must propagate."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(cancelled) is not None
+    return isinstance(exc, cancelled)
 
 
 def _allow_null_for_optional(schema: dict[str, JsonValue]) -> None:
