@@ -43,6 +43,9 @@ PROVIDERS: tuple[str, ...] = (
 """Modules that add sub-commands with ``register(subparsers)``; one that does not exist yet is skipped."""
 
 DEFAULT_ENGINE = "llamacpp:default"
+DEFAULT_MAX_STEPS = 1000
+"""Steps (tool calls, LLM calls, map items) one `agentflow run` may take unless --max-steps or $AGENTFLOW_MAX_STEPS
+says otherwise."""
 
 _EXAMPLES = """examples:
   agentflow run examples/topic_digest.yaml --input topics="tea, moon"
@@ -155,6 +158,16 @@ def _engine_label(engine: object) -> str:
     return str(getattr(engine, "name", engine))
 
 
+def _max_steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--max-steps {text!r} is not a whole number >= 0 (0: no limit)")
+    return value
+
+
 async def _run_flow(
     workflow: object,
     inputs: Mapping[str, object],
@@ -162,15 +175,22 @@ async def _run_flow(
     run_id: str,
     progress: _Progress,
     journal: str | None = None,
+    max_steps: int = 0,
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
+    from agentflow.executors import StepBudget
     from agentflow.plans import PROGRESS_SERVICE
     from agentflow.runtime import RunContext, run
     from agentflow.scheduler import Scheduler
 
     engine = Scheduler(engine_from_spec(spec))
     try:
-        context = RunContext(run_id=run_id, engine=engine, services={PROGRESS_SERVICE: progress})
+        context = RunContext(
+            run_id=run_id,
+            engine=engine,
+            services={PROGRESS_SERVICE: progress},
+            steps=StepBudget(max_steps) if max_steps else None,
+        )
         outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
     finally:
         with anyio.CancelScope(shield=True):
@@ -254,7 +274,9 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
                 args.trace = telemetry.exporter  # so the run's end shuts tracing down
         started = time.time()
         with progress.show():
-            outcome, engine_name = anyio.run(_run_flow, workflow, inputs, spec, run_id, progress, journal)
+            outcome, engine_name = anyio.run(
+                _run_flow, workflow, inputs, spec, run_id, progress, journal, args.max_steps
+            )
         finished = time.time()
     except UserError as exc:
         return _fail(_error_text(exc))
@@ -532,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the plan (checked, or generated with --goal) without running it",
     )
     run.add_argument("--max-repairs", type=int, default=3, help="meta-agent repair attempts (default 3)")
+    run.add_argument(
+        "--max-steps",
+        type=_max_steps,
+        default=os.environ.get("AGENTFLOW_MAX_STEPS", str(DEFAULT_MAX_STEPS)),
+        metavar="N",
+        help="most steps (tool calls, LLM calls, plan map items) the run may take; a plan's max_steps can only lower it "
+        f"(default $AGENTFLOW_MAX_STEPS or {DEFAULT_MAX_STEPS}; 0: no limit)",
+    )
     run.add_argument("--run-id", help="id of this run (default: time + random suffix)")
     run.add_argument(
         "--runs-dir",

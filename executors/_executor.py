@@ -39,7 +39,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from agentflow.errors import ConfigError, PlanError, StepTimeout, ToolError
+from agentflow.errors import ConfigError, PlanError, StepBudgetExceededError, StepTimeout, ToolError
 
 from ._dag import IncrementalDag, PlanGraph, describe_cycle
 from ._refs import UnresolvedFieldError, substitute
@@ -357,6 +357,19 @@ class Execution:
                 task,
                 TaskStatus.ERROR,
                 error=exc,
+                ready_at=ready_at,
+                started_at=started_at,
+                finished_at=_now(),
+            )
+        except StepBudgetExceededError as exc:
+            # The run may make no more calls: the task fails without calling its tool; the agent's next LLM
+            # call meets the same budget and ends the run.
+            refused = ToolError(task.tool, exc.message)
+            refused.__cause__ = exc
+            result = TaskResult(
+                task,
+                TaskStatus.ERROR,
+                error=refused,
                 ready_at=ready_at,
                 started_at=started_at,
                 finished_at=_now(),

@@ -30,6 +30,7 @@ from typing_extensions import TypedDict
 
 from agentflow.errors import ConfigError, StepTimeout, ToolError
 
+from ._budget import current_step_budget
 from ._docstring import parse_docstring
 from ._schema import JsonSchemaValidator, normalize_schema
 
@@ -519,7 +520,11 @@ class Tool:
             ToolError: Invalid arguments, no implementation, or the implementation raised (after all retries;
                 the original exception is the ``__cause__``).
             StepTimeout: The last attempt ran past the tool's timeout.
+            StepBudgetExceededError: The run's step budget (``max_steps``) is used up; the tool was not called.
         """
+        budget = current_step_budget()
+        if budget is not None:
+            budget.charge(f"a call of tool {self._name!r}")
         values = self.validate(arguments)
         if self._fn is None:
             raise ToolError(

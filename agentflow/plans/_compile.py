@@ -38,7 +38,7 @@ from agentflow.dsl import (
     timeout,
 )
 from agentflow.errors import PlanError
-from agentflow.executors import JsonSchemaValidator, Tool
+from agentflow.executors import JsonSchemaValidator, Tool, charge_step, limit_steps
 from agentflow.runtime import generate
 
 from ._infer_json import infer_json
@@ -349,7 +349,13 @@ class _Compiler:
                 )
 
             def one(item: object) -> Flow[object]:
-                return body(scope.with_name(name, item)).map(lambda vr: vr[0])
+                # Each item is a step of the run's budget, charged before it starts: nested maps stop
+                # spawning branches once the budget is gone.
+                return (
+                    charge_step("a map item")
+                    .bind(lambda _: body(scope.with_name(name, item)))
+                    .map(lambda vr: vr[0])
+                )
 
             return par.map(one, list(items), limit=s.max_concurrency).map(lambda values: (values, {}))
 
@@ -451,4 +457,7 @@ def compile_plan(loaded: LoadedPlan, inputs: Mapping[str, object]) -> Flow[dict[
             out[name] = rendered
         return pure(out)
 
-    return named(plan.name, body(scope)).bind(outputs)
+    whole = named(plan.name, body(scope))
+    if plan.max_steps is not None:
+        whole = limit_steps(whole, plan.max_steps)
+    return whole.bind(outputs)

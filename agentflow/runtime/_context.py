@@ -12,7 +12,7 @@ from agentflow.errors import BudgetExceededError, ConfigError
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-    from agentflow.executors import ToolRegistry, ToolView
+    from agentflow.executors import StepBudget, ToolRegistry, ToolView
     from agentflow.memory import MemoryStore
 
 
@@ -52,6 +52,8 @@ class RunContext(Context):
         memory: The memory store / trees available to agents, if any.
         tracer: The OpenTelemetry tracer, if tracing is configured.
         budget: The run's LLM token budget (``None``: unlimited); see ``agentflow.run(max_llm_tokens=...)``.
+        steps: The run's step budget: tool and LLM calls in all (``None``: unlimited); see
+            ``agentflow.run(max_steps=...)``.
     """
 
     engine: Engine | None = None
@@ -59,3 +61,4 @@ class RunContext(Context):
     memory: MemoryStore | None = None
     tracer: Tracer | None = None
     budget: TokenBudget | None = None
+    steps: StepBudget | None = None

@@ -20,6 +20,7 @@ from agentflow.dsl._flow import Env, Res
 from agentflow.dsl._outcome import State
 from agentflow.engines import Completion, Engine, GenerationRequest, Message, RequestHints
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
+from agentflow.executors import current_step_budget
 
 from ._context import RunContext
 
@@ -87,6 +88,9 @@ async def _call(env: Env, engine: Engine, request: GenerationRequest, **extra: o
     budget = env.ctx.budget if isinstance(env.ctx, RunContext) else None
     if budget is not None:
         budget.check(env.path)
+    steps = current_step_budget()
+    if steps is not None:
+        steps.charge("an LLM call", env.path)
     t0 = time.time()
     completion = await engine.generate(request)
     if budget is not None:

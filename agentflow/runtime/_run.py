@@ -19,6 +19,7 @@ import anyio
 from agentflow.dsl import Err, Event, Flow, Ok, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
+from agentflow.executors import StepBudget, step_budget
 from agentflow.secrets import any_revealed, redact, redact_data
 from agentflow.telemetry import trace_outcome
 
@@ -51,6 +52,7 @@ async def run(
     journal: Journal | str | os.PathLike[str] | None = None,
     memory: MemoryStore | None = None,
     max_llm_tokens: int | None = None,
+    max_steps: int | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -73,6 +75,8 @@ async def run(
         memory: A memory store steps can read with ``(await ask(RunContext)).memory``.
         max_llm_tokens: Most LLM tokens (prompt + completion) the whole run may use; past it, LLM steps
             fail with ``BudgetExceededError``.
+        max_steps: Most tool and LLM calls the whole run may make, however its flows nest and fan out
+            (``map`` in ``map``, agents, retries); the call past it fails with ``StepBudgetExceededError``.
         journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
@@ -82,10 +86,11 @@ async def run(
             another live process is running it.
         SerializationError: the inputs cannot be journaled.
     """
-    given = (engine, deps, run_id, memory, max_llm_tokens)
+    given = (engine, deps, run_id, memory, max_llm_tokens, max_steps)
     if context is not None and any(v is not None for v in given):
         raise ConfigError(
-            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens to agentflow.run, not both"
+            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/max_steps to agentflow.run, "
+            "not both (a RunContext carries them as engine, deps, run_id, memory, budget and steps)"
         )
     flow_value = _as_flow(workflow, inputs)
     owned: Engine | None = None
@@ -101,14 +106,18 @@ async def run(
             engine=engine,
             memory=memory,
             budget=TokenBudget(max_llm_tokens) if max_llm_tokens is not None else None,
+            steps=StepBudget(max_steps) if max_steps is not None else None,
         )
     try:
-        if journal is None:
-            outcome = _redacted(await flow_value.run(context, state))
-        else:
-            if not context.run_id:
-                context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
-            outcome = _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
+        with step_budget(context.steps):
+            if journal is None:
+                outcome = _redacted(await flow_value.run(context, state))
+            else:
+                if not context.run_id:
+                    context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
+                outcome = _redacted(
+                    await run_journaled(flow_value, context, state, journal, workflow, inputs)
+                )
         if owned is not None and hasattr(owned, "metrics"):
             outcome = _with_event(
                 outcome, Event("scheduler.metrics", "", time.time(), owned.metrics().as_dict())
@@ -166,6 +175,7 @@ def run_sync(
     journal: Journal | str | os.PathLike[str] | None = None,
     memory: MemoryStore | None = None,
     max_llm_tokens: int | None = None,
+    max_steps: int | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -180,6 +190,7 @@ def run_sync(
         journal=journal,
         memory=memory,
         max_llm_tokens=max_llm_tokens,
+        max_steps=max_steps,
     )
     return anyio.run(call)
 
