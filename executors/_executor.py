@@ -352,24 +352,18 @@ class Execution:
                 finally:
                     if self._limiter is not None:
                         self._limiter.release()
-        except ToolError as exc:
+        except (ToolError, StepBudgetExceededError) as exc:
+            if isinstance(exc, ToolError):
+                error = exc
+            else:
+                # The run may make no more calls: the task fails without calling its tool; the agent's next
+                # LLM call meets the same budget and ends the run.
+                error = ToolError(task.tool, exc.message)
+                error.__cause__ = exc
             result = TaskResult(
                 task,
                 TaskStatus.ERROR,
-                error=exc,
-                ready_at=ready_at,
-                started_at=started_at,
-                finished_at=_now(),
-            )
-        except StepBudgetExceededError as exc:
-            # The run may make no more calls: the task fails without calling its tool; the agent's next LLM
-            # call meets the same budget and ends the run.
-            refused = ToolError(task.tool, exc.message)
-            refused.__cause__ = exc
-            result = TaskResult(
-                task,
-                TaskStatus.ERROR,
-                error=refused,
+                error=error,
                 ready_at=ready_at,
                 started_at=started_at,
                 finished_at=_now(),
