@@ -92,11 +92,11 @@ _TAIL = 4000
 _READ_CAP = 1 << 20
 
 # Runs as PID 1 of the new namespaces. Arguments: the checkout, the command, the size of each
-# private tmpfs, then the host socket paths to hide. Hide the sockets, put empty tmpfs mounts over
-# the runtime and temp directories, bind the checkout back (through an fd opened before it was
-# covered), make every other mount read-only, check that it worked, then run the command without
-# capabilities. A signal death of the command is reported as 128+signal (unshare itself cannot
-# re-raise signals in a PID namespace).
+# private tmpfs, then the host socket paths to hide. Hide the sockets, make every mount read-only,
+# put empty tmpfs mounts over the runtime and temp directories (/run read-only unless the checkout
+# is under it), bind the checkout back (through an fd opened before it was covered) writable,
+# check that / is read-only, then run the command without capabilities. A signal death of the
+# command is reported as 128+signal (unshare itself cannot re-raise signals in a PID namespace).
 _NS_SCRIPT = r"""
 set -e
 d="$1"; cmd="$2"; size="$3"; shift 3
@@ -105,22 +105,20 @@ for s in "$@"; do
   mount -n --bind /dev/null "$s" 2>/dev/null || [ ! -S "$s" ] || {
     echo "evogit sandbox: could not hide the host socket $s" >&2; exit 97; }
 done
-for p in /run /var/run /tmp /var/tmp /dev/shm; do
-  [ -d "$p" ] && [ ! -L "$p" ] || continue
-  case "$p" in /run|/var/run) src=evogit-run ;; *) src=evogit-tmp ;; esac
-  mount -n -t tmpfs -o "mode=1777,size=$size,nr_inodes=16384,nosuid,nodev" "$src" "$p"
-done
-[ -d "$d" ] || mkdir -p "$d"
-mount -n --no-canonicalize --bind /proc/self/fd/3 "$d"
-exec 3<&-
 awk '{print $2}' /proc/self/mounts | while read -r m; do
   case "$m" in /proc|/proc/*) continue ;; esac
   mount -n -o remount,bind,ro "$m" 2>/dev/null || true
 done
-mount -n -o remount,bind,rw "$d"
-awk '$1 == "evogit-tmp" {print $2}' /proc/self/mounts | while read -r m; do
-  mount -n -o remount,bind,rw "$m"
+for p in /run /var/run /tmp /var/tmp /dev/shm; do
+  [ -d "$p" ] && [ ! -L "$p" ] || continue
+  case "$p" in /run|/var/run) mode=ro ;; *) mode=rw ;; esac
+  case "$d/" in "$p"/*) mode=rw ;; esac
+  mount -n -t tmpfs -o "$mode,mode=1777,size=$size,nr_inodes=16384,nosuid,nodev" evogit-private "$p"
 done
+[ -d "$d" ] || mkdir -p "$d"
+mount -n --no-canonicalize --bind /proc/self/fd/3 "$d"
+mount -n -o remount,bind,rw "$d"
+exec 3<&-
 if ( : > /.evogit-probe ) 2>/dev/null; then
   rm -f /.evogit-probe
   echo "evogit sandbox: could not make / read-only" >&2
