@@ -40,9 +40,18 @@ steps:
 def test_cli_run_survives_tool_calling_argparse_with_bogus_flag(tmp_path: Path) -> None:
     (tmp_path / "exit_tools.py").write_text(TOOLS)
     (tmp_path / "plan.yaml").write_text(PLAN)
+    args = [
+        "run",
+        "plan.yaml",
+        "--engine",
+        "test:",
+        "--runs-dir",
+        "runs",
+        "--allow-tool",
+        "exit_tools:parse_flags",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-m", "agentflow", "run", "plan.yaml", "--engine", "test:", "--runs-dir", "runs"]
-        + ["--allow-tool", "exit_tools:parse_flags"],
+        [sys.executable, "-m", "agentflow", *args],
         capture_output=True,
         text=True,
         timeout=300,
