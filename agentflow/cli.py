@@ -51,6 +51,9 @@ PROVIDERS: tuple[str, ...] = (
 """Modules that add sub-commands with ``register(subparsers)``; one that does not exist yet is skipped."""
 
 DEFAULT_ENGINE = "llamacpp:default"
+DEFAULT_MAX_STEPS = 1000
+"""Steps (tool calls, LLM calls, map items) one `agentflow run` may take unless --max-steps or $AGENTFLOW_MAX_STEPS
+says otherwise."""
 
 _EXAMPLES = """examples:
   agentflow run examples/topic_digest.yaml --input topics="tea, moon"
@@ -187,6 +190,16 @@ def _engine_label(engine: object) -> str:
     return str(getattr(engine, "name", engine))
 
 
+def _max_steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--max-steps {text!r} is not a whole number >= 0 (0: no limit)")
+    return value
+
+
 async def _run_flow(
     workflow: object,
     inputs: Mapping[str, object],
@@ -197,8 +210,10 @@ async def _run_flow(
     telemetry: TracingConfig | None = None,
     capture_content: bool = True,
     live: bool = False,
+    max_steps: int = 0,
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
+    from agentflow.executors import StepBudget
     from agentflow.plans import PROGRESS_SERVICE
     from agentflow.runtime import RunContext, run
     from agentflow.scheduler import Scheduler
@@ -212,6 +227,7 @@ async def _run_flow(
             telemetry=telemetry,
             capture_content=capture_content,
             on_event=_TokenPrinter(_err_console()) if live else None,
+            steps=StepBudget(max_steps) if max_steps else None,
         )
         outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
     finally:
@@ -318,6 +334,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 telemetry[0] if telemetry else None,
                 not args.no_content,
                 args.stream,
+                args.max_steps,
             )
         finished = time.time()
     except UserError as exc:
@@ -646,6 +663,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the plan (checked, or generated with --goal) without running it",
     )
     run.add_argument("--max-repairs", type=int, default=3, help="meta-agent repair attempts (default 3)")
+    run.add_argument(
+        "--max-steps",
+        type=_max_steps,
+        default=os.environ.get("AGENTFLOW_MAX_STEPS", str(DEFAULT_MAX_STEPS)),
+        metavar="N",
+        help="most steps (tool calls, LLM calls, plan map items) the run may take; a plan's max_steps can only lower it "
+        f"(default $AGENTFLOW_MAX_STEPS or {DEFAULT_MAX_STEPS}; 0: no limit)",
+    )
     run.add_argument("--run-id", help="id of this run (default: time + random suffix)")
     run.add_argument(
         "--runs-dir",

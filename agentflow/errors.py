@@ -17,6 +17,7 @@ with ``raise X(...) from exc``.
         ├── MergeConflict          parallel branches wrote an unruled state field
         ├── LoopLimitError         a loop, replan or retry budget ran out
         ├── BudgetExceededError    a run used up its token budget
+        ├── StepBudgetExceededError  a run used up its step budget (max_steps)
         ├── RaceLostError          every branch of a race failed
         ├── EngineError            an LLM engine failed
         │   ├── EngineUnavailableError   cannot load / reach the engine
@@ -62,6 +63,7 @@ __all__ = [
     "SchedulerError",
     "SerializationError",
     "StateTypeError",
+    "StepBudgetExceededError",
     "StepError",
     "StepTimeout",
     "ToolError",
@@ -165,5 +167,19 @@ class BudgetExceededError(RuntimeFailure):
         self.limit = limit
         super().__init__(
             f"the run used {used} LLM tokens of its budget of {limit}; raise max_llm_tokens or shorten the work",
+            where=where,
+        )
+
+
+class StepBudgetExceededError(RuntimeFailure):
+    """A run took as many steps (tool calls, LLM calls, plan map items) as its budget allows (``max_steps``)."""
+
+    def __init__(self, limit: int, call: str, *, where: str | None = None) -> None:
+        self.limit = limit
+        self.call = call
+        super().__init__(
+            f"the run took {limit} steps (tool calls, LLM calls, plan map items), all its step budget "
+            f"(max_steps={limit}) allows; {call} was refused. Raise it (--max-steps N, "
+            "agentflow.run(max_steps=N), the plan's max_steps) or do less",
             where=where,
         )

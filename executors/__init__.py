@@ -6,10 +6,12 @@
 - :class:`Task`, :class:`Executor`, :class:`Execution`: the LLMCompiler task fetching unit: tasks with ``$N``
   references run the moment their dependencies finish, with typed single-pass substitution.
 - :class:`PlanGraph`: DAG analysis (cycles, critical path, steps-to-execution, DOT/JSON export).
+- :class:`StepBudget`: the tool and LLM calls a run may make in all (``max_steps``), charged by every tool call.
 """
 
 from __future__ import annotations
 
+from ._budget import StepBudget, charge_step, current_step_budget, limit_steps, step_budget
 from ._dag import PlanGraph
 from ._executor import Execution, ExecutionReport, Executor
 from ._ray import RayExecutor, await_object_ref, on_ray, ray_step, ray_tools
@@ -30,6 +32,7 @@ __all__ = [
     "PlanGraph",
     "RayExecutor",
     "Ref",
+    "StepBudget",
     "Task",
     "TaskResult",
     "TaskStatus",
@@ -38,14 +41,18 @@ __all__ = [
     "ToolRegistry",
     "ToolView",
     "await_object_ref",
+    "charge_step",
     "clipped",
+    "current_step_budget",
     "find_refs",
+    "limit_steps",
     "normalize_schema",
     "on_ray",
     "ray_step",
     "ray_tools",
     "ref_ids",
     "safe_regex_search",
+    "step_budget",
     "substitute",
     "task_event",
     "tool",

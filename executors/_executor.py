@@ -39,9 +39,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from agentflow.errors import ConfigError, PlanError, StepTimeout, ToolError
+from agentflow.errors import ConfigError, PlanError, StepBudgetExceededError, StepTimeout, ToolError
 
-from ._dag import PlanGraph, describe_cycle
+from ._dag import IncrementalDag, PlanGraph, describe_cycle
 from ._refs import UnresolvedFieldError, substitute
 from ._registry import ToolRegistry, ToolView
 from ._task import Task, TaskResult, TaskStatus
@@ -103,8 +103,6 @@ class Execution:
         timeout: float | None,
         on_result: Callable[[TaskResult], None] | None,
     ) -> None:
-        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
         self._tools = tools
         self._tg = task_group  # the Executor.open() task group; lives as long as the execution
         self._timeout = timeout
@@ -123,7 +121,10 @@ class Execution:
         self._ready_at: dict[int, float] = {}
         # Cancel scopes of launched tasks; added by _launch, removed when the task's coroutine ends.
         self._scopes: dict[int, anyio.CancelScope] = {}
-        self._graph: nx.DiGraph[int] = nx.DiGraph()
+        # Skipped task id -> the failed task its skipping started from; kept until the execution ends.
+        self._skip_cause: dict[int, int] = {}
+        # Every dependency edge added so far, in a topological order kept up to date (cycle checks).
+        self._dag = IncrementalDag()
         self._closed = False
         self._cancelled = False
         self._all_done = anyio.Event()
@@ -162,29 +163,18 @@ class Execution:
         pending = [d for d in task.deps if d not in self._results]
         if not pending:
             self._ready_at[task.id] = _now()
-            self._launch(task.id)
+            self._start(task.id)
             return
         self._waiting[task.id] = len(pending)
         for dep in pending:
             self._dependents.setdefault(dep, []).append(task.id)
 
     def _check_cycle(self, task: Task) -> None:
-        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
-        graph = self._graph
-        graph.add_node(task.id)
-        for dep in task.deps:
-            graph.add_edge(dep, task.id)
-        if graph.out_degree(task.id) == 0:
-            return
-        try:
-            cycle = nx.find_cycle(graph, source=task.id)
-        except nx.NetworkXNoCycle:
-            return
-        graph.remove_edges_from([(d, task.id) for d in task.deps])
-        raise PlanError(
-            f"task {task.id} ({task.tool}) closes a dependency cycle: {describe_cycle([u for u, _ in cycle])}"
-        )
+        cycle = self._dag.add(task.id, task.deps)
+        if cycle is not None:
+            raise PlanError(
+                f"task {task.id} ({task.tool}) closes a dependency cycle: {describe_cycle(cycle)}"
+            )
 
     def close(self) -> None:
         """Declare that no more tasks will come.
@@ -246,6 +236,11 @@ class Execution:
         return self._closed
 
     @property
+    def cycle_check_visits(self) -> int:
+        """Tasks visited by the incremental cycle checks so far: 0 for plans whose references all point one way."""
+        return self._dag.visits
+
+    @property
     def results(self) -> dict[int, TaskResult]:
         """Results of the tasks finished so far, by id."""
         return dict(self._results)
@@ -286,27 +281,42 @@ class Execution:
 
     # -- running --------------------------------------------------------------------------------------------------
 
-    def _launch(self, task_id: int) -> None:
+    def _start(self, task_id: int) -> None:
+        """Launch a task whose dependencies all finished, or finish it as skipped if one of them failed."""
+        skipped = self._skipped(task_id)
+        if skipped is not None:
+            self._finish(skipped)
+        else:
+            self._launch(task_id)
+
+    def _skipped(self, task_id: int) -> TaskResult | None:
+        """The SKIPPED result of a ready task when one of its dependencies did not finish OK, else ``None``.
+
+        The message names the dependency and the failure the skipping started from, never the dependency's own
+        skip message, so it stays one line however long the chain of skipped tasks is.
+        """
         task = self._tasks[task_id]
         failed = [d for d in sorted(task.deps) if not self._results[d].ok]
-        if failed:
-            dep = self._results[failed[0]]
-            now = _now()
-            error = ToolError(
-                task.tool,
-                f"task {task_id} skipped: it depends on task {dep.task.id} ({dep.task.tool}), which ended "
-                f"{dep.status.value}: {dep.observation()}",
-            )
-            self._finish(
-                TaskResult(
-                    task,
-                    TaskStatus.SKIPPED,
-                    error=error,
-                    ready_at=self._ready_at.pop(task_id, now),
-                    finished_at=now,
-                )
-            )
-            return
+        if not failed:
+            return None
+        dep = self._results[failed[0]]
+        root = self._results[self._skip_cause.get(dep.task.id, dep.task.id)]
+        self._skip_cause[task_id] = root.task.id
+        why = f"ended {dep.status.value}: {dep.observation()}"
+        if root is not dep:
+            why = f"was skipped because task {root.task.id} ({root.task.tool}) ended {root.status.value}: "
+            why += root.observation()
+        now = _now()
+        error = ToolError(
+            task.tool,
+            f"task {task_id} skipped: it depends on task {dep.task.id} ({dep.task.tool}), which {why}",
+        )
+        return TaskResult(
+            task, TaskStatus.SKIPPED, error=error, ready_at=self._ready_at.pop(task_id, now), finished_at=now
+        )
+
+    def _launch(self, task_id: int) -> None:
+        task = self._tasks[task_id]
         # The scope exists from launch on, so cancel() also stops a task whose coroutine has not started yet.
         self._scopes[task_id] = anyio.CancelScope()
         self._tg.start_soon(self._run, task_id, name=f"task {task_id} {task.tool}")
@@ -324,7 +334,7 @@ class Execution:
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 try:
-                    values = {i: r.value for i, r in self._results.items() if i in task.deps}
+                    values = {d: self._results[d].value for d in task.deps}
                     try:
                         call_args = {k: substitute(v, values) for k, v in arguments.items()}  # type: ignore[arg-type]
                     except UnresolvedFieldError as exc:
@@ -342,11 +352,18 @@ class Execution:
                 finally:
                     if self._limiter is not None:
                         self._limiter.release()
-        except ToolError as exc:
+        except (ToolError, StepBudgetExceededError) as exc:
+            if isinstance(exc, ToolError):
+                error = exc
+            else:
+                # The run may make no more calls: the task fails without calling its tool; the agent's next
+                # LLM call meets the same budget and ends the run.
+                error = ToolError(task.tool, exc.message)
+                error.__cause__ = exc
             result = TaskResult(
                 task,
                 TaskStatus.ERROR,
-                error=exc,
+                error=error,
                 ready_at=ready_at,
                 started_at=started_at,
                 finished_at=_now(),
@@ -379,30 +396,39 @@ class Execution:
         return value
 
     def _finish(self, result: TaskResult) -> None:
-        # Invariant: called exactly once per task, synchronously; it starts every dependent whose count hits zero.
-        task_id = result.task.id
-        self._results[task_id] = result
-        self._done[task_id].set()
-        if self._on_result is not None:
-            self._on_result(result)
-        for dependent in self._dependents.pop(task_id, ()):
-            left = self._waiting[dependent] - 1
-            if left:
-                self._waiting[dependent] = left
-                continue
-            del self._waiting[dependent]
-            self._ready_at[dependent] = result.finished_at
-            if self._cancelled:
-                self._finish(
-                    TaskResult(
-                        self._tasks[dependent],
-                        TaskStatus.CANCELLED,
-                        ready_at=result.finished_at,
-                        finished_at=_now(),
+        # Invariant: records each task's result exactly once, synchronously, and starts every dependent whose
+        # count hits zero. Dependents that finish at once (skipped or cancelled) go on a work list, not into
+        # a recursive call: a chain of thousands of tasks whose first fails must not exhaust the stack.
+        work = [result]
+        while work:
+            result = work.pop()
+            task_id = result.task.id
+            self._results[task_id] = result
+            self._done[task_id].set()
+            if self._on_result is not None:
+                self._on_result(result)
+            for dependent in self._dependents.pop(task_id, ()):
+                left = self._waiting[dependent] - 1
+                if left:
+                    self._waiting[dependent] = left
+                    continue
+                del self._waiting[dependent]
+                self._ready_at[dependent] = result.finished_at
+                if self._cancelled:
+                    work.append(
+                        TaskResult(
+                            self._tasks[dependent],
+                            TaskStatus.CANCELLED,
+                            ready_at=result.finished_at,
+                            finished_at=_now(),
+                        )
                     )
-                )
-            else:
-                self._launch(dependent)
+                    continue
+                skipped = self._skipped(dependent)
+                if skipped is not None:
+                    work.append(skipped)
+                else:
+                    self._launch(dependent)
         self._check_all_done()
 
     def _check_all_done(self) -> None:

@@ -30,6 +30,7 @@ from typing_extensions import TypedDict
 
 from agentflow.errors import ConfigError, StepTimeout, ToolError
 
+from ._budget import current_step_budget
 from ._docstring import parse_docstring
 from ._schema import JsonSchemaValidator, normalize_schema
 
@@ -519,7 +520,11 @@ class Tool:
             ToolError: Invalid arguments, no implementation, or the implementation raised (after all retries;
                 the original exception is the ``__cause__``).
             StepTimeout: The last attempt ran past the tool's timeout.
+            StepBudgetExceededError: The run's step budget (``max_steps``) is used up; the tool was not called.
         """
+        budget = current_step_budget()
+        if budget is not None:
+            budget.charge(f"a call of tool {self._name!r}")
         values = self.validate(arguments)
         if self._fn is None:
             raise ToolError(
@@ -547,7 +552,11 @@ class Tool:
                 result = await self._call(values)
             except ToolError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit (argparse on bad input, sys.exit), KeyboardInterrupt and other BaseExceptions the
+                # tool's own code raised are its failure, not the end of the run; only cancellation passes.
+                if isinstance(exc, GeneratorExit) or _is_cancellation(exc):
+                    raise
                 raise ToolError(self._name, f"raised {type(exc).__name__}: {exc}") from exc
         if scope.cancelled_caught:
             raise StepTimeout(f"tool {self._name}", self._timeout or 0.0)
@@ -578,6 +587,14 @@ class Tool:
             limiter = anyio.CapacityLimiter(self._max_concurrency)
             self._limiters[key] = limiter
         return limiter
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or a group holds) the event loop's cancellation, which must propagate."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(cancelled) is not None
+    return isinstance(exc, cancelled)
 
 
 def _allow_null_for_optional(schema: dict[str, JsonValue]) -> None:

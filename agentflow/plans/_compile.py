@@ -41,7 +41,7 @@ from agentflow.dsl import (
     timeout,
 )
 from agentflow.errors import PlanError
-from agentflow.executors import JsonSchemaValidator, Tool, tool_call_event
+from agentflow.executors import JsonSchemaValidator, Tool, charge_step, limit_steps, tool_call_event
 from agentflow.runtime import RunContext, generate
 
 from ._infer_json import infer_json
@@ -352,7 +352,13 @@ class _Compiler:
                 )
 
             def one(item: object) -> Flow[object]:
-                return body(scope.with_name(name, item)).map(lambda vr: vr[0])
+                # Each item is a step of the run's budget, charged before it starts: nested maps stop
+                # spawning branches once the budget is gone.
+                return (
+                    charge_step("a map item")
+                    .bind(lambda _: body(scope.with_name(name, item)))
+                    .map(lambda vr: vr[0])
+                )
 
             return par.map(one, list(items), limit=s.max_concurrency).map(lambda values: (values, {}))
 
@@ -499,4 +505,7 @@ def _compile_checked(loaded: LoadedPlan, inputs: Mapping[str, object]) -> Flow[d
             out[name] = rendered
         return pure(out)
 
-    return named(plan.name, body(scope)).bind(outputs)
+    whole = named(plan.name, body(scope))
+    if plan.max_steps is not None:
+        whole = limit_steps(whole, plan.max_steps)
+    return whole.bind(outputs)

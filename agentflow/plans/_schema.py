@@ -362,6 +362,12 @@ class Plan(_Model):
     inputs: dict[str, SchemaSpec] = Field(default_factory=dict)
     outputs: dict[str, OutputSpec] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="most steps one run of the plan may take in all: tool calls, LLM calls and map items "
+        "(the caller's limit also applies)",
+    )
     telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
 
 

@@ -115,6 +115,21 @@ _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
 }
 _UNARY: dict[type[ast.unaryop], Callable[[float], float]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _MAX_POWER = 1000
+# Integers stay exact (``10**20 % 7``) but no intermediate may exceed this many bits: a big-integer
+# power or product holds the GIL while it computes, so ``((9**999)**999)**999`` must be refused
+# from the operands' sizes, before it starts. Float results end at about 2**1024 anyway.
+_MAX_BITS = 8192
+
+
+def _result_bits(op: ast.operator, left: float, right: float) -> int:
+    """A lower bound on the bit length of ``left op right`` for integer operands (0 otherwise)."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return 0
+    if isinstance(op, ast.Pow) and right > 0 and abs(left) > 1:
+        return (abs(left).bit_length() - 1) * right
+    if isinstance(op, ast.Mult):
+        return left.bit_length() + right.bit_length() - 1
+    return 0
 
 
 def _eval(node: ast.AST) -> float:
@@ -130,7 +145,19 @@ def _eval(node: ast.AST) -> float:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > _MAX_POWER:
             raise ValueError(f"exponent {right} is too large (at most {_MAX_POWER})")
-        return _BINARY[type(node.op)](left, right)
+        bits = _result_bits(node.op, left, right)
+        if bits > _MAX_BITS:
+            raise ValueError(
+                f"an intermediate result would have more than {bits} bits (at most {_MAX_BITS}, about "
+                f"{int(_MAX_BITS * math.log10(2))} digits); the calculator is for numbers a float can hold"
+            )
+        try:
+            value = _BINARY[type(node.op)](left, right)
+        except OverflowError:
+            raise ValueError("a result is too large for a float (beyond about 1.8e308)") from None
+        if isinstance(value, complex):
+            raise ValueError("a result is not a real number (a negative number to a fractional power)")
+        return value
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
     raise ValueError(
@@ -150,7 +177,12 @@ def calculator(expression: str) -> float:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
         raise ValueError(f"{expression!r} is not an arithmetic expression: {exc.msg}") from None
-    value = float(_eval(tree))
+    try:
+        value = float(_eval(tree))
+    except ValueError as exc:
+        raise ValueError(f"{expression!r}: {exc}") from None
+    except OverflowError:
+        raise ValueError(f"{expression!r} is too large for a float (beyond about 1.8e308)") from None
     if not math.isfinite(value):
         raise ValueError(f"{expression!r} does not evaluate to a finite number")
     return value

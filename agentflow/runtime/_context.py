@@ -10,7 +10,7 @@ from agentflow.engines import Engine, Usage
 from agentflow.errors import BudgetExceededError, ConfigError
 
 if TYPE_CHECKING:
-    from agentflow.executors import ToolRegistry, ToolView
+    from agentflow.executors import StepBudget, ToolRegistry, ToolView
     from agentflow.memory import MemoryStore
     from agentflow.telemetry import TracingConfig
 
@@ -55,6 +55,8 @@ class RunContext(Context):
         capture_content: Record prompts, completions, tool arguments and results in the run's trace
             (redacted of revealed secrets; they leave the machine only through an exporter the user
             configures with content capture on). ``False`` records usage and timings only.
+        steps: The run's step budget: tool and LLM calls in all (``None``: unlimited); see
+            ``agentflow.run(max_steps=...)``.
     """
 
     engine: Engine | None = None
@@ -63,3 +65,4 @@ class RunContext(Context):
     telemetry: TracingConfig | None = None
     budget: TokenBudget | None = None
     capture_content: bool = True
+    steps: StepBudget | None = None

@@ -40,6 +40,7 @@ from agentflow.engines import (
     Usage,
 )
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
+from agentflow.executors import current_step_budget
 from agentflow.secrets import any_revealed, redact
 
 from ._context import RunContext
@@ -116,6 +117,7 @@ async def call_llm(
     Raises:
         ConfigError: No engine.
         BudgetExceededError: The run's token budget is spent.
+        StepBudgetExceededError: The run's step budget (``max_steps``) is spent.
         EngineError: The engine failed (other exceptions from the engine are wrapped in one).
     """
     scope = scope if scope is not None else current_scope()
@@ -130,6 +132,9 @@ async def call_llm(
         )
     if ctx is not None and ctx.budget is not None:
         ctx.budget.check(where)
+    steps = current_step_budget()
+    if steps is not None:
+        steps.charge("an LLM call", where)
     if request.hints == RequestHints() and scope is not None:
         request = replace(
             request, hints=RequestHints(workflow_id=scope.ctx.run_id or None, agent=scope.path or None)

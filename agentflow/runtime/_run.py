@@ -20,6 +20,7 @@ import anyio
 from agentflow.dsl import Err, Event, Flow, LLMCall, Ok, SchedulerSummary, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
+from agentflow.executors import StepBudget, step_budget
 from agentflow.secrets import any_revealed, redact, redact_data
 from agentflow.telemetry import trace_outcome
 
@@ -57,6 +58,7 @@ async def run(
     capture_content: bool = True,
     telemetry: TracingConfig | None = None,
     on_event: Callable[[Event], None] | None = None,
+    max_steps: int | None = None,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -87,6 +89,8 @@ async def run(
         on_event: Called with every event the moment it happens (token deltas of LLM calls included),
             redacted of revealed secrets; runs in the event loop, so keep it cheap. ``agentflow.stream``
             builds on it.
+        max_steps: Most tool and LLM calls the whole run may make, however its flows nest and fan out
+            (``map`` in ``map``, agents, retries); the call past it fails with ``StepBudgetExceededError``.
         journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
@@ -96,12 +100,11 @@ async def run(
             another live process is running it.
         SerializationError: the inputs cannot be journaled.
     """
-    given = (engine, deps, run_id, memory, max_llm_tokens, telemetry, on_event)
+    given = (engine, deps, run_id, memory, max_llm_tokens, telemetry, on_event, max_steps)
     if context is not None and (any(v is not None for v in given) or not capture_content):
         raise ConfigError(
-            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/capture_content/telemetry/"
-            "on_event to "
-            "agentflow.run, not both (set them on the RunContext)"
+            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/max_steps/capture_content/"
+            "telemetry/on_event to agentflow.run, not both (set them on the RunContext)"
         )
     flow_value = _as_flow(workflow, inputs)
     owned: Scheduler | None = None
@@ -121,16 +124,20 @@ async def run(
             capture_content=capture_content,
             telemetry=telemetry,
             on_event=on_event,
+            steps=StepBudget(max_steps) if max_steps is not None else None,
         )
     if context.on_event is not None:
         context = dataclasses.replace(context, on_event=_redacting(context.on_event))
     try:
-        if journal is None:
-            outcome = _redacted(await flow_value.run(context, state))
-        else:
-            if not context.run_id:
-                context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
-            outcome = _redacted(await run_journaled(flow_value, context, state, journal, workflow, inputs))
+        with step_budget(context.steps):
+            if journal is None:
+                outcome = _redacted(await flow_value.run(context, state))
+            else:
+                if not context.run_id:
+                    context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
+                outcome = _redacted(
+                    await run_journaled(flow_value, context, state, journal, workflow, inputs)
+                )
         if owned is not None:
             outcome = _with_event(
                 outcome,
@@ -204,6 +211,7 @@ def run_sync(
     capture_content: bool = True,
     telemetry: TracingConfig | None = None,
     on_event: Callable[[Event], None] | None = None,
+    max_steps: int | None = None,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -221,6 +229,7 @@ def run_sync(
         capture_content=capture_content,
         telemetry=telemetry,
         on_event=on_event,
+        max_steps=max_steps,
     )
     return anyio.run(call)
 

@@ -80,6 +80,19 @@ def _add_run_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None
         "--wall-seconds", type=float, default=default(120.0), help="wall limit of the fitness command"
     )
     parser.add_argument(
+        "--max-processes",
+        type=int,
+        default=default(256),
+        help="tasks (processes and threads) the fitness command may have at once",
+    )
+    parser.add_argument(
+        "--pass-env",
+        action="append",
+        metavar="NAME",
+        default=default(None),
+        help="pass this environment variable to the fitness command (repeatable; others are dropped)",
+    )
+    parser.add_argument(
         "--isolation",
         choices=["auto", "namespaces", "limits-only"],
         default=default("auto"),
@@ -185,6 +198,8 @@ def _config(args: argparse.Namespace) -> EvolveConfig:
         "cpu_seconds": args.cpu_seconds,
         "memory_mb": args.memory_mb,
         "wall_seconds": args.wall_seconds,
+        "max_processes": args.max_processes,
+        "pass_env": tuple(args.pass_env or ()),
         "isolation": args.isolation,
         "remote": args.remote,
     }

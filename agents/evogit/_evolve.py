@@ -90,6 +90,9 @@ class EvolveConfig(BaseModel):
         memory_mb: RLIMIT_AS of the fitness command, in MiB.
         file_mb: RLIMIT_FSIZE of the fitness command, in MiB.
         wall_seconds: Wall-clock limit of the fitness command.
+        max_processes: Tasks (processes and threads) the fitness command may have at once.
+        pass_env: Names of environment variables passed to the fitness command; every other
+            variable but PATH and the locale is dropped (API keys included).
         isolation: Sandbox isolation (``auto``, ``namespaces``, ``limits-only``).
         eval_concurrency: Fitness commands run at once (0 = number of CPUs).
         edit_attempts: LLM answers per mutation: a rejected edit is sent back with the reason
@@ -122,6 +125,8 @@ class EvolveConfig(BaseModel):
     memory_mb: int = Field(default=2048, ge=32)
     file_mb: int = Field(default=64, ge=1)
     wall_seconds: float = Field(default=120.0, gt=0)
+    max_processes: int = Field(default=256, ge=8)
+    pass_env: tuple[str, ...] = ()
     isolation: Literal["auto", "namespaces", "limits-only"] = "auto"
     eval_concurrency: int = Field(default=0, ge=0)
     edit_attempts: int = Field(default=2, ge=1)
@@ -135,8 +140,9 @@ class EvolveConfig(BaseModel):
             memory_bytes=self.memory_mb << 20,
             file_bytes=self.file_mb << 20,
             wall_seconds=self.wall_seconds,
+            max_processes=self.max_processes,
         )
-        return Sandbox(self.fitness, limits, isolation=self.isolation)
+        return Sandbox(self.fitness, limits, isolation=self.isolation, pass_env=self.pass_env)
 
     def policy(self) -> SelectionPolicy:
         """The parent-selection policy these settings describe."""

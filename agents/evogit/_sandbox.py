@@ -4,30 +4,55 @@ What is enforced, and by whom (``SandboxResult.layers`` records it for every run
 
     temp-checkout     the command runs in a fresh export of the commit (``git archive``), never in a
                       worktree or the user's checkout; the copy is deleted afterwards
+    minimal-env       the command's environment is an explicit allowlist: PATH, LANG, LANGUAGE,
+                      LC_ALL, LC_CTYPE, TZ and TERM from ours, HOME and TMPDIR inside the checkout,
+                      single-threaded BLAS, plus what the user passes by value (``env``) or by name
+                      (``pass_env``); everything else (``OPENAI_API_KEY``...) is dropped
     rlimit-cpu        RLIMIT_CPU (SIGXCPU, then SIGKILL one second later)
     rlimit-as         RLIMIT_AS: allocations beyond the limit fail (MemoryError in Python)
     rlimit-fsize      RLIMIT_FSIZE: no file may grow beyond the limit
-    wall-timeout      the whole process group is killed after ``wall_seconds``
-    netns             (Linux, root or user namespaces) a new network namespace with no interfaces up
+    wall-timeout      the command is stopped after ``wall_seconds``
+    tree-kill         a supervisor (``_sandbox_launch.py``, a child subreaper) SIGKILLs every
+                      descendant when the command ends, times out or evolve dies: processes that
+                      left with ``setsid`` or a double fork are re-parented to it and killed too;
+                      no_new_privs keeps every descendant ours to kill
+    pids-cgroup       a pids cgroup per evaluation (``pids.max = max_processes``, processes and
+                      threads): only the command's tasks count, and its member list is killed as
+                      well, so even a process that killed its supervisor dies (``_sandbox_cgroup``)
+    rlimit-nproc      (instead, when no cgroup can be made and we are not root) RLIMIT_NPROC set to
+                      our user's task count at launch plus ``max_processes``; it counts all of our
+                      user's tasks, so the bound is on the total, and root ignores it
+    netns             (Linux, root) a new network namespace with no interfaces up; abstract Unix
+                      sockets live in the network namespace, so the host's are out of reach
     pidns             a new PID namespace: the command cannot see or signal our processes; killing
                       its init kills everything it started
-    ro-filesystem     a private mount namespace in which every mount except the export is remounted
-                      read-only, so nothing outside the candidate's checkout can be written
+    private-tmp       empty tmpfs mounts over /run, /var/run, /tmp, /var/tmp and /dev/shm (the last
+                      three writable, ``file_bytes`` each): the host's runtime sockets (Docker,
+                      containerd, Ray, ssh-agent, D-Bus) and shared temp files are not there
+    no-host-sockets   every other Unix socket the host has bound (``/proc/net/unix`` at launch) has
+                      /dev/null mounted over it, so connecting to it is refused
+    ro-filesystem     a private mount namespace in which every mount except the export (and the
+                      private temp directories) is remounted read-only
     no-capabilities   the command runs with an empty capability bounding set and no_new_privs, so it
                       cannot undo the read-only mounts
 
 The namespace layers need ``unshare`` and ``setpriv`` (util-linux) and the right to create
-namespaces; ``Sandbox.namespaces_available`` checks once per process by running a real probe.
-Without them only the first five layers apply, and ``evaluate_commit``'s check that the agent's
-worktree is unchanged afterwards is the only defence against writes elsewhere: that mode is for
-trusted fitness commands. Not limited in either mode: the number of processes (RLIMIT_NPROC counts
-all processes of the user, and the command runs as our uid), disk use inside the checkout beyond
-RLIMIT_FSIZE per file, and reads (the command can read what our user can read).
+namespaces (root); ``Sandbox.namespaces_available`` checks once per process by running a real probe.
+Without them only the first eight layers apply (the process limit as far as the OS allows), and
+``evaluate_commit``'s check that the agent's worktree is unchanged afterwards is the only defence
+against writes elsewhere: that mode is for trusted fitness commands. In that mode the command runs
+as our user and may signal our processes, its supervisor included (only the pids cgroup still
+reaches what it started then). Not limited in either mode: disk use inside the checkout beyond
+RLIMIT_FSIZE per file, reads (the command can read what our user can read; the home directory is
+not hidden because interpreters and toolchains often live there), and Unix sockets bound outside
+the private directories after the evaluation started (a socket owned by root accepts the command,
+which runs as uid 0 without capabilities).
 
-If the evolve process dies, its fitness commands die with it (``PR_SET_PDEATHSIG`` on the launcher,
-``unshare --kill-child`` for the namespace init, which takes the whole PID namespace down).
-A write refused by the read-only mounts shows up as ``Read-only file system`` on stderr; the
-candidate is then marked ``violation`` even if it went on to print a number.
+If the evolve process dies, its fitness commands die with it (``PR_SET_PDEATHSIG`` on the
+supervisor, which then kills the tree; ``unshare --kill-child`` for the namespace init, which takes
+the whole PID namespace down). A write refused by the read-only mounts shows up as ``Read-only
+file system`` on stderr; the candidate is then marked ``violation`` even if it went on to print a
+number.
 """
 
 from __future__ import annotations
@@ -39,11 +64,13 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,6 +81,7 @@ import anyio.abc
 from agentflow.errors import ConfigError
 
 from ._git import GitRepo
+from ._sandbox_cgroup import CGROUP_PREFIX, PidsCgroup
 
 __all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "parse_fitness", "remove_stale_checkouts"]
 
@@ -63,18 +91,34 @@ _LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
 _TAIL = 4000
 _READ_CAP = 1 << 20
 
-# Runs as PID 1 of the new namespaces: bind the export over itself, make every other mount
-# read-only, check that it worked, then run the command without capabilities. A signal death of
-# the command is reported as 128+signal (unshare itself cannot re-raise signals in a PID namespace).
+# Runs as PID 1 of the new namespaces. Arguments: the checkout, the command, the size of each
+# private tmpfs, then the host socket paths to hide. Hide the sockets, make every mount read-only,
+# put empty tmpfs mounts over the runtime and temp directories (/run read-only unless the checkout
+# is under it), bind the checkout back (through an fd opened before it was covered) writable,
+# check that / is read-only, then run the command without capabilities. A signal death of the
+# command is reported as 128+signal (unshare itself cannot re-raise signals in a PID namespace).
 _NS_SCRIPT = r"""
 set -e
-d="$1"; cmd="$2"
-mount --bind "$d" "$d"
+d="$1"; cmd="$2"; size="$3"; shift 3
+exec 3<"$d"
+for s in "$@"; do
+  mount -n --bind /dev/null "$s" 2>/dev/null || [ ! -S "$s" ] || {
+    echo "evogit sandbox: could not hide the host socket $s" >&2; exit 97; }
+done
 awk '{print $2}' /proc/self/mounts | while read -r m; do
   case "$m" in /proc|/proc/*) continue ;; esac
-  mount -o remount,bind,ro "$m" 2>/dev/null || true
+  mount -n -o remount,bind,ro "$m" 2>/dev/null || true
 done
-mount -o remount,bind,rw "$d"
+for p in /run /var/run /tmp /var/tmp /dev/shm; do
+  [ -d "$p" ] && [ ! -L "$p" ] || continue
+  case "$p" in /run|/var/run) mode=ro ;; *) mode=rw ;; esac
+  case "$d/" in "$p"/*) mode=rw ;; esac
+  mount -n -t tmpfs -o "$mode,mode=1777,size=$size,nr_inodes=16384,nosuid,nodev" evogit-private "$p"
+done
+[ -d "$d" ] || mkdir -p "$d"
+mount -n --no-canonicalize --bind /proc/self/fd/3 "$d"
+mount -n -o remount,bind,rw "$d"
+exec 3<&-
 if ( : > /.evogit-probe ) 2>/dev/null; then
   rm -f /.evogit-probe
   echo "evogit sandbox: could not make / read-only" >&2
@@ -86,6 +130,14 @@ setpriv --inh-caps=-all --bounding-set=-all --no-new-privs -- sh -c "$cmd"
 rc=$?
 exit $rc
 """
+
+# The directories the namespace sandbox covers with an empty tmpfs (see _NS_SCRIPT).
+_PRIVATE_DIRS = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm")
+# Taken from our environment by name; everything else is dropped unless the user passes it.
+_ENV_PASSED = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# How long the supervisor may take to kill the tree after SIGTERM (its own bound is 10 s).
+_STOP_GRACE = 15.0
 
 _FLOAT_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -117,12 +169,15 @@ class SandboxLimits:
         memory_bytes: Address space of each process (RLIMIT_AS).
         file_bytes: Largest file the command may write (RLIMIT_FSIZE).
         wall_seconds: Wall-clock limit for the whole command.
+        max_processes: Tasks (processes and threads) the command may have at once, the
+            sandbox's own few helpers included (see the ``pids-cgroup`` and ``rlimit-nproc`` layers).
     """
 
     cpu_seconds: int = 60
     memory_bytes: int = 2 << 30
     file_bytes: int = 64 << 20
     wall_seconds: float = 120.0
+    max_processes: int = 256
 
     def __post_init__(self) -> None:
         if (
@@ -130,10 +185,11 @@ class SandboxLimits:
             or self.memory_bytes < (32 << 20)
             or self.file_bytes < 1
             or self.wall_seconds <= 0
+            or self.max_processes < 8
         ):
             raise ConfigError(
-                f"invalid sandbox limits {self}: cpu_seconds >= 1, memory_bytes >= 32 MiB, file_bytes >= 1 "
-                "and wall_seconds > 0 are required"
+                f"invalid sandbox limits {self}: cpu_seconds >= 1, memory_bytes >= 32 MiB, file_bytes >= 1, "
+                "wall_seconds > 0 and max_processes >= 8 are required"
             )
 
 
@@ -174,19 +230,32 @@ _EVAL_PREFIX = "evogit-eval-"
 
 
 def remove_stale_checkouts() -> int:
-    """Delete the temporary checkouts that killed evolve processes left behind; returns how many.
+    """Delete the temporary checkouts and cgroups that killed evolve processes left behind.
 
-    A checkout directory is named ``evogit-eval-<pid>-<random>``; it is stale when no process with
-    that pid is alive.
+    A checkout directory is named ``evogit-eval-<pid>-<random>``, a cgroup
+    ``agentflow-evogit-<pid>-<n>``; it is stale when no process with that pid is alive. Returns
+    how many were removed.
     """
     removed = 0
-    for path in Path(tempfile.gettempdir()).glob(f"{_EVAL_PREFIX}*-*"):
-        pid_text = path.name[len(_EVAL_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
-            continue
+    for path in _stale(Path(tempfile.gettempdir()), _EVAL_PREFIX):
         shutil.rmtree(path, ignore_errors=True)
         removed += 1
+    cgroups = PidsCgroup.available()
+    for path in _stale(cgroups, CGROUP_PREFIX) if cgroups is not None else ():
+        with contextlib.suppress(OSError):
+            path.rmdir()
+            removed += 1
     return removed
+
+
+def _stale(directory: Path, prefix: str) -> list[Path]:
+    """Entries ``<prefix><pid>-...`` of ``directory`` whose process is gone."""
+    stale: list[Path] = []
+    for path in directory.glob(f"{prefix}*-*"):
+        pid_text = path.name[len(prefix) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            stale.append(path)
+    return stale
 
 
 def _alive(pid: int) -> bool:
@@ -207,7 +276,10 @@ class Sandbox:
         limits: Resource limits.
         isolation: ``"auto"`` (namespaces when the OS allows, else limits only), ``"namespaces"``
             (fail if they are unavailable) or ``"limits-only"``.
-        env: Extra environment variables for the command.
+        env: Environment variables to give the command, by value.
+        pass_env: Names of our environment variables to pass through (absent ones are skipped);
+            only ``PATH``, ``LANG``, ``LANGUAGE``, ``LC_ALL``, ``LC_CTYPE``, ``TZ`` and ``TERM``
+            pass without being named here.
     """
 
     def __init__(
@@ -216,14 +288,22 @@ class Sandbox:
         limits: SandboxLimits | None = None,
         *,
         isolation: Isolation = "auto",
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        pass_env: Sequence[str] = (),
     ) -> None:
         if not command.strip():
             raise ConfigError("the fitness command is empty; pass --fitness 'CMD' that prints a number")
+        for name in (*(env or {}), *pass_env):
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise ConfigError(
+                    f"invalid environment variable name {name!r} for the fitness command: use letters, "
+                    "digits and '_', not starting with a digit"
+                )
         self.command = command
         self.limits = limits or SandboxLimits()
         self.isolation = isolation
         self._env = dict(env or {})
+        self._pass_env = tuple(pass_env)
 
     @staticmethod
     def namespaces_available() -> bool:
@@ -232,7 +312,7 @@ class Sandbox:
             ok = shutil.which("unshare") is not None and shutil.which("setpriv") is not None
             if ok:
                 with tempfile.TemporaryDirectory(prefix="evogit-probe-") as d:
-                    argv = _ns_argv(d, "test -w . && ! touch /.evogit-outside 2>/dev/null")
+                    argv = _ns_argv(d, "test -w . && ! touch /.evogit-outside 2>/dev/null", 1 << 20, [])
                     try:
                         res = subprocess.run(argv, capture_output=True, timeout=20, check=False)
                         ok = res.returncode == 0
@@ -243,10 +323,33 @@ class Sandbox:
 
     def layers(self) -> tuple[str, ...]:
         """The isolation layers this sandbox will enforce here."""
-        base = ("temp-checkout", "rlimit-cpu", "rlimit-as", "rlimit-fsize", "wall-timeout")
+        base: tuple[str, ...] = ("temp-checkout", "minimal-env", "rlimit-cpu", "rlimit-as", "rlimit-fsize")
+        base = (*base, "wall-timeout", "tree-kill", *_process_limit_layer())
         if self._use_namespaces():
-            return (*base, "netns", "pidns", "ro-filesystem", "no-capabilities")
+            return (
+                *base,
+                "netns",
+                "pidns",
+                "private-tmp",
+                "no-host-sockets",
+                "ro-filesystem",
+                "no-capabilities",
+            )
         return base
+
+    def environment(self, checkout: Path) -> dict[str, str]:
+        """The complete environment the command gets when it runs in ``checkout``."""
+        env = {name: os.environ[name] for name in (*_ENV_PASSED, *self._pass_env) if name in os.environ}
+        env.update(
+            HOME=str(checkout),
+            TMPDIR=str(checkout / ".tmp"),
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        env.update(self._env)
+        return env
 
     def _use_namespaces(self) -> bool:
         if self.isolation == "limits-only":
@@ -286,30 +389,41 @@ class Sandbox:
         """Run the fitness command with ``checkout`` as its (only writable) working directory."""
         use_ns = self._use_namespaces()
         layers = self.layers()
-        argv = _ns_argv(str(checkout), self.command) if use_ns else ["sh", "-c", self.command]
+        checkout = Path(os.path.realpath(checkout))
+        if use_ns:
+            sockets = await anyio.to_thread.run_sync(_host_unix_sockets, str(checkout))
+            argv = _ns_argv(str(checkout), self.command, self.limits.file_bytes, sockets)
+        else:
+            argv = ["sh", "-c", self.command]
+        cgroup = await anyio.to_thread.run_sync(self._make_cgroup)
         spec = {
             "cpu": self.limits.cpu_seconds,
             "memory": self.limits.memory_bytes,
             "fsize": self.limits.file_bytes,
             "argv": argv,
             "parent": os.getpid(),
-        }
-        env = {
-            **os.environ,
-            "HOME": str(checkout),
-            "TMPDIR": str(checkout / ".tmp"),
-            "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            **self._env,
+            "cgroup": str(cgroup.path) if cgroup is not None else None,
+            "nproc": None
+            if cgroup is not None or os.getuid() == 0
+            else _user_tasks() + self.limits.max_processes,
         }
         launcher = [sys.executable, "-I", "-S", str(_LAUNCHER), json.dumps(spec)]
         start = time.perf_counter()
         out = bytearray()
         err = bytearray()
         timed_out = False
-        process = await anyio.open_process(launcher, cwd=str(checkout), env=env, start_new_session=True)
+        try:
+            process = await anyio.open_process(
+                launcher,
+                cwd=str(checkout),
+                env=self.environment(checkout),
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            if cgroup is not None:
+                await anyio.to_thread.run_sync(cgroup.remove)
+            raise
         drained = _Drained()
         try:
             async with anyio.create_task_group() as tg:
@@ -320,8 +434,7 @@ class Sandbox:
                     await process.wait()
                 if scope.cancelled_caught:
                     timed_out = True
-                    _kill_group(process.pid)
-                    await process.wait()
+                    await _stop(process)
                 # Escaped grandchildren may hold the pipes open; do not wait for them forever.
                 with anyio.move_on_after(2.0):
                     await drained.all_done.wait()
@@ -329,9 +442,10 @@ class Sandbox:
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
-                    _kill_group(process.pid)
-                    await process.wait()
+                    await _stop(process)
                 _kill_group(process.pid)
+                if cgroup is not None:
+                    await anyio.to_thread.run_sync(cgroup.remove)
                 await process.aclose()
         duration = time.perf_counter() - start
         code = process.returncode
@@ -343,8 +457,77 @@ class Sandbox:
         fitness = parse_fitness(stdout) if exit_code == 0 and not timed_out else None
         return SandboxResult(exit_code, timed_out, duration, stdout, stderr, fitness, layers)
 
+    def _make_cgroup(self) -> PidsCgroup | None:
+        parent = PidsCgroup.available()
+        if parent is None:
+            return None
+        try:
+            return PidsCgroup(parent, self.limits.max_processes)
+        except OSError as exc:
+            raise ConfigError(
+                f"could not create the evaluation's pids cgroup under {parent}: {exc}; free the cgroup "
+                "file system or run evolve where the probe fails (then RLIMIT_NPROC applies)"
+            ) from exc
 
-def _ns_argv(directory: str, command: str) -> list[str]:
+
+def _process_limit_layer() -> tuple[str, ...]:
+    """The layer that bounds the command's process count here (none for root without cgroups)."""
+    if PidsCgroup.available() is not None:
+        return ("pids-cgroup",)
+    return () if os.getuid() == 0 else ("rlimit-nproc",)
+
+
+def _user_tasks() -> int:
+    """Tasks (threads included) whose real uid is ours: what RLIMIT_NPROC counts against."""
+    uid = str(os.getuid())
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Uid", "").split()[:1] == [uid]:
+            total += int(fields.get("Threads", "1").strip() or 1)
+    return total
+
+
+def _host_unix_sockets(checkout: str) -> list[str]:
+    """Path-bound Unix sockets of our network namespace outside the private dirs and ``checkout``."""
+    found: set[str] = set()
+    try:
+        with open("/proc/net/unix", "rb") as f:
+            lines = f.read().decode("utf-8", "surrogateescape").splitlines()[1:]
+    except OSError:
+        return []
+    covered = tuple(os.path.realpath(d) + "/" for d in (*_PRIVATE_DIRS, checkout))
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) < 8 or not fields[7].startswith("/"):
+            continue  # unnamed or abstract (the network namespace hides those)
+        path = os.path.realpath(fields[7])
+        if path.startswith(covered) or path in found:
+            continue
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                found.add(path)
+    return sorted(found)
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """Ask the supervisor to kill the command's tree; SIGKILL its group if it does not in time."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    with anyio.move_on_after(_STOP_GRACE):
+        await process.wait()
+    if process.returncode is None:
+        _kill_group(process.pid)
+        await process.wait()
+
+
+def _ns_argv(directory: str, command: str, tmp_bytes: int, sockets: Sequence[str]) -> list[str]:
     return [
         "unshare",
         "--mount",
@@ -364,6 +547,8 @@ def _ns_argv(directory: str, command: str) -> list[str]:
         "evogit-sandbox",
         directory,
         command,
+        str(tmp_bytes),
+        *sockets,
     ]
 
 

@@ -54,3 +54,20 @@ def test_main_returns_2_when_repo_is_not_git(tmp_path: Path) -> None:
 def test_graph_requires_output() -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(["evolve", "graph"])
+
+
+def test_run_options_accept_pass_env_and_max_processes() -> None:
+    args = _parser().parse_args(
+        [
+            "evolve",
+            "--fitness",
+            "true",
+            "--pass-env",
+            "HF_TOKEN",
+            "--pass-env",
+            "SEED",
+            "--max-processes",
+            "64",
+        ]
+    )
+    assert (args.pass_env, args.max_processes) == (["HF_TOKEN", "SEED"], 64)

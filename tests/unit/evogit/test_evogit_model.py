@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from agentflow.agents.evogit import EvolveConfig, FitnessNote, SandboxLimits, parse_fitness
+from agentflow.agents.evogit import EvolveConfig, FitnessNote, Sandbox, SandboxLimits, parse_fitness
 from agentflow.errors import ConfigError
 
 
@@ -39,3 +41,36 @@ def test_evolve_config_rejects_unknown_field_and_bad_counts() -> None:
         EvolveConfig.model_validate({"repo": ".", "fitness": "true", "agentz": 3})
     with pytest.raises(ValidationError):
         EvolveConfig(repo=".", fitness="true", agents=0)  # type: ignore[arg-type]
+
+
+def test_sandbox_limits_reject_too_few_processes() -> None:
+    with pytest.raises(ConfigError, match="max_processes"):
+        SandboxLimits(max_processes=2)
+
+
+def test_sandbox_environment_drops_api_keys_unless_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env = Sandbox("true", env={"SEED": "3"}).environment(tmp_path)
+    assert "OPENAI_API_KEY" not in env
+    assert env["PATH"] == "/usr/bin" and env["SEED"] == "3" and env["HOME"] == str(tmp_path)
+    allowed = Sandbox("true", pass_env=["OPENAI_API_KEY"]).environment(tmp_path)
+    assert allowed["OPENAI_API_KEY"] == "sk-secret"
+
+
+@pytest.mark.parametrize("name", ["", "A B", "X=1", "1ABC"])
+def test_sandbox_rejects_invalid_environment_variable_name(name: str) -> None:
+    with pytest.raises(ConfigError, match="environment variable name"):
+        Sandbox("true", pass_env=[name])
+
+
+def test_evolve_config_passes_max_processes_and_pass_env_to_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf-1")
+    monkeypatch.setenv("GITHUB_TOKEN", "gh-1")
+    config = EvolveConfig(repo=Path("."), fitness="true", max_processes=40, pass_env=("HF_TOKEN",))
+    sandbox = config.sandbox()
+    env = sandbox.environment(Path("/x"))
+    assert sandbox.limits.max_processes == 40
+    assert env["HF_TOKEN"] == "hf-1" and "GITHUB_TOKEN" not in env
