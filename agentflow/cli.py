@@ -197,8 +197,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
         except ConfigError as exc:
             return _fail(str(exc))
+    from agentflow.secrets import secret_scope
+
     try:
-        return _run_command(args, run_id)
+        # One scope for the run and what is done with its outcome (the saved run is redacted with it).
+        with secret_scope():
+            return _run_command(args, run_id)
     finally:
         if args.trace is not None:
             from agentflow.telemetry import shutdown_tracing

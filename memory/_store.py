@@ -55,9 +55,21 @@ T = TypeVar("T")
 
 @contextmanager
 def translate_errors(what: str, path: str) -> Iterator[None]:
-    """Turn ``sqlite3`` exceptions into ``MemoryStoreError`` naming the operation and the file."""
+    """Turn ``sqlite3`` exceptions into ``MemoryStoreError`` naming the operation and the file; a text
+    that cannot be stored as UTF-8 (a lone surrogate, e.g. from ``surrogateescape`` decoding) is refused
+    with its position (the write's transaction is rolled back: nothing of it is stored)."""
     try:
         yield
+    except UnicodeEncodeError as exc:
+        text = exc.object if isinstance(exc.object, str) else ""
+        char = text[exc.start : exc.start + 1]
+        shown = text[max(0, exc.start - 20) : exc.start + 20].encode("utf-8", "backslashreplace").decode()
+        raise MemoryStoreError(
+            f"{what} failed on memory store {path!r}: a text contains the lone surrogate "
+            f"U+{ord(char) if char else 0:04X} at position {exc.start} (near {shown!r}), which is not valid "
+            "Unicode and cannot be stored; clean the text first, e.g. "
+            "text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from exc
     except sqlite3.Error as exc:
         hint = (
             "another process holds the write lock for longer than busy_timeout_s; raise it or retry"

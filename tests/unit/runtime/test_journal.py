@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -430,8 +431,9 @@ async def test_run_held_by_another_live_process_is_not_resumed_or_collected(db: 
     await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
     with sqlite3.connect(db) as conn:
         conn.execute(
-            "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, updated_at = 0",
-            (socket.gethostname(), os.getppid()),
+            "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, lease_token = 'held', "
+            "lease_expires = ?, updated_at = 0",
+            (socket.gethostname(), os.getppid(), time.time() + 60),
         )
     with pytest.raises(ResumeError, match=f"being run by process {os.getppid()}"):
         await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
