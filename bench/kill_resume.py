@@ -23,7 +23,17 @@ Children are forked from this (already imported) process by default, so a trial 
 of start-up; ``--spawn`` starts each child as a fresh ``python`` process instead. The baseline, in the
 same run: the workflow without a journal vs with one (journal overhead).
 
+``--race``: exactly-once under contention (run leases). Each trial starts ``--race-procs`` worker
+processes (2) at once, each running ``--race-runners`` concurrent ``agentflow.run`` calls (2) of the
+*same* run id on the same journal, every runner opening the journal itself. A runner refused because
+another holds the run's lease (in its own process or another) retries after a few milliseconds until
+the run is finished (it then replays it whole). In half the trials one worker is SIGKILLed at a random
+moment; the others take the run over. A trial passes when every runner that finished got the reference
+value and state and every effect is in its file exactly once; the table counts the refusals that
+show the runners really raced.
+
     python bench/kill_resume.py [--trials N] [--seed S] [--json PATH] [--quick] [--spawn]
+    python bench/kill_resume.py --race [--trials N] [--race-procs 2] [--race-runners 2]
 """
 
 from __future__ import annotations
@@ -322,6 +332,183 @@ def trial(
     }
 
 
+# -- race mode ---------------------------------------------------------------------------------------
+
+
+async def _race_runner(journal: str, run_id: str, width: int, rng: random.Random) -> dict[str, Any]:
+    """Run the workflow until it finishes (or a step is refused); count lease refusals on the way."""
+    held_here = held_elsewhere = 0
+    while True:
+        try:
+            out = await run(pipeline, {"width": width}, state=Notes(), run_id=run_id, journal=journal)
+        except ResumeError as exc:
+            if "already being run in this process" in exc.message:
+                held_here += 1
+            elif "is being run by" in exc.message:
+                held_elsewhere += 1
+            else:
+                raise
+            await anyio.sleep(rng.uniform(0.001, 0.008))
+            continue
+        counts = {"held_here": held_here, "held_elsewhere": held_elsewhere}
+        if isinstance(out, Ok):
+            assert isinstance(out.state, Notes)
+            return {"ok": True, "value": out.value, "state": out.state.model_dump(), **counts}
+        error = out.error
+        refused = (
+            error.where if isinstance(error, ResumeError) and "not idempotent" in error.message else None
+        )
+        return {"ok": False, "refused": refused, "error": str(error), **counts}
+
+
+def _race_worker(
+    journal: str, run_id: str, width: int, runners: int, seed: int, go_fd: int, out_fd: int
+) -> None:
+    """A worker process: wait for the start signal, race ``runners`` concurrent runs, report them as JSON."""
+    os.read(go_fd, 1)
+
+    async def race() -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{} for _ in range(runners)]
+
+        async def one(k: int) -> None:
+            try:
+                results[k] = await _race_runner(journal, run_id, width, random.Random(seed * 31 + k))
+            except Exception as exc:  # reported, so the harness fails the trial with the reason
+                results[k] = {"ok": False, "refused": None, "error": f"{type(exc).__name__}: {exc}"}
+
+        async with anyio.create_task_group() as tg:
+            for k in range(runners):
+                tg.start_soon(one, k)
+        return results
+
+    os.write(out_fd, json.dumps(anyio.run(race)).encode())
+
+
+def _race_round(
+    journal: str, run_id: str, width: int, procs: int, runners: int, kill_after: float | None, seed: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """One round: ``procs`` forked workers race; one may be SIGKILLed. Returns the finished runners'
+    reports and whether a kill landed."""
+    go_r, go_w = os.pipe()
+    children: list[tuple[int, int]] = []
+    for p in range(procs):
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(go_w)
+            os.close(out_r)
+            code = 0
+            try:
+                _race_worker(journal, run_id, width, runners, seed * 7 + p, go_r, out_w)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(out_w)
+        children.append((pid, out_r))
+    os.close(go_r)
+    os.write(go_w, b"G" * procs)  # all workers start together
+    os.close(go_w)
+    landed = False
+    if kill_after is not None:
+        victim = children[seed % procs][0]
+        deadline = time.monotonic() + kill_after
+        while time.monotonic() < deadline:
+            if os.waitpid(victim, os.WNOHANG)[0]:
+                break
+            time.sleep(0.0005)
+        else:
+            os.kill(victim, signal.SIGKILL)
+            os.waitpid(victim, 0)  # reaped at once: its lease is free for the survivors
+            landed = True
+    reports: list[dict[str, Any]] = []
+    for pid, out_r in children:
+        chunks = []
+        while chunk := os.read(out_r, 65536):
+            chunks.append(chunk)
+        os.close(out_r)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        if chunks:
+            reports.extend(json.loads(b"".join(chunks).decode()))
+    return reports, landed
+
+
+def race_trial(
+    n: int,
+    rng: random.Random,
+    horizon: float,
+    reference: dict[str, Any],
+    expect: tuple[set[str], set[str]],
+    width: int,
+    procs: int,
+    runners: int,
+) -> dict[str, Any]:
+    """One race trial (see the module docstring); rounds repeat after an operator resolution or a kill."""
+    with tempfile.TemporaryDirectory(prefix=f"race{n}_") as tmp:
+        effects = Path(tmp)
+        global _EFFECTS
+        _EFFECTS = effects
+        journal = str(effects / "journal.db")
+        run_id = f"race{n}"
+        kill_after = rng.uniform(0.0, horizon) if rng.random() < 0.5 else None
+        finished: list[dict[str, Any]] = []
+        rounds = kills = resolutions = held_here = held_elsewhere = 0
+        errors: list[str] = []
+        while not finished:
+            rounds += 1
+            if rounds > 50:
+                raise RuntimeError(f"race trial {n} did not finish in 50 rounds: {errors[-3:]}")
+            reports, landed = _race_round(
+                journal, run_id, width, procs, runners, kill_after, rng.randrange(1 << 30)
+            )
+            kill_after = None
+            kills += landed
+            held_here += sum(r.get("held_here", 0) for r in reports)
+            held_elsewhere += sum(r.get("held_elsewhere", 0) for r in reports)
+            finished = [r for r in reports if r.get("ok")]
+            refused = {r["refused"] for r in reports if r.get("refused")}
+            errors += [r["error"] for r in reports if not r.get("ok") and not r.get("refused")]
+            if not finished:
+                for path in sorted(refused):
+                    _operator_resolve(journal, run_id, path, effects)
+                    resolutions += 1
+        keyed, strict = _effect_counts(effects, run_id)
+    violations = sum(abs(keyed.get(k, 0) - 1) for k in expect[0] | set(keyed))
+    violations += sum(abs(strict.get(k, 0) - 1) for k in expect[1] | set(strict))
+    identical = all(r["value"] == reference["value"] and r["state"] == reference["state"] for r in finished)
+    return {
+        "identical": identical,
+        "violations": violations,
+        "finished_runners": len(finished),
+        "unexpected_errors": errors,
+        "held_here": held_here,
+        "held_elsewhere": held_elsewhere,
+        "kills": kills,
+        "resolutions": resolutions,
+        "rounds": rounds,
+    }
+
+
+def _race_summary(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mode": "race",
+        "trials": len(results),
+        "processes_per_trial": args.race_procs,
+        "runners_per_process": args.race_runners,
+        "identical_results": sum(r["identical"] for r in results),
+        "exactly_once_violations": sum(r["violations"] for r in results),
+        "runners_finished": sum(r["finished_runners"] for r in results),
+        "unexpected_errors": sum(len(r["unexpected_errors"]) for r in results),
+        "refused_same_process": sum(r["held_here"] for r in results),
+        "refused_other_process": sum(r["held_elsewhere"] for r in results),
+        "kills_landed": sum(r["kills"] for r in results),
+        "operator_resolutions": sum(r["resolutions"] for r in results),
+        "rounds": sum(r["rounds"] for r in results),
+        "width": args.width,
+        "seed": args.seed,
+    }
+
+
 async def _timed(width: int, journal: str | None, repeats: int, synchronous: str = "FULL") -> float:
     """Best-of-``repeats`` wall time of one uninterrupted run (in this process)."""
     best = float("inf")
@@ -337,6 +524,18 @@ async def _timed(width: int, journal: str | None, repeats: int, synchronous: str
     return best
 
 
+def _print_and_save(summary: dict[str, Any], title: str, json_path: Path | None, console: Console) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, str(v))
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=60)
@@ -345,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="10 trials")
     ap.add_argument("--spawn", action="store_true", help="fresh python process per attempt (slower)")
     ap.add_argument("--width", type=int, default=WIDTH)
+    ap.add_argument("--race", action="store_true", help="runners in one process and across processes race")
+    ap.add_argument("--race-procs", type=int, default=2, help="worker processes per race trial")
+    ap.add_argument("--race-runners", type=int, default=2, help="concurrent runs per worker process")
     ap.add_argument(
         "--control-trials",
         type=int,
@@ -372,6 +574,29 @@ def main(argv: list[str] | None = None) -> int:
         expect = (set(keyed), set(strict))
         journal_writes = _count_writes(str(effects / "journal.db"), "reference")
     horizon = ref_seconds
+
+    if args.race:
+        race_results = [
+            race_trial(
+                n, rng, horizon * 1.5, reference, expect, args.width, args.race_procs, args.race_runners
+            )
+            for n in range(trials)
+        ]
+        race = _race_summary(race_results, args)
+        race["reference_run_s"] = round(ref_seconds, 4)
+        race["seconds"] = round(time.perf_counter() - t_start, 2)
+        _print_and_save(
+            race,
+            f"kill/resume race: {trials} trials, {args.race_procs} processes x "
+            f"{args.race_runners} runners on one run id (seed {args.seed})",
+            args.json,
+            console,
+        )
+        for r in race_results:
+            for e in r["unexpected_errors"]:
+                console.print(f"[red]unexpected:[/] {e}")
+        passed = race["identical_results"] == trials and race["exactly_once_violations"] == 0
+        return 0 if passed and race["unexpected_errors"] == 0 else 1
 
     results = [trial(n, rng, horizon, reference, expect, args.spawn, args.width) for n in range(trials)]
     global _CONTROL
@@ -405,15 +630,12 @@ def main(argv: list[str] | None = None) -> int:
         "journal_writes_per_run": journal_writes,
         "seconds": round(time.perf_counter() - t_start, 2),
     }
-    table = Table(title=f"kill/resume: {trials} trials, SIGKILL at random points (seed {args.seed})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in summary.items():
-        table.add_row(k, str(v))
-    console.print(table)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    _print_and_save(
+        summary,
+        f"kill/resume: {trials} trials, SIGKILL at random points (seed {args.seed})",
+        args.json,
+        console,
+    )
     ok = summary["identical_results"] == trials and summary["exactly_once_violations"] == 0
     return 0 if ok else 1
 
