@@ -220,7 +220,7 @@ def _run_command(args: argparse.Namespace, run_id: str) -> int:
     journal = args.journal or (
         os.environ.get("AGENTFLOW_JOURNAL", ".agentflow/journal.db") if args.resume else None
     )
-    if journal is not None:
+    if journal is not None and "://" not in journal:  # a file path, not a postgresql:// URL
         Path(journal).parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.goal is not None:
@@ -545,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-save", action="store_true", help="do not save the run")
     run.add_argument(
         "--journal",
-        help="journal every step in this SQLite file so the run can be resumed (default with --resume: "
+        help="journal every step in this SQLite file (or postgresql:// URL) so the run can be resumed "
+        "(default with --resume: "
         "$AGENTFLOW_JOURNAL or .agentflow/journal.db)",
     )
     run.add_argument(

@@ -8,6 +8,7 @@ from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
 from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus
 from ._llm import Prompt, generate, infer, llm_call_data, schema_instructions
+from ._postgres_journal import PostgresJournal
 from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
@@ -15,6 +16,7 @@ from ._sqlite_journal import SqliteJournal
 __all__ = [
     "Interrupted",
     "Journal",
+    "PostgresJournal",
     "Prompt",
     "RunContext",
     "RunDetail",

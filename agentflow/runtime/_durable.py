@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel
 
+from agentflow._postgres import is_postgres_url
 from agentflow.dsl import Err, Event, Flow, Ok, State
 from agentflow.errors import ConfigError, JournalError, ResumeError, SerializationError
 from agentflow.secrets import redact
@@ -63,13 +64,20 @@ _RESUMED_PREFIX = "_agentflow_resumed_"
 
 
 def open_journal(journal: Journal | str | os.PathLike[str]) -> tuple[Journal, bool]:
-    """The journal to use and whether the caller owns it (opened from a path, to be closed)."""
+    """The journal to use and whether the caller owns it (opened from a path or URL, to be closed):
+    a ``postgresql://`` URL opens a ``PostgresJournal``, anything else a ``SqliteJournal`` file."""
     if isinstance(journal, Journal):
         return journal, False
+    if is_postgres_url(journal):
+        from ._postgres_journal import PostgresJournal
+
+        assert isinstance(journal, str)
+        return PostgresJournal(journal), True
     if isinstance(journal, str | os.PathLike):
         return SqliteJournal(journal), True
     raise ConfigError(
-        f"journal must be a Journal or the path of a journal file, got {type(journal).__name__}"
+        f"journal must be a Journal, the path of a journal file or a postgresql:// URL, got "
+        f"{type(journal).__name__}"
     )
 
 

@@ -56,7 +56,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -77,7 +77,9 @@ __all__ = [
     "RunStatus",
     "StepRecord",
     "StepStatus",
+    "decode_row",
     "lease_refusal",
+    "lost_lease",
     "new_lease_token",
     "redact_step",
     "scope_of",
@@ -649,3 +651,35 @@ def _first_error(exc: ValidationError) -> str:
     e = exc.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
     return f"{loc}: {e['msg']}" if loc else str(e["msg"])
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode_row(model: type[M], data: dict[str, object], where: str, journal: str) -> M:
+    """A stored row as ``model``; a row that does not fit names the journal, the row and the column."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        column = ".".join(str(p) for p in first["loc"]) or "?"
+        raise JournalError(
+            f"journal {journal!r}: {where} has {column}={data.get(column)!r}, which is not valid "
+            f"({first['msg']}); the row was damaged or edited by hand: restore the journal from a backup, "
+            "or fix or delete the row"
+        ) from exc
+
+
+def lost_lease(lease: Lease, row: LeaseRow | None) -> ResumeError:
+    """The error of a write whose lease another holder took over."""
+    if row is None:
+        now_held = "the run was deleted"
+    elif row.token is None:
+        now_held = f"the run is now {row.status}"
+    else:
+        now_held = f"process {row.pid} on host {row.host!r} holds it now"
+    return ResumeError(
+        f"this attempt of run {lease.run_id!r} lost its lease ({now_held}): it did not renew the lease within "
+        f"{lease.lease_s:g} s (stopped, suspended or overloaded) and another holder took the run over; "
+        "nothing more is recorded by this attempt, the new holder continues the run"
+    )

@@ -222,7 +222,7 @@ def _journal_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--journal",
         default=os.environ.get("AGENTFLOW_JOURNAL", DEFAULT_JOURNAL),
-        help=f"journal file (default: $AGENTFLOW_JOURNAL or {DEFAULT_JOURNAL})",
+        help=f"journal file or postgresql:// URL (default: $AGENTFLOW_JOURNAL or {DEFAULT_JOURNAL})",
     )
 
 

@@ -42,9 +42,8 @@ from typing import Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel, ValidationError
 
-from agentflow.errors import ConfigError, JournalError, ResumeError
+from agentflow.errors import ConfigError, JournalError
 
 from ._journal import (
     DEFAULT_LEASE_S,
@@ -55,14 +54,15 @@ from ._journal import (
     RunRecord,
     RunStatus,
     StepRecord,
+    decode_row,
     lease_refusal,
+    lost_lease,
     new_lease_token,
 )
 
 __all__ = ["SqliteJournal"]
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 APPLICATION_ID = 0x4146_4A4C
 """``PRAGMA application_id`` of an agentflow journal ("AFJL")."""
@@ -376,7 +376,7 @@ class SqliteJournal(Journal):
         row = self._lease_row(conn, run_id)
         if lease is not None:
             if row is None or row.token != lease.token:
-                raise _lost(lease, row)
+                raise lost_lease(lease, row)
         elif row is not None:
             refusal = lease_refusal(run_id, row, time.time())
             if refusal is not None:
@@ -603,7 +603,9 @@ class SqliteJournal(Journal):
         return None if row is None else self._run_record(row)
 
     def _run_record(self, row: tuple[object, ...]) -> RunRecord:
-        return _decode(RunRecord, dict(zip(_RUN_KEYS, row, strict=True)), f"run {row[0]!r}", str(self.path))
+        return decode_row(
+            RunRecord, dict(zip(_RUN_KEYS, row, strict=True)), f"run {row[0]!r}", str(self.path)
+        )
 
     def _steps(self, conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
         rows = conn.execute(
@@ -621,34 +623,7 @@ class SqliteJournal(Journal):
                     f"journal {str(self.path)!r}: {where} refers to state {r[15]!r}, which is not in the "
                     "states table (the journal was damaged or edited by hand); restore it from a backup"
                 )
-            out.append(_decode(StepRecord, dict(zip(_STEP_KEYS, r[:15], strict=True)), where, str(self.path)))
+            out.append(
+                decode_row(StepRecord, dict(zip(_STEP_KEYS, r[:15], strict=True)), where, str(self.path))
+            )
         return out
-
-
-def _decode(model: type[M], data: dict[str, object], where: str, journal: str) -> M:
-    """A stored row as ``model``; a row that does not fit names the journal, the row and the column."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        column = ".".join(str(p) for p in first["loc"]) or "?"
-        raise JournalError(
-            f"journal {journal!r}: {where} has {column}={data.get(column)!r}, which is not valid "
-            f"({first['msg']}); the row was damaged or edited by hand: restore the journal from a backup, "
-            "or fix or delete the row"
-        ) from None
-
-
-def _lost(lease: Lease, row: LeaseRow | None) -> ResumeError:
-    """The error of a write whose lease another holder took over."""
-    if row is None:
-        now_held = "the run was deleted"
-    elif row.token is None:
-        now_held = f"the run is now {row.status}"
-    else:
-        now_held = f"process {row.pid} on host {row.host!r} holds it now"
-    return ResumeError(
-        f"this attempt of run {lease.run_id!r} lost its lease ({now_held}): it did not renew the lease within "
-        f"{lease.lease_s:g} s (stopped, suspended or overloaded) and another holder took the run over; "
-        "nothing more is recorded by this attempt, the new holder continues the run"
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import anyio.to_thread
 import pytest
@@ -46,8 +45,9 @@ def _fresh() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "journal.db")
+def db(journal_db: str) -> str:
+    """The journal, once per backend (SQLite file, PostgreSQL schema)."""
+    return journal_db
 
 
 async def test_interrupt_suspends_the_run_with_prompt_and_schema_in_the_journal(db: str) -> None:

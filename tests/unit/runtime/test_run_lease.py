@@ -4,18 +4,17 @@ of a dead or expired holder, fencing of a holder that lost its lease, operator w
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import anyio
 import pytest
+from _journals import journal_at, raw_sql
 
 from agentflow.dsl import Err, step
 from agentflow.errors import ResumeError
-from agentflow.runtime import SqliteJournal, resolve_step, run, show_run
+from agentflow.runtime import resolve_step, run, show_run
 
 pytestmark = pytest.mark.anyio
 
@@ -30,8 +29,9 @@ def _fresh() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "journal.db")
+def db(journal_db: str) -> str:
+    """The journal, once per backend (SQLite file, PostgreSQL schema)."""
+    return journal_db
 
 
 @step(idempotent=False)
@@ -50,16 +50,13 @@ async def pay(amount: int) -> int:
 
 
 def _lease(db: str, run_id: str) -> tuple[str | None, float | None]:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT lease_token, lease_expires FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    return (None, None) if row is None else (row[0], row[1])
+    rows = raw_sql(db, "SELECT lease_token, lease_expires FROM runs WHERE run_id = ?", (run_id,))
+    return (None, None) if not rows else (rows[0][0], rows[0][1])  # type: ignore[return-value]
 
 
 async def _wait_until_running(db: str, run_id: str) -> None:
     with anyio.fail_after(30):
-        while not Path(db).exists() or _lease(db, run_id)[0] is None or not EFFECTS:
+        while not EFFECTS or _lease(db, run_id)[0] is None:  # the step ran: the journal exists
             await anyio.sleep(0.01)
 
 
@@ -90,7 +87,7 @@ async def test_two_concurrent_runs_with_the_same_run_id_in_one_process_run_the_e
 
 async def test_two_concurrent_runs_sharing_one_journal_object_are_refused_too(db: str) -> None:
     GATE["charge"] = anyio.Event()
-    async with SqliteJournal(db) as journal, anyio.create_task_group() as tg:
+    async with journal_at(db) as journal, anyio.create_task_group() as tg:
         tg.start_soon(lambda: run(pay, {"amount": 1}, run_id="r1", journal=journal))
         await _wait_until_running(db, "r1")
         with pytest.raises(ResumeError, match="already being run in this process"):
@@ -104,7 +101,7 @@ async def test_two_concurrent_runs_sharing_one_journal_object_are_refused_too(db
 
 async def test_lease_is_renewed_while_the_run_is_live(db: str) -> None:
     GATE["charge"] = anyio.Event()
-    async with SqliteJournal(db, lease_s=0.3) as journal, anyio.create_task_group() as tg:
+    async with journal_at(db, lease_s=0.3) as journal, anyio.create_task_group() as tg:
         tg.start_soon(lambda: run(pay, {"amount": 1}, run_id="r1", journal=journal))
         await _wait_until_running(db, "r1")
         token, first_expiry = _lease(db, "r1")
@@ -118,12 +115,11 @@ async def test_lease_is_renewed_while_the_run_is_live(db: str) -> None:
 
 async def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(db: str) -> None:
     await run(pay, {"amount": 3}, run_id="r1", journal=db)
-    with sqlite3.connect(db) as conn:  # as a process SIGKILLed while it held the run would leave it
-        conn.execute(
-            "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, lease_token = 'old', "
-            "lease_expires = ?",
-            (socket.gethostname(), _dead_pid(), time.time() + 3600),
-        )
+    raw_sql(  # as a process SIGKILLed while it held the run would leave it
+        db,
+        "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, lease_token = 'old', lease_expires = ?",
+        (socket.gethostname(), _dead_pid(), time.time() + 3600),
+    )
     out = await run(pay, {"amount": 3}, run_id="r1", journal=db)
     assert out.unwrap() == 6
     assert EFFECTS == ["charge3"]
@@ -133,12 +129,12 @@ async def test_lease_of_a_holder_on_another_host_is_taken_over_only_after_it_exp
     await run(pay, {"amount": 3}, run_id="r1", journal=db)
 
     def hold(expires: float) -> None:
-        with sqlite3.connect(db) as conn:
-            conn.execute(
-                "UPDATE runs SET status = 'running', owner_host = 'elsewhere', owner_pid = 7, "
-                "lease_token = 'theirs', lease_expires = ?",
-                (expires,),
-            )
+        raw_sql(
+            db,
+            "UPDATE runs SET status = 'running', owner_host = 'elsewhere', owner_pid = 7, "
+            "lease_token = 'theirs', lease_expires = ?",
+            (expires,),
+        )
 
     hold(time.time() + 3600)
     with pytest.raises(ResumeError, match="being run by process 7 on host 'elsewhere'"):
@@ -158,10 +154,8 @@ async def test_a_holder_whose_lease_was_taken_over_records_nothing_more(db: str)
     async with anyio.create_task_group() as tg:
         tg.start_soon(holder)
         await _wait_until_running(db, "r1")
-        with sqlite3.connect(db) as conn:  # another machine took the run over after the lease expired
-            conn.execute(
-                "UPDATE runs SET lease_token = 'new-holder', owner_host = 'elsewhere', owner_pid = 9"
-            )
+        # Another machine took the run over after the lease expired.
+        raw_sql(db, "UPDATE runs SET lease_token = 'new-holder', owner_host = 'elsewhere', owner_pid = 9")
         GATE["charge"].set()
     out = outcomes[0]
     assert isinstance(out, Err) and isinstance(out.error, ResumeError)
@@ -174,7 +168,7 @@ async def test_a_holder_whose_lease_was_taken_over_records_nothing_more(db: str)
 
 async def test_a_holder_that_cannot_renew_its_lease_is_cancelled(db: str) -> None:
     GATE["charge"] = anyio.Event()  # never set: only losing the lease ends the step
-    async with SqliteJournal(db, lease_s=0.3) as journal:
+    async with journal_at(db, lease_s=0.3) as journal:
         outcomes: list[object] = []
 
         async def holder() -> None:
@@ -184,8 +178,7 @@ async def test_a_holder_that_cannot_renew_its_lease_is_cancelled(db: str) -> Non
             async with anyio.create_task_group() as tg:
                 tg.start_soon(holder)
                 await _wait_until_running(db, "r1")
-                with sqlite3.connect(db) as conn:
-                    conn.execute("UPDATE runs SET lease_token = 'new-holder'")
+                raw_sql(db, "UPDATE runs SET lease_token = 'new-holder'")
     out = outcomes[0]
     assert isinstance(out, Err) and isinstance(out.error, ResumeError)
     assert "lost its lease" in out.error.message
