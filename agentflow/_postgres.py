@@ -107,39 +107,47 @@ class PgPool:
         self._password_secret = self.options.get("password_secret")
         self._what = what
         self._error = error
-        self._max_size = max_size
-        self._connect_timeout_s = connect_timeout_s
+        self.max_size = max_size
+        self.connect_timeout_s = connect_timeout_s
         # Opened on first use (in a worker thread), closed by close(); guarded by _open_lock.
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._closed = False
         self._limiter: anyio.CapacityLimiter | None = None
         self._open_lock = anyio.Lock()
 
-    def _kwargs(self) -> dict[str, object]:
-        kwargs: dict[str, object] = {"connect_timeout": max(1, round(self._connect_timeout_s))}
+    def connect_args(self) -> tuple[str, dict[str, object]]:
+        """The conninfo and keyword arguments a connection is opened with (the password revealed here)."""
+        kwargs: dict[str, object] = {"connect_timeout": max(1, round(self.connect_timeout_s))}
         if self._password_secret is not None:
             kwargs["password"] = secret(self._password_secret).reveal()
-        return kwargs
+        return self._conninfo, kwargs
 
-    def _open(self) -> psycopg_pool.ConnectionPool:
+    def check_reachable(self) -> None:
+        """Connect once, directly: its error says why the server cannot be reached (a pool would only time
+        out, retrying in the background)."""
         import psycopg
-        import psycopg_pool
 
-        kwargs = self._kwargs()
-        try:  # one direct attempt first: its error says why (the pool would only time out, retrying)
-            psycopg.connect(self._conninfo, **kwargs).close()  # type: ignore[arg-type]
+        conninfo, kwargs = self.connect_args()
+        try:
+            psycopg.connect(conninfo, **kwargs).close()  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise self.unreachable(exc) from exc
+
+    def _open(self) -> psycopg_pool.ConnectionPool:
+        import psycopg_pool
+
+        self.check_reachable()
+        _, kwargs = self.connect_args()
         pool = psycopg_pool.ConnectionPool(
             self._conninfo,
             min_size=1,
-            max_size=self._max_size,
+            max_size=self.max_size,
             kwargs=kwargs,
             open=False,
             name=f"agentflow-{self._what}",
         )
         try:
-            pool.open(wait=True, timeout=self._connect_timeout_s)
+            pool.open(wait=True, timeout=self.connect_timeout_s)
         except Exception as exc:
             pool.close()
             raise self.unreachable(exc) from exc
@@ -148,7 +156,7 @@ class PgPool:
     def unreachable(self, exc: BaseException) -> AgentflowError:
         """The error for a server that cannot be reached (nothing was written)."""
         return self._error(
-            f"cannot reach the PostgreSQL {self._what} at {self.url!r} within {self._connect_timeout_s:g} s "
+            f"cannot reach the PostgreSQL {self._what} at {self.url!r} within {self.connect_timeout_s:g} s "
             f"({type(exc).__name__}: {_first_line(exc)}); check that the server runs and accepts connections "
             "from this host, and the URL's user, database and password (PGPASSWORD, ~/.pgpass or "
             "?password_secret=NAME). Nothing was written"
@@ -159,7 +167,7 @@ class PgPool:
         if self._closed:
             raise self._error(f"the PostgreSQL {self._what} at {self.url!r} is closed; open a new one")
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._max_size)
+            self._limiter = anyio.CapacityLimiter(self.max_size)
         if self._pool is None:
             async with self._open_lock:
                 if self._pool is None:

@@ -78,3 +78,21 @@ def journal_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         return str(tmp_path_factory.mktemp("journal") / "journal.db")
     url = request.getfixturevalue("postgres_url")
     return f"{url}?schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def memory_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Where a test's memory store lives, once per backend: a new SQLite file, or a new schema in the
+    test PostgreSQL server. Stores built with ``_stores.store_core`` are closed afterwards."""
+    import uuid
+
+    from _stores import close_opened
+
+    if request.param == "sqlite":
+        location = str(tmp_path_factory.mktemp("memory") / "m.db")
+    else:
+        location = f"{request.getfixturevalue('postgres_url')}?schema=m_{uuid.uuid4().hex[:12]}"
+    try:
+        yield location
+    finally:
+        close_opened()
