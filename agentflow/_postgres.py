@@ -83,6 +83,7 @@ class PgPool:
         error: The error class failures are reported as (``JournalError``, ``MemoryStoreError``).
         max_size: Most connections (and worker threads) used at once.
         connect_timeout_s: How long to wait for the server before reporting it unreachable.
+        settings: Server settings for every connection (``search_path``, timeouts).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class PgPool:
         error: type[AgentflowError],
         max_size: int = 4,
         connect_timeout_s: float = 10.0,
+        settings: dict[str, str] | None = None,
     ) -> None:
         if not is_postgres_url(url):
             raise ConfigError(f"{what} URL {url!r} must start with postgresql:// (or postgres://)")
@@ -109,15 +111,23 @@ class PgPool:
         self._error = error
         self.max_size = max_size
         self.connect_timeout_s = connect_timeout_s
+        self._settings = dict(settings or {})
         # Opened on first use (in a worker thread), closed by close(); guarded by _open_lock.
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._closed = False
         self._limiter: anyio.CapacityLimiter | None = None
         self._open_lock = anyio.Lock()
 
+    @staticmethod
+    def url_options(url: str) -> dict[str, str]:
+        """agentflow's options in a URL's query (``schema``, ``password_secret``)."""
+        return _split(url)[1]
+
     def connect_args(self) -> tuple[str, dict[str, object]]:
         """The conninfo and keyword arguments a connection is opened with (the password revealed here)."""
         kwargs: dict[str, object] = {"connect_timeout": max(1, round(self.connect_timeout_s))}
+        if self._settings:
+            kwargs["options"] = " ".join(f"-c {k}={v}" for k, v in self._settings.items())
         if self._password_secret is not None:
             kwargs["password"] = secret(self._password_secret).reveal()
         return self._conninfo, kwargs

@@ -231,7 +231,7 @@ class PgStoreCore:
             conninfo,
             min_size=1,
             max_size=self._pg.max_size,
-            kwargs={**kwargs, "autocommit": True, "options": f"-c search_path={self.schema}"},
+            kwargs={**kwargs, "autocommit": True},
             open=False,
             name="agentflow-memory",
         )

@@ -7,6 +7,11 @@ several machines safe to point at the same runs: every write locks its run's row
 UPDATE``) and decides on the lease inside that transaction, with the *server's* clock for expiry, so
 clocks that disagree between machines cannot give two holders the same run. A dead holder's run is
 taken over when its lease expires (at once when the holder was a process of this host that is gone).
+A holder stopped in the middle of a transaction (SIGSTOP, a paused VM) cannot keep the run's row
+locked: the server ends a session idle in a transaction for a quarter of ``lease_s`` (at least 1 s;
+``idle_in_transaction_session_timeout``), releasing its locks and rolling its write back. Each of the
+stopped holder's connections can hold the row that long in turn, so a takeover waits at most about
+``lease_s * (1 + max_connections / 4)``.
 
 Schema. Tables live in a PostgreSQL schema (``agentflow`` by default): ``runs``, ``steps``, ``states``
 (states stored once per content, as in SQLite) and ``journal_version``. They are created on first use
@@ -175,6 +180,9 @@ class PostgresJournal(Journal):
             error=JournalError,
             max_size=max_connections,
             connect_timeout_s=connect_timeout_s,
+            # A holder stopped inside a transaction (SIGSTOP, a paused VM) would keep its run's row
+            # locked past its lease; the server ends such a session once it idles that long.
+            settings={"idle_in_transaction_session_timeout": str(max(1000, round(self.lease_s * 250)))},
         )
         self.schema = schema or self._pool.options.get("schema", "agentflow")
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema):
