@@ -203,19 +203,20 @@ class PgStoreCore:
     """Durability is the server's (``synchronous_commit``); reported by ``stats``."""
 
     def __init__(self, url: str, *, max_connections: int = 4, connect_timeout_s: float = 10.0) -> None:
+        schema = PgPool.url_options(url).get("schema", "agentflow_memory")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise ConfigError(f"schema {schema!r} must be a lower-case identifier such as 'agentflow_memory'")
+        self.schema = schema
         self._pg = PgPool(
             url,
             what="memory store",
             error=MemoryStoreError,
             max_size=max_connections,
             connect_timeout_s=connect_timeout_s,
+            # A writer stopped inside a transaction would hold its tree's lock; the server ends it.
+            settings={"search_path": schema, "idle_in_transaction_session_timeout": "30000"},
         )
         self.path = self._pg.url
-        self.schema = self._pg.options.get("schema", "agentflow_memory")
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema):
-            raise ConfigError(
-                f"schema {self.schema!r} must be a lower-case identifier such as 'agentflow_memory'"
-            )
         self._guard = threading.Lock()
         # Per-tree locks and indexes, as in StoreCore: created on first use, kept for the store's lifetime.
         self._tree_locks: dict[str, threading.RLock] = {}
