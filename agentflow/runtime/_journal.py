@@ -68,6 +68,8 @@ from ._serialize import decode_state, decode_value, encode_state, encode_value
 
 __all__ = [
     "DEFAULT_LEASE_S",
+    "RUN_KEYS",
+    "STEP_KEYS",
     "Claim",
     "Journal",
     "Lease",
@@ -77,10 +79,13 @@ __all__ = [
     "RunStatus",
     "StepRecord",
     "StepStatus",
+    "check_writer",
     "decode_row",
+    "decode_steps",
     "lease_refusal",
     "lost_lease",
     "new_lease_token",
+    "new_run_record",
     "redact_step",
     "scope_of",
 ]
@@ -683,3 +688,67 @@ def lost_lease(lease: Lease, row: LeaseRow | None) -> ResumeError:
         f"{lease.lease_s:g} s (stopped, suspended or overloaded) and another holder took the run over; "
         "nothing more is recorded by this attempt, the new holder continues the run"
     )
+
+
+RUN_KEYS = tuple(RunRecord.model_fields)
+"""The columns of a stored run, in ``RunRecord``'s order (what backends select)."""
+
+STEP_KEYS = tuple(StepRecord.model_fields)
+"""The columns of a stored step, in ``StepRecord``'s order (what backends select)."""
+
+
+def new_run_record(
+    lease: Lease,
+    *,
+    workflow: str | None,
+    inputs: str | None,
+    state_type: str | None,
+    state: str | None,
+    now: float,
+) -> RunRecord:
+    """The record of a run a claim just created, held by ``lease``."""
+    return RunRecord(
+        run_id=lease.run_id,
+        status="running",
+        workflow=workflow,
+        inputs=inputs,
+        state_type=state_type,
+        state=state,
+        owner_host=lease.host,
+        owner_pid=lease.pid,
+        lease_expires=lease.expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def check_writer(run_id: str, row: LeaseRow | None, lease: Lease | None, now: Callable[[], float]) -> None:
+    """Inside a write transaction, with ``row`` read there: refuse a write whose ``lease`` another holder
+    took over, or an operator's write (no lease) while a live holder runs the run.
+
+    Raises:
+        ResumeError: why the write may not happen.
+    """
+    if lease is not None:
+        if row is None or row.token != lease.token:
+            raise lost_lease(lease, row)
+    elif row is not None:
+        refusal = lease_refusal(run_id, row, now())
+        if refusal is not None:
+            raise refusal
+
+
+def decode_steps(rows: list[tuple[object, ...]], journal: str) -> list[StepRecord]:
+    """Stored step rows (``STEP_KEYS`` with the state's JSON in place of its hash, then the hash) as
+    records; a row whose state is missing or a column that does not fit is a ``JournalError``."""
+    out = []
+    n = len(STEP_KEYS)
+    for r in rows:
+        where = f"step row ({r[0]!r}, {r[1]!r})"
+        if r[n] is not None and r[STEP_KEYS.index("state")] is None:
+            raise JournalError(
+                f"journal {journal!r}: {where} refers to state {r[n]!r}, which is not in the states table "
+                "(the journal was damaged or edited by hand); restore it from a backup"
+            )
+        out.append(decode_row(StepRecord, dict(zip(STEP_KEYS, r[:n], strict=True)), where, journal))
+    return out

@@ -41,6 +41,7 @@ from agentflow.errors import ConfigError, JournalError
 
 from ._journal import (
     DEFAULT_LEASE_S,
+    RUN_KEYS,
     Claim,
     Journal,
     Lease,
@@ -48,10 +49,12 @@ from ._journal import (
     RunRecord,
     RunStatus,
     StepRecord,
+    check_writer,
     decode_row,
+    decode_steps,
     lease_refusal,
-    lost_lease,
     new_lease_token,
+    new_run_record,
 )
 
 if TYPE_CHECKING:
@@ -67,38 +70,6 @@ SCHEMA_VERSION = 1
 _LOCK_KEY = 0x4146_4A4C
 """The advisory lock that serializes migrations, and garbage collection against step writes."""
 
-_RUN_KEYS = (
-    "run_id",
-    "status",
-    "workflow",
-    "inputs",
-    "state_type",
-    "state",
-    "result",
-    "error",
-    "owner_host",
-    "owner_pid",
-    "lease_expires",
-    "created_at",
-    "updated_at",
-)
-_STEP_KEYS = (
-    "run_id",
-    "path",
-    "identity",
-    "scope",
-    "ordinal",
-    "idempotent",
-    "status",
-    "value",
-    "kind",
-    "state",
-    "prompt",
-    "answer_schema",
-    "attempts",
-    "created_at",
-    "updated_at",
-)
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -246,14 +217,7 @@ class PostgresJournal(Journal):
     def _check_writer(
         self, conn: psycopg.Connection[tuple[object, ...]], run_id: str, lease: Lease | None
     ) -> None:
-        row = self._lease_row(conn, run_id)
-        if lease is not None:
-            if row is None or row.token != lease.token:
-                raise lost_lease(lease, row)
-        elif row is not None:
-            refusal = lease_refusal(run_id, row, self._now(conn))
-            if refusal is not None:
-                raise refusal
+        check_writer(run_id, self._lease_row(conn, run_id), lease, lambda: self._now(conn))
 
     # -- Journal ----------------------------------------------------------------------------------
     async def claim_run(
@@ -295,18 +259,8 @@ class PostgresJournal(Journal):
                     ),
                 ).rowcount
                 if inserted == 1:
-                    record = RunRecord(
-                        run_id=run_id,
-                        status="running",
-                        workflow=workflow,
-                        inputs=inputs,
-                        state_type=state_type,
-                        state=state,
-                        owner_host=host,
-                        owner_pid=pid,
-                        lease_expires=lease.expires_at,
-                        created_at=wall,
-                        updated_at=wall,
+                    record = new_run_record(
+                        lease, workflow=workflow, inputs=inputs, state_type=state_type, state=state, now=wall
                     )
                     return Claim(record, [], True, lease)
                 lease_row = self._lease_row(conn, run_id)
@@ -428,7 +382,7 @@ class PostgresJournal(Journal):
         """Runs, most recently updated first."""
 
         def list_(conn: psycopg.Connection[tuple[object, ...]]) -> list[RunRecord]:
-            sql = f"SELECT {', '.join(_RUN_KEYS)} FROM {self.schema}.runs"
+            sql = f"SELECT {', '.join(RUN_KEYS)} FROM {self.schema}.runs"
             args: list[object] = []
             if status is not None:
                 sql += " WHERE status = %s"
@@ -491,12 +445,12 @@ class PostgresJournal(Journal):
     # -- rows -------------------------------------------------------------------------------------
     def _get(self, conn: psycopg.Connection[tuple[object, ...]], run_id: str) -> RunRecord | None:
         row = conn.execute(
-            self._sql(f"SELECT {', '.join(_RUN_KEYS)} FROM {{s}}.runs WHERE run_id = %s"), (run_id,)
+            self._sql(f"SELECT {', '.join(RUN_KEYS)} FROM {{s}}.runs WHERE run_id = %s"), (run_id,)
         ).fetchone()
         return None if row is None else self._run_record(row)
 
     def _run_record(self, row: tuple[object, ...]) -> RunRecord:
-        return decode_row(RunRecord, dict(zip(_RUN_KEYS, row, strict=True)), f"run {row[0]!r}", self.location)
+        return decode_row(RunRecord, dict(zip(RUN_KEYS, row, strict=True)), f"run {row[0]!r}", self.location)
 
     def _steps(self, conn: psycopg.Connection[tuple[object, ...]], run_id: str) -> list[StepRecord]:
         rows = conn.execute(
@@ -508,15 +462,4 @@ class PostgresJournal(Journal):
             ),
             (run_id,),
         ).fetchall()
-        out = []
-        for r in rows:
-            where = f"step row ({r[0]!r}, {r[1]!r})"
-            if r[15] is not None and r[9] is None:
-                raise JournalError(
-                    f"journal {self.location!r}: {where} refers to state {r[15]!r}, which is not in the "
-                    "states table (the journal was damaged or edited by hand); restore it from a backup"
-                )
-            out.append(
-                decode_row(StepRecord, dict(zip(_STEP_KEYS, r[:15], strict=True)), where, self.location)
-            )
-        return out
+        return decode_steps(rows, self.location)

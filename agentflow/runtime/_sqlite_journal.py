@@ -47,6 +47,7 @@ from agentflow.errors import ConfigError, JournalError
 
 from ._journal import (
     DEFAULT_LEASE_S,
+    RUN_KEYS,
     Claim,
     Journal,
     Lease,
@@ -54,10 +55,12 @@ from ._journal import (
     RunRecord,
     RunStatus,
     StepRecord,
+    check_writer,
     decode_row,
+    decode_steps,
     lease_refusal,
-    lost_lease,
     new_lease_token,
+    new_run_record,
 )
 
 __all__ = ["SqliteJournal"]
@@ -118,47 +121,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 """Statements that take a journal from version ``n - 1`` to ``n`` (they only add)."""
 
-_RUN_KEYS = (
-    "run_id",
-    "status",
-    "workflow",
-    "inputs",
-    "state_type",
-    "state",
-    "result",
-    "error",
-    "owner_host",
-    "owner_pid",
-    "lease_expires",
-    "created_at",
-    "updated_at",
-)
-_RUN_COLUMNS = ", ".join(_RUN_KEYS)
+_RUN_COLUMNS = ", ".join(RUN_KEYS)
 
-_STEP_KEYS = (
-    "run_id",
-    "path",
-    "identity",
-    "scope",
-    "ordinal",
-    "idempotent",
-    "status",
-    "value",
-    "kind",
-    "state",
-    "prompt",
-    "answer_schema",
-    "attempts",
-    "created_at",
-    "updated_at",
-)
 _STEP_COLUMNS = (
     "run_id, path, identity, scope, ordinal, idempotent, status, value, kind, state_hash, prompt, "
     "answer_schema, attempts, created_at, updated_at"
 )
 
 _TABLES: dict[str, frozenset[str]] = {
-    "runs": frozenset((*_RUN_KEYS, "lease_token")),
+    "runs": frozenset((*RUN_KEYS, "lease_token")),
     "steps": frozenset(_STEP_COLUMNS.split(", ")),
     "states": frozenset(("hash", "json")),
 }
@@ -373,14 +344,7 @@ class SqliteJournal(Journal):
     def _check_writer(self, conn: sqlite3.Connection, run_id: str, lease: Lease | None) -> None:
         """Inside a write transaction: refuse a write whose lease was taken over, or an operator's write
         while a live holder runs the run."""
-        row = self._lease_row(conn, run_id)
-        if lease is not None:
-            if row is None or row.token != lease.token:
-                raise lost_lease(lease, row)
-        elif row is not None:
-            refusal = lease_refusal(run_id, row, time.time())
-            if refusal is not None:
-                raise refusal
+        check_writer(run_id, self._lease_row(conn, run_id), lease, time.time)
 
     # -- Journal ----------------------------------------------------------------------------------
     async def claim_run(
@@ -421,18 +385,8 @@ class SqliteJournal(Journal):
                             now,
                         ),
                     )
-                    record = RunRecord(
-                        run_id=run_id,
-                        status="running",
-                        workflow=workflow,
-                        inputs=inputs,
-                        state_type=state_type,
-                        state=state,
-                        owner_host=host,
-                        owner_pid=pid,
-                        lease_expires=lease.expires_at,
-                        created_at=now,
-                        updated_at=now,
+                    record = new_run_record(
+                        lease, workflow=workflow, inputs=inputs, state_type=state_type, state=state, now=now
                     )
                     return Claim(record, [], True, lease)
                 refusal = lease_refusal(run_id, lease_row, now)
@@ -603,9 +557,7 @@ class SqliteJournal(Journal):
         return None if row is None else self._run_record(row)
 
     def _run_record(self, row: tuple[object, ...]) -> RunRecord:
-        return decode_row(
-            RunRecord, dict(zip(_RUN_KEYS, row, strict=True)), f"run {row[0]!r}", str(self.path)
-        )
+        return decode_row(RunRecord, dict(zip(RUN_KEYS, row, strict=True)), f"run {row[0]!r}", str(self.path))
 
     def _steps(self, conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
         rows = conn.execute(
@@ -615,15 +567,4 @@ class SqliteJournal(Journal):
             "ORDER BY s.created_at, s.rowid",
             (run_id,),
         ).fetchall()
-        out = []
-        for r in rows:
-            where = f"step row ({r[0]!r}, {r[1]!r})"
-            if r[15] is not None and r[9] is None:
-                raise JournalError(
-                    f"journal {str(self.path)!r}: {where} refers to state {r[15]!r}, which is not in the "
-                    "states table (the journal was damaged or edited by hand); restore it from a backup"
-                )
-            out.append(
-                decode_row(StepRecord, dict(zip(_STEP_KEYS, r[:15], strict=True)), where, str(self.path))
-            )
-        return out
+        return decode_steps(rows, self.location)
