@@ -257,8 +257,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             return _fail(str(exc))
         telemetry += [made] if made is not None else []
+    from agentflow.secrets import secret_scope
+
     try:
-        return _run_command(args, run_id, telemetry)
+        # One scope for the run and what is done with its outcome (the saved run is redacted with it).
+        with secret_scope():
+            return _run_command(args, run_id, telemetry)
     finally:
         for config in telemetry:
             config.shutdown()
@@ -274,7 +278,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
     journal = args.journal or (
         os.environ.get("AGENTFLOW_JOURNAL", ".agentflow/journal.db") if args.resume else None
     )
-    if journal is not None:
+    if journal is not None and "://" not in journal:  # a file path, not a postgresql:// URL
         Path(journal).parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.goal is not None:
@@ -692,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--journal",
-        help="journal every step in this SQLite file so the run can be resumed (default with --resume: "
+        help="journal every step in this SQLite file (or postgresql:// URL) so the run can be resumed "
+        "(default with --resume: "
         "$AGENTFLOW_JOURNAL or .agentflow/journal.db)",
     )
     run.add_argument(

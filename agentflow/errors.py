@@ -27,7 +27,8 @@ with ``raise X(...) from exc``.
         ├── ToolError              a tool failed or was called wrongly
         ├── SchedulerError         the request scheduler refused or failed
         ├── MemoryStoreError       the memory store failed
-        └── ResumeError            a resumed run diverged from its journal
+        ├── JournalError           the run journal is unreachable, damaged or not a journal
+        └── ResumeError            a run cannot run or resume as asked (diverged, held elsewhere)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "EngineRequestError",
     "EngineUnavailableError",
     "InferenceError",
+    "JournalError",
     "LoopLimitError",
     "MemoryStoreError",
     "MergeConflict",
@@ -155,8 +157,16 @@ class MemoryStoreError(RuntimeFailure):
     """The memory store failed (I/O, corruption, migration)."""
 
 
+class JournalError(RuntimeFailure):
+    """The run journal cannot be used: unreachable, not a journal, damaged, or a row that does not decode.
+
+    The message names the journal (file or URL) and, for a bad row, the run and column.
+    """
+
+
 class ResumeError(RuntimeFailure):
-    """A resumed run does not match its journal (the code or inputs changed)."""
+    """A run cannot run or resume as asked: it diverged from its journal (the code or inputs changed),
+    another holder is running it, or this attempt lost its lease."""
 
 
 class BudgetExceededError(RuntimeFailure):

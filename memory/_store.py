@@ -16,7 +16,9 @@ its in-memory index; connections come from a small pool (``sqlite3`` connections
 threads at the same time). Across processes SQLite's own locking serializes writers (``busy_timeout``).
 
 ``StoreCore`` is the synchronous core; ``MemoryStore`` is the async face that runs it in anyio worker
-threads under a ``CapacityLimiter``.
+threads under a ``CapacityLimiter``. Given a ``postgresql://`` URL instead of a path, ``MemoryStore``
+runs the same trees on ``PgStoreCore`` (``agentflow.memory._pg_store``), which offers the same interface:
+the trees see a ``Connection`` either way.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -42,22 +44,60 @@ from agentflow.memory._models import StoreStats, TreeStats
 from agentflow.memory._schema import migrate
 
 if TYPE_CHECKING:
+    from agentflow.memory._pg_store import PgStoreCore
     from agentflow.memory._summarize import Summarizer, SyncSummarizer
     from agentflow.memory._task import TaskMemoryTree
     from agentflow.memory._temporal import ScoringWeights, TemporalMemoryTree
 
-__all__ = ["MemoryStore", "StoreCore", "Synchronous"]
+__all__ = ["Connection", "Cursor", "MemoryStore", "StoreCore", "Synchronous"]
 
 Synchronous = Literal["NORMAL", "FULL"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class Cursor(Protocol):
+    """What a statement of the memory trees returns (``sqlite3.Cursor``, or the PostgreSQL store's)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def lastrowid(self) -> int | None: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the memory trees run their (SQLite-dialect) SQL on: ``sqlite3.Connection``, or the PostgreSQL
+    store's ``PgConnection``."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor: ...
+
+
 @contextmanager
 def translate_errors(what: str, path: str) -> Iterator[None]:
-    """Turn ``sqlite3`` exceptions into ``MemoryStoreError`` naming the operation and the file."""
+    """Turn ``sqlite3`` exceptions into ``MemoryStoreError`` naming the operation and the file; a text
+    that cannot be stored as UTF-8 (a lone surrogate, e.g. from ``surrogateescape`` decoding) is refused
+    with its position (the write's transaction is rolled back: nothing of it is stored)."""
     try:
         yield
+    except UnicodeEncodeError as exc:
+        text = exc.object if isinstance(exc.object, str) else ""
+        char = text[exc.start : exc.start + 1]
+        shown = text[max(0, exc.start - 20) : exc.start + 20].encode("utf-8", "backslashreplace").decode()
+        raise MemoryStoreError(
+            f"{what} failed on memory store {path!r}: a text contains the lone surrogate "
+            f"U+{ord(char) if char else 0:04X} at position {exc.start} (near {shown!r}), which is not valid "
+            "Unicode and cannot be stored; clean the text first, e.g. "
+            "text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from exc
     except sqlite3.Error as exc:
         hint = (
             "another process holds the write lock for longer than busy_timeout_s; raise it or retry"
@@ -188,7 +228,7 @@ class StoreCore:
             finally:
                 conn.execute("COMMIT")
 
-    def ensure_tree(self, conn: sqlite3.Connection, tree_id: str, kind: str) -> None:
+    def ensure_tree(self, conn: Connection, tree_id: str, kind: str) -> None:
         """Create the ``trees`` row inside the caller's transaction; refuse a tree of another kind."""
         row = conn.execute("SELECT kind FROM trees WHERE tree_id = ?", (tree_id,)).fetchone()
         if row is None:
@@ -255,8 +295,10 @@ class MemoryStore:
         ...         return [hit.leaf.text for hit in await tree.search("cat", k=1)]
 
     Args:
-        path: The SQLite file.
-        synchronous: ``"NORMAL"`` (default, survives process crashes) or ``"FULL"`` (survives power loss).
+        path: The SQLite file, or a ``postgresql://`` URL for the PostgreSQL store (``?schema=NAME``,
+            ``?password_secret=NAME``; see ``agentflow.memory._pg_store``).
+        synchronous: ``"NORMAL"`` (default, survives process crashes) or ``"FULL"`` (survives power loss);
+            SQLite only (PostgreSQL's durability is the server's ``synchronous_commit``).
         busy_timeout_s: How long a writer waits for another process's write lock.
         max_threads: Worker threads the store uses at once.
     """
@@ -277,17 +319,25 @@ class MemoryStore:
             raise ConfigError(f"synchronous={synchronous!r} is not supported; use 'NORMAL' or 'FULL'")
         self._max_threads = max_threads
         # Created lazily: the core on first use (in a worker thread), the limiter inside the event loop.
-        self._core: StoreCore | None = None
+        self._core: StoreCore | PgStoreCore | None = None
         self._core_guard = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
 
     @property
-    def sync(self) -> StoreCore:
-        """The synchronous core (opens the file on first access; blocking)."""
+    def sync(self) -> StoreCore | PgStoreCore:
+        """The synchronous core (opens the file or connects on first access; blocking)."""
         with self._core_guard:
             if self._core is None:
-                synchronous, busy = self._options
-                self._core = StoreCore(self.path, synchronous=synchronous, busy_timeout_s=busy)
+                from agentflow._postgres import is_postgres_url
+
+                if is_postgres_url(self.path):
+                    from agentflow.memory._pg_store import PgStoreCore
+
+                    self._core = PgStoreCore(self.path, max_connections=self._max_threads)
+                    self.path = self._core.path  # without a password written in the URL
+                else:
+                    synchronous, busy = self._options
+                    self._core = StoreCore(self.path, synchronous=synchronous, busy_timeout_s=busy)
             return self._core
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

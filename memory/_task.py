@@ -19,7 +19,6 @@ left and every less relevant piece is dropped. The text keeps document order (pa
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from agentflow.memory._models import TaskNode, TaskStatus, from_epoch
 from agentflow.memory._text import TokenCounter, approx_token_count
 
 if TYPE_CHECKING:
-    from agentflow.memory._store import MemoryStore, StoreCore
+    from agentflow.memory._pg_store import PgStoreCore
+    from agentflow.memory._store import Connection, MemoryStore, StoreCore
 
 __all__ = ["TaskMemoryTree", "TaskTreeCore"]
 
@@ -52,13 +52,13 @@ def _truncate_words(text: str, words: int) -> str:
 class TaskTreeCore:
     """The synchronous task tree over a ``StoreCore``."""
 
-    def __init__(self, store: StoreCore, tree_id: str) -> None:
+    def __init__(self, store: StoreCore | PgStoreCore, tree_id: str) -> None:
         if not tree_id:
             raise ConfigError("tree_id is empty; name the tree, e.g. 'run-7'")
         self.store = store
         self.tree_id = tree_id
 
-    def _node(self, conn: sqlite3.Connection, node_id: str) -> TaskNode:
+    def _node(self, conn: Connection, node_id: str) -> TaskNode:
         row = conn.execute(
             f"SELECT {_COLUMNS} FROM task_nodes WHERE tree_id = ? AND id = ?", (self.tree_id, node_id)
         ).fetchone()

@@ -19,7 +19,6 @@ neighbouring turns' scores to each leaf (see ``agentflow.memory._index``).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ from agentflow.memory._store import translate_errors
 from agentflow.memory._summarize import ExtractiveSummarizer, Summarizer, SyncSummarizer
 
 if TYPE_CHECKING:
-    from agentflow.memory._store import MemoryStore, StoreCore
+    from agentflow.memory._pg_store import PgStoreCore
+    from agentflow.memory._store import Connection, MemoryStore, StoreCore
 
 __all__ = ["NewLeaf", "ScoringWeights", "TemporalMemoryTree", "TemporalTreeCore"]
 
@@ -107,7 +107,7 @@ class TemporalTreeCore:
 
     def __init__(
         self,
-        store: StoreCore,
+        store: StoreCore | PgStoreCore,
         tree_id: str,
         *,
         summarize: Callable[[Sequence[str]], str] | None = DEFAULT_SUMMARIZER.summarize_sync,
@@ -132,7 +132,7 @@ class TemporalTreeCore:
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def _begin(self, conn: sqlite3.Connection) -> int:
+    def _begin(self, conn: Connection) -> int:
         if not self._tree_ready:
             self.store.ensure_tree(conn, self.tree_id, "temporal")
         # Invariant: BEGIN IMMEDIATE serializes writers, so MAX(seq) + 1 is unique and commits in order.
@@ -142,7 +142,7 @@ class TemporalTreeCore:
             ).fetchone()[0]
         )
 
-    def _inner(self, conn: sqlite3.Connection, key: str) -> tuple[int, float, int | None] | None:
+    def _inner(self, conn: Connection, key: str) -> tuple[int, float, int | None] | None:
         row = conn.execute(
             "SELECT id, ts, parent FROM tnodes WHERE tree_id = ? AND key = ?", (self.tree_id, key)
         ).fetchone()
@@ -150,7 +150,7 @@ class TemporalTreeCore:
 
     def _ensure_inner(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         level: int,
         key: str,
         ts: float,
@@ -169,7 +169,7 @@ class TemporalTreeCore:
 
     def _session_path(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         session: str,
         ts: float,
         title: str | None,
@@ -195,7 +195,7 @@ class TemporalTreeCore:
         staged[session] = (node[0], node[1], period[0], root[0])
         return staged[session]
 
-    def _insert_one(self, conn: sqlite3.Connection, item: NewLeaf, txn: _InsertTxn) -> InsertResult:
+    def _insert_one(self, conn: Connection, item: NewLeaf, txn: _InsertTxn) -> InsertResult:
         if not item.session:
             raise ConfigError("session is empty; every leaf belongs to a named session")
         at = None if item.at is None else to_epoch(item.at, "at")
@@ -393,7 +393,7 @@ class TemporalTreeCore:
 
     # ---- reads --------------------------------------------------------------------------------
 
-    def _catch_up(self, conn: sqlite3.Connection) -> None:
+    def _catch_up(self, conn: Connection) -> None:
         row = conn.execute("SELECT MAX(seq) FROM tnodes WHERE tree_id = ?", (self.tree_id,)).fetchone()
         if row[0] is None or row[0] <= self._index.seen_seq:
             return
@@ -405,9 +405,7 @@ class TemporalTreeCore:
         self._index.apply(rows)
         self._index.seen_seq = row[0]
 
-    def _leaf(
-        self, conn: sqlite3.Connection, row: tuple[int, str, int, float, int, str | None, str, str]
-    ) -> Leaf:
+    def _leaf(self, conn: Connection, row: tuple[int, str, int, float, int, str | None, str, str]) -> Leaf:
         _, key, parent, ts, position, speaker, text, meta = row
         session = conn.execute("SELECT key FROM tnodes WHERE id = ?", (parent,)).fetchone()[0]
         return Leaf(
@@ -420,7 +418,7 @@ class TemporalTreeCore:
             meta=json.loads(meta),
         )
 
-    def _path(self, conn: sqlite3.Connection, session_rowid: int) -> tuple[PathNode, ...]:
+    def _path(self, conn: Connection, session_rowid: int) -> tuple[PathNode, ...]:
         path: list[PathNode] = []
         node_id: int | None = session_rowid
         while node_id is not None:

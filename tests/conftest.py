@@ -35,3 +35,64 @@ def _guarded_connect(self: socket.socket, address: object) -> None:
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     yield
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1: ``$AGENTFLOW_TEST_POSTGRES_URL`` (``.ci/run`` starts one),
+    else one started here for the session. Skips (with the reason) only when none can be started, and
+    never under CI, where it fails instead."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from _postgres_server import URL_ENV, ServerUnavailable, start, stop
+
+    given = os.environ.get(URL_ENV)
+    if given:
+        yield given
+        return
+    base = Path(tempfile.mkdtemp(prefix="agentflow-pg-"))
+    try:
+        url = start(base)
+    except ServerUnavailable as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the PostgreSQL backends, but no server could be started: {exc}")
+        pytest.skip(f"no PostgreSQL server for the PostgreSQL backends: {exc}")
+    try:
+        yield url
+    finally:
+        stop(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where a test's journal lives, once per backend: a new SQLite file, or a new schema in the test
+    PostgreSQL server (``postgresql://...?schema=t_<random>``)."""
+    import uuid
+
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("journal") / "journal.db")
+    url = request.getfixturevalue("postgres_url")
+    return f"{url}?schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def memory_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Where a test's memory store lives, once per backend: a new SQLite file, or a new schema in the
+    test PostgreSQL server. Stores built with ``_stores.store_core`` are closed afterwards."""
+    import uuid
+
+    from _stores import close_opened
+
+    if request.param == "sqlite":
+        location = str(tmp_path_factory.mktemp("memory") / "m.db")
+    else:
+        location = f"{request.getfixturevalue('postgres_url')}?schema=m_{uuid.uuid4().hex[:12]}"
+    try:
+        yield location
+    finally:
+        close_opened()

@@ -5,6 +5,10 @@ A template is text with ``{{ expression }}`` holes. An expression is a root name
 ``steps.ideas[2]``. A string that is exactly one hole renders to the value itself (a list stays a list,
 a number a number); otherwise each value is written into the text (strings as they are, anything else as
 compact JSON).
+
+Rendering redacts: a value that a secret revealed during the run (a tool that returned
+``secret("K").reveal()``) is written as ``[secret]`` in every form it takes, so a template never
+carries it into a prompt, a tool's arguments or an output (see ``agentflow.secrets``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pydantic import JsonValue
 
 from agentflow.errors import PlanError
+from agentflow.secrets import redact, redact_data
 
 __all__ = [
     "Ref",
@@ -78,7 +83,8 @@ class Template:
         if self.is_single_ref:
             ref = self.pieces[0]
             assert isinstance(ref, Ref)
-            return resolve(ref, lookup)
+            value = resolve(ref, lookup)
+            return redact_data(value) if isinstance(value, str | list | tuple | Mapping) else value
         out: list[str] = []
         for piece in self.pieces:
             out.append(piece if isinstance(piece, str) else to_text(resolve(piece, lookup)))
@@ -185,10 +191,11 @@ def render_value(value: JsonValue, lookup: Mapping[str, object]) -> object:
 
 
 def to_text(value: object) -> str:
-    """How a value is written into template text: strings as they are, the rest as compact JSON."""
+    """How a value is written into template text: strings as they are, the rest as compact JSON
+    (revealed secret values redacted)."""
     if isinstance(value, str):
-        return value
+        return redact(value)
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+        return redact(json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str))
     except (TypeError, ValueError):
-        return str(value)
+        return redact(str(value))

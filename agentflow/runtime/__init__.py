@@ -19,6 +19,7 @@ from ._llm import (
     llm_call,
     schema_instructions,
 )
+from ._postgres_journal import PostgresJournal
 from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
@@ -29,6 +30,7 @@ __all__ = [
     "Journal",
     "JsonCheck",
     "Judge",
+    "PostgresJournal",
     "Prompt",
     "RunContext",
     "RunDetail",

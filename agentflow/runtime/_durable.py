@@ -1,39 +1,60 @@
-"""Journaled runs: claiming a run in a journal, running it against a ``RunJournal``, recording how it
-ended, settling a non-idempotent step by hand, and importing a run's workflow again for a resume.
+"""Journaled runs: claiming a run in a journal, running it against a ``RunJournal`` while keeping its
+lease, recording how it ended, settling a non-idempotent step by hand, and importing a run's workflow
+again for a resume.
+
+What a resume may import. The journal records how to import the workflow again: ``module:qualname``,
+``/abs/file.py:qualname`` for a script, or ``plan:/abs/plan.yaml`` for a plan file. A journal file is
+data, and whoever can write it must not be able to make ``agentflow resume`` run code of their choosing:
+a recorded Python workflow is imported only when it matches a pattern the *user* allowed
+(``resume(..., allow_workflows=[...])``, ``agentflow resume --allow-workflow PATTERN``, or
+``$AGENTFLOW_RESUME_ALLOW``, patterns separated by commas), or when the user names the workflow
+(``workflow=...`` / ``--workflow``). A plan recorded by path is always allowed: loading a plan runs no
+code, and its tools pass the plan loader's own allowlist.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import importlib
 import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
 
+from agentflow._postgres import is_postgres_url
 from agentflow.dsl import Err, Flow, Ok, RunJournaled, State
-from agentflow.errors import ConfigError, ResumeError, SerializationError
+from agentflow.errors import ConfigError, JournalError, ResumeError, SerializationError
+from agentflow.secrets import redact
 
 from ._context import RunContext
 from ._interrupt import Interrupted
-from ._journal import Journal, RunJournal, RunRecord, RunStatus
+from ._journal import Journal, Lease, RunJournal, RunRecord, RunStatus
 from ._serialize import encode_state, to_json
 from ._sqlite_journal import SqliteJournal
 
 __all__ = [
+    "RESUME_ALLOW_ENV",
+    "allowed_workflows",
     "import_ref",
     "object_ref",
     "open_journal",
     "resolve_step",
     "run_journaled",
 ]
+
+RESUME_ALLOW_ENV = "AGENTFLOW_RESUME_ALLOW"
+"""Environment variable with the workflow patterns a resume may import (comma-separated)."""
+
+PLAN_PREFIX = "plan:"
+"""How the journal records a workflow that is a plan file (``plan:/abs/path.yaml``)."""
 
 A = TypeVar("A")
 
@@ -43,19 +64,32 @@ _RESUMED_PREFIX = "_agentflow_resumed_"
 
 
 def open_journal(journal: Journal | str | os.PathLike[str]) -> tuple[Journal, bool]:
-    """The journal to use and whether the caller owns it (opened from a path, to be closed)."""
+    """The journal to use and whether the caller owns it (opened from a path or URL, to be closed):
+    a ``postgresql://`` URL opens a ``PostgresJournal``, anything else a ``SqliteJournal`` file."""
     if isinstance(journal, Journal):
         return journal, False
+    if is_postgres_url(journal):
+        from ._postgres_journal import PostgresJournal
+
+        assert isinstance(journal, str)
+        return PostgresJournal(journal), True
     if isinstance(journal, str | os.PathLike):
         return SqliteJournal(journal), True
     raise ConfigError(
-        f"journal must be a Journal or the path of a journal file, got {type(journal).__name__}"
+        f"journal must be a Journal, the path of a journal file or a postgresql:// URL, got "
+        f"{type(journal).__name__}"
     )
 
 
 def object_ref(obj: object) -> str | None:
-    """How to import ``obj`` again (``module:qualname``, or ``/abs/file.py:qualname`` for a script run
-    as ``__main__``); ``None`` when it cannot be imported by name (a local function, a lambda)."""
+    """How to import ``obj`` again (``module:qualname``, ``/abs/file.py:qualname`` for a script run
+    as ``__main__``, ``plan:/abs/file.yaml`` for a plan file's workflow); ``None`` when it cannot be
+    imported by name (a local function, a lambda, a plan given as text)."""
+    from agentflow.plans import LoadedPlan
+
+    owner = getattr(obj, "__self__", None)
+    if isinstance(owner, LoadedPlan):
+        return f"{PLAN_PREFIX}{Path(owner.file).resolve()}" if owner.file else None
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
@@ -68,12 +102,39 @@ def object_ref(obj: object) -> str | None:
     return f"{module}:{qualname}"
 
 
-def import_ref(ref: str) -> object:
-    """Import what ``object_ref`` named.
+def allowed_workflows(given: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The workflow patterns a resume may import: ``given`` plus ``$AGENTFLOW_RESUME_ALLOW``."""
+    from_env = [p.strip() for p in os.environ.get(RESUME_ALLOW_ENV, "").split(",") if p.strip()]
+    return (*(given or ()), *from_env)
+
+
+def _check_allowed(ref: str, allow: tuple[str, ...], run_id: str, what: str = "workflow") -> None:
+    """Refuse to import a journal-recorded workflow the user did not allow (see the module docstring)."""
+    if ref.startswith(PLAN_PREFIX) or any(fnmatch.fnmatchcase(ref, p) for p in allow):
+        return
+    module = ref.rpartition(":")[0]
+    suggestion = f"{module}:*" if not module.endswith(".py") else f"{Path(module).parent}/*.py:*"
+    raise ConfigError(
+        f"run {run_id!r} records {what} {ref!r}, which is not in the allowed workflows "
+        f"({', '.join(allow) or 'none given'}); a resume imports only what you allow, since a journal file "
+        f"could name any code. If you trust it, allow it: --allow-workflow '{suggestion}' (or "
+        f"${RESUME_ALLOW_ENV}, or resume(..., allow_workflows=[...]) in Python), or name the workflow "
+        "yourself with --workflow module:attr (workflow=...)"
+    )
+
+
+def import_ref(ref: str, *, allow_tools: Iterable[str] = ()) -> object:
+    """Import what ``object_ref`` named (a plan file is loaded with the plan loader, its extra tools
+    limited to ``allow_tools``).
 
     Raises:
         ConfigError: the module, file or attribute is gone.
+        PlanError: a recorded plan file no longer loads.
     """
+    if ref.startswith(PLAN_PREFIX):
+        from agentflow.plans import load_plan
+
+        return load_plan(ref.removeprefix(PLAN_PREFIX), allow_tools=allow_tools).workflow
     where, _, qualname = ref.rpartition(":")
     try:
         if where.endswith(".py"):
@@ -130,39 +191,80 @@ async def _run_in(
 ) -> Ok[A] | Err:
     run_id = context.run_id
     ref = object_ref(workflow) if not isinstance(workflow, Flow) else None
-    inputs_json = to_json(dict(inputs or {}), "inputs")
-    state_json = encode_state(state, "initial_state")
+    # Secret values never reach the journal: inputs and state are compared and stored redacted.
+    inputs_json = redact(to_json(dict(inputs or {}), "inputs"))
+    state_json = redact(encode_state(state, "initial_state"))
     existing = await store.get_run(run_id)
     if existing is not None:
         _check_same_start(existing, ref, inputs_json, state_json)
-    _record, steps, created = await store.claim_run(
+    claim = await store.claim_run(
         run_id,
         workflow=ref,
         inputs=inputs_json,
         state_type=object_ref(type(state)) if state is not None else None,
         state=state_json,
     )
-    run_journal = RunJournal(store, run_id, steps)
+    run_journal = RunJournal(store, run_id, claim.steps, claim.lease)
     ctx = dataclasses.replace(context, journal=run_journal)
     started = time.time()
     status: RunStatus = "failed"
     result: str | None = None
     error: str | None = "the run was cancelled or crashed before it finished"
+    keeper = _LeaseKeeper(store, claim.lease)
+    res: Ok[A] | Err = Err(ResumeError("the run did not start"), state)
     try:
-        res = await flow_value.run(ctx, state)
-        if isinstance(res, Ok):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keeper.keep)
+            with keeper.scope:
+                res = await flow_value.run(ctx, state)
+            tg.cancel_scope.cancel()
+        if keeper.lost is not None:
+            res = Err(keeper.lost, res.state, res.trace)
+        elif isinstance(res, Ok):
             try:
                 run_journal.check_scope_complete("")
             except ResumeError as exc:
                 res = Err(exc, res.state, res.trace)
         status, result, error = _ending(res, run_journal)
     finally:
-        with anyio.CancelScope(shield=True):
-            await store.finish_run(run_id, status, result=result, error=error)
-    head = RunJournaled(path="", time=started, run_id=run_id, resumed=not created, status=status)
+        if keeper.lost is None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await store.finish_run(run_id, status, lease=keeper.lease, result=result, error=error)
+                except ResumeError as exc:  # taken over between the last renewal and now
+                    res = Err(exc, res.state, res.trace)
+    head = RunJournaled(path="", time=started, run_id=run_id, resumed=not claim.created, status=status)
     if isinstance(res, Err):
         return Err(res.error, res.state, (head, *res.trace))
     return Ok(res.value, res.state, (head, *res.trace))
+
+
+class _LeaseKeeper:
+    """Renews a run's lease every third of its length while the run is live; if the journal says the
+    lease was taken over, cancels the run (``scope``) and keeps the error in ``lost``."""
+
+    def __init__(self, store: Journal, lease: Lease) -> None:
+        self.store = store
+        self.lease = lease  # the newest renewal; replaced by keep()
+        self.scope = anyio.CancelScope()  # the run's flow runs in it; cancelled when the lease is lost
+        self.lost: ResumeError | None = None  # set once, when the lease was lost
+
+    async def keep(self) -> None:
+        while True:
+            await anyio.sleep(self.lease.lease_s / 3)
+            try:
+                renewed = await self.store.renew_lease(self.lease)
+            except JournalError:
+                continue  # a transient failure: the next tick tries again; writes stay fenced meanwhile
+            if renewed is None:
+                self.lost = ResumeError(
+                    f"this attempt of run {self.lease.run_id!r} lost its lease: it could not renew it within "
+                    f"{self.lease.lease_s:g} s (stopped, suspended or overloaded) and another holder took "
+                    "the run over; this attempt was cancelled, the new holder continues the run"
+                )
+                self.scope.cancel()
+                return
+            self.lease = renewed
 
 
 def _check_same_start(existing: RunRecord, ref: str | None, inputs_json: str, state_json: str) -> None:
@@ -185,14 +287,15 @@ def _check_same_start(existing: RunRecord, ref: str | None, inputs_json: str, st
 
 
 def _ending(res: Ok[Any] | Err, run_journal: RunJournal) -> tuple[RunStatus, str | None, str | None]:
+    """The run's final status, result and error text for the journal (secret values redacted)."""
     if isinstance(res, Ok):
         try:
-            return "completed", to_json(res.value, "result"), None
+            return "completed", redact(to_json(res.value, "result")), None
         except SerializationError:
             return "completed", None, None
     if isinstance(res.error, Interrupted) or run_journal.waiting():
-        return "suspended", None, str(res.error)
-    return "failed", None, str(res.error)
+        return "suspended", None, redact(str(res.error))
+    return "failed", None, redact(str(res.error))
 
 
 async def resolve_step(
@@ -235,7 +338,7 @@ async def resolve_step(
                 row.model_copy(
                     update={
                         "status": "committed",
-                        "value": to_json(value, "value"),
+                        "value": redact(to_json(value, "value")),
                         "kind": "typed",
                         "state": row.state if row.state is not None else "null",
                         "updated_at": now,
@@ -248,25 +351,62 @@ async def resolve_step(
 
 
 def load_start(
-    record: RunRecord, workflow: Callable[..., Flow[Any]] | Flow[Any] | None
+    record: RunRecord,
+    workflow: Callable[..., Flow[Any]] | Flow[Any] | None,
+    *,
+    allow_workflows: Iterable[str] | None = None,
+    allow_tools: Iterable[str] = (),
 ) -> tuple[Callable[..., Flow[Any]] | Flow[Any], dict[str, object], State]:
-    """The workflow, inputs and initial state to resume ``record`` with."""
+    """The workflow, inputs and initial state to resume ``record`` with.
+
+    Raises:
+        ConfigError: the recorded workflow (or state type) is not allowed, or cannot be imported.
+    """
     chosen: object = workflow
+    allow = allowed_workflows(allow_workflows)
     if chosen is None:
         if record.workflow is None:
             raise ConfigError(
                 f"run {record.run_id!r} did not record an importable workflow; pass workflow=... "
                 "(CLI: --workflow module:attr)"
             )
-        chosen = import_ref(record.workflow)
+        _check_allowed(record.workflow, allow, record.run_id)
+        chosen = import_ref(record.workflow, allow_tools=allow_tools)
     if not callable(chosen) and not isinstance(chosen, Flow):
         raise ConfigError(f"workflow {record.workflow!r} is a {type(chosen).__name__}, not a workflow")
-    inputs = json.loads(record.inputs) if record.inputs else {}
+    inputs = _stored_json(record, "inputs", record.inputs) if record.inputs else {}
+    if not isinstance(inputs, dict):
+        raise JournalError(
+            f"run {record.run_id!r} has inputs={record.inputs!r}, not a JSON object (the row was damaged or "
+            "edited by hand); restore the journal from a backup or start a new run"
+        )
     state: State = None
     if record.state_type is not None and record.state not in (None, "null"):
+        if workflow is None or not record.state_type.startswith(f"{_module_of(workflow)}:"):
+            _check_allowed(record.state_type, allow, record.run_id, "state type")
         model = import_ref(record.state_type)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise ConfigError(f"state type {record.state_type!r} is not a pydantic model")
-        assert record.state is not None
-        state = model.model_validate_json(record.state)
+        try:
+            state = model.model_validate_json(record.state or "null")
+        except ValueError as exc:
+            raise JournalError(
+                f"run {record.run_id!r} has state={record.state!r}, which does not fit "
+                f"{record.state_type} ({exc}); restore the journal from a backup or start a new run"
+            ) from exc
     return chosen, inputs, state
+
+
+def _stored_json(record: RunRecord, column: str, text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JournalError(
+            f"run {record.run_id!r} has {column}={text[:80]!r}, which is not JSON ({exc}); the row was damaged "
+            "or edited by hand: restore the journal from a backup or start a new run"
+        ) from exc
+
+
+def _module_of(workflow: object) -> str | None:
+    ref = object_ref(workflow)
+    return ref.rpartition(":")[0] if ref is not None and not ref.startswith(PLAN_PREFIX) else None

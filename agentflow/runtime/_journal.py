@@ -28,31 +28,70 @@ there, or that finishes a scope without reaching a step the journal recorded in 
 resume, so a step that failed without recording anything may be fixed, or even renamed, before
 resuming. What resume relies on: the code between named steps decides what to do from the inputs
 and the steps' results only (anything read from the outside world goes through a step).
+
+Leases. A run is executed by one holder at a time, within a process and across processes and
+machines. ``claim_run`` takes the run's *lease* in the same transaction that reads the run: a random
+token, the holder (host and process id) and an expiry ``lease_s`` seconds ahead. ``agentflow.run``
+renews it every ``lease_s / 3`` seconds while the run is live and releases it in ``finish_run``. A
+second claim of a held run is refused with a ``ResumeError`` (``agentflow.run`` with the same run id
+and journal, in this process or another). A lease is *free* when it was released, when it expired
+(its holder stopped renewing: killed, stopped, partitioned), or when its holder is a process on this
+host that no longer exists (so a SIGKILLed run is resumed at once, not after the expiry). Every write
+of an attempt is *fenced* by its token: once another holder took the run over, the old holder's writes
+(a step's begin or commit, the run's end) fail with ``ResumeError`` instead of landing, and its renewal
+fails too, which cancels what it still runs. Operator writes (``resolve_step``, an interrupt's answer)
+carry no lease and are refused while a live holder holds the run.
+
+Redaction. Every text column written through a ``RunJournal`` or ``agentflow.run`` (step values and
+states, begun rows' states, interrupt prompts, the run's inputs, result and error) passes through
+``agentflow.secrets.redact`` first: a value revealed by a secret never reaches the journal.
 """
 
 from __future__ import annotations
 
 import abc
+import os
+import secrets as _tokens
+import socket
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentflow.dsl import AgentflowError, Ok, State
-from agentflow.errors import ConfigError, ResumeError
+from agentflow.errors import ConfigError, JournalError, ResumeError
 from agentflow.secrets import redact
 
 from ._serialize import decode_state, decode_value, encode_state, encode_value
 
 __all__ = [
+    "DEFAULT_LEASE_S",
+    "RUN_KEYS",
+    "STEP_KEYS",
+    "Claim",
     "Journal",
+    "Lease",
+    "LeaseRow",
     "RunJournal",
     "RunRecord",
     "RunStatus",
     "StepRecord",
     "StepStatus",
+    "check_writer",
+    "decode_row",
+    "decode_steps",
+    "lease_refusal",
+    "lost_lease",
+    "new_lease_token",
+    "new_run_record",
+    "redact_step",
     "scope_of",
 ]
+
+DEFAULT_LEASE_S = 30.0
+"""How long a run's lease lasts without renewal (renewed every third of it while the run is live)."""
 
 RunStatus = Literal["running", "suspended", "completed", "failed"]
 StepStatus = Literal["begun", "committed", "waiting", "answered", "rerun"]
@@ -72,8 +111,10 @@ class RunRecord(BaseModel):
         state: The initial state as JSON text.
         result: The final value as JSON text (completed runs).
         error: The final error message (failed and suspended runs).
-        owner_host: Host of the process that last ran it.
-        owner_pid: Process id of the process that last ran it.
+        owner_host: Host of the process that last ran it (the lease holder while it runs).
+        owner_pid: Process id of the process that last ran it (cleared when it ends).
+        lease_expires: When the current lease expires (the journal's clock); ``None`` when no lease
+            is held.
         created_at: Unix time the run started.
         updated_at: Unix time of the last change.
     """
@@ -90,6 +131,7 @@ class RunRecord(BaseModel):
     error: str | None = None
     owner_host: str | None = None
     owner_pid: int | None = None
+    lease_expires: float | None = None
     created_at: float
     updated_at: float
 
@@ -140,9 +182,113 @@ def scope_of(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+@dataclass(frozen=True)
+class Lease:
+    """The right to execute one run, held by one attempt (see "Leases" in the module docstring).
+
+    Attributes:
+        run_id: The run.
+        token: A random token naming this holding; every write of the attempt is fenced by it.
+        host: The holder's host name.
+        pid: The holder's process id.
+        expires_at: When it expires unless renewed (the journal's clock).
+        lease_s: Its length in seconds (renewed every third of it).
+    """
+
+    run_id: str
+    token: str
+    host: str
+    pid: int
+    expires_at: float
+    lease_s: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``Journal.claim_run`` returns.
+
+    Attributes:
+        run: The run as stored before this claim (or as created).
+        steps: Its steps as stored, in the order they first began.
+        created: Whether this claim created the run.
+        lease: The lease this attempt now holds.
+    """
+
+    run: RunRecord
+    steps: list[StepRecord]
+    created: bool
+    lease: Lease
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A run's lease columns as stored, read inside the transaction that decides on them."""
+
+    status: str
+    token: str | None
+    host: str | None
+    pid: int | None
+    expires_at: float | None
+
+
+def new_lease_token() -> str:
+    """A fresh, unguessable lease token."""
+    return _tokens.token_hex(16)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def lease_refusal(
+    run_id: str,
+    row: LeaseRow,
+    now: float,
+    *,
+    pid_alive: Callable[[int], bool] = _pid_alive,
+) -> ResumeError | None:
+    """Why ``row``'s lease keeps another attempt from running ``run_id`` now, or ``None`` if it is free.
+
+    Invariant: a lease is held while its token is set, it has not expired, and its holder is not a
+    process of this host that has ended (a process elsewhere can only be judged by the expiry).
+    """
+    if row.token is None or row.status != "running" or row.expires_at is None or row.expires_at <= now:
+        return None
+    host, pid = socket.gethostname(), os.getpid()
+    if row.host == host and row.pid is not None and row.pid != pid and not pid_alive(row.pid):
+        return None
+    left = row.expires_at - now
+    if row.host == host and row.pid == pid:
+        return ResumeError(
+            f"run {run_id!r} is already being run in this process (another agentflow.run call holds its "
+            "lease); wait for that call to finish, or use another run_id"
+        )
+    where = (
+        f"process {row.pid} on this host" if row.host == host else f"process {row.pid} on host {row.host!r}"
+    )
+    return ResumeError(
+        f"run {run_id!r} is being run by {where} (it holds the run's lease for {left:.0f} s more and "
+        "renews it while it runs); wait for it to finish, or stop that process: its lease then frees "
+        "at once on this host, or expires elsewhere"
+    )
+
+
 class Journal(abc.ABC):
     """Durable storage of runs and steps. Implementations must make every write one transaction that is
-    durable when the method returns (a crash after it returns never loses it)."""
+    durable when the method returns (a crash after it returns never loses it), and decide on a run's
+    lease inside the transaction that writes under it (see "Leases" in the module docstring).
+
+    Attributes:
+        lease_s: How long a lease lasts without renewal.
+    """
+
+    lease_s: float = DEFAULT_LEASE_S
 
     @abc.abstractmethod
     async def claim_run(
@@ -153,25 +299,47 @@ class Journal(abc.ABC):
         inputs: str | None,
         state_type: str | None = None,
         state: str | None = None,
-    ) -> tuple[RunRecord, list[StepRecord], bool]:
-        """Create the run, or take over an existing one for this process (status ``running``).
-
-        Returns:
-            The run as stored before this call (or as created), its steps, and whether it was created.
+    ) -> Claim:
+        """Create the run, or take over an existing one whose lease is free (status ``running``), and
+        take its lease, in one transaction.
 
         Raises:
-            ResumeError: another live process is running it.
+            ResumeError: another live holder has the lease (``lease_refusal`` says why).
         """
 
     @abc.abstractmethod
-    async def put_step(self, record: StepRecord) -> None:
-        """Insert or replace one step row."""
+    async def renew_lease(self, lease: Lease) -> Lease | None:
+        """Extend ``lease`` by ``lease.lease_s`` from now; ``None`` when it is no longer held (taken over)."""
+
+    @abc.abstractmethod
+    async def put_step(self, record: StepRecord, *, lease: Lease | None = None) -> None:
+        """Insert or replace one step row.
+
+        Args:
+            record: The row.
+            lease: The writing attempt's lease. ``None`` for an operator's write (resolving a step,
+                answering an interrupt), refused while a live holder holds the run.
+
+        Raises:
+            ResumeError: ``lease`` is no longer held (another holder took the run over), or, without a
+                lease, a live holder runs the run.
+        """
 
     @abc.abstractmethod
     async def finish_run(
-        self, run_id: str, status: RunStatus, *, result: str | None = None, error: str | None = None
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        lease: Lease,
+        result: str | None = None,
+        error: str | None = None,
     ) -> None:
-        """Set a run's final (or suspended) status and release it."""
+        """Set a run's final (or suspended) status and release its lease.
+
+        Raises:
+            ResumeError: ``lease`` is no longer held (nothing is written).
+        """
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -190,7 +358,8 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
         """Delete runs (with their steps) last updated before ``updated_before`` whose status is one of
-        ``statuses``; reclaim storage nothing references any more. Returns the deleted run ids."""
+        ``statuses`` and whose lease is free; reclaim storage nothing references any more. Returns the
+        deleted run ids."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:
@@ -217,11 +386,16 @@ class RunJournal:
         journal: The store.
         run_id: The run.
         steps: The run's rows as stored when this attempt started.
+        lease: The attempt's lease (its writes are fenced by it); ``None`` only in tests of the
+            replay logic on an unleased run.
     """
 
-    def __init__(self, journal: Journal, run_id: str, steps: list[StepRecord]) -> None:
+    def __init__(
+        self, journal: Journal, run_id: str, steps: list[StepRecord], lease: Lease | None = None
+    ) -> None:
         self.journal = journal
         self.run_id = run_id
+        self.lease = lease
         # Rows of earlier attempts, fixed for this attempt: what divergence is checked against.
         self._earlier: dict[str, StepRecord] = {s.path: s for s in steps}
         self._slots: dict[tuple[str, int], str] = {(s.scope, s.ordinal): s.path for s in steps}
@@ -254,7 +428,15 @@ class RunJournal:
         if row is None or row.status not in ("committed", "answered"):
             self._input_state[path] = state
             return None
-        assert row.value is not None and row.state is not None
+        if row.value is None or row.state is None:
+            missing = "value" if row.value is None else "state"
+            raise JournalError(
+                f"journal {self.journal.location or self.journal!r}: step row ({self.run_id!r}, {path!r}) is "
+                f"{row.status} but has no {missing} (the journal was damaged or edited by hand); restore "
+                f"the journal from a backup, or settle the step with `agentflow runs resolve {self.run_id} "
+                f"{path} --value JSON`",
+                where=path,
+            )
         try:
             value = decode_value(row.value, row.kind or "typed", result_type)
         except ValidationError as exc:
@@ -334,8 +516,6 @@ class RunJournal:
         """
         text, kind = encode_value(value, result_type)
         state_text = encode_state(state)
-        # Secret values never reach the journal file, even if a step returned one.
-        text, state_text = redact(text), redact(state_text)
         self.check_scope_complete(path)
         row = self._rows[path]
         await self._put(
@@ -451,7 +631,9 @@ class RunJournal:
         return f" --journal {location}" if location else ""
 
     async def _put(self, record: StepRecord) -> None:
-        await self.journal.put_step(record)
+        # Secret values never reach the journal, even if a step returned one or put it in the state.
+        record = redact_step(record)
+        await self.journal.put_step(record, lease=self.lease)
         self._rows[record.path] = record
 
     def waiting(self) -> list[StepRecord]:
@@ -459,7 +641,114 @@ class RunJournal:
         return [r for r in self._rows.values() if r.status == "waiting"]
 
 
+def redact_step(record: StepRecord) -> StepRecord:
+    """``record`` with tainted secret values redacted from its text columns."""
+    update = {
+        name: redact(text)
+        for name in ("value", "state", "prompt", "answer_schema")
+        if isinstance(text := getattr(record, name), str)
+    }
+    changed = {k: v for k, v in update.items() if v != getattr(record, k)}
+    return record.model_copy(update=changed) if changed else record
+
+
 def _first_error(exc: ValidationError) -> str:
     e = exc.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
     return f"{loc}: {e['msg']}" if loc else str(e["msg"])
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode_row(model: type[M], data: dict[str, object], where: str, journal: str) -> M:
+    """A stored row as ``model``; a row that does not fit names the journal, the row and the column."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        column = ".".join(str(p) for p in first["loc"]) or "?"
+        raise JournalError(
+            f"journal {journal!r}: {where} has {column}={data.get(column)!r}, which is not valid "
+            f"({first['msg']}); the row was damaged or edited by hand: restore the journal from a backup, "
+            "or fix or delete the row"
+        ) from exc
+
+
+def lost_lease(lease: Lease, row: LeaseRow | None) -> ResumeError:
+    """The error of a write whose lease another holder took over."""
+    if row is None:
+        now_held = "the run was deleted"
+    elif row.token is None:
+        now_held = f"the run is now {row.status}"
+    else:
+        now_held = f"process {row.pid} on host {row.host!r} holds it now"
+    return ResumeError(
+        f"this attempt of run {lease.run_id!r} lost its lease ({now_held}): it did not renew the lease within "
+        f"{lease.lease_s:g} s (stopped, suspended or overloaded) and another holder took the run over; "
+        "nothing more is recorded by this attempt, the new holder continues the run"
+    )
+
+
+RUN_KEYS = tuple(RunRecord.model_fields)
+"""The columns of a stored run, in ``RunRecord``'s order (what backends select)."""
+
+STEP_KEYS = tuple(StepRecord.model_fields)
+"""The columns of a stored step, in ``StepRecord``'s order (what backends select)."""
+
+
+def new_run_record(
+    lease: Lease,
+    *,
+    workflow: str | None,
+    inputs: str | None,
+    state_type: str | None,
+    state: str | None,
+    now: float,
+) -> RunRecord:
+    """The record of a run a claim just created, held by ``lease``."""
+    return RunRecord(
+        run_id=lease.run_id,
+        status="running",
+        workflow=workflow,
+        inputs=inputs,
+        state_type=state_type,
+        state=state,
+        owner_host=lease.host,
+        owner_pid=lease.pid,
+        lease_expires=lease.expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def check_writer(run_id: str, row: LeaseRow | None, lease: Lease | None, now: Callable[[], float]) -> None:
+    """Inside a write transaction, with ``row`` read there: refuse a write whose ``lease`` another holder
+    took over, or an operator's write (no lease) while a live holder runs the run.
+
+    Raises:
+        ResumeError: why the write may not happen.
+    """
+    if lease is not None:
+        if row is None or row.token != lease.token:
+            raise lost_lease(lease, row)
+    elif row is not None:
+        refusal = lease_refusal(run_id, row, now())
+        if refusal is not None:
+            raise refusal
+
+
+def decode_steps(rows: list[tuple[object, ...]], journal: str) -> list[StepRecord]:
+    """Stored step rows (``STEP_KEYS`` with the state's JSON in place of its hash, then the hash) as
+    records; a row whose state is missing or a column that does not fit is a ``JournalError``."""
+    out = []
+    n = len(STEP_KEYS)
+    for r in rows:
+        where = f"step row ({r[0]!r}, {r[1]!r})"
+        if r[n] is not None and r[STEP_KEYS.index("state")] is None:
+            raise JournalError(
+                f"journal {journal!r}: {where} refers to state {r[n]!r}, which is not in the states table "
+                "(the journal was damaged or edited by hand); restore it from a backup"
+            )
+        out.append(decode_row(StepRecord, dict(zip(STEP_KEYS, r[:n], strict=True)), where, journal))
+    return out

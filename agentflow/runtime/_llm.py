@@ -41,7 +41,7 @@ from agentflow.engines import (
 )
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
 from agentflow.executors import current_step_budget
-from agentflow.secrets import any_revealed, redact
+from agentflow.secrets import redact, redact_request
 
 from ._context import RunContext
 
@@ -70,16 +70,6 @@ def _captured(text: str) -> str:
     if len(text) <= MAX_CAPTURED_CHARS:
         return text
     return f"{text[:MAX_CAPTURED_CHARS]} [truncated {len(text) - MAX_CAPTURED_CHARS} chars]"
-
-
-def _redacted_request(request: GenerationRequest) -> GenerationRequest:
-    """``request`` with every revealed secret value blanked out of its prompt and messages."""
-    if not any_revealed():
-        return request
-    if request.prompt is not None:
-        return replace(request, prompt=redact(request.prompt))
-    assert request.messages is not None
-    return replace(request, messages=tuple(Message(m.role, redact(m.content)) for m in request.messages))
 
 
 def _run_context(scope: StepScope | None) -> RunContext | None:
@@ -139,7 +129,7 @@ async def call_llm(
         request = replace(
             request, hints=RequestHints(workflow_id=scope.ctx.run_id or None, agent=scope.path or None)
         )
-    request = _redacted_request(request)
+    request = redact_request(request)
     call_id = f"{ctx.run_id if ctx is not None else ''}#{next(_call_ids)}"
     streamed = on_text is not None or (scope is not None and scope.sink is not None)
     started = time.time()

@@ -21,7 +21,7 @@ from agentflow.dsl import Err, Event, Flow, LLMCall, Ok, SchedulerSummary, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError
 from agentflow.executors import StepBudget, step_budget
-from agentflow.secrets import any_revealed, redact, redact_data
+from agentflow.secrets import any_revealed, redact, redact_data, redact_exception, secret_scope
 from agentflow.telemetry import trace_outcome
 
 from ._context import RunContext, TokenBudget
@@ -106,6 +106,43 @@ async def run(
             "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/max_steps/capture_content/"
             "telemetry/on_event to agentflow.run, not both (set them on the RunContext)"
         )
+    # Values revealed during the run are tainted in the run's own scope (see agentflow.secrets).
+    with secret_scope():
+        return await _run(
+            workflow,
+            inputs,
+            engine,
+            state,
+            deps,
+            run_id,
+            context,
+            journal,
+            memory,
+            max_llm_tokens,
+            capture_content=capture_content,
+            telemetry=telemetry,
+            on_event=on_event,
+            max_steps=max_steps,
+        )
+
+
+async def _run(
+    workflow: Workflow[A],
+    inputs: Mapping[str, object] | None,
+    engine: Engine | str | None,
+    state: State,
+    deps: object,
+    run_id: str | None,
+    context: RunContext | None,
+    journal: Journal | str | os.PathLike[str] | None,
+    memory: MemoryStore | None,
+    max_llm_tokens: int | None,
+    *,
+    capture_content: bool,
+    telemetry: TracingConfig | None,
+    on_event: Callable[[Event], None] | None,
+    max_steps: int | None,
+) -> Ok[A] | Err:
     flow_value = _as_flow(workflow, inputs)
     owned: Scheduler | None = None
     if context is None:
@@ -184,15 +221,13 @@ def _redacting(listener: Callable[[Event], None]) -> Callable[[Event], None]:
 
 
 def _redacted(outcome: Ok[A] | Err) -> Ok[A] | Err:
-    """The outcome with every revealed secret value blanked out of its trace and error message."""
+    """The outcome with every revealed secret value blanked out of its trace and out of its error's
+    whole chain (causes, contexts, notes, arguments: ``traceback.format_exception`` shows no secret)."""
     if not any_revealed():
         return outcome
     trace = tuple(redact_event(e) for e in outcome.trace)
     if isinstance(outcome, Err):
-        error = outcome.error
-        error.message = redact(error.message)
-        error.args = tuple(redact(a) if isinstance(a, str) else a for a in error.args)
-        return Err(error, outcome.state, trace)
+        return Err(redact_exception(outcome.error), outcome.state, trace)
     return Ok(outcome.value, outcome.state, trace)
 
 
@@ -243,6 +278,8 @@ async def resume(
     workflow: Workflow[A] | None = None,
     engine: Engine | str | None = None,
     deps: object = None,
+    allow_workflows: Sequence[str] | None = None,
+    allow_tools: Sequence[str] = (),
 ) -> Ok[A] | Err:
     """Continue a journaled run: a suspended one with an ``answer`` to its ``interrupt``, or one that
     crashed or failed.
@@ -260,9 +297,15 @@ async def resume(
         workflow: The workflow to run (default: the one the run recorded).
         engine: As for ``run``.
         deps: As for ``run``.
+        allow_workflows: ``fnmatch`` patterns of recorded workflows (``module:qualname``,
+            ``/abs/file.py:qualname``) this resume may import, in addition to ``$AGENTFLOW_RESUME_ALLOW``;
+            a recorded workflow outside them is refused (a journal file could name any code). Plans
+            recorded by path are always allowed.
+        allow_tools: Extra tool patterns a recorded plan may use (as ``load_plan``'s ``allow_tools``).
 
     Raises:
-        ConfigError: no such run, nothing waits for an answer, or the workflow cannot be imported.
+        ConfigError: no such run, nothing waits for an answer, or the recorded workflow is not allowed
+            or cannot be imported.
     """
     store, owned = open_journal(journal)
     try:
@@ -273,7 +316,9 @@ async def resume(
             )
         if answer is not _NO_ANSWER:
             await _store_answer(store, record.run_id, answer, path)
-        chosen, inputs, state = load_start(record, workflow)
+        chosen, inputs, state = load_start(
+            record, workflow, allow_workflows=allow_workflows, allow_tools=allow_tools
+        )
         return await run(chosen, inputs, engine=engine, state=state, deps=deps, run_id=run_id, journal=store)
     finally:
         if owned:
@@ -296,7 +341,7 @@ async def _store_answer(store: Journal, run_id: str, answer: object, path: str |
         waiting[0].model_copy(
             update={
                 "status": "answered",
-                "value": to_json(answer, "answer"),
+                "value": redact(to_json(answer, "answer")),
                 "kind": "typed",
                 "updated_at": time.time(),
             }

@@ -7,6 +7,7 @@
     agentflow runs gc --older-than DURATION [--include-unfinished] [--dry-run]
     agentflow runs resolve RUN_ID PATH (--value JSON | --rerun)
     agentflow resume RUN_ID [--answer JSON] [--path PATH] [--workflow MODULE:ATTR] [--engine SPEC]
+                            [--allow-workflow PATTERN ...] [--allow-tool PATTERN ...]
 
 Every command takes ``--journal PATH`` (default: ``$AGENTFLOW_JOURNAL`` or ``.agentflow/journal.db``).
 Each parser gets ``func``: a function of the parsed ``argparse.Namespace`` returning the exit code
@@ -198,6 +199,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--path", help="which interrupt to answer when several wait")
     p.add_argument("--workflow", help="module:attr of the workflow (default: the one the run recorded)")
     p.add_argument("--engine", help="engine spec, e.g. llamacpp:default or test:")
+    p.add_argument(
+        "--allow-workflow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="let the resume import a recorded Python workflow matching this fnmatch pattern "
+        "(module:qualname or /abs/file.py:qualname, e.g. 'myapp.flows:*'; repeatable; also "
+        "$AGENTFLOW_RESUME_ALLOW, comma-separated). Plans recorded by path need none",
+    )
+    p.add_argument(
+        "--allow-tool",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="extra module:attr tool pattern a recorded plan may import (as for `agentflow run`)",
+    )
     p.set_defaults(func=_cmd_resume)
 
 
@@ -205,7 +222,7 @@ def _journal_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--journal",
         default=os.environ.get("AGENTFLOW_JOURNAL", DEFAULT_JOURNAL),
-        help=f"journal file (default: $AGENTFLOW_JOURNAL or {DEFAULT_JOURNAL})",
+        help=f"journal file or postgresql:// URL (default: $AGENTFLOW_JOURNAL or {DEFAULT_JOURNAL})",
     )
 
 
@@ -297,7 +314,16 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             from ._durable import import_ref
 
             kwargs["workflow"] = import_ref(args.workflow)
-        out = anyio.run(lambda: resume(args.run_id, journal=args.journal, engine=args.engine, **kwargs))
+        out = anyio.run(
+            lambda: resume(
+                args.run_id,
+                journal=args.journal,
+                engine=args.engine,
+                allow_workflows=args.allow_workflow,
+                allow_tools=args.allow_tool,
+                **kwargs,
+            )
+        )
     except AgentflowError as exc:
         return _fail(exc)
     if isinstance(out, Err):

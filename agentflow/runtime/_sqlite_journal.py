@@ -8,12 +8,23 @@ Durability:
   also survives power loss (the exactly-once guarantee rests on it). ``"NORMAL"`` survives process
   crashes only and is faster on slow disks.
 
+What a file must be. A journal is created whole: the schema is written to a temporary file next to
+the path, which is then hard-linked into place, so no process ever sees a half-made journal (and six
+threads or processes opening a new journal at once all end up with the same one). An existing file is
+used only if it is an agentflow journal: marked by ``PRAGMA application_id`` (or, from before the mark,
+holding the ``runs``, ``steps`` and ``states`` tables) with every table and column present. A file of
+zero bytes, a file that is not SQLite, another program's database or a journal with a dropped table is
+refused with a ``JournalError`` naming the file and what is wrong: silently starting a new journal there
+would run finished side effects again. The schema version is ``PRAGMA user_version``; older journals are
+migrated forward in one transaction on open.
+
 Storage stays bounded: states are stored once per distinct content (a step that leaves the state
 unchanged adds a 64-character reference, not another copy), and ``delete_runs`` (``agentflow runs gc``)
 drops old runs and the states nothing references any more.
 
 All SQLite calls run in anyio worker threads under a one-slot ``CapacityLimiter``: one connection,
-never used by two threads at once. Across processes, SQLite's locks serialize writers.
+never used by two threads at once. Across processes, SQLite's locks serialize writers; leases (see
+``agentflow.runtime._journal``) are decided inside the ``BEGIN IMMEDIATE`` transaction of each write.
 """
 
 from __future__ import annotations
@@ -23,23 +34,46 @@ import os
 import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from agentflow.errors import ConfigError, ResumeError, RuntimeFailure
+from agentflow.errors import ConfigError, JournalError
 
-from ._journal import Journal, RunRecord, RunStatus, StepRecord
+from ._journal import (
+    DEFAULT_LEASE_S,
+    RUN_KEYS,
+    Claim,
+    Journal,
+    Lease,
+    LeaseRow,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    check_writer,
+    decode_row,
+    decode_steps,
+    lease_refusal,
+    new_lease_token,
+    new_run_record,
+)
 
 __all__ = ["SqliteJournal"]
 
 T = TypeVar("T")
 
-_SCHEMA = """
+APPLICATION_ID = 0x4146_4A4C
+"""``PRAGMA application_id`` of an agentflow journal ("AFJL")."""
+
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of a current journal. 1: runs, steps, states. 2: run leases."""
+
+_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -79,46 +113,42 @@ CREATE TABLE IF NOT EXISTS states (
 );
 """
 
-_RUN_KEYS = (
-    "run_id",
-    "status",
-    "workflow",
-    "inputs",
-    "state_type",
-    "state",
-    "result",
-    "error",
-    "owner_host",
-    "owner_pid",
-    "created_at",
-    "updated_at",
-)
-_RUN_COLUMNS = ", ".join(_RUN_KEYS)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE runs ADD COLUMN lease_token TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_expires REAL",
+    ),
+}
+"""Statements that take a journal from version ``n - 1`` to ``n`` (they only add)."""
+
+_RUN_COLUMNS = ", ".join(RUN_KEYS)
 
 _STEP_COLUMNS = (
     "run_id, path, identity, scope, ordinal, idempotent, status, value, kind, state_hash, prompt, "
     "answer_schema, attempts, created_at, updated_at"
 )
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_TABLES: dict[str, frozenset[str]] = {
+    "runs": frozenset((*RUN_KEYS, "lease_token")),
+    "steps": frozenset(_STEP_COLUMNS.split(", ")),
+    "states": frozenset(("hash", "json")),
+}
+"""Every table of a current journal and its columns (checked on open)."""
 
 
 class SqliteJournal(Journal):
-    """A ``Journal`` in one SQLite file (created if missing).
+    """A ``Journal`` in one SQLite file (created if missing; an existing file must be a journal).
 
     Args:
         path: The database file. ``":memory:"`` is refused: a journal that dies with the process
             cannot resume anything.
         synchronous: ``"FULL"`` (survives power loss) or ``"NORMAL"`` (survives process crashes).
         busy_timeout_s: How long a writer waits for another process's write lock.
+        lease_s: How long a run's lease lasts without renewal (see ``Journal``).
+
+    Raises:
+        JournalError: the file is empty, not SQLite, not a journal, or damaged (the message says which
+            and how to fix it).
 
     >>> import anyio, tempfile, os
     >>> async def demo() -> int:
@@ -134,29 +164,133 @@ class SqliteJournal(Journal):
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_s: float = 30.0,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         if str(path) == ":memory:":
             raise ConfigError("SqliteJournal needs a file path, not ':memory:'; pass e.g. 'runs.db'")
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if not lease_s > 0:
+            raise ConfigError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
         self.path = Path(path)
+        self.lease_s = float(lease_s)
+        self._busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The one connection; used only under _limiter (one thread at a time); closed by aclose.
+        self._conn: sqlite3.Connection | None = self._open(synchronous)
+        self._limiter = anyio.CapacityLimiter(1)
+
+    # -- opening ----------------------------------------------------------------------------------
+    def _open(self, synchronous: str) -> sqlite3.Connection:
+        if not self.path.exists():
+            self._create()
+        name = str(self.path)
+        try:
+            size = self.path.stat().st_size
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {name!r}: {exc.strerror}") from exc
+        if size == 0:
+            raise JournalError(
+                f"journal {name!r} is an empty file (0 bytes), not a journal: a journal that held runs "
+                "was truncated, or the file was made by something else. Restore it from a backup, or "
+                "delete it to start a new journal (finished side effects are then not known any more)"
+            )
         try:
             conn = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
             )
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {name!r}: {exc}; pass a readable journal file") from exc
+        try:
+            self._check_and_migrate(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"cannot open journal {str(self.path)!r}: {exc}; pass a writable file path on a local disk"
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(
+                f"{name!r} is not an agentflow journal ({exc}); pass the path of a journal file, or a new "
+                "path to start one"
             ) from exc
-        # The one connection; used only under _limiter (one thread at a time); closed by aclose.
-        self._conn: sqlite3.Connection | None = conn
-        self._limiter = anyio.CapacityLimiter(1)
-        # Runs this object is running now (a second concurrent claim in this process is refused).
-        self._active: set[str] = set()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create(self) -> None:
+        """Write a new, complete journal to a temporary file and link it into place (atomic)."""
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.new")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.executescript(_V1 + ";".join(s for v in sorted(_MIGRATIONS) for s in _MIGRATIONS[v]))
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another thread or process created it first: use theirs
+            except OSError:  # no hard links on this file system: rename unless it appeared meanwhile
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(
+                f"cannot create journal {str(self.path)!r}: {exc}; pass a writable path on a local disk"
+            ) from exc
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                with suppress(FileNotFoundError):
+                    leftover.unlink()
+
+    def _check_and_migrate(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file that is not a journal or is damaged; migrate an older journal forward."""
+        name = str(self.path)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        legacy = app_id == 0 and {"runs", "steps"} <= tables
+        if app_id != APPLICATION_ID and not legacy:
+            found = ", ".join(sorted(tables)) or "no tables"
+            raise JournalError(
+                f"{name!r} is a SQLite database but not an agentflow journal (application id {app_id}, "
+                f"{found}); pass the path of a journal file, or a new path to start one"
+            )
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {name!r} has schema version {version}, newer than this agentflow's "
+                f"{SCHEMA_VERSION}; upgrade agentflow to use it"
+            )
+        missing_tables = sorted(set(_TABLES) - tables)
+        if missing_tables:
+            raise JournalError(
+                f"journal {name!r} is damaged: table {missing_tables[0]!r} is missing (tables present: "
+                f"{', '.join(sorted(tables))}); restore the journal from a backup. Nothing was changed"
+            )
+        if version < SCHEMA_VERSION or app_id != APPLICATION_ID:
+            self._migrate(conn)
+        for table, wanted in _TABLES.items():
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if not wanted <= have:
+                raise JournalError(
+                    f"journal {name!r} is damaged: table {table!r} lacks column(s) "
+                    f"{', '.join(sorted(wanted - have))}; restore the journal from a backup"
+                )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = max(1, conn.execute("PRAGMA user_version").fetchone()[0])
+            for target in sorted(v for v in _MIGRATIONS if v > version):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # -- plumbing ---------------------------------------------------------------------------------
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -166,12 +300,13 @@ class SqliteJournal(Journal):
         try:
             return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
         except sqlite3.Error as exc:
-            hint = (
-                "another process holds the write lock; raise busy_timeout_s or retry"
-                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-                else "check that the file is an agentflow journal on a writable local disk"
-            )
-            raise RuntimeFailure(f"journal {str(self.path)!r} failed: {exc}; {hint}") from exc
+            if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                hint = "the journal is damaged (a table was dropped): restore it from a backup"
+            elif isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                hint = "another process holds the write lock; raise busy_timeout_s or retry"
+            else:
+                hint = "check that the file is an agentflow journal on a writable local disk"
+            raise JournalError(f"journal {str(self.path)!r} failed: {exc}; {hint}") from exc
 
     @contextmanager
     def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -183,6 +318,34 @@ class SqliteJournal(Journal):
             raise
         conn.execute("COMMIT")
 
+    def _lease_row(self, conn: sqlite3.Connection, run_id: str) -> LeaseRow | None:
+        row = conn.execute(
+            "SELECT status, lease_token, owner_host, owner_pid, lease_expires FROM runs WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        status, token, host, pid, expires = row
+        if not (pid is None or isinstance(pid, int)) or not (
+            expires is None or isinstance(expires, int | float)
+        ):
+            bad = (
+                ("owner_pid", pid)
+                if not (pid is None or isinstance(pid, int))
+                else ("lease_expires", expires)
+            )
+            raise JournalError(
+                f"journal {str(self.path)!r}: run {run_id!r} has {bad[0]}={bad[1]!r}, not a number (the "
+                "row was damaged or edited by hand); restore the journal from a backup, or set the column "
+                "to NULL"
+            )
+        return LeaseRow(str(status), token, host, pid, float(expires) if expires is not None else None)
+
+    def _check_writer(self, conn: sqlite3.Connection, run_id: str, lease: Lease | None) -> None:
+        """Inside a write transaction: refuse a write whose lease was taken over, or an operator's write
+        while a live holder runs the run."""
+        check_writer(run_id, self._lease_row(conn, run_id), lease, time.time)
+
     # -- Journal ----------------------------------------------------------------------------------
     async def claim_run(
         self,
@@ -192,63 +355,78 @@ class SqliteJournal(Journal):
         inputs: str | None,
         state_type: str | None = None,
         state: str | None = None,
-    ) -> tuple[RunRecord, list[StepRecord], bool]:
-        """Create the run, or take over an existing one (see ``Journal.claim_run``)."""
-        if run_id in self._active:
-            raise ResumeError(f"run {run_id!r} is already running in this process; wait for it to finish")
+    ) -> Claim:
+        """Create the run, or take over an existing one whose lease is free (see ``Journal.claim_run``)."""
         host, pid = socket.gethostname(), os.getpid()
+        token = new_lease_token()
+        lease_s = self.lease_s
 
-        def claim(conn: sqlite3.Connection) -> tuple[RunRecord, list[StepRecord], bool]:
+        def claim(conn: sqlite3.Connection) -> Claim:
             with self._write(conn):
-                row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
                 now = time.time()
-                if row is None:
+                lease = Lease(run_id, token, host, pid, now + lease_s, lease_s)
+                lease_row = self._lease_row(conn, run_id)
+                if lease_row is None:
                     conn.execute(
                         "INSERT INTO runs (run_id, status, workflow, inputs, state_type, state, owner_host, "
-                        "owner_pid, created_at, updated_at) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, workflow, inputs, state_type, state, host, pid, now, now),
+                        "owner_pid, lease_token, lease_expires, created_at, updated_at) "
+                        "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            run_id,
+                            workflow,
+                            inputs,
+                            state_type,
+                            state,
+                            host,
+                            pid,
+                            token,
+                            lease.expires_at,
+                            now,
+                            now,
+                        ),
                     )
-                    record = RunRecord(
-                        run_id=run_id,
-                        status="running",
-                        workflow=workflow,
-                        inputs=inputs,
-                        state_type=state_type,
-                        state=state,
-                        owner_host=host,
-                        owner_pid=pid,
-                        created_at=now,
-                        updated_at=now,
+                    record = new_run_record(
+                        lease, workflow=workflow, inputs=inputs, state_type=state_type, state=state, now=now
                     )
-                    return record, [], True
-                record = _run_record(row)
-                if (
-                    record.status == "running"
-                    and record.owner_host == host
-                    and record.owner_pid not in (None, pid)
-                    and _pid_alive(record.owner_pid or 0)
-                ):
-                    raise ResumeError(
-                        f"run {run_id!r} is being run by process {record.owner_pid} on this host; wait for it "
-                        "to finish (or stop that process) before resuming"
-                    )
+                    return Claim(record, [], True, lease)
+                refusal = lease_refusal(run_id, lease_row, now)
+                if refusal is not None:
+                    raise refusal
+                stored = self._get(conn, run_id)
+                assert stored is not None  # the lease row above was read in this transaction
                 conn.execute(
-                    "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, updated_at = ? "
-                    "WHERE run_id = ?",
-                    (host, pid, now, run_id),
+                    "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, lease_token = ?, "
+                    "lease_expires = ?, updated_at = ? WHERE run_id = ?",
+                    (host, pid, token, lease.expires_at, now, run_id),
                 )
-                return record, _steps(conn, run_id), False
+                return Claim(stored, self._steps(conn, run_id), False, lease)
 
-        claimed = await self._call(claim)
-        self._active.add(run_id)
-        return claimed
+        return await self._call(claim)
 
-    async def put_step(self, record: StepRecord) -> None:
-        """Insert or replace one step row (one transaction; its state stored once per content)."""
+    async def renew_lease(self, lease: Lease) -> Lease | None:
+        """Extend the lease by ``lease.lease_s``; ``None`` when another holder took the run over."""
+
+        def renew(conn: sqlite3.Connection) -> Lease | None:
+            with self._write(conn):
+                expires = time.time() + lease.lease_s
+                cur = conn.execute(
+                    "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_token = ?",
+                    (expires, lease.run_id, lease.token),
+                )
+                if cur.rowcount == 0:
+                    return None
+            return Lease(lease.run_id, lease.token, lease.host, lease.pid, expires, lease.lease_s)
+
+        return await self._call(renew)
+
+    async def put_step(self, record: StepRecord, *, lease: Lease | None = None) -> None:
+        """Insert or replace one step row (one transaction, fenced by ``lease``; its state stored once per
+        content)."""
 
         def put(conn: sqlite3.Connection) -> None:
             digest = None
             with self._write(conn):
+                self._check_writer(conn, record.run_id, lease)
                 if record.state is not None:
                     digest = hashlib.sha256(record.state.encode()).hexdigest()
                     conn.execute(
@@ -279,31 +457,30 @@ class SqliteJournal(Journal):
         await self._call(put)
 
     async def finish_run(
-        self, run_id: str, status: RunStatus, *, result: str | None = None, error: str | None = None
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        lease: Lease,
+        result: str | None = None,
+        error: str | None = None,
     ) -> None:
-        """Set the run's status (``completed``, ``failed``, ``suspended``) and release it."""
+        """Set the run's status (``completed``, ``failed``, ``suspended``) and release its lease."""
 
         def finish(conn: sqlite3.Connection) -> None:
             with self._write(conn):
+                self._check_writer(conn, run_id, lease)
                 conn.execute(
-                    "UPDATE runs SET status = ?, result = ?, error = ?, owner_pid = NULL, updated_at = ? "
-                    "WHERE run_id = ?",
+                    "UPDATE runs SET status = ?, result = ?, error = ?, owner_pid = NULL, lease_token = NULL, "
+                    "lease_expires = NULL, updated_at = ? WHERE run_id = ?",
                     (status, result, error, time.time(), run_id),
                 )
 
-        try:
-            await self._call(finish)
-        finally:
-            self._active.discard(run_id)
+        await self._call(finish)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """One run, or ``None``."""
-
-        def get(conn: sqlite3.Connection) -> RunRecord | None:
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            return None if row is None else _run_record(row)
-
-        return await self._call(get)
+        return await self._call(lambda conn: self._get(conn, run_id))
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int | None = None
@@ -320,38 +497,34 @@ class SqliteJournal(Journal):
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(limit)
-            return [_run_record(r) for r in conn.execute(sql, args).fetchall()]
+            return [self._run_record(r) for r in conn.execute(sql, args).fetchall()]
 
         return await self._call(list_)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         """A run's steps in the order they first began."""
-        return await self._call(lambda conn: _steps(conn, run_id))
+        return await self._call(lambda conn: self._steps(conn, run_id))
 
     async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
-        """Delete old runs with the given statuses, their steps, and unreferenced states. A run that a
-        live process on this host is running is never deleted."""
+        """Delete old runs with the given statuses, their steps, and unreferenced states. A run whose
+        lease a live holder holds is never deleted."""
 
         def delete(conn: sqlite3.Connection) -> list[str]:
             marks = ", ".join("?" for _ in statuses)
             with self._write(conn):
-                host = socket.gethostname()
-                ids = [
-                    run_id
-                    for run_id, status, owner_host, owner_pid in conn.execute(
-                        "SELECT run_id, status, owner_host, owner_pid FROM runs "
-                        f"WHERE updated_at < ? AND status IN ({marks})",
+                now = time.time()
+                candidates = [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT run_id FROM runs WHERE updated_at < ? AND status IN ({marks})",
                         (updated_before, *statuses),
                     ).fetchall()
-                    if run_id not in self._active
-                    and not (
-                        status == "running"
-                        and owner_host == host
-                        and owner_pid is not None
-                        and owner_pid != os.getpid()
-                        and _pid_alive(owner_pid)
-                    )
                 ]
+                ids = []
+                for run_id in candidates:
+                    row = self._lease_row(conn, run_id)
+                    if row is not None and lease_refusal(run_id, row, now) is None:
+                        ids.append(run_id)
                 conn.executemany("DELETE FROM steps WHERE run_id = ?", [(i,) for i in ids])
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
                 conn.execute(
@@ -378,34 +551,20 @@ class SqliteJournal(Journal):
     def __repr__(self) -> str:
         return f"SqliteJournal({str(self.path)!r})"
 
+    # -- rows -------------------------------------------------------------------------------------
+    def _get(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else self._run_record(row)
 
-def _run_record(row: tuple[object, ...]) -> RunRecord:
-    return RunRecord.model_validate(dict(zip(_RUN_KEYS, row, strict=True)))
+    def _run_record(self, row: tuple[object, ...]) -> RunRecord:
+        return decode_row(RunRecord, dict(zip(RUN_KEYS, row, strict=True)), f"run {row[0]!r}", str(self.path))
 
-
-def _steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
-    rows = conn.execute(
-        "SELECT s.run_id, s.path, s.identity, s.scope, s.ordinal, s.idempotent, s.status, s.value, s.kind, "
-        "st.json, s.prompt, s.answer_schema, s.attempts, s.created_at, s.updated_at "
-        "FROM steps s LEFT JOIN states st ON st.hash = s.state_hash WHERE s.run_id = ? "
-        "ORDER BY s.created_at, s.rowid",
-        (run_id,),
-    ).fetchall()
-    keys = (
-        "run_id",
-        "path",
-        "identity",
-        "scope",
-        "ordinal",
-        "idempotent",
-        "status",
-        "value",
-        "kind",
-        "state",
-        "prompt",
-        "answer_schema",
-        "attempts",
-        "created_at",
-        "updated_at",
-    )
-    return [StepRecord.model_validate(dict(zip(keys, r, strict=True))) for r in rows]
+    def _steps(self, conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+        rows = conn.execute(
+            "SELECT s.run_id, s.path, s.identity, s.scope, s.ordinal, s.idempotent, s.status, s.value, "
+            "s.kind, st.json, s.prompt, s.answer_schema, s.attempts, s.created_at, s.updated_at, "
+            "s.state_hash FROM steps s LEFT JOIN states st ON st.hash = s.state_hash WHERE s.run_id = ? "
+            "ORDER BY s.created_at, s.rowid",
+            (run_id,),
+        ).fetchall()
+        return decode_steps(rows, self.location)

@@ -1,4 +1,4 @@
-"""Crash safety and multi-process writers on real SQLite files.
+"""Crash safety and multi-process writers on real SQLite files and a real PostgreSQL server.
 
 A writer process prints a leaf id only after its insert transaction committed; we SIGKILL it at a
 random moment and check that every printed id survived and the file is intact. Several writers
@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from _stores import store_core
 
-from agentflow.memory import StoreCore, TemporalTreeCore
+from agentflow.memory import TemporalTreeCore
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +31,22 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _leaf_ids(db: Path, tree_id: str) -> list[str]:
-    conn = sqlite3.connect(db)
-    try:
+@pytest.fixture
+def db(memory_db: str) -> str:
+    """The memory store, once per backend (SQLite file, PostgreSQL schema)."""
+    return memory_db
+
+
+def _leaf_ids(db: str, tree_id: str) -> list[str]:
+    with store_core(db).connection() as conn:
         rows = conn.execute("SELECT key FROM tnodes WHERE tree_id = ? AND level = 3", (tree_id,)).fetchall()
-    finally:
-        conn.close()
     return [r[0].removeprefix("leaf:") for r in rows]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_acknowledged_inserts_survive_sigkill(tmp_path: Path, seed: int) -> None:
-    db = tmp_path / "crash.db"
-    StoreCore(db).close()  # schema created before the writer starts
-    proc = _spawn(str(db), "t", "0", "100000")
+def test_acknowledged_inserts_survive_sigkill(db: str, seed: int) -> None:
+    store_core(db)  # schema created before the writer starts
+    proc = _spawn(db, "t", "0", "100000")
     assert proc.stdout is not None
     rng = random.Random(seed)
     wanted = rng.randint(20, 400)  # acknowledgements to see before the kill, then a random extra delay
@@ -63,7 +65,7 @@ def test_acknowledged_inserts_survive_sigkill(tmp_path: Path, seed: int) -> None
     acked += [line.split()[0] for line in rest.splitlines() if line and line != "DONE"]
     assert proc.returncode == -signal.SIGKILL
 
-    store = StoreCore(db)
+    store = store_core(db)
     assert store.integrity_check() == "ok"
     stored = set(_leaf_ids(db, "t"))
     assert set(acked) <= stored
@@ -74,16 +76,15 @@ def test_acknowledged_inserts_survive_sigkill(tmp_path: Path, seed: int) -> None
     assert tree.insert("after the crash", session="s0").created
 
 
-def test_concurrent_writers_lose_nothing_and_create_no_duplicates(tmp_path: Path) -> None:
-    db = tmp_path / "multi.db"
-    StoreCore(db).close()
+def test_concurrent_writers_lose_nothing_and_create_no_duplicates(db: str) -> None:
+    store_core(db)
     facts = 150
     # Four processes: two write disjoint unique ranges, two write the same 150 facts in different orders.
     procs = [
-        _spawn(str(db), "u", "1000", "150"),
-        _spawn(str(db), "u", "2000", "150"),
-        _spawn(str(db), "f", "0", "300", "--facts", str(facts)),
-        _spawn(str(db), "f", "75", "300", "--facts", str(facts)),
+        _spawn(db, "u", "1000", "150"),
+        _spawn(db, "u", "2000", "150"),
+        _spawn(db, "f", "0", "300", "--facts", str(facts)),
+        _spawn(db, "f", "75", "300", "--facts", str(facts)),
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
@@ -96,13 +97,13 @@ def test_concurrent_writers_lose_nothing_and_create_no_duplicates(tmp_path: Path
     assert len(fact_ids) == len(set(fact_ids)) == facts
     created = [line for out, _ in outputs[2:] for line in out.splitlines() if line.endswith(" 1")]
     assert len(created) == facts  # each fact was created by exactly one writer
-    store = StoreCore(db)
+    store = store_core(db)
     assert store.integrity_check() == "ok"
     with store.connection() as conn:
         sessions = conn.execute("SELECT COUNT(*) FROM tnodes WHERE tree_id = 'f' AND level = 2").fetchone()[0]
         positions = conn.execute(
             "SELECT COUNT(*) FROM (SELECT parent, position FROM tnodes WHERE tree_id = 'f' AND level = 3 "
-            "GROUP BY parent, position HAVING COUNT(*) > 1)"
+            "GROUP BY parent, position HAVING COUNT(*) > 1) AS dup"
         ).fetchone()[0]
     assert sessions == facts // 50
     assert positions == 0

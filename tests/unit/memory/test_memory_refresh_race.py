@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
-from agentflow.memory import NodeKind, StoreCore, TemporalTreeCore
+import pytest
+from _stores import store_core
+
+from agentflow.memory import NodeKind, TemporalTreeCore
 
 MAY = datetime(2023, 5, 8, tzinfo=UTC)
 
 
-def test_node_stays_dirty_when_tree_is_written_during_its_summary(tmp_path: Path) -> None:
-    tree = TemporalTreeCore(StoreCore(tmp_path / "m.db"), "t", summarize=" ".join)
+@pytest.fixture
+def db(memory_db: str) -> str:
+    """The memory store, once per backend (SQLite file, PostgreSQL schema)."""
+    return memory_db
+
+
+def test_node_stays_dirty_when_tree_is_written_during_its_summary(db: str) -> None:
+    tree = TemporalTreeCore(store_core(db), "t", summarize=" ".join)
     tree.insert("first", session="s1", at=MAY)
     sessions = tree.dirty_work(NodeKind.SESSION)
     # Another writer inserts into the same session after the snapshot, before the summary is stored.
@@ -23,8 +31,8 @@ def test_node_stays_dirty_when_tree_is_written_during_its_summary(tmp_path: Path
     assert tree.path(tree.leaves()[1].id)[2].summary == "first second"
 
 
-def test_upper_levels_stay_dirty_when_a_leaf_arrives_between_levels(tmp_path: Path) -> None:
-    tree = TemporalTreeCore(StoreCore(tmp_path / "m.db"), "t", summarize=" | ".join)
+def test_upper_levels_stay_dirty_when_a_leaf_arrives_between_levels(db: str) -> None:
+    tree = TemporalTreeCore(store_core(db), "t", summarize=" | ".join)
     tree.insert("a", session="s1", at=MAY)
     tree.write_summaries([(n, g, " | ".join(t)) for n, g, t in tree.dirty_work(NodeKind.SESSION)])
     periods = tree.dirty_work(NodeKind.PERIOD)

@@ -153,3 +153,20 @@ async def test_async_store_stats_count_trees(tmp_path: Path) -> None:
             ("b", "task", 0),
         ]
         assert await store.integrity_check() == "ok"
+
+
+@pytest.mark.anyio
+async def test_lone_surrogate_in_memory_text_is_refused_with_its_position_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    async with MemoryStore(tmp_path / "m.db") as store:
+        temporal = store.temporal("chat")
+        with pytest.raises(MemoryStoreError, match=r"lone surrogate U\+D800 at position 4"):
+            await temporal.insert("bad \ud800 text", session="s1")
+        tasks = store.task_tree("plan")
+        with pytest.raises(MemoryStoreError, match=r"lone surrogate U\+DC80"):
+            await tasks.add_task("search \udc80")
+        await temporal.insert("good text", session="s1")
+        assert [h.leaf.text for h in await temporal.search("text", k=5)] == ["good text"]
+        assert await tasks.nodes() == []
+        assert await store.integrity_check() == "ok"

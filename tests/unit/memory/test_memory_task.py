@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from _stores import store_core
 
 from agentflow.errors import ConfigError, MemoryStoreError
-from agentflow.memory import MemoryStore, StoreCore, TaskStatus, TaskTreeCore, approx_token_count
+from agentflow.memory import MemoryStore, TaskStatus, TaskTreeCore, approx_token_count
 
 
-def _tree(tmp_path: Path) -> TaskTreeCore:
-    tree = TaskTreeCore(StoreCore(tmp_path / "m.db"), "run")
+@pytest.fixture
+def db(memory_db: str) -> str:
+    """The memory store, once per backend (SQLite file, PostgreSQL schema)."""
+    return memory_db
+
+
+def _tree(db: str) -> TaskTreeCore:
+    tree = TaskTreeCore(store_core(db), "run")
     tree.add_task("Plan a weekend in Paris", input="budget 800 EUR, 2 people", node_id="goal")
     tree.add_task("Find flights", input="from Berlin, Friday evening", parent="goal", node_id="flights")
     tree.add_task("Find a hotel", input="near the Louvre", parent="goal", node_id="hotel")
@@ -25,8 +30,8 @@ def _tree(tmp_path: Path) -> TaskTreeCore:
     return tree
 
 
-def test_lifecycle_records_output_error_and_timestamps(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_lifecycle_records_output_error_and_timestamps(db: str) -> None:
+    tree = _tree(db)
     running = tree.start("flights")
     assert running.status is TaskStatus.RUNNING and running.started_at is not None
     done = tree.complete("flights", "BER-CDG 19:05, 2x 120 EUR")
@@ -37,8 +42,8 @@ def test_lifecycle_records_output_error_and_timestamps(tmp_path: Path) -> None:
     assert tree.start("hotel").status is TaskStatus.RUNNING  # a failed task may run again
 
 
-def test_finished_task_refuses_to_change(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_finished_task_refuses_to_change(db: str) -> None:
+    tree = _tree(db)
     tree.complete("flights", "x")
     assert tree.complete("flights", "x").output == "x"  # same result again is a no-op
     with pytest.raises(MemoryStoreError, match="is done, so it cannot become running"):
@@ -47,8 +52,8 @@ def test_finished_task_refuses_to_change(tmp_path: Path) -> None:
         tree.complete("flights", "y")
 
 
-def test_add_task_refuses_unknown_dependency_and_conflicting_id(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_add_task_refuses_unknown_dependency_and_conflicting_id(db: str) -> None:
+    tree = _tree(db)
     with pytest.raises(ConfigError, match="dependency 'nope'"):
         tree.add_task("x", deps=["nope"])
     with pytest.raises(MemoryStoreError, match="already exists"):
@@ -57,8 +62,8 @@ def test_add_task_refuses_unknown_dependency_and_conflicting_id(tmp_path: Path) 
     assert same.id == "hotel"
 
 
-def test_structure_queries_follow_parents_and_order(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_structure_queries_follow_parents_and_order(db: str) -> None:
+    tree = _tree(db)
     assert [n.id for n in tree.children("goal")] == ["flights", "hotel", "book"]
     assert [n.id for n in tree.children(None)] == ["goal"]
     assert [n.id for n in tree.path("book")] == ["goal", "book"]
@@ -67,8 +72,8 @@ def test_structure_queries_follow_parents_and_order(tmp_path: Path) -> None:
     assert auto.id == "5"
 
 
-def test_shared_substep_feeds_every_dependent_prompt(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_shared_substep_feeds_every_dependent_prompt(db: str) -> None:
+    tree = _tree(db)
     tree.add_task("Check passport validity", parent="goal", node_id="passport")
     tree.complete("passport", "valid until 2030")
     tree.add_task("Book train to airport", parent="flights", deps=["passport"], node_id="train")
@@ -77,8 +82,8 @@ def test_shared_substep_feeds_every_dependent_prompt(tmp_path: Path) -> None:
         assert "valid until 2030" in tree.prompt_for(node, 500)
 
 
-def test_prompt_includes_path_dependencies_and_task_when_budget_allows(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_prompt_includes_path_dependencies_and_task_when_budget_allows(db: str) -> None:
+    tree = _tree(db)
     tree.complete("flights", "BER-CDG 240 EUR")
     tree.fail("hotel", "no rooms")
     prompt = tree.prompt_for("book", 500)
@@ -89,8 +94,8 @@ def test_prompt_includes_path_dependencies_and_task_when_budget_allows(tmp_path:
     assert prompt.endswith("## Current task: Book everything\ncheapest combination")
 
 
-def test_prompt_drops_least_relevant_first_within_budget(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_prompt_drops_least_relevant_first_within_budget(db: str) -> None:
+    tree = _tree(db)
     tree.complete("flights", "BER-CDG " + "detail " * 30)
     tree.complete("hotel", "Hotel du Louvre 300 EUR")
     full = tree.prompt_for("book", 1000)
@@ -104,8 +109,8 @@ def test_prompt_drops_least_relevant_first_within_budget(tmp_path: Path) -> None
     assert "## Result of Find flights" in tight
 
 
-def test_prompt_truncates_current_task_when_it_alone_exceeds_budget(tmp_path: Path) -> None:
-    tree = TaskTreeCore(StoreCore(tmp_path / "m.db"), "run")
+def test_prompt_truncates_current_task_when_it_alone_exceeds_budget(db: str) -> None:
+    tree = TaskTreeCore(store_core(db), "run")
     tree.add_task("Summarize", input="word " * 200, node_id="t")
     prompt = tree.prompt_for("t", 20)
     assert prompt.startswith("## Current task: Summarize") and prompt.endswith("…")
@@ -114,15 +119,15 @@ def test_prompt_truncates_current_task_when_it_alone_exceeds_budget(tmp_path: Pa
         tree.prompt_for("t", 0)
 
 
-def test_prompt_uses_given_token_counter(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
+def test_prompt_uses_given_token_counter(db: str) -> None:
+    tree = _tree(db)
     prompt = tree.prompt_for("book", 120, count_tokens=len)  # a counter of characters
     assert len(prompt) <= 120
 
 
 @pytest.mark.anyio
-async def test_async_task_tree_runs_plan(tmp_path: Path) -> None:
-    async with MemoryStore(tmp_path / "m.db") as store:
+async def test_async_task_tree_runs_plan(db: str) -> None:
+    async with MemoryStore(db) as store:
         tree = store.task_tree("run")
         await tree.add_task("goal", node_id="1")
         await tree.add_task("step", parent="1", node_id="2")

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
+from _stores import fresh, store_core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentflow.errors import MemoryStoreError
-from agentflow.memory import ExtractiveSummarizer, MemoryStore, NewLeaf, StoreCore, TemporalTreeCore
+from agentflow.memory import ExtractiveSummarizer, MemoryStore, NewLeaf, TemporalTreeCore
 
 MAY = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 JUNE = datetime(2023, 6, 9, 10, 0, tzinfo=UTC)
 
 
-def _core(path: Path, tree_id: str = "t") -> TemporalTreeCore:
-    return TemporalTreeCore(StoreCore(path), tree_id, summarize=ExtractiveSummarizer().summarize_sync)
+@pytest.fixture
+def db(memory_db: str) -> str:
+    """The memory store, once per backend (SQLite file, PostgreSQL schema)."""
+    return memory_db
 
 
-def test_insert_places_leaf_under_session_period_and_root(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def _core(path: str, tree_id: str = "t") -> TemporalTreeCore:
+    return TemporalTreeCore(store_core(path), tree_id, summarize=ExtractiveSummarizer().summarize_sync)
+
+
+def test_insert_places_leaf_under_session_period_and_root(db: str) -> None:
+    tree = _core(db)
     result = tree.insert("I adopted a grey cat", session="s1", at=MAY, speaker="ann", leaf_id="D1:1")
     assert result.created
     assert result.leaf.id == "D1:1" and result.leaf.position == 0 and result.leaf.at == MAY
@@ -36,8 +42,8 @@ def test_insert_places_leaf_under_session_period_and_root(tmp_path: Path) -> Non
     assert path[2].at == MAY
 
 
-def test_insert_duplicate_returns_stored_leaf_when_content_repeats(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_insert_duplicate_returns_stored_leaf_when_content_repeats(db: str) -> None:
+    tree = _core(db)
     first = tree.insert("fact", session="s", speaker="a", at=MAY)
     again = tree.insert("fact", session="s", speaker="a", at=MAY)
     assert first.created and not again.created
@@ -45,15 +51,15 @@ def test_insert_duplicate_returns_stored_leaf_when_content_repeats(tmp_path: Pat
     assert len(tree.leaves()) == 1
 
 
-def test_insert_refused_when_id_holds_different_content(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_insert_refused_when_id_holds_different_content(db: str) -> None:
+    tree = _core(db)
     tree.insert("one", session="s", leaf_id="x", at=MAY)
     with pytest.raises(MemoryStoreError, match=r"'x'.*different content"):
         tree.insert("two", session="s", leaf_id="x", at=MAY)
 
 
-def test_insert_many_rolls_back_all_when_one_fails(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_insert_many_rolls_back_all_when_one_fails(db: str) -> None:
+    tree = _core(db)
     tree.insert("one", session="s", leaf_id="x", at=MAY)
     batch = [
         NewLeaf("fresh", session="new-session", leaf_id="y", at=JUNE),
@@ -65,8 +71,8 @@ def test_insert_many_rolls_back_all_when_one_fails(tmp_path: Path) -> None:
     assert tree.insert("fresh", session="new-session", leaf_id="y", at=JUNE).created
 
 
-def test_insert_marks_exactly_the_leaf_path_dirty(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_insert_marks_exactly_the_leaf_path_dirty(db: str) -> None:
+    tree = _core(db)
     tree.insert("a", session="s1", at=MAY)
     tree.insert("b", session="s2", at=JUNE)
     assert tree.refresh() == 5  # two sessions, two periods, the root
@@ -75,8 +81,8 @@ def test_insert_marks_exactly_the_leaf_path_dirty(tmp_path: Path) -> None:
     assert tree.dirty() == {"session:s2", "period:2023-06", "root"}
 
 
-def test_search_finds_leaf_and_refreshes_summaries_lazily(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_search_finds_leaf_and_refreshes_summaries_lazily(db: str) -> None:
+    tree = _core(db)
     tree.insert("We went camping in the mountains", session="trip", at=MAY, speaker="mel", leaf_id="1")
     tree.insert("The kids loved roasting marshmallows", session="trip", at=MAY, speaker="mel", leaf_id="2")
     tree.insert("I started a pottery class", session="art", at=JUNE, speaker="mel", leaf_id="3")
@@ -87,8 +93,8 @@ def test_search_finds_leaf_and_refreshes_summaries_lazily(tmp_path: Path) -> Non
     assert tree.dirty() == set()
 
 
-def test_search_ranks_neighbour_of_matching_turn_when_it_shares_no_term(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_search_ranks_neighbour_of_matching_turn_when_it_shares_no_term(db: str) -> None:
+    tree = _core(db)
     tree.insert("Look at the sunrise painting I made", session="a", at=MAY, leaf_id="q")
     tree.insert("Wow, the colours are lovely!", session="a", at=MAY, leaf_id="answer")
     tree.insert("Unrelated chat about football", session="b", at=JUNE, leaf_id="other")
@@ -97,8 +103,8 @@ def test_search_ranks_neighbour_of_matching_turn_when_it_shares_no_term(tmp_path
     assert "other" not in ids
 
 
-def test_search_time_filters_keep_only_leaves_in_range(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_search_time_filters_keep_only_leaves_in_range(db: str) -> None:
+    tree = _core(db)
     for day in range(10):
         tree.insert(f"garden note {day}", session=f"s{day}", at=MAY + timedelta(days=day), leaf_id=str(day))
     since, until = MAY + timedelta(days=3), MAY + timedelta(days=5)
@@ -106,25 +112,25 @@ def test_search_time_filters_keep_only_leaves_in_range(tmp_path: Path) -> None:
     assert sorted(h.leaf.id for h in hits) == ["3", "4", "5"]
 
 
-def test_search_returns_nothing_when_query_has_no_known_term(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_search_returns_nothing_when_query_has_no_known_term(db: str) -> None:
+    tree = _core(db)
     tree.insert("hello world", session="s", at=MAY)
     assert tree.search("the of and", k=5) == []
     assert tree.search("zebra", k=5) == []
 
 
-def test_search_is_deterministic_when_scores_tie(tmp_path: Path) -> None:
-    tree = _core(tmp_path / "m.db")
+def test_search_is_deterministic_when_scores_tie(db: str) -> None:
+    tree = _core(db)
     for i in range(6):
         tree.insert("same words here", session="s", at=MAY, leaf_id=f"L{i}")
     first = [h.leaf.id for h in tree.search("same words", k=3)]
-    again = [h.leaf.id for h in _core(tmp_path / "m.db").search("same words", k=3)]
+    again = [h.leaf.id for h in _core(db).search("same words", k=3)]
     assert first == again
 
 
-def test_search_sees_inserts_from_another_store_on_the_same_file(tmp_path: Path) -> None:
-    reader = _core(tmp_path / "m.db")
-    writer = _core(tmp_path / "m.db")
+def test_search_sees_inserts_from_another_store_on_the_same_file(db: str) -> None:
+    reader = _core(db)
+    writer = _core(db)
     writer.insert("first fact about tea", session="s", at=MAY, leaf_id="1")
     assert [h.leaf.id for h in reader.search("tea", k=5)] == ["1"]
     writer.insert("second fact about tea", session="s2", at=JUNE, leaf_id="2")
@@ -143,9 +149,9 @@ class _UpperSummarizer:
 
 
 @pytest.mark.anyio
-async def test_async_tree_uses_async_summarizer_for_dirty_nodes_only(tmp_path: Path) -> None:
+async def test_async_tree_uses_async_summarizer_for_dirty_nodes_only(db: str) -> None:
     summarizer = _UpperSummarizer()
-    async with MemoryStore(tmp_path / "m.db") as store:
+    async with MemoryStore(db) as store:
         tree = store.temporal("chat", summarizer=summarizer)
         await tree.insert("I like tea", session="s1", at=MAY, speaker="ann")
         await tree.insert("I like coffee", session="s2", at=JUNE, speaker="bob")
@@ -161,8 +167,8 @@ async def test_async_tree_uses_async_summarizer_for_dirty_nodes_only(tmp_path: P
 
 
 @pytest.mark.anyio
-async def test_async_api_insert_search_and_session(tmp_path: Path) -> None:
-    async with MemoryStore(tmp_path / "m.db") as store:
+async def test_async_api_insert_search_and_session(db: str) -> None:
+    async with MemoryStore(db) as store:
         tree = store.temporal("chat")
         session = await tree.add_session("d1", MAY, title="first chat")
         assert session.at == MAY
@@ -182,10 +188,8 @@ async def test_async_api_insert_search_and_session(tmp_path: Path) -> None:
         max_size=15,
     )
 )
-def test_tree_invariants_hold_for_any_insert_sequence(
-    tmp_path_factory: pytest.TempPathFactory, inserts: list[tuple[int, int, str]]
-) -> None:
-    tree = _core(tmp_path_factory.mktemp("h") / "m.db")
+def test_tree_invariants_hold_for_any_insert_sequence(db: str, inserts: list[tuple[int, int, str]]) -> None:
+    tree = _core(fresh(db))
     for i, (session, day, word) in enumerate(inserts):
         tree.refresh()
         session_at = MAY + timedelta(days=30 * session)
@@ -207,8 +211,8 @@ def test_tree_invariants_hold_for_any_insert_sequence(
     assert all(sorted(p) == list(range(len(p))) for p in by_session.values())
 
 
-def test_sync_core_summarizes_with_extractive_default(tmp_path: Path) -> None:
-    tree = TemporalTreeCore(StoreCore(tmp_path / "m.db"), "t")
+def test_sync_core_summarizes_with_extractive_default(db: str) -> None:
+    tree = TemporalTreeCore(store_core(db), "t")
     tree.insert("We planted tomatoes in the garden.", session="s", at=MAY)
     hits = tree.search("tomatoes", k=1)
     assert hits[0].path[2].summary == "We planted tomatoes in the garden."
@@ -216,8 +220,8 @@ def test_sync_core_summarizes_with_extractive_default(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_concurrent_async_inserts_keep_positions_unique_and_facts_single(tmp_path: Path) -> None:
-    async with MemoryStore(tmp_path / "m.db", max_threads=4) as store:
+async def test_concurrent_async_inserts_keep_positions_unique_and_facts_single(db: str) -> None:
+    async with MemoryStore(db, max_threads=4) as store:
         tree = store.temporal("chat")
         created: list[bool] = []
 
@@ -236,9 +240,9 @@ async def test_concurrent_async_inserts_keep_positions_unique_and_facts_single(t
         assert created.count(True) == 30
 
 
-def test_insert_marks_path_dirty_after_another_writer_refreshed(tmp_path: Path) -> None:
-    writer = _core(tmp_path / "m.db")
-    other = _core(tmp_path / "m.db")
+def test_insert_marks_path_dirty_after_another_writer_refreshed(db: str) -> None:
+    writer = _core(db)
+    other = _core(db)
     writer.insert("one", session="s", at=MAY)
     writer.insert("two", session="s", at=MAY)
     assert other.refresh() == 3

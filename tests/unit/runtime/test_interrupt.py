@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import anyio.to_thread
 import pytest
@@ -18,6 +17,8 @@ from agentflow.runtime._runs_cli import register
 pytestmark = pytest.mark.anyio
 
 DRAFTS: list[str] = []
+ALLOW = [f"{__name__}:*"]
+"""What these tests let a resume import (a resume imports only workflows the user allows)."""
 
 
 class Approval(BaseModel):
@@ -44,8 +45,9 @@ def _fresh() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "journal.db")
+def db(journal_db: str) -> str:
+    """The journal, once per backend (SQLite file, PostgreSQL schema)."""
+    return journal_db
 
 
 async def test_interrupt_suspends_the_run_with_prompt_and_schema_in_the_journal(db: str) -> None:
@@ -66,7 +68,7 @@ async def test_interrupt_suspends_the_run_with_prompt_and_schema_in_the_journal(
 
 async def test_resume_with_an_answer_continues_without_rerunning_earlier_steps(db: str) -> None:
     await run(publish, {"topic": "owls"}, run_id="r1", journal=db)
-    out = await resume("r1", journal=db, answer=Approval(approved=True, note="ok"))
+    out = await resume("r1", journal=db, answer=Approval(approved=True, note="ok"), allow_workflows=ALLOW)
     assert out.unwrap() == "draft about owls: published ok"
     assert DRAFTS == ["owls"]
     assert (await show_run("r1", db)).run.status == "completed"
@@ -74,18 +76,18 @@ async def test_resume_with_an_answer_continues_without_rerunning_earlier_steps(d
 
 async def test_resume_with_an_invalid_answer_keeps_the_run_waiting(db: str) -> None:
     await run(publish, {"topic": "owls"}, run_id="r1", journal=db)
-    bad = await resume("r1", journal=db, answer={"approved": "perhaps"})
+    bad = await resume("r1", journal=db, answer={"approved": "perhaps"}, allow_workflows=ALLOW)
     assert isinstance(bad, Err) and isinstance(bad.error, ResumeError)
     assert "does not match its schema" in bad.error.message
     assert "approved" in bad.error.message
     assert (await show_run("r1", db)).run.status == "suspended"
-    good = await resume("r1", journal=db, answer={"approved": False})
+    good = await resume("r1", journal=db, answer={"approved": False}, allow_workflows=ALLOW)
     assert good.unwrap() == "draft about owls: rejected"
 
 
 async def test_resume_without_an_answer_suspends_again(db: str) -> None:
     await run(publish, {"topic": "owls"}, run_id="r1", journal=db)
-    again = await resume("r1", journal=db)
+    again = await resume("r1", journal=db, allow_workflows=ALLOW)
     assert isinstance(again, Err) and isinstance(again.error, Interrupted)
     assert DRAFTS == ["owls"]
 
@@ -108,7 +110,9 @@ async def test_cli_resume_answers_the_interrupt(db: str, capsys: pytest.CaptureF
     await run(publish, {"topic": "owls"}, run_id="r1", journal=db)
     parser = argparse.ArgumentParser(prog="agentflow")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["resume", "r1", "--journal", db, "--answer", '{"approved": true}'])
+    args = parser.parse_args(
+        ["resume", "r1", "--journal", db, "--answer", '{"approved": true}', "--allow-workflow", ALLOW[0]]
+    )
     # The handler starts its own event loop, as the CLI does; run it in a worker thread here.
     code = await anyio.to_thread.run_sync(args.func, args)
     assert code == 0

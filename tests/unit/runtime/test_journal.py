@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import pytest
+from _journals import raw_sql
 from pydantic import BaseModel
 
 from agentflow.dsl import Append, Err, Ok, RunJournaled, StepJournal, par, step, update
@@ -49,7 +51,13 @@ def _fresh_calls() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
+def db(journal_db: str) -> str:
+    """The journal, once per backend (SQLite file, PostgreSQL schema)."""
+    return journal_db
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> str:
     return str(tmp_path / "journal.db")
 
 
@@ -76,8 +84,8 @@ async def pipeline(n: int) -> list[str]:
     return [await pay(a) for a in amounts]
 
 
-async def test_run_journal_satisfies_the_step_journal_protocol(db: str) -> None:
-    async with SqliteJournal(db) as j:
+async def test_run_journal_satisfies_the_step_journal_protocol(sqlite_db: str) -> None:
+    async with SqliteJournal(sqlite_db) as j:
         assert isinstance(RunJournal(j, "r", []), StepJournal)
 
 
@@ -240,8 +248,7 @@ async def test_removed_step_is_detected_when_its_scope_finishes(db: str) -> None
 
     await run(named("wf2", a() >> b()), run_id="r2", journal=db)
     # wf2 committed, so it replays whole; remove the commit to model a crash just before it.
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM steps WHERE run_id = 'r2' AND path = 'wf2'")
+    raw_sql(db, "DELETE FROM steps WHERE run_id = 'r2' AND path = 'wf2'")
     out = await run(named("wf2", a()), run_id="r2", journal=db)
     assert isinstance(out, Err) and isinstance(out.error, ResumeError)
     assert out.error.where == "wf2/b"
@@ -362,17 +369,16 @@ async def test_identical_states_are_stored_once(db: str) -> None:
         return total
 
     await run(many, state=Notes(seen=["x"]), run_id="r1", journal=db)
-    with sqlite3.connect(db) as conn:
-        (states,) = conn.execute("SELECT COUNT(*) FROM states").fetchone()
-        (steps,) = conn.execute("SELECT COUNT(*) FROM steps").fetchone()
+    ((states,),) = raw_sql(db, "SELECT COUNT(*) FROM states")
+    ((steps,),) = raw_sql(db, "SELECT COUNT(*) FROM steps")
     assert steps == 21
     assert states == 1
 
 
-async def test_journal_file_uses_wal_mode(db: str) -> None:
-    async with SqliteJournal(db):
+async def test_journal_file_uses_wal_mode(sqlite_db: str) -> None:
+    async with SqliteJournal(sqlite_db):
         pass
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(sqlite_db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -428,11 +434,12 @@ async def test_run_held_by_another_live_process_is_not_resumed_or_collected(db: 
     from agentflow.runtime import gc_runs
 
     await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, updated_at = 0",
-            (socket.gethostname(), os.getppid()),
-        )
+    raw_sql(
+        db,
+        "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, lease_token = 'held', "
+        "lease_expires = ?, updated_at = 0",
+        (socket.gethostname(), os.getppid(), time.time() + 60),
+    )
     with pytest.raises(ResumeError, match=f"being run by process {os.getppid()}"):
         await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
     assert await gc_runs(db, older_than="1d", include_unfinished=True) == []

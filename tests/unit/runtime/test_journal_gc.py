@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
+from _journals import raw_sql
 from pydantic import BaseModel
 
 from agentflow.dsl import Err, step, update
@@ -48,20 +47,19 @@ async def ask_first() -> bool:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "journal.db")
+def db(journal_db: str) -> str:
+    """The journal, once per backend (SQLite file, PostgreSQL schema)."""
+    return journal_db
 
 
 def _age(db: str, run_id: str, seconds: float) -> None:
     """Pretend a run was last updated ``seconds`` ago."""
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE runs SET updated_at = updated_at - ? WHERE run_id = ?", (seconds, run_id))
+    raw_sql(db, "UPDATE runs SET updated_at = updated_at - ? WHERE run_id = ?", (seconds, run_id))
 
 
 def _count(db: str, table: str) -> int:
-    with sqlite3.connect(db) as conn:
-        (n,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-    return int(n)
+    ((n,),) = raw_sql(db, f"SELECT COUNT(*) FROM {table}")
+    return int(n)  # type: ignore[call-overload]
 
 
 async def test_gc_deletes_finished_runs_older_than_the_duration_and_keeps_recent_ones(db: str) -> None:
@@ -72,8 +70,7 @@ async def test_gc_deletes_finished_runs_older_than_the_duration_and_keeps_recent
     deleted = await gc_runs(db, older_than="7d")
     assert deleted == ["old"]
     assert [r.run_id for r in await list_runs(db)] == ["new"]
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT DISTINCT run_id FROM steps").fetchall() == [("new",)]
+    assert raw_sql(db, "SELECT DISTINCT run_id FROM steps") == [("new",)]
 
 
 async def test_gc_removes_states_no_remaining_step_references(db: str) -> None:
@@ -90,8 +87,7 @@ async def test_gc_keeps_suspended_and_crashed_runs_unless_asked(db: str) -> None
     out = await run(ask_first, run_id="waits", journal=db)
     assert isinstance(out, Err)
     await run(work, {"size": 1}, state=Counter(), run_id="crashed", journal=db)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE runs SET status = 'running' WHERE run_id = 'crashed'")
+    raw_sql(db, "UPDATE runs SET status = 'running' WHERE run_id = 'crashed'")
     _age(db, "waits", 30 * DAY)
     _age(db, "crashed", 30 * DAY)
     assert await gc_runs(db, older_than="1d") == []
