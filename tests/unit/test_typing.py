@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(600)
 def test_mypy_strict_is_clean_on_dsl_and_typing_checks(tmp_path: Path) -> None:
-    if shutil.which("mypy") is None and not (Path(sys.executable).parent / "mypy").exists():
+    if importlib.util.find_spec("mypy") is None:
         pytest.fail("mypy is not installed: install the test extra (pip install -e '.[test]')")
     # dsl/ on its own (it depends on nothing else of ours), then the assert_type checks, run from a
     # neutral directory so `agentflow` resolves to the installed package rather than the checkout.
