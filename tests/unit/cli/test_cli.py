@@ -98,7 +98,8 @@ def test_run_plain_output_prints_progress_lines_when_not_a_tty(
     assert cli.main(["run", DIGEST, "--engine", "test:", "--no-save"]) == 0
     captured = capsys.readouterr()
     assert "digest:" in captured.out and "words:" in captured.out
-    assert "start topic-digest/topics" in captured.err and "end   topic-digest/count" in captured.err
+    assert "done   topic-digest/topics" in captured.err and "done   topic-digest/count" in captured.err
+    assert "start" not in captured.err, "plain progress prints finished steps only"
 
 
 def test_run_with_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
