@@ -64,9 +64,9 @@ _SMALL_MODEL_NOTE = (
 )
 
 _EXAMPLES = """examples:
-  agentflow run examples/topic_digest.yaml --input topics="tea, moon"
+  agentflow run examples/topic_digest.yaml --input topics="Mars, Venus"
   agentflow run examples/topic_digest.yaml --engine test: --json
-  agentflow run --goal "Count the words in the fact about honey" --dry-run
+  agentflow run --goal "Count the words in: the quick brown fox" --dry-run
   agentflow validate examples/*.yaml
   agentflow graph examples/topic_digest.yaml -o digest.svg
   agentflow report latest -o report.html

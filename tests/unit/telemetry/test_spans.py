@@ -47,7 +47,12 @@ def _everything(spans: tuple[ReadableSpan, ...]) -> str:
 
 async def _digest(engine: TestEngine) -> Ok[object] | Err:
     loaded = load_plan(EXAMPLE)
-    return await run(loaded.workflow, {"topics": "tea, moon"}, engine=engine, run_id="run-1")
+    table = str(
+        EXAMPLE.parent / "data" / "planets.csv"
+    )  # lookup reads under the working directory (the root)
+    return await run(
+        loaded.workflow, {"topics": "Mars, Venus", "table": table}, engine=engine, run_id="run-1"
+    )
 
 
 def test_public_names_are_sorted_and_resolve() -> None:
@@ -149,7 +154,14 @@ async def test_message_contents_never_appear_in_spans_by_default(exporter: InMem
     exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="topic-digest")
     dumped = _everything(exporter.get_finished_spans())
-    for content in ("Fact about", "Camellia", "echo:", "Rewrite the fact", "concise writer", "tea"):
+    for content in (
+        "Data about",
+        "terrestrial",
+        "echo:",
+        "Write one short sentence",
+        "concise writer",
+        "Mars",
+    ):
         assert content not in dumped
 
 
