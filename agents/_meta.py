@@ -348,9 +348,10 @@ def write_plan(
         accepted.append(loaded)
         return None
 
+    must = f"\nThe plan must call these tools: {', '.join(wanted)}." if wanted else ""
     prompt = (
         f"{_describe(resolved, agent_map)}\n\nExample plan:\n{json.dumps(_EXAMPLE)}\n\n"
-        f"Goal: {goal}\nWrite a plan with at most {max_steps} steps that achieves the goal."
+        f"Goal: {goal}\nWrite a plan with at most {max_steps} steps that achieves the goal.{must}"
     )
 
     @flow
