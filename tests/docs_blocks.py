@@ -7,7 +7,8 @@ marker, an HTML comment on the line just before the fence: ``<!-- docs-test: emb
   copy of ``examples/`` (commands and paths are written as from the repository root), with
   ``AGENTFLOW_ENGINE=test:``, so a run that does not choose its engine uses the deterministic
   ``TestEngine`` (tests/unit/test_docs.py). Marked ``embedded``: the block chooses the bundled model
-  itself and runs on it, in tests/e2e/test_docs_embedded.py.
+  itself and runs on it, in tests/e2e/test_docs_embedded.py. Marked ``slow`` (starts Ray, for one): runs
+  there too, with ``AGENTFLOW_ENGINE=test:``.
 - ``yaml``: a complete plan; it is run with ``agentflow run --engine test:``.
 - ``jsonl``: notes for ``agentflow memory import``; every line must load with ``load_jsonl``.
 - ``text``: program output, shown and not run.
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 LANGUAGES = frozenset({"python", "bash", "yaml", "jsonl", "text"})
-MODES = frozenset({"default", "embedded", "readme"})
+MODES = frozenset({"default", "embedded", "slow", "readme"})
 
 _FENCE = re.compile(
     r"^(?P<indent>[ ]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.S | re.M
