@@ -106,3 +106,12 @@ def test_report_of_a_failed_run_shows_the_error() -> None:
     html = render_report(_record(ok=False))
     assert "failed" in html and "step raised ValueError: &lt;bad&gt;" in html
     assert "#ef4444" in html
+
+
+def test_report_wraps_long_values_instead_of_overflowing() -> None:
+    html = render_report(_record(ok=True))
+    styles = html[html.index("<style>") : html.index("</style>")]
+    pre = styles[styles.index("pre{") :]
+    assert (
+        "white-space:pre-wrap" in pre[: pre.index("}")] and "overflow-wrap:anywhere" in pre[: pre.index("}")]
+    )
