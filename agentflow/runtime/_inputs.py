@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentflow.errors import ConfigError
 
@@ -41,6 +43,46 @@ def _type_text(annotation: object) -> str:
     return str(annotation).replace("typing.", "")
 
 
+@dataclass(frozen=True)
+class _Parameters:
+    """What validation needs to know about one workflow function (computed once per function)."""
+
+    name: str
+    named: Mapping[str, inspect.Parameter]  # the parameters an input can fill, by name
+    hints: Mapping[str, object]  # their resolved annotations
+    takes_extra: bool  # whether ``**kwargs`` accepts inputs with other names
+    model: type[BaseModel] | None  # validates the named inputs; None when there is nothing to check
+
+
+_CACHE: weakref.WeakKeyDictionary[Callable[..., object], _Parameters | None] = weakref.WeakKeyDictionary()
+"""Per workflow function; entries go with their function."""
+
+
+def _parameters(workflow: Callable[..., object]) -> _Parameters | None:
+    """The workflow's parameters, or ``None`` when they cannot be inspected or resolved."""
+    try:
+        signature = inspect.signature(workflow)
+        hints = typing.get_type_hints(workflow, include_extras=True)
+    except Exception:  # no signature, or annotations naming what the module cannot resolve
+        return None
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params.values()):
+        return None
+    named = {
+        n: p
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    name = _name(workflow)
+    fields: dict[str, Any] = {
+        n: (hints.get(n, Any), ... if p.default is inspect.Parameter.empty else p.default)
+        for n, p in named.items()
+    }
+    model = create_model(f"{name.replace('.', '_')}_inputs", __config__=_CONFIG, **fields) if fields else None
+    takes_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return _Parameters(name, named, hints, takes_extra, model)
+
+
 def validate_inputs(workflow: Callable[..., object], inputs: Mapping[str, object]) -> dict[str, object]:
     """The inputs, validated against ``workflow``'s parameters (an unannotated one takes any value).
 
@@ -52,38 +94,23 @@ def validate_inputs(workflow: Callable[..., object], inputs: Mapping[str, object
             value that does not match its parameter's type (every problem is named).
     """
     try:
-        signature = inspect.signature(workflow)
-    except (TypeError, ValueError):
+        spec = _CACHE[workflow] if workflow in _CACHE else _CACHE.setdefault(workflow, _parameters(workflow))
+    except TypeError:  # not weakly referenceable (a builtin, a callable object without __weakref__)
+        spec = _parameters(workflow)
+    if spec is None:
         return dict(inputs)
-    try:
-        hints = typing.get_type_hints(workflow, include_extras=True)
-    except Exception:  # annotations naming what the module cannot resolve: leave them to Python
-        return dict(inputs)
-    params = signature.parameters
-    if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params.values()):
-        return dict(inputs)
-    takes_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = {
-        n: p
-        for n, p in params.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    name = _name(workflow)
-    unknown = sorted(set(inputs) - set(named))
-    if unknown and not takes_extra:
+    unknown = sorted(set(inputs) - set(spec.named))
+    if unknown and not spec.takes_extra:
         raise ConfigError(
-            f"workflow {name!r} has no input(s) {unknown}; its inputs are {sorted(named) or 'none'}"
+            f"workflow {spec.name!r} has no input(s) {unknown}; its inputs are {sorted(spec.named) or 'none'}"
         )
-    fields: dict[str, Any] = {
-        n: (hints.get(n, Any), ... if p.default is inspect.Parameter.empty else p.default)
-        for n, p in named.items()
-    }
-    model = create_model(f"{name.replace('.', '_')}_inputs", __config__=_CONFIG, **fields)
-    given = {k: v for k, v in inputs.items() if k in named}
+    if spec.model is None:
+        return dict(inputs)
+    given = {k: v for k, v in inputs.items() if k in spec.named}
     try:
-        checked = model.model_validate(given)
+        checked = spec.model.model_validate(given)
     except ValidationError as exc:
-        raise ConfigError(_message(name, exc, named, hints, given)) from None
+        raise ConfigError(_message(spec.name, exc, spec.named, spec.hints, given)) from None
     return {**dict(inputs), **{k: getattr(checked, k) for k in given}}
 
 
