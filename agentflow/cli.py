@@ -7,7 +7,9 @@
     agentflow report RUN -o FILE.html                                 HTML report of a saved run
     agentflow schema                                                  JSON Schema of the plan format
 
-Exit codes: 0 ok, 1 the run failed, 2 bad input (plan, option, engine spec). Other features add
+The engine is ``--engine``, else ``$AGENTFLOW_ENGINE``, else the plan's ``engine.spec``, else
+``llamacpp:default``. Exit codes: 0 ok, 1 the run failed, 2 bad input (plan, option, engine spec,
+missing model file). Other features add
 sub-commands without editing this file: each module in ``PROVIDERS`` exposes
 ``register(subparsers) -> None`` and sets ``func`` (``args -> exit code``) on its parsers.
 """
@@ -15,7 +17,6 @@ sub-commands without editing this file: each module in ``PROVIDERS`` exposes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ from rich.console import Console
 from agentflow.errors import AgentflowError, ConfigError, UserError
 
 if TYPE_CHECKING:
+    from agentflow._progress import RunProgress
     from agentflow.dsl import Event
     from agentflow.mcp import MCPSource
     from agentflow.network import NetworkPolicy
@@ -55,10 +57,24 @@ DEFAULT_MAX_STEPS = 1000
 """Steps (tool calls, LLM calls, map items) one `agentflow run` may take unless --max-steps or $AGENTFLOW_MAX_STEPS
 says otherwise."""
 
+ENGINE_ENV = "AGENTFLOW_ENGINE"
+"""Environment variable naming the engine spec to use when ``--engine`` is not given."""
+
+_ENGINE_HINT = (
+    "pass --engine llamacpp:default (the bundled SmolLM2-135M-Instruct), "
+    "--engine llamacpp:/path/to/model.gguf (an existing GGUF file) or --engine openai:<base_url>#<model> "
+    "(an OpenAI-compatible server)"
+)
+
+_SMALL_MODEL_NOTE = (
+    "note: the bundled SmolLM2-135M is tiny and rarely writes a useful plan; run the same goal on a "
+    "real model with --engine openai:<base_url>#<model> (e.g. openai:http://127.0.0.1:8000/v1#Qwen/Qwen3-8B)"
+)
+
 _EXAMPLES = """examples:
-  agentflow run examples/topic_digest.yaml --input topics="tea, moon"
+  agentflow run examples/topic_digest.yaml --input topics="Mars, Venus"
   agentflow run examples/topic_digest.yaml --engine test: --json
-  agentflow run --goal "Count the words in the fact about honey" --dry-run
+  agentflow run --goal "Count the words in: the quick brown fox" --dry-run
   agentflow validate examples/*.yaml
   agentflow graph examples/topic_digest.yaml -o digest.svg
   agentflow report latest -o report.html
@@ -89,54 +105,6 @@ def _error_text(exc: AgentflowError) -> str:
     return escape(str(exc))
 
 
-class _Progress:
-    """Step progress: a rich live display on a terminal, plain lines otherwise (``--quiet``: nothing)."""
-
-    def __init__(self, *, quiet: bool) -> None:
-        from rich.progress import Progress, TaskID
-
-        self.quiet = quiet
-        self.console = _err_console()
-        self.live = not quiet and self.console.is_terminal
-        self.t0 = time.monotonic()
-        self.done = 0  # steps finished so far
-        self.failed = 0  # steps failed so far
-        self._progress: Progress | None = None  # the live display while ``show`` is open
-        self._task: TaskID | None = None
-
-    @contextlib.contextmanager
-    def show(self) -> Iterator[_Progress]:
-        if not self.live:
-            yield self
-            return
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TextColumn("[dim]{task.completed:.0f} steps done"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        ) as progress:
-            self._progress = progress
-            self._task = progress.add_task("starting", total=None)
-            yield self
-
-    def __call__(self, event: str, path: str) -> None:
-        if event == "end":
-            self.done += 1
-        elif event == "fail":
-            self.failed += 1
-        if self.quiet:
-            return
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, description=f"{event:<5} {path}", completed=self.done)
-            return
-        elapsed = time.monotonic() - self.t0
-        print(f"[{elapsed:7.2f}s] {event:<5} {path}", file=sys.stderr, flush=True)
-
-
 # -- run ---------------------------------------------------------------------------------------------
 
 
@@ -160,6 +128,16 @@ def _parse_inputs(pairs: Sequence[str], declared: Mapping[str, object]) -> dict[
                 value = raw
         values[key] = value
     return values
+
+
+def _fanout(*listeners: Callable[[Event], None]) -> Callable[[Event], None]:
+    """One event listener that calls each of ``listeners`` in turn."""
+
+    def feed(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return feed
 
 
 class _TokenPrinter:
@@ -200,12 +178,17 @@ def _max_steps(text: str) -> int:
     return value
 
 
+def _engine_spec(args: argparse.Namespace, plan_spec: str | None = None) -> str:
+    """``--engine``, else ``$AGENTFLOW_ENGINE``, else the plan's spec, else the default."""
+    return args.engine or os.environ.get(ENGINE_ENV, "").strip() or plan_spec or DEFAULT_ENGINE
+
+
 async def _run_flow(
     workflow: object,
     inputs: Mapping[str, object],
     spec: str,
     run_id: str,
-    progress: _Progress,
+    progress: RunProgress,
     journal: str | None = None,
     telemetry: TracingConfig | None = None,
     capture_content: bool = True,
@@ -214,19 +197,18 @@ async def _run_flow(
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
     from agentflow.executors import StepBudget
-    from agentflow.plans import PROGRESS_SERVICE
     from agentflow.runtime import RunContext, run
     from agentflow.scheduler import Scheduler
 
     engine = Scheduler(engine_from_spec(spec))
+    progress.watch(engine)
     try:
         context = RunContext(
             run_id=run_id,
             engine=engine,
-            services={PROGRESS_SERVICE: progress},
             telemetry=telemetry,
             capture_content=capture_content,
-            on_event=_TokenPrinter(_err_console()) if live else None,
+            on_event=progress.feed if not live else _fanout(progress.feed, _TokenPrinter(_err_console())),
             steps=StepBudget(max_steps) if max_steps else None,
         )
         outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
@@ -269,12 +251,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingConfig]) -> int:
-    from agentflow.dsl import Err, LLMCall, ToolCall
+    from agentflow._progress import RunProgress, count_calls
+    from agentflow.dsl import Err
+    from agentflow.errors import EngineUnavailableError
     from agentflow.plans import PlanChoice, dump_plan, load_plan
     from agentflow.report import RunRecord, save_run
     from agentflow.runtime import usage_of
 
-    progress = _Progress(quiet=args.quiet or args.json or args.stream)
+    quiet = args.quiet or args.json or args.stream
+    spec = DEFAULT_ENGINE
     journal = args.journal or (
         os.environ.get("AGENTFLOW_JOURNAL", ".agentflow/journal.db") if args.resume else None
     )
@@ -285,7 +270,9 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
             from agentflow.agents._meta import BUILTIN_TOOL_REFS, run_goal, write_plan
 
             refs = [*BUILTIN_TOOL_REFS, *(t for t in args.allow_tool if "*" not in t)]
-            spec = args.engine or DEFAULT_ENGINE
+            spec = _engine_spec(args)
+            if spec == DEFAULT_ENGINE and not quiet:
+                _err_console().print(f"[dim]{_SMALL_MODEL_NOTE}[/]", markup=True)
             workflow: object
             if args.dry_run:
                 workflow = write_plan(args.goal, tools=refs, max_repairs=args.max_repairs)
@@ -296,7 +283,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
             name, inputs = "meta-agent", {}
         else:
             overridden: list[PlanChoice] = []
-            if args.engine:
+            if args.engine or os.environ.get(ENGINE_ENV, "").strip():
                 overridden.append("engine")
             if args.trace is not None:
                 overridden.append("telemetry")
@@ -307,12 +294,12 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 overridden=overridden,
                 allow_mcp=_allow_mcp(args),
             )
-            inputs = _parse_inputs(args.input, loaded.plan.inputs)
-            loaded.bind_inputs(inputs)
+            given = _parse_inputs(args.input, loaded.plan.inputs)
+            inputs = loaded.bind_inputs(given)  # the values the run uses, defaults included
             if args.dry_run:
                 print(dump_plan(loaded.plan), end="")
                 return 0
-            spec = args.engine or loaded.engine_spec or DEFAULT_ENGINE
+            spec = _engine_spec(args, loaded.engine_spec)
             workflow, name = loaded.workflow, loaded.name
             wanted = loaded.plan.telemetry
             if args.trace is None and wanted.exporter is not None:
@@ -325,6 +312,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                     capture_content=wanted.capture_content,
                 )
                 telemetry += [made] if made is not None else []
+        progress = RunProgress(name, quiet=quiet)
         started = time.time()
         with progress.show():
             outcome, engine_name = anyio.run(
@@ -343,6 +331,9 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
         finished = time.time()
     except UserError as exc:
         return _fail(_error_text(exc))
+    except EngineUnavailableError as exc:
+        # Raised only while the engine is created (failures during the run are values): a set-up problem.
+        return _fail(f"cannot start engine {_escape(spec)!r}: {_error_text(exc)}\nhint: {_ENGINE_HINT}")
     except AgentflowError as exc:
         return _fail(_error_text(exc), 1)
     except KeyboardInterrupt:
@@ -382,6 +373,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
         except ConfigError as exc:
             _fail(_error_text(exc), 0)
     usage = usage_of(trace)
+    calls = count_calls(trace)
     if args.json:
         payload = {
             "run_id": run_id,
@@ -392,9 +384,9 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
             "error": error,
             "seconds": round(finished - started, 3),
             "usage": {
-                "llm_calls": sum(1 for e in trace if isinstance(e, LLMCall)),
-                "tool_calls": sum(1 for e in trace if isinstance(e, ToolCall)),
-                "failed_tool_calls": sum(1 for e in trace if isinstance(e, ToolCall) and not e.ok),
+                "llm_calls": calls.llm_calls,
+                "tool_calls": calls.tool_calls,
+                "failed_tool_calls": calls.failed_tool_calls,
                 "prompt_tokens": usage.prompt_tokens,
                 "cached_tokens": usage.cached_tokens,
                 "completion_tokens": usage.completion_tokens,
@@ -412,8 +404,8 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
         hit = f"{100 * usage.cached_tokens / usage.prompt_tokens:.0f}%" if usage.prompt_tokens else "-"
         _err_console().print(
             f"[dim]{name} {'ok' if ok else 'FAILED'} in {finished - started:.2f}s · "
-            f"{sum(1 for e in trace if isinstance(e, LLMCall))} LLM calls, "
-            f"{sum(1 for e in trace if isinstance(e, ToolCall))} tool calls · {usage.prompt_tokens} prompt tokens "
+            f"{calls.llm_calls} LLM calls, "
+            f"{calls.tool_calls} tool calls · {usage.prompt_tokens} prompt tokens "
             f"({hit} cached), {usage.completion_tokens} completion tokens[/]",
             markup=True,
         )
@@ -422,8 +414,22 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 f"[dim]saved run {run_id}: agentflow report {run_id} -o report.html[/]", markup=True
             )
     if not ok:
-        return _fail(_escape(error or "the run failed"), 1)
+        failure = getattr(outcome, "error", None)
+        _fail(_escape(error or "the run failed"), 1)
+        if isinstance(failure, BaseException):
+            _explain(failure, verbose=args.verbose)
+        return 1
     return 0
+
+
+def _explain(error: BaseException, *, verbose: bool) -> None:
+    """With ``--verbose`` the error's traceback (its causes included); otherwise a hint when there is one."""
+    import traceback
+
+    if verbose:
+        print("".join(traceback.format_exception(error)), end="", file=sys.stderr)
+    elif error.__cause__ is not None or not isinstance(error, AgentflowError):
+        _err_console().print("[dim]run again with --verbose for the traceback[/]", markup=True)
 
 
 def _escape(text: str) -> str:
@@ -587,7 +593,7 @@ def _add_allow_tool(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATTERN",
         help="also allow plans to import tools matching 'module:attr' or 'module:*' (repeatable; "
-        "agentflow.plans.builtin_tools:* is always allowed)",
+        "agentflow.plans.builtin_tools:* is always allowed; modules in the current directory are found)",
     )
     from agentflow.mcp._cli import add_mcp_flags
 
@@ -657,9 +663,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="a plan input (repeatable)"
     )
-    run.add_argument("--engine", help=f"engine spec; overrides the plan's (default {DEFAULT_ENGINE})")
+    run.add_argument(
+        "--engine",
+        help=f"engine spec; overrides ${ENGINE_ENV} and the plan's (default {DEFAULT_ENGINE}), "
+        "e.g. openai:http://127.0.0.1:8000/v1#Qwen/Qwen3-8B",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object (outputs, usage) to stdout")
-    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress (default: a live display on a terminal, else lines)"
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on failure, print the traceback (of a tool's exception...)",
+    )
     run.add_argument("--goal", help="have the meta-agent write a plan for this goal, then run it")
     run.add_argument(
         "--dry-run",
@@ -750,8 +768,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--runs-dir", default=os.environ.get("AGENTFLOW_RUNS_DIR", ".agentflow/runs"))
     report.set_defaults(func=_cmd_report)
 
-    schema = sub.add_parser("schema", help="print the plan format's JSON Schema")
-    schema.add_argument("-o", "--output", help="write to this file instead of stdout")
+    schema = sub.add_parser(
+        "schema",
+        help="print the plan format's JSON Schema",
+        description="Print the JSON Schema of the agentflow/v1 plan format, for editors and validators "
+        "(e.g. a YAML language server's `# yaml-language-server: $schema=plan.schema.json`).",
+    )
+    schema.add_argument("-o", "--output", help="write to this file instead of stdout (e.g. plan.schema.json)")
     schema.set_defaults(func=_cmd_schema)
 
     _load_providers(sub)
@@ -766,5 +789,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    if getattr(args, "allow_tool", None):
+        _add_working_directory_to_path()
     code = func(args)
     return int(code) if isinstance(code, int) else 0
+
+
+def _add_working_directory_to_path() -> None:
+    """Let ``--allow-tool mytools:*`` import ``./mytools.py`` (as ``python -m`` would, but last in the
+    search path, so a local file never shadows an installed module)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)

@@ -8,12 +8,21 @@ step carries that tool's own argument schema, ids and strings are bounded, and a
 then checks what a schema cannot (unique ids, references to steps that exist and ran before); its error,
 with file position and fix, goes back to the model for a bounded number of repairs. The accepted plan runs
 as a sub-workflow of the calling flow: same engine (and scheduler), journal, limits and trace.
+
+A plan that validates can still be useless: a small model may write steps that call none of the tools
+the goal asks for and answer from thin air. ``tools_named(goal, tools)`` finds the tools a goal names
+(every word of a tool's name appears in the goal: "count the words" names ``word_count``, "look up"
+names ``lookup``), and a plan that leaves one of them uncalled is sent back for repair like an invalid
+one; when the repairs run out, the result is an error saying which tools the plan never called, not
+an "ok" run of a plan that could not achieve the goal.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,16 +35,18 @@ from agentflow.plans import (
     API_VERSION,
     AgentSpec,
     LoadedPlan,
+    ToolStep,
     check_plan,
     infer_json,
     resolve_tool,
+    walk_steps,
 )
 from agentflow.plans import builtin_tools as _builtin
 
-__all__ = ["BUILTIN_TOOL_REFS", "GoalRun", "generation_schema", "run_goal", "write_plan"]
+__all__ = ["BUILTIN_TOOL_REFS", "GoalRun", "generation_schema", "run_goal", "tools_named", "write_plan"]
 
 BUILTIN_TOOL_REFS: tuple[str, ...] = tuple(
-    f"{_builtin.__name__}:{name}" for name in sorted(_builtin.__all__) if name != "FACTS"
+    f"{_builtin.__name__}:{name}" for name in sorted(_builtin.__all__) if name.islower()
 )
 """``module:attr`` references of the built-in tools (the meta-agent's default toolbox)."""
 
@@ -189,10 +200,48 @@ _EXAMPLE = {
     "kind": "Plan",
     "name": "example",
     "steps": [
-        {"id": "facts", "tool": "lookup", "args": {"key": "tea"}},
-        {"id": "answer", "prompt": "Using this fact: {{steps.facts}} Answer the question in one sentence."},
+        {"id": "row", "tool": "lookup", "args": {"table": "data/planets.csv", "key": "Mars"}},
+        {"id": "answer", "prompt": "Using this data: {{steps.row}} Answer the question in one sentence."},
     ],
 }
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _matches(part: str, words: Sequence[str]) -> bool:
+    """Whether a tool-name word appears among the goal's words (a shared start of 5+ letters counts:
+    'calculator' / 'calculate', 'word' / 'words')."""
+    need = min(len(part), 5)
+    return any(len(w) >= max(3, need) and w[:need] == part[:need] for w in words)
+
+
+def tools_named(goal: str, tools: Sequence[Tool]) -> list[str]:
+    """The names of the tools ``goal`` asks for, in ``tools`` order.
+
+    A tool is asked for when every word of its name (split at ``_``, ``.`` and ``-``) appears in the
+    goal, as a word or a word's start of five or more letters; two adjacent goal words also count as
+    one ("look up" names ``lookup``).
+
+    >>> from agentflow.executors import Tool
+    >>> from agentflow.plans.builtin_tools import calculator, lookup, word_count
+    >>> tools = [Tool.from_function(f) for f in (calculator, lookup, word_count)]
+    >>> tools_named("Look up Mars and count the words of its row", tools)
+    ['lookup', 'word_count']
+    """
+    words = _WORD.findall(goal.lower())
+    words += [a + b for a, b in itertools.pairwise(words)]
+    named = []
+    for tool in tools:
+        parts = [p for p in re.split(r"[_.\-]+", tool.name.lower()) if p]
+        if parts and all(_matches(p, words) for p in parts):
+            named.append(tool.name)
+    return named
+
+
+def _uncalled(loaded: LoadedPlan, wanted: Sequence[str]) -> list[str]:
+    called = {s.tool for s in walk_steps(loaded.plan.steps) if isinstance(s, ToolStep)}
+    return [name for name in wanted if name not in called]
 
 
 def _resolve(refs: Sequence[str]) -> list[Tool]:
@@ -275,12 +324,14 @@ def write_plan(
 
     Returns:
         A flow yielding the checked plan, or failing with ``InferenceError`` (the last raw text and the
-        loader's last complaint in the message).
+        last complaint in the message: the loader's, or the tools the goal names that no step calls;
+        see ``tools_named``).
     """
     refs = list(tools)
     resolved = _resolve(refs)
     agent_map = dict(agents or {})
     schema = generation_schema(resolved, agent_map, max_steps=max_steps)
+    wanted = tools_named(goal, resolved)
     accepted: list[LoadedPlan] = []
 
     def check(value: JsonValue) -> str | None:
@@ -288,12 +339,19 @@ def write_plan(
             loaded = check_plan(_complete(value, refs, resolved, agent_map), allow_tools=refs)
         except PlanError as exc:
             return f"the plan is invalid: {exc}"
+        missing = _uncalled(loaded, wanted)
+        if missing:
+            return (
+                f"the plan is too weak for the goal: no step calls {', '.join(missing)}, which the goal "
+                f"asks for; add a step that calls {missing[0]}"
+            )
         accepted.append(loaded)
         return None
 
+    must = f"\nThe plan must call these tools: {', '.join(wanted)}." if wanted else ""
     prompt = (
         f"{_describe(resolved, agent_map)}\n\nExample plan:\n{json.dumps(_EXAMPLE)}\n\n"
-        f"Goal: {goal}\nWrite a plan with at most {max_steps} steps that achieves the goal."
+        f"Goal: {goal}\nWrite a plan with at most {max_steps} steps that achieves the goal.{must}"
     )
 
     @flow

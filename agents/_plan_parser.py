@@ -323,7 +323,7 @@ class _PlanChecker:
 class PlanParser:
     """Parses the LLMCompiler text format incrementally; see the module docstring for the format.
 
-    Example:
+    Examples:
         >>> parser = PlanParser({"search", "math"})
         >>> parser.feed('1. search("Barack Obama")\\n2. math("$1 + 3")')
         [Task(id=1, tool='search', args=('Barack Obama',), kwargs={}, thought=None, deps=frozenset())]
@@ -611,7 +611,7 @@ class JsonPlanParser:
     Each task is returned as soon as its object closes. ``args`` may be an object (keyword arguments) or an
     array (positional). An item whose tool is ``"join"`` ends the plan like ``join()``.
 
-    Example:
+    Examples:
         >>> parser = JsonPlanParser({"search"})
         >>> [t.id for t in parser.feed('[{"id": 1, "tool": "search", "args": {"q": "x"}}, {"id": 2,')]
         [1]

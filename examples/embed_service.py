@@ -1,11 +1,15 @@
 """Serve agentflow workflows over HTTP from a small Starlette app.
 
+    pip install -e '.[examples]' --config-settings editable_mode=strict    (adds Starlette and uvicorn)
     python examples/embed_service.py [--engine llamacpp:default] [--host 127.0.0.1] [--port 8000]
 
-    curl -s localhost:8000/runs/notes -d '{"topics": ["tea", "moon"]}'
-    curl -s localhost:8000/runs/digest -d '{"topics": "tea, honey"}'
-    curl -sN localhost:8000/runs/notes/stream -d '{"topics": ["tea", "moon"]}'   # server-sent events
+    curl -s localhost:8000/runs/notes -d '{"topics": ["Mars", "Venus"]}'
+    curl -s localhost:8000/runs/digest -d '{"topics": "Jupiter, Saturn"}'
+    curl -sN localhost:8000/runs/notes/stream -d '{"topics": ["Mars", "Venus"]}'   # server-sent events
     curl -s localhost:8000/status
+
+Run it from the repository root: the digest plan reads examples/data/planets.csv relative to the working
+directory, and the notes flow reads the same table.
 
 One engine behind one scheduler serves every request; each request runs with its own run id and its own
 state model, so concurrent requests never see each other's data. When a client disconnects, its run is
@@ -58,6 +62,7 @@ from agentflow.plans.builtin_tools import lookup
 from agentflow.scheduler import Scheduler
 
 PLAN = Path(__file__).with_name("topic_digest.yaml")
+TABLE = "examples/data/planets.csv"
 
 
 class Notes(BaseModel):
@@ -77,7 +82,9 @@ class DigestRequest(BaseModel):
 
 @step
 async def look_up(topic: str) -> str:
-    fact = lookup(topic)
+    """The topic's row of the planets table as one line (an unknown planet fails the run, naming it)."""
+    row = lookup(TABLE, topic)
+    fact = ", ".join(f"{k}={v}" for k, v in row.items())
     await update(facts=[f"{topic}: {fact}"])
     return fact
 

@@ -7,7 +7,8 @@ Runs on the embedded engine (llama.cpp with the bundled SmolLM2-135M-Instruct) b
 Each text is classified by ``infer`` into a ``Review`` (an enum field, validated by pydantic; the
 engine decodes under a grammar built from the model's JSON Schema). ``par.map`` fans out, and the
 results join into one summary written by the model. The tiny model's judgement is rough; the
-structure it returns is always valid.
+structure it returns is always valid. For real judgements run it on a real model:
+``python examples/hello.py --engine openai:http://127.0.0.1:8000/v1#Qwen/Qwen3-8B``.
 """
 
 from __future__ import annotations

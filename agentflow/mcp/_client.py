@@ -34,7 +34,7 @@ from agentflow.executors import Tool, ToolRegistry
 from agentflow.executors._tool import TOOL_NAME
 from agentflow.secrets import Secret, redact, redact_data
 
-from ._source import MCPSource
+from ._source import MCPSource, require_sdk
 
 if TYPE_CHECKING:
     import mcp_types
@@ -338,6 +338,7 @@ async def mcp_tools(*sources: MCPSource, base: Iterable[Tool] = ()) -> AsyncIter
             name is unusable here, or a stdio command does not exist.
         ToolError: A server cannot be started or reached, or fails the handshake or the listing.
     """
+    require_sdk()
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

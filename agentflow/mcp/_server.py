@@ -29,6 +29,8 @@ from agentflow.errors import AgentflowError, ConfigError
 from agentflow.plans import LoadedPlan
 from agentflow.secrets import redact
 
+from ._source import require_sdk
+
 if TYPE_CHECKING:
     import mcp_types
     from mcp.server import Server
@@ -166,6 +168,7 @@ class PlanServer:
 
     def lowlevel(self) -> Server:
         """The SDK ``Server`` answering ``tools/list`` and ``tools/call`` with this object's plans."""
+        require_sdk()
         import mcp_types
         from mcp.server import Server
 

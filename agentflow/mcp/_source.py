@@ -377,3 +377,13 @@ class MCPAllowlist:
                 f"it, allow it with --allow-mcp {flag} (CLI) or allow_mcp=[...]"
             )
         return written.restricted(tools, timeout=timeout)
+
+
+def require_sdk() -> None:
+    """Raise a ``ConfigError`` saying how to install the MCP SDK when it is missing (it is an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None or importlib.util.find_spec("mcp_types") is None:
+        raise ConfigError(
+            "MCP support needs the official MCP SDK, which is not installed: pip install 'agentflow[mcp]'"
+        )

@@ -9,8 +9,6 @@ with ``agentflow.run(loaded.workflow, inputs, engine=...)``, build one in Python
 from __future__ import annotations
 
 from ._compile import (
-    PROGRESS_SERVICE,
-    ProgressCallback,
     Scope,
     call_tool,
     compile_plan,
@@ -64,7 +62,6 @@ __all__ = [
     "MAX_BYTES",
     "MAX_DEPTH",
     "MAX_NODES",
-    "PROGRESS_SERVICE",
     "STEP_KINDS",
     "AgentSpec",
     "BranchStep",
@@ -82,7 +79,6 @@ __all__ = [
     "ParallelStep",
     "Plan",
     "PlanChoice",
-    "ProgressCallback",
     "Ref",
     "RetrySpec",
     "SchemaSpec",

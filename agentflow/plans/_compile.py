@@ -25,9 +25,7 @@ from agentflow.dsl import (
     Flow,
     RuntimeFailure,
     StepScope,
-    ask,
     branch,
-    current_path,
     fail,
     flow,
     leaf,
@@ -35,7 +33,6 @@ from agentflow.dsl import (
     named,
     par,
     pure,
-    recover,
     retry,
     tell,
     timeout,
@@ -60,20 +57,12 @@ from ._schema import (
 from ._templates import parse_template, render_value, to_text
 
 __all__ = [
-    "PROGRESS_SERVICE",
-    "ProgressCallback",
     "Scope",
     "call_tool",
     "compile_plan",
     "condition_holds",
     "dependency_levels",
 ]
-
-PROGRESS_SERVICE = "agentflow.plans.progress"
-"""``Context.services`` key of an optional ``ProgressCallback`` told when each step starts and ends."""
-
-ProgressCallback = Callable[[str, str], None]
-"""``callback(event, path)`` with event ``"start"``, ``"end"`` or ``"fail"``; must not block."""
 
 StepResult = tuple[object, dict[str, object]]
 Compiled = Callable[["Scope"], Flow[StepResult]]
@@ -198,23 +187,6 @@ def dependency_levels(step: ParallelStep) -> list[list[Step]]:
     ]
 
 
-@flow
-async def _notify(event: str) -> None:
-    ctx = await ask()
-    callback = ctx.services.get(PROGRESS_SERVICE)
-    if callable(callback):
-        path = await current_path()
-        callback(event, path)
-
-
-def _with_progress(inner: Flow[StepResult]) -> Flow[StepResult]:
-    def failed(error: AgentflowError) -> Flow[StepResult]:
-        return _notify("fail").then(fail(error))
-
-    body = _notify("start").then(inner).bind(lambda vr: _notify("end").map(lambda _: vr))
-    return recover(body, failed)
-
-
 class _Compiler:
     def __init__(self, loaded: LoadedPlan) -> None:
         self.loaded = loaded
@@ -250,7 +222,7 @@ class _Compiler:
                 f = timeout(f, s.timeout)
             if s.retry is not None:
                 f = retry(f, attempts=s.retry.attempts, backoff=s.retry.backoff)
-            own = _with_progress(f).map(lambda vr: (vr[0], {**vr[1], step_id: vr[0]}))
+            own = f.map(lambda vr: (vr[0], {**vr[1], step_id: vr[0]}))
             return named(step_id, own)
 
         return make

@@ -7,24 +7,19 @@ registry derives its argument schema and description from the signature and docs
 from __future__ import annotations
 
 import ast
+import csv
+import difflib
 import math
 import operator
 import re
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["FACTS", "calculator", "keywords", "lookup", "split", "word_count"]
+__all__ = ["MAX_TABLE_BYTES", "calculator", "keywords", "lookup", "split", "word_count"]
 
-FACTS: dict[str, str] = {
-    "tea": "Tea is brewed from the leaves of Camellia sinensis and was first drunk in China.",
-    "coffee": "Coffee is brewed from roasted seeds of Coffea plants and originated in Ethiopia.",
-    "python": "Python is a programming language created by Guido van Rossum, first released in 1991.",
-    "llama": "The llama is a domesticated South American camelid used as a pack animal.",
-    "moon": "The Moon orbits Earth every 27.3 days at an average distance of 384,400 km.",
-    "honey": "Honey is made by bees from flower nectar and keeps for a very long time.",
-    "kv cache": "A KV cache stores attention keys and values so a shared prompt prefix is computed once.",
-}
-"""The table ``lookup`` reads (lower-case keys)."""
+MAX_TABLE_BYTES = 1024 * 1024
+"""Largest table file ``lookup`` reads."""
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _STOP = frozenset(
@@ -68,16 +63,59 @@ def word_count(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def lookup(key: str) -> str:
-    """Look a topic up in a small local fact table.
+def _table_path(table: str) -> Path:
+    """The table file, if it is a visible ``.csv`` file of at most ``MAX_TABLE_BYTES`` under the working
+    directory (symbolic links resolved first)."""
+    root = Path.cwd().resolve()
+    path = (root / table.strip()).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(
+            f"table {table!r} is outside the working directory {str(root)!r}; lookup reads only files under it"
+        )
+    if any(part.startswith(".") for part in path.relative_to(root).parts):
+        raise ValueError(
+            f"table {table!r} is a hidden file or inside a hidden folder; lookup does not read those"
+        )
+    if path.suffix.lower() != ".csv":
+        raise ValueError(
+            f"table {table!r} is not a .csv file; give a CSV file whose first column holds the keys"
+        )
+    if not path.is_file():
+        raise ValueError(f"there is no table file {table!r} under {str(root)!r}; check the path")
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise ValueError(f"table {table!r} is {size} bytes, more than the {MAX_TABLE_BYTES} lookup reads")
+    return path
+
+
+def lookup(table: str, key: str) -> dict[str, str]:
+    """Look a key up in a CSV table and return its row (column name -> value).
+
+    The key is matched against the table's first column, ignoring case and surrounding spaces. An
+    unknown key is an error naming the closest keys, never a made-up answer.
 
     Args:
-        key: The topic, e.g. 'tea' or 'python' (case and surrounding spaces are ignored).
+        table: A .csv file under the working directory with a header row, e.g. 'examples/data/planets.csv'
+            (files outside it and hidden files are refused).
+        key: The value of the row's first column, e.g. 'Mars'.
     """
-    wanted = key.strip().lower()
-    if wanted in FACTS:
-        return FACTS[wanted]
-    return f"no fact about {key.strip()!r}; known topics: {', '.join(sorted(FACTS))}"
+    path = _table_path(table)
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"table {table!r} has no rows under its header")
+    first = next(iter(rows[0]))
+    keys = {str(row[first]).strip().casefold(): row for row in rows}
+    row = keys.get(key.strip().casefold())
+    if row is None:
+        names = [str(r[first]).strip() for r in rows]
+        close = difflib.get_close_matches(key.strip(), names, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(
+            f"no row {key.strip()!r} in table {table!r} (column {first!r}); {hint}"
+            f"its {len(names)} keys include {', '.join(names[:12])}"
+        )
+    return {str(k): str(v) for k, v in row.items() if k is not None}
 
 
 def split(text: str, separator: str = ",") -> list[str]:

@@ -229,8 +229,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
 .card{border:1px solid #e2e8f0;border-radius:8px;padding:10px 14px;min-width:120px}
 .card b{display:block;font-size:20px} .card span{color:#64748b;font-size:12px}
 table{border-collapse:collapse;font-size:12px} th,td{border:1px solid #e2e8f0;padding:4px 8px;text-align:left}
-th{background:#f8fafc} td{font-variant-numeric:tabular-nums}
-.note{color:#64748b;font-size:12px} pre{background:#f8fafc;padding:10px;border-radius:6px;overflow:auto;font-size:12px}
+th{background:#f8fafc} td{font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
+.note{color:#64748b;font-size:12px} pre{background:#f8fafc;padding:10px;border-radius:6px;overflow:auto;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 h3{font-size:14px;margin:16px 0 6px} tr.bad td{background:#fef2f2;color:#991b1b}

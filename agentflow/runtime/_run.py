@@ -19,13 +19,14 @@ import anyio
 
 from agentflow.dsl import Err, Event, Flow, LLMCall, Ok, SchedulerSummary, State
 from agentflow.engines import Engine, Usage, engine_from_spec
-from agentflow.errors import ConfigError
+from agentflow.errors import ConfigError, EngineUnavailableError
 from agentflow.executors import StepBudget, step_budget
 from agentflow.secrets import any_revealed, redact, redact_data, redact_exception, secret_scope
 from agentflow.telemetry import trace_outcome
 
 from ._context import RunContext, TokenBudget
 from ._durable import load_start, open_journal, run_journaled
+from ._inputs import validate_inputs
 from ._journal import Journal
 from ._serialize import to_json
 
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from agentflow.memory import MemoryStore
     from agentflow.scheduler import Scheduler
     from agentflow.telemetry import TracingConfig
+
+ENGINE_ENV = "AGENTFLOW_ENGINE"
+"""Environment variable holding the engine spec ``run`` uses when given neither ``engine`` nor ``context``."""
 
 _NO_ANSWER: object = object()
 """``resume``'s default: no answer given."""
@@ -71,9 +75,10 @@ async def run(
         workflow: A ``Flow``, or a function returning one that is called with ``**inputs``.
         inputs: Keyword arguments for a workflow function.
         engine: An ``Engine``, an engine spec (``"llamacpp:default"``, ``"openai:http://host/v1#model"``,
-            ``"test:"`` ...; see ``engine_from_spec``), or ``None`` for no LLM engine. An engine made from a
-            spec is wrapped in a ``Scheduler`` and closed after the run; an engine object is used as given
-            (wrap it in ``agentflow.scheduler.Scheduler`` to share one scheduler between runs).
+            ``"test:"`` ...; see ``engine_from_spec``), or ``None``: the spec in ``$AGENTFLOW_ENGINE`` if
+            set, else no LLM engine. An engine made from a spec is wrapped in a ``Scheduler`` and closed
+            after the run; an engine object is used as given (wrap it in
+            ``agentflow.scheduler.Scheduler`` to share one scheduler between runs).
         state: The initial state model.
         deps: User dependencies, read in steps with ``deps(T)``.
         run_id: The run's id (generated when omitted); also the scheduler's workflow id.
@@ -95,6 +100,13 @@ async def run(
             The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
             reported in the trace's first event (``run.journal``).
 
+    Returns:
+        ``Ok`` or ``Err``. Failures are values, set-up included: a bad engine spec or options
+        (``ConfigError``), an engine that cannot start (``EngineUnavailableError``: a missing GGUF file,
+        an extra not installed), inputs that do not match the workflow function's parameters
+        (``ConfigError`` naming each; checked with pydantic before anything runs) and everything that
+        fails inside the workflow.
+
     Raises:
         ResumeError: the run id exists in the journal with other inputs or another workflow, or
             another live process is running it.
@@ -102,9 +114,14 @@ async def run(
     """
     given = (engine, deps, run_id, memory, max_llm_tokens, telemetry, on_event, max_steps)
     if context is not None and (any(v is not None for v in given) or not capture_content):
-        raise ConfigError(
-            "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/max_steps/capture_content/"
-            "telemetry/on_event to agentflow.run, not both (set them on the RunContext)"
+        # A mistake in the call itself, like every set-up failure, is a value: Err(ConfigError).
+        return Err(
+            ConfigError(
+                "pass either context=... or engine/deps/run_id/memory/max_llm_tokens/max_steps/"
+                "capture_content/telemetry/on_event to agentflow.run, not both (set them on the RunContext)"
+            ),
+            state,
+            (),
         )
     # Values revealed during the run are tainted in the run's own scope (see agentflow.secrets).
     with secret_scope():
@@ -143,26 +160,30 @@ async def _run(
     on_event: Callable[[Event], None] | None,
     max_steps: int | None,
 ) -> Ok[A] | Err:
-    flow_value = _as_flow(workflow, inputs)
     owned: Scheduler | None = None
-    if context is None:
-        if isinstance(engine, str):
-            # Every LLM request of the run goes through one KV-reuse-aware scheduler for the engine.
-            from agentflow.scheduler import Scheduler
+    try:  # set-up failures are values too: Err(ConfigError / EngineUnavailableError), never raised
+        flow_value = _as_flow(workflow, inputs)
+        if context is None:
+            chosen = engine if engine is not None else os.environ.get(ENGINE_ENV, "").strip() or None
+            if isinstance(chosen, str):
+                # Every LLM request of the run goes through one KV-reuse-aware scheduler for the engine.
+                from agentflow.scheduler import Scheduler
 
-            owned = Scheduler(engine_from_spec(engine))
-            engine = owned
-        context = RunContext(
-            deps=deps,
-            run_id=run_id or uuid.uuid4().hex[:12],
-            engine=engine,
-            memory=memory,
-            budget=TokenBudget(max_llm_tokens) if max_llm_tokens is not None else None,
-            capture_content=capture_content,
-            telemetry=telemetry,
-            on_event=on_event,
-            steps=StepBudget(max_steps) if max_steps is not None else None,
-        )
+                owned = Scheduler(engine_from_spec(chosen))
+                chosen = owned
+            context = RunContext(
+                deps=deps,
+                run_id=run_id or uuid.uuid4().hex[:12],
+                engine=chosen,
+                memory=memory,
+                budget=TokenBudget(max_llm_tokens) if max_llm_tokens is not None else None,
+                capture_content=capture_content,
+                telemetry=telemetry,
+                on_event=on_event,
+                steps=StepBudget(max_steps) if max_steps is not None else None,
+            )
+    except (ConfigError, EngineUnavailableError) as exc:
+        return Err(exc, state, ())
     if context.on_event is not None:
         context = dataclasses.replace(context, on_event=_redacting(context.on_event))
     try:
@@ -358,7 +379,7 @@ def _as_flow(workflow: Workflow[A], inputs: Mapping[str, object] | None) -> Flow
             )
         return workflow
     if callable(workflow):
-        made = workflow(**(inputs or {}))
+        made = workflow(**validate_inputs(workflow, inputs or {}))
         if not isinstance(made, Flow):
             raise ConfigError(
                 f"workflow function {getattr(workflow, '__name__', workflow)!r} returned "

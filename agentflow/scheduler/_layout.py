@@ -40,7 +40,7 @@ class PromptLayout:
         shared_context: Context shared with other steps (documents, the task), after the tools.
         preamble: Text shared by every agent of a workflow; it goes first so all agents share it.
 
-    Example:
+    Examples:
         >>> layout = PromptLayout(system="You are a planner.", preamble="Workflow: trip.")
         >>> layout.header()
         'Workflow: trip.\\n\\nYou are a planner.'

@@ -36,6 +36,22 @@ __all__ = ["main", "register"]
 
 Handler = Callable[[argparse.Namespace], int]
 
+DESCRIPTION = """\
+Evolve a git repository with a population of LLM coding agents (EvoGit).
+
+Each agent edits files matching --target in its own worktree, commits the candidate and scores it
+with --fitness (a shell command that prints a number, higher is better) in a sandbox. The commit
+graph is the population; `promote`/`prune` steer selection, `status` and `graph` show it.
+
+examples:
+  agentflow evolve --repo . --fitness "python evaluate.py" --agents 4 --generations 10
+  agentflow evolve run --repo . --fitness "pytest -q && python bench.py" --engine openai:http://h/v1#m
+  agentflow evolve status --repo .
+  agentflow evolve promote 1a2b3c4 --repo .
+  agentflow evolve graph -o population.svg --repo .
+"""
+"""The ``evolve`` command's help text (the module docstring is for developers)."""
+
 
 def _add_run_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     def default(value: object) -> object:
@@ -116,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     evolve_parser = subparsers.add_parser(
         "evolve",
         help="evolve a repository with a population of LLM coding agents (EvoGit)",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure(evolve_parser)
@@ -347,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``evolve`` command line standalone; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m agentflow.agents.evogit",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure(parser)

@@ -51,3 +51,29 @@ def test_memory_query_without_store_is_bad_input(tmp_path: Path) -> None:
     out = cli("memory", "query", "t", "x", "--db", "missing.db", cwd=tmp_path)
     assert out.returncode == 2
     assert "no memory store" in out.stdout
+
+
+def test_memory_import_jsonl_then_query_and_unknown_tree(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(
+        '{"text": "Mia moved to Lisbon in March.", "time": "2024-03-02T10:15:00Z", "session": "chat-1"}\n'
+        '{"text": "Noah adopted a grey cat.", "time": "2024-04-11T18:00:00Z", "session": "chat-2"}\n',
+        encoding="utf-8",
+    )
+    imported = cli("memory", "import", str(notes), "--db", "m.db", cwd=tmp_path)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "notes: 2 new leaves" in imported.stdout
+    query = cli("memory", "query", "notes", "grey cat", "-k", "1", "--json", "--db", "m.db", cwd=tmp_path)
+    assert query.returncode == 0, query.stdout + query.stderr
+    assert json.loads(query.stdout)[0]["leaf"]["text"] == "Noah adopted a grey cat."
+    unknown = cli("memory", "query", "note", "grey cat", "--db", "m.db", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "no temporal tree 'note'; did you mean 'notes'?" in unknown.stdout
+
+
+def test_memory_import_jsonl_with_a_bad_line_is_bad_input(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"text": "no time"}\n', encoding="utf-8")
+    out = cli("memory", "import", str(notes), "--db", "m.db", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "notes.jsonl:1: 'time' is missing" in out.stdout

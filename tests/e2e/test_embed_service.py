@@ -77,10 +77,10 @@ async def _status(base: str) -> dict[str, int]:
 @pytest.mark.anyio
 async def test_concurrent_requests_get_their_own_results_and_state(service: str) -> None:
     requests = {
-        "a": ["tea", "moon"],
-        "b": ["coffee"],
-        "c": ["honey", "llama", "python"],
-        "d": ["moon"],
+        "a": ["Mars", "Venus"],
+        "b": ["Earth"],
+        "c": ["Jupiter", "Saturn", "Uranus"],
+        "d": ["Venus"],
     }
     results: dict[str, httpx.Response] = {}
     async with httpx.AsyncClient(base_url=service, timeout=600) as client:
@@ -117,7 +117,7 @@ async def test_invalid_request_is_rejected_without_running(service: str) -> None
 @pytest.mark.anyio
 async def test_client_disconnect_cancels_its_run_and_leaves_nothing_running(service: str) -> None:
     before = await _status(service)
-    topics = ", ".join(["tea", "coffee", "honey", "moon", "python", "llama"] * 3)
+    topics = ", ".join(["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn"] * 3)
     async with httpx.AsyncClient(base_url=service, timeout=600) as client:
         with anyio.move_on_after(600):
             async with anyio.create_task_group() as tg:
@@ -141,7 +141,7 @@ async def test_client_disconnect_cancels_its_run_and_leaves_nothing_running(serv
     assert status["cancelled"] == before["cancelled"] + 1
     assert status["completed"] == before["completed"]
     async with httpx.AsyncClient(base_url=service, timeout=600) as client:
-        response = await client.post("/runs/notes", json={"topics": ["tea"], "max_tokens": 8})
+        response = await client.post("/runs/notes", json={"topics": ["Neptune"], "max_tokens": 8})
     assert response.status_code == 200, response.text
     assert (await _status(service))["active"] == 0
 
@@ -160,7 +160,7 @@ async def test_stream_endpoint_sends_tokens_as_server_sent_events_before_the_res
     async with (
         httpx.AsyncClient(base_url=service, timeout=600) as client,
         client.stream(
-            "POST", "/runs/notes/stream", json={"topics": ["tea", "moon"], "max_tokens": 16}
+            "POST", "/runs/notes/stream", json={"topics": ["Mars", "Venus"], "max_tokens": 16}
         ) as response,
     ):
         assert response.status_code == 200
@@ -186,7 +186,7 @@ async def test_disconnecting_from_a_stream_cancels_the_run(service: str) -> None
     async with (
         httpx.AsyncClient(base_url=service, timeout=600) as client,
         client.stream(
-            "POST", "/runs/notes/stream", json={"topics": ["tea", "coffee", "honey"], "max_tokens": 200}
+            "POST", "/runs/notes/stream", json={"topics": ["Mars", "Venus", "Earth"], "max_tokens": 200}
         ) as response,
     ):
         async for chunk in response.aiter_text():
@@ -201,3 +201,11 @@ async def test_disconnecting_from_a_stream_cancels_the_run(service: str) -> None
         status = await _status(service)
     assert status["active"] == 0 and status["cancelled"] == before["cancelled"] + 1
     assert status["completed"] == before["completed"]
+
+
+@pytest.mark.anyio
+async def test_unknown_topic_fails_the_run_naming_it(service: str) -> None:
+    async with httpx.AsyncClient(base_url=service, timeout=600) as client:
+        response = await client.post("/runs/notes", json={"topics": ["Mars", "Pluto"], "max_tokens": 8})
+    assert response.status_code == 500
+    assert "no row 'Pluto' in table 'examples/data/planets.csv'" in response.json()["error"]

@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from agentflow import Ok, infer, par, run, usage_of
+from agentflow.dsl import LLMCall
 from agentflow.engines import LlamaCppEngine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -54,7 +55,7 @@ async def test_parallel_infer_shares_the_prompt_prefix(engine: LlamaCppEngine) -
     out = await run(par.map(lambda p: infer(Fruit, p, max_tokens=64), prompts), engine=engine)
     assert isinstance(out, Ok), out
     assert len(out.value) == 3
-    calls = [e.data for e in out.trace if e.kind == "llm.call"]
+    calls = [e for e in out.trace if isinstance(e, LLMCall)]
     assert len(calls) >= 3
     # Every request starts with the same system prompt (the schema), so later ones reuse its KV.
-    assert sum(int(c["cached_tokens"]) for c in calls[1:]) > 0  # type: ignore[call-overload]
+    assert sum(c.cached_tokens for c in calls[1:]) > 0

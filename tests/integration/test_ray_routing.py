@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from agentflow import Ok, generate, par, run
+from agentflow.dsl import LLMCall
 from agentflow.engines import GenerationRequest, LlamaCppEngine, LlamaCppStats, Message
 from agentflow.errors import EngineRequestError
 from agentflow.routing import PrefixRouter, RayEngine
@@ -109,8 +110,8 @@ async def test_router_serves_a_parallel_workflow_on_ray_replicas(router: PrefixR
     out = await run(par(*flows), engine=router)
     assert isinstance(out, Ok), out
     assert len(out.value) == 4
-    calls = [e for e in out.trace if e.kind == "llm.call"]
-    assert len(calls) == 4 and all(e.data["prompt_tokens"] for e in calls)
+    calls = [e for e in out.trace if isinstance(e, LLMCall)]
+    assert len(calls) == 4 and all(e.prompt_tokens for e in calls)
 
 
 async def test_actor_error_keeps_its_type_when_the_request_is_invalid(router: PrefixRouter) -> None:

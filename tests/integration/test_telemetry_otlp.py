@@ -61,8 +61,12 @@ async def test_otlp_exporter_sends_run_spans_to_the_configured_endpoint_only(col
     )
     assert config is not None
     try:
-        loaded = load_plan(Path(__file__).parents[2] / "examples" / "topic_digest.yaml")
-        out = await run(loaded.workflow, {"topics": "tea, moon"}, engine=TestEngine(), telemetry=config)
+        root = Path(__file__).parents[2]
+        loaded = load_plan(root / "examples" / "topic_digest.yaml")
+        table = str(root / "examples" / "data" / "planets.csv")
+        out = await run(
+            loaded.workflow, {"topics": "Mars, Venus", "table": table}, engine=TestEngine(), telemetry=config
+        )
         assert isinstance(out, Ok)
         # run() exported the spans by itself: one per run, step, LLM call and tool call.
         sent = 1 + sum(e.kind in ("step.start", "llm.call", "tool.call") for e in out.trace)

@@ -19,6 +19,12 @@ ROOT = Path(__file__).parents[3]
 DIGEST = str(ROOT / "examples" / "topic_digest.yaml")
 
 
+@pytest.fixture(autouse=True)
+def _at_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example plans read tables under examples/data/ relative to the working directory."""
+    monkeypatch.chdir(ROOT)
+
+
 def _write(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -79,7 +85,7 @@ def test_run_json_prints_outputs_and_saves_the_run(
             "--run-id",
             "r1",
             "-i",
-            "topics=tea, moon",
+            "topics=Mars, Venus",
         ]
     )
     assert code == 0
@@ -88,7 +94,11 @@ def test_run_json_prints_outputs_and_saves_the_run(
     assert len(payload["outputs"]["lines"]) == 2
     assert payload["usage"]["llm_calls"] == 3 and payload["usage"]["tool_calls"] == 5
     record = load_run("r1", runs)
-    assert record.ok and record.plan == "topic-digest" and record.inputs == {"topics": "tea, moon"}
+    assert (
+        record.ok
+        and record.plan == "topic-digest"
+        and record.inputs == {"topics": "Mars, Venus", "table": "examples/data/planets.csv"}
+    )
     assert {e.kind for e in record.trace} >= {"step.start", "step.end", "llm.call", "tool.call"}
 
 
@@ -98,7 +108,8 @@ def test_run_plain_output_prints_progress_lines_when_not_a_tty(
     assert cli.main(["run", DIGEST, "--engine", "test:", "--no-save"]) == 0
     captured = capsys.readouterr()
     assert "digest:" in captured.out and "words:" in captured.out
-    assert "start topic-digest/topics" in captured.err and "end   topic-digest/count" in captured.err
+    assert "done   topic-digest/topics" in captured.err and "done   topic-digest/count" in captured.err
+    assert "start" not in captured.err, "plain progress prints finished steps only"
 
 
 def test_run_with_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,7 +157,10 @@ def test_run_needs_a_plan_or_a_goal(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_goal_dry_run_prints_a_generated_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["run", "--goal", "look up tea", "--engine", "test:", "--dry-run", "--no-save"]) == 0
+    assert (
+        cli.main(["run", "--goal", "say something about tea", "--engine", "test:", "--dry-run", "--no-save"])
+        == 0
+    )
     plan = yaml.safe_load(capsys.readouterr().out)
     assert plan["apiVersion"] == "agentflow/v1" and plan["steps"]
 
@@ -205,7 +219,16 @@ def test_provider_import_errors_other_than_its_own_absence_propagate(
 
 def test_run_goal_writes_and_runs_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(
-        ["run", "--goal", "look up tea", "--engine", "test:", "--json", "--runs-dir", str(tmp_path)]
+        [
+            "run",
+            "--goal",
+            "say something about tea",
+            "--engine",
+            "test:",
+            "--json",
+            "--runs-dir",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     captured = capsys.readouterr()

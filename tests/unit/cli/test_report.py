@@ -207,3 +207,12 @@ def test_a_failed_tool_call_is_shown_failed_in_the_report() -> None:
     assert "<tr class=bad>" in html and "error: HTTP 500" in html
     (span,) = [s for s in spans_of(record.trace) if s.tool is failed]
     assert span.ok is False and span.start == T0 + 0.2
+
+
+def test_report_wraps_long_values_instead_of_overflowing() -> None:
+    html = render_report(_record(ok=True))
+    styles = html[html.index("<style>") : html.index("</style>")]
+    pre = styles[styles.index("pre{") :]
+    assert (
+        "white-space:pre-wrap" in pre[: pre.index("}")] and "overflow-wrap:anywhere" in pre[: pre.index("}")]
+    )

@@ -9,11 +9,11 @@ import plan_tools
 import pytest
 from pydantic import BaseModel
 
-from agentflow import Err, Ok, RunContext, flow, get_state, run, update
-from agentflow.dsl import LLMCall, RetryScheduled, ToolCall
+from agentflow import Err, Ok, flow, get_state, run, update
+from agentflow.dsl import Event, LLMCall, RetryScheduled, StepEnded, StepStarted, ToolCall
 from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
 from agentflow.errors import InferenceError, LoopLimitError, StepTimeout, ToolError
-from agentflow.plans import PROGRESS_SERVICE, LoadedPlan, load_plan_text
+from agentflow.plans import LoadedPlan, load_plan_text
 
 HEAD = "apiVersion: agentflow/v1\nkind: Plan\nname: t\n"
 ALLOW = ["plan_tools:*"]
@@ -307,15 +307,26 @@ def test_bind_inputs_fills_defaults_and_rejects_unknown_missing_and_mistyped() -
 
 
 @pytest.mark.anyio
-async def test_progress_callback_hears_every_step_start_and_end() -> None:
+async def test_a_run_listener_hears_every_plan_step_start_and_end() -> None:
     events: list[tuple[str, str]] = []
+
+    def listen(event: Event) -> None:
+        if isinstance(event, StepStarted | StepEnded):
+            events.append((event.kind, event.path))
+
     loaded = _plan(
         "tools: [plan_tools:record]\nsteps:\n  - {id: a, tool: record, args: {label: x}}\n  - {id: b, prompt: y}\n"
     )
-    ctx = RunContext(engine=TestEngine(), services={PROGRESS_SERVICE: lambda e, p: events.append((e, p))})
-    out = await run(loaded.workflow, context=ctx)
+    out = await run(loaded.workflow, engine=TestEngine(), on_event=listen)
     assert isinstance(out, Ok)
-    assert events == [("start", "t/a"), ("end", "t/a"), ("start", "t/b"), ("end", "t/b")]
+    assert events == [
+        ("step.start", "t"),
+        ("step.start", "t/a"),
+        ("step.end", "t/a"),
+        ("step.start", "t/b"),
+        ("step.end", "t/b"),
+        ("step.end", "t"),
+    ]
 
 
 class Outer(BaseModel):

@@ -82,7 +82,7 @@ def test_private_builtin_tool_reference_is_a_clean_plan_error(
     ("attr", "why"),
     [
         ("Callable", "not a tool the module offers"),
-        ("FACTS", "not a function or Tool"),
+        ("MAX_TABLE_BYTES", "not a function or Tool"),
         ("ast", "not a tool the module offers"),
     ],
 )

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from agentflow import Err, Ok, RunContext, flow, run
-from agentflow.agents._meta import BUILTIN_TOOL_REFS, GoalRun, generation_schema, run_goal, write_plan
+from agentflow.agents._meta import (
+    BUILTIN_TOOL_REFS,
+    GoalRun,
+    generation_schema,
+    run_goal,
+    tools_named,
+    write_plan,
+)
 from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
 from agentflow.errors import InferenceError
 from agentflow.plans import AgentSpec, plan_json_schema, resolve_tool
+from agentflow.plans.builtin_tools import lookup, word_count
 
+ROOT = Path(__file__).parents[3]
+ROW = {"table": "examples/data/planets.csv", "key": "Mars"}
 INVALID = {
     "apiVersion": "agentflow/v1",
     "kind": "Plan",
     "name": "broken",
     "steps": [
-        {"id": "topic", "tool": "lookup", "args": {"key": "honey"}},
-        {"id": "count", "tool": "word_count", "args": {"text": "{{steps.fact}}"}},
-        {"id": "fact", "tool": "lookup", "args": {"key": "honey"}},
+        {"id": "topic", "tool": "lookup", "args": ROW},
+        {"id": "count", "tool": "word_count", "args": {"text": "Row: {{steps.fact}}"}},
+        {"id": "fact", "tool": "lookup", "args": ROW},
     ],
 }
 VALID = {
@@ -28,10 +39,16 @@ VALID = {
     "kind": "Plan",
     "name": "fixed",
     "steps": [
-        {"id": "fact", "tool": "lookup", "args": {"key": "honey"}},
-        {"id": "count", "tool": "word_count", "args": {"text": "{{steps.fact}}"}},
+        {"id": "fact", "tool": "lookup", "args": ROW},
+        {"id": "count", "tool": "word_count", "args": {"text": "Row: {{steps.fact}}"}},
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def _at_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lookup`` reads examples/data/planets.csv relative to the working directory."""
+    monkeypatch.chdir(ROOT)
 
 
 def _scripted(*answers: dict[str, object]) -> tuple[FunctionEngine, list[GenerationRequest]]:
@@ -83,7 +100,7 @@ def test_generation_schema_documents_are_valid_plan_format_documents() -> None:
 @pytest.mark.anyio
 async def test_write_plan_repairs_an_invalid_plan_with_the_loader_error() -> None:
     engine, seen = _scripted(INVALID, VALID)
-    out = await run(write_plan("count the words of the honey fact"), engine=engine)
+    out = await run(write_plan("count the words of the Mars row"), engine=engine)
     assert isinstance(out, Ok)
     assert out.value.plan.name == "fixed"
     assert out.value.plan.tools == [
@@ -113,11 +130,12 @@ async def test_run_goal_runs_the_plan_as_a_sub_workflow_of_the_caller() -> None:
 
     @flow
     async def caller() -> GoalRun:
-        return await run_goal("count the words of the honey fact")
+        return await run_goal("count the words of the Mars row")
 
     out = await run(caller, context=RunContext(engine=engine, run_id="parent"))
     assert isinstance(out, Ok)
-    assert out.value.outputs == {"result": 15}
+    row = json.dumps(lookup(ROW["table"], ROW["key"]))
+    assert out.value.outputs == {"result": word_count(f"Row: {row}")}
     paths = [e.path for e in out.trace if e.kind == "tool.call"]
     assert paths == ["run_goal/fixed/fact", "run_goal/fixed/count"]
 
@@ -136,7 +154,7 @@ async def test_write_plan_renames_repeated_step_ids() -> None:
         "kind": "Plan",
         "name": "twice",
         "steps": [
-            {"id": "fact", "tool": "lookup", "args": {"key": "tea"}},
+            {"id": "fact", "tool": "lookup", "args": ROW},
             {
                 "id": "fact",
                 "parallel": [{"id": "fact", "prompt": "a {{steps.fact}}"}, {"id": "fact_2", "prompt": "b"}],
@@ -149,3 +167,42 @@ async def test_write_plan_renames_repeated_step_ids() -> None:
     from agentflow.plans import walk_steps
 
     assert [s.id for s in walk_steps(out.value.plan.steps)] == ["fact", "fact_2", "fact_3", "fact_2_2"]
+
+
+def test_tools_named_finds_the_tools_whose_name_words_the_goal_uses() -> None:
+    tools = _tools()
+    assert tools_named("Look up the fact about the moon and count its words", tools) == [
+        "lookup",
+        "word_count",
+    ]  # type: ignore[arg-type]
+    assert tools_named("Calculate 3 * 7 and split the result", tools) == ["calculator", "split"]  # type: ignore[arg-type]
+    assert tools_named("Extract the keywords of this text", tools) == ["keywords"]  # type: ignore[arg-type]
+    assert tools_named("Say something about tea", tools) == []  # type: ignore[arg-type]
+    assert tools_named("Tell me about the world", tools) == []  # type: ignore[arg-type]
+
+
+NO_TOOLS = {
+    "apiVersion": "agentflow/v1",
+    "kind": "Plan",
+    "name": "chatty",
+    "steps": [{"id": "answer", "prompt": "The moon has about twelve words."}],
+}
+
+
+@pytest.mark.anyio
+async def test_write_plan_sends_back_a_plan_that_calls_none_of_the_tools_the_goal_names() -> None:
+    engine, seen = _scripted(NO_TOOLS, VALID)
+    out = await run(write_plan("Look up Mars and count the words of its row"), engine=engine)
+    assert isinstance(out, Ok) and out.value.plan.name == "fixed"
+    assert seen[1].messages is not None
+    repair = seen[1].messages[-1].content
+    assert "too weak for the goal: no step calls lookup, word_count" in repair
+
+
+@pytest.mark.anyio
+async def test_write_plan_refuses_a_weak_plan_when_the_repairs_run_out() -> None:
+    engine, _ = _scripted(NO_TOOLS, NO_TOOLS)
+    out = await run(run_goal("Look up Mars and count the words of its row", max_repairs=1), engine=engine)
+    assert isinstance(out, Err) and isinstance(out.error, InferenceError)
+    assert "no step calls lookup, word_count" in str(out.error)
+    assert not any(e.kind == "tool.call" or e.path.startswith("run_goal/chatty") for e in out.trace)

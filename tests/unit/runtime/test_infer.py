@@ -141,8 +141,9 @@ async def test_parallel_infer_and_usage_totals() -> None:
 
 
 async def test_run_rejects_inputs_for_a_flow_value() -> None:
-    with pytest.raises(ConfigError, match="already a Flow"):
-        await run(generate("x"), {"a": 1}, engine=TestEngine())
+    out = await run(generate("x"), {"a": 1}, engine=TestEngine())
+    assert isinstance(out, Err) and isinstance(out.error, ConfigError)
+    assert "already a Flow" in str(out.error)
 
 
 def test_run_sync_with_engine_spec_closes_owned_engine() -> None:
@@ -185,5 +186,6 @@ async def test_run_rejects_context_together_with_run_options() -> None:
     from agentflow import RunContext
 
     for options in ({"engine": TestEngine()}, {"max_llm_tokens": 10}, {"run_id": "x"}):
-        with pytest.raises(ConfigError, match="not both"):
-            await run(generate("x"), context=RunContext(), **options)  # type: ignore[arg-type]
+        out = await run(generate("x"), context=RunContext(), **options)  # type: ignore[arg-type]
+        assert isinstance(out, Err) and isinstance(out.error, ConfigError)
+        assert "not both" in str(out.error)

@@ -130,8 +130,8 @@ async def test_run_context_carries_a_step_budget() -> None:
 
 @pytest.mark.anyio
 async def test_run_refuses_max_steps_together_with_a_context() -> None:
-    with pytest.raises(ConfigError, match="max_steps"):
-        await run(fan_out(1, 1), context=RunContext(), max_steps=3)
+    out = await run(fan_out(1, 1), context=RunContext(), max_steps=3)
+    assert isinstance(out, Err) and isinstance(out.error, ConfigError) and "max_steps" in out.error.message
 
 
 @pytest.mark.anyio

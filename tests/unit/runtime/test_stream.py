@@ -113,9 +113,10 @@ async def test_stream_refuses_its_own_listener_options() -> None:
     with pytest.raises(TypeError):
         async with stream(generate("x"), on_event=print):  # type: ignore[call-arg]
             pass
-    with pytest.raises(ConfigError):
-        async with stream(generate("x"), engine=TestEngine(), max_llm_tokens=0) as events:
-            [item async for item in events]
+    async with stream(generate("x"), engine=TestEngine(), max_llm_tokens=0) as events:
+        items = [item async for item in events]
+    (only,) = items  # a set-up mistake is a value like any failure: the one item is its Err
+    assert isinstance(only, Err) and isinstance(only.error, ConfigError)
 
 
 @BACKENDS

@@ -47,8 +47,15 @@ def _everything(spans: tuple[ReadableSpan, ...]) -> str:
 
 async def _digest(engine: TestEngine, config: TracingConfig | None = None) -> Ok[object] | Err:
     loaded = load_plan(EXAMPLE)
+    table = str(
+        EXAMPLE.parent / "data" / "planets.csv"
+    )  # lookup reads under the working directory (the root)
     return await run(
-        loaded.workflow, {"topics": "tea, moon"}, engine=engine, run_id="run-1", telemetry=config
+        loaded.workflow,
+        {"topics": "Mars, Venus", "table": table},
+        engine=engine,
+        run_id="run-1",
+        telemetry=config,
     )
 
 
@@ -151,7 +158,14 @@ async def test_message_contents_never_appear_in_spans_by_default(exporter: InMem
     exporter.clear()  # run() already exported the spans once; export again explicitly
     trace_outcome(out, workflow="topic-digest", config=config)
     dumped = _everything(exporter.get_finished_spans())
-    for content in ("Fact about", "Camellia", "echo:", "Rewrite the fact", "concise writer", "tea"):
+    for content in (
+        "Data about",
+        "terrestrial",
+        "echo:",
+        "Write one short sentence",
+        "concise writer",
+        "Mars",
+    ):
         assert content not in dumped
 
 
