@@ -51,7 +51,17 @@ from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableE
 
 from ._snapshots import CacheEvent, CacheListener, ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
 from ._stops import StopBuffer
-from ._types import Capabilities, Chunk, Completion, FinishReason, GenerationRequest, JsonSchema, Usage
+from ._tools import constrained_tool_request, has_tool_history, parse_tool_output, uses_tools
+from ._types import (
+    Capabilities,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    JsonSchema,
+    ToolCallRequest,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -270,7 +280,7 @@ class LlamaCppEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Exact prefix cache, one slot, grammar-constrained JSON, streaming."""
+        """Exact prefix cache, one slot, grammar-constrained JSON and tool calls, streaming."""
         return Capabilities(
             prefix_cache="exact",
             slots=1,
@@ -279,6 +289,7 @@ class LlamaCppEngine:
             streaming=True,
             block_size=1,
             cache_bytes=self._store.capacity_bytes,
+            tool_calling=True,
         )
 
     async def tokenize(self, text: str) -> Sequence[int]:
@@ -303,9 +314,14 @@ class LlamaCppEngine:
         return tokens + tuple(rest)
 
     async def render(self, request: GenerationRequest) -> str:
-        """The prompt text: the raw prompt, or the messages through the GGUF's chat template."""
+        """The prompt text: the raw prompt, or the messages through the GGUF's chat template.
+
+        Tools, tool calls and tool results are written into the messages first (see ``_tools``): chat
+        templates of small GGUFs know nothing of tools.
+        """
         if request.prompt is not None:
             return request.prompt
+        request = constrained_tool_request(request)
         await self._ensure_loaded()
         assert self._chat_template is not None and request.messages is not None
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -323,16 +339,18 @@ class LlamaCppEngine:
     async def generate(self, request: GenerationRequest) -> Completion:
         """Run one request to completion."""
         parts: list[str] = []
+        calls: list[ToolCallRequest] = []
         usage = Usage()
         finish: FinishReason = "stop"
         async with contextlib.aclosing(self.stream(request)) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
+                calls.extend(chunk.tool_calls)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if chunk.finish_reason is not None:
                     finish = chunk.finish_reason
-        return Completion("".join(parts), usage, finish, self._name)
+        return Completion("".join(parts), usage, finish, self._name, tuple(calls))
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Run one request, yielding text as it is generated; the last chunk carries usage and finish reason.
@@ -341,7 +359,13 @@ class LlamaCppEngine:
             EngineRequestError: The prompt does not fit the context, the schema has no grammar, or llama.cpp
                 failed to decode.
             EngineUnavailableError: The engine is closed or the model cannot be loaded.
+            UnsupportedFeatureError: The request has both ``tools`` and a ``json_schema``.
         """
+        if request.tools or has_tool_history(request):
+            async with contextlib.aclosing(self._tool_stream(request)) as tool_chunks:
+                async for chunk in tool_chunks:
+                    yield chunk
+            return
         submitted = time.perf_counter()
         prompt_text = await self.render(request)
         tokens = tuple(await self.tokenize(prompt_text))
@@ -408,6 +432,35 @@ class LlamaCppEngine:
         )
         self._count(usage)
         yield Chunk("", usage=usage, finish_reason=finish)
+
+    async def _tool_stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """A request with tools: decoded under the tools' JSON Schema, the answer parsed into tool calls.
+
+        The JSON is not text for the caller, so it is held back: the content (an ``auto`` answer without
+        calls) or the calls arrive whole after generation, then the usage chunk.
+        """
+        inner = constrained_tool_request(request)
+        if not uses_tools(request):
+            async with contextlib.aclosing(self.stream(inner)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        parts: list[str] = []
+        last = Chunk("")
+        async with contextlib.aclosing(self.stream(inner)) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                if chunk.usage is not None:
+                    last = chunk
+        text = "".join(parts)
+        assert inner.messages is not None
+        seed = "\n".join(f"{m.role}:{m.content}" for m in inner.messages) + "\n" + text
+        content, calls = parse_tool_output(request, text, seed=seed)
+        if content:
+            yield Chunk(content)
+        if calls:
+            yield Chunk("", tool_calls=calls)
+        yield Chunk("", usage=last.usage, finish_reason="tool_calls" if calls else last.finish_reason)
 
     async def aclose(self) -> None:
         """Wait for the running request, then free the model and the snapshots."""
