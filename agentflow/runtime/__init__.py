@@ -12,6 +12,7 @@ from ._llm import (
     Judge,
     Prompt,
     TextReader,
+    ToolCallReader,
     call_llm,
     generate,
     infer,
@@ -22,6 +23,7 @@ from ._llm import (
 from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
+from ._tool_check import tool_call_problems
 
 __all__ = [
     "Interrupted",
@@ -39,6 +41,7 @@ __all__ = [
     "StepStatus",
     "TextReader",
     "TokenBudget",
+    "ToolCallReader",
     "Workflow",
     "call_llm",
     "gc_runs",
@@ -56,5 +59,6 @@ __all__ = [
     "run_sync",
     "schema_instructions",
     "show_run",
+    "tool_call_problems",
     "usage_of",
 ]
