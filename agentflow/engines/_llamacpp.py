@@ -51,7 +51,7 @@ from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableE
 
 from ._snapshots import CacheEvent, CacheListener, ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
 from ._stops import StopBuffer
-from ._tools import constrained_tool_request, has_tool_history, parse_tool_output, uses_tools
+from ._tools import ToolOutputReader, constrained_tool_request, has_tool_history
 from ._types import (
     Capabilities,
     Chunk,
@@ -280,7 +280,12 @@ class LlamaCppEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Exact prefix cache, one slot, grammar-constrained JSON and tool calls, streaming."""
+        """Exact prefix cache, one slot, grammar-constrained JSON, streaming.
+
+        Requests with ``tools`` are served through a grammar over the tools, which is emulated tool
+        calling, so ``tool_calling`` stays unset (agents keep their own JSON plans unless told
+        ``native_tools=True``).
+        """
         return Capabilities(
             prefix_cache="exact",
             slots=1,
@@ -289,7 +294,7 @@ class LlamaCppEngine:
             streaming=True,
             block_size=1,
             cache_bytes=self._store.capacity_bytes,
-            tool_calling=True,
+            tool_calling=False,
         )
 
     async def tokenize(self, text: str) -> Sequence[int]:
@@ -434,33 +439,37 @@ class LlamaCppEngine:
         yield Chunk("", usage=usage, finish_reason=finish)
 
     async def _tool_stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        """A request with tools: decoded under the tools' JSON Schema, the answer parsed into tool calls.
+        """A request with tools: decoded under the tools' JSON Schema and read back into tool calls.
 
-        The JSON is not text for the caller, so it is held back: the content (an ``auto`` answer without
-        calls) or the calls arrive whole after generation, then the usage chunk.
+        The JSON is not text for the caller: each call of a call array is handed out as soon as its item
+        closes; an answer's content arrives whole at the end, then the usage chunk.
         """
         inner = constrained_tool_request(request)
-        if not uses_tools(request):
+        if not request.tools:  # only the conversation holds calls: plain text generation
             async with contextlib.aclosing(self.stream(inner)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
-        parts: list[str] = []
+        assert inner.messages is not None
+        reader = ToolOutputReader(request, seed="\n".join(f"{m.role}:{m.content}" for m in inner.messages))
+        called = False
         last = Chunk("")
         async with contextlib.aclosing(self.stream(inner)) as chunks:
             async for chunk in chunks:
-                parts.append(chunk.text)
+                calls = reader.feed(chunk.text)
+                if calls:
+                    called = True
+                    yield Chunk("", tool_calls=tuple(calls))
                 if chunk.usage is not None:
                     last = chunk
-        text = "".join(parts)
-        assert inner.messages is not None
-        seed = "\n".join(f"{m.role}:{m.content}" for m in inner.messages) + "\n" + text
-        content, calls = parse_tool_output(request, text, seed=seed)
+        content, rest = reader.finish()
         if content:
             yield Chunk(content)
-        if calls:
-            yield Chunk("", tool_calls=calls)
-        yield Chunk("", usage=last.usage, finish_reason="tool_calls" if calls else last.finish_reason)
+        if rest:
+            called = True
+            yield Chunk("", tool_calls=tuple(rest))
+        finish = "tool_calls" if called and last.finish_reason == "stop" else last.finish_reason
+        yield Chunk("", usage=last.usage, finish_reason=finish)
 
     async def aclose(self) -> None:
         """Wait for the running request, then free the model and the snapshots."""

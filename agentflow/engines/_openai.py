@@ -21,6 +21,7 @@ The server kind (``vllm``, ``llamacpp`` or plain ``openai``) is given or detecte
     tool results            role "tool"                 a "user" message naming the   role "tool"
                                                         call (chatml-function-calling
                                                         drops "tool" messages' text)
+    tool_choice="required"  sent                        sent as "auto" (unsupported)  sent
     tool_calling="auto"     False (needs vllm serve     False (needs --chat_format    True
                             --enable-auto-tool-choice)  chatml-function-calling)
 
@@ -421,7 +422,12 @@ def build_body(request: GenerationRequest, options: _Options, *, stream: bool) -
         body.prompt = request.prompt
     if request.tools:
         body.tools = [openai_tool(t) for t in request.tools]
-        body.tool_choice = openai_tool_choice(request.tool_choice)
+        choice = request.tool_choice
+        if (
+            choice == "required" and options.kind == "llamacpp"
+        ):  # llama-cpp-python: auto, none or a named tool
+            choice = "auto"
+        body.tool_choice = openai_tool_choice(choice)
         if not request.parallel_tool_calls and options.kind != "llamacpp":
             body.parallel_tool_calls = False
     if request.json_schema is not None:

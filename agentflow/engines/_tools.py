@@ -13,6 +13,10 @@ Two ways an engine can serve a request with ``tools``:
       NamedToolChoice(T)   T's arguments object                                one call of T
       "required"           [{"name": T, "arguments": {...}}, ...]              those calls (one if not parallel)
       "auto"               the same array, or {"content": "<answer>"}          calls, or the answer text
+      "none"               {"content": "<answer>"}                             the answer text
+
+  ("none" is constrained too: a small model that saw its earlier calls written as JSON would otherwise
+  write another call as its answer.)
 
   Engines whose chat template knows nothing of tools get the tools and the format in a system message
   (``tool_instructions``) and the conversation's calls and results as text (``plain_messages``).
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from pydantic import JsonValue
@@ -43,6 +47,7 @@ from ._types import (
 __all__ = [
     "ToolCallAssembler",
     "ToolCallDelta",
+    "ToolOutputReader",
     "call_id",
     "constrained_tool_request",
     "has_tool_history",
@@ -231,9 +236,11 @@ _CONTENT_SCHEMA: dict[str, JsonValue] = {
 
 def tool_output_schema(request: GenerationRequest) -> JsonSchema | None:
     """The JSON Schema the answer is decoded under (see the module docstring); ``None`` without tools."""
-    if not uses_tools(request):
+    if not request.tools:
         return None
     choice = request.tool_choice
+    if choice == "none":
+        return dict(_CONTENT_SCHEMA)
     if isinstance(choice, NamedToolChoice):
         spec = next(t for t in request.tools if t.name == choice.name)
         return dict(spec.parameters)
@@ -250,8 +257,10 @@ def tool_output_schema(request: GenerationRequest) -> JsonSchema | None:
 def tool_instructions(request: GenerationRequest, *, list_tools: bool = True) -> str:
     """System text for a model whose chat template has no tools: the tools (unless ``list_tools`` is
     false, for templates that list them already) and the answer format."""
-    if not uses_tools(request):
+    if not request.tools:
         return ""
+    if request.tool_choice == "none":
+        return 'Do not call tools now: answer with {"content": "<your answer>"}.'
     lines = ["You can call these tools:"] if list_tools else []
     for spec in request.tools if list_tools else ():
         desc = " ".join(spec.description.split())
@@ -332,53 +341,131 @@ def constrained_tool_request(request: GenerationRequest) -> GenerationRequest:
     """
     if request.messages is None or not (request.tools or has_tool_history(request)):
         return request
-    if uses_tools(request) and request.json_schema is not None:
+    if request.tools and request.json_schema is not None:
         from agentflow.errors import UnsupportedFeatureError
 
         raise UnsupportedFeatureError(
             "this engine constrains tool calls with a JSON Schema, so a request cannot have both `tools` "
-            "and `json_schema`; drop one, or set tool_choice='none'"
+            "and `json_schema`; drop one"
         )
     return replace(
         request,
         messages=plain_messages(request, instructions=tool_instructions(request)),
-        json_schema=tool_output_schema(request) if uses_tools(request) else request.json_schema,
+        json_schema=tool_output_schema(request) if request.tools else request.json_schema,
         tools=(),
         tool_choice="auto",
     )
 
 
-def parse_tool_output(
-    request: GenerationRequest, text: str, *, seed: str
-) -> tuple[str, tuple[ToolCallRequest, ...]]:
-    """The content and the tool calls in an answer decoded under ``tool_output_schema(request)``.
+class ToolOutputReader:
+    """Reads an answer decoded under ``tool_output_schema(request)`` as it streams, handing out each call
+    of a call array as soon as its item closes (so a planner can start it while the model writes the
+    next one).
 
-    An answer that is not in the format (e.g. cut off by ``max_tokens``) is returned as content with no
-    calls, so nothing generated is lost. Ids come from ``call_id(seed, i)``.
+    Call ids are ``call_id(seed + item text, index)``: the same prompt and answer give the same ids.
     """
-    if not uses_tools(request):
-        return text, ()
-    try:
-        value: JsonValue = json.loads(text)
-    except ValueError:
-        return text, ()
-    choice = request.tool_choice
-    if isinstance(choice, NamedToolChoice):
-        if not isinstance(value, dict):
-            return text, ()
-        return "", (ToolCallRequest(call_id(seed, 0), choice.name, text.strip()),)
-    if isinstance(value, dict) and isinstance(value.get("content"), str) and choice == "auto":
-        content = value["content"]
-        assert isinstance(content, str)
-        return content, ()
-    if not isinstance(value, list):
-        return text, ()
-    calls: list[ToolCallRequest] = []
-    for index, item in enumerate(value):
-        if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)):
-            return text, ()
+
+    def __init__(self, request: GenerationRequest, *, seed: str) -> None:
+        self._request = request
+        self._seed = seed
+        self._text: list[str] = []  # everything fed so far
+        self._calls = 0  # calls handed out so far
+        # Array scan state, kept between feeds: not started / in the array / done (or not an array).
+        self._mode = "start"  # start -> array -> done; "other" when the answer is not a call array
+        self._depth = 0  # bracket depth inside the current item (0: between items)
+        self._in_string = False
+        self._escape = False
+        self._item: list[str] = []  # characters of the current item
+
+    def feed(self, text: str) -> list[ToolCallRequest]:
+        """Take the next piece of the answer; return the calls it completes."""
+        self._text.append(text)
+        if not self._request.tools or isinstance(self._request.tool_choice, NamedToolChoice):
+            return []
+        out: list[ToolCallRequest] = []
+        for char in text:
+            if self._mode == "start":
+                if not char.isspace():
+                    self._mode = "array" if char == "[" else "other"
+                continue
+            if self._mode != "array":
+                break
+            if self._depth == 0:
+                if char == "{":
+                    self._depth = 1
+                    self._item = [char]
+                elif char == "]":
+                    self._mode = "done"
+                continue
+            self._item.append(char)
+            self._scan(char)
+            if self._depth == 0:
+                call = self._call("".join(self._item))
+                if call is None:
+                    self._mode = "other"
+                    break
+                out.append(call)
+        return out
+
+    def _scan(self, char: str) -> None:
+        if self._in_string:
+            if self._escape:
+                self._escape = False
+            elif char == "\\":
+                self._escape = True
+            elif char == '"':
+                self._in_string = False
+        elif char == '"':
+            self._in_string = True
+        elif char in "{[":
+            self._depth += 1
+        elif char in "}]":
+            self._depth -= 1
+
+    def _call(self, item_text: str) -> ToolCallRequest | None:
+        try:
+            item: JsonValue = json.loads(item_text)
+        except ValueError:
+            return None
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)):
+            return None
         name = item["name"]
         assert isinstance(name, str)
         arguments = json.dumps(item.get("arguments", {}), ensure_ascii=False)
-        calls.append(ToolCallRequest(call_id(seed, index), name, arguments))
-    return "", tuple(calls)
+        call = ToolCallRequest(call_id(self._seed + item_text, self._calls), name, arguments)
+        self._calls += 1
+        return call
+
+    def finish(self) -> tuple[str, list[ToolCallRequest]]:
+        """The answer's content and the calls not handed out yet.
+
+        An answer that is not in the format (cut off by ``max_tokens``, say) keeps the calls already
+        handed out; if there were none, the whole text is returned as content, so nothing is lost.
+        """
+        text = "".join(self._text)
+        if not self._request.tools:
+            return text, []
+        choice = self._request.tool_choice
+        try:
+            value: JsonValue = json.loads(text)
+        except ValueError:
+            return ("" if self._calls else text), []
+        if isinstance(choice, NamedToolChoice):
+            if not isinstance(value, dict):
+                return text, []
+            return "", [ToolCallRequest(call_id(self._seed + text, 0), choice.name, text.strip())]
+        if isinstance(value, dict) and isinstance(value.get("content"), str) and choice in ("auto", "none"):
+            content = value["content"]
+            assert isinstance(content, str)
+            return content, []
+        return ("" if self._calls else text), []
+
+
+def parse_tool_output(
+    request: GenerationRequest, text: str, *, seed: str
+) -> tuple[str, tuple[ToolCallRequest, ...]]:
+    """The content and the tool calls of a whole answer (``ToolOutputReader`` fed at once)."""
+    reader = ToolOutputReader(request, seed=seed)
+    calls = reader.feed(text)
+    content, rest = reader.finish()
+    return content, tuple(calls + rest)

@@ -309,8 +309,12 @@ class Capabilities:
         streaming: Whether ``stream`` yields incremental chunks.
         block_size: Prefix-cache block size in tokens (``block`` caches).
         cache_bytes: Approximate bytes of KV cache available to reuse, if known.
-        tool_calling: Whether requests with ``tools`` get native tool calls (agents use them when set and
-            fall back to their own JSON/text plans otherwise).
+        tool_calling: Whether the engine does native tool calling: the model is shown the tools and calls
+            them in its trained format (chat template tools, a server's tool-call parser). Agents use
+            native calls when it is set and their own JSON/text plans otherwise. An engine that only
+            emulates calls with a grammar over the tools (the embedded llama.cpp engine) still serves
+            requests with ``tools`` but does not set it: the agents' JSON plans are that same grammar,
+            tuned for small models.
     """
 
     prefix_cache: PrefixCacheKind = "none"

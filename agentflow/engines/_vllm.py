@@ -21,7 +21,8 @@ The translation from agentflow's request to vLLM's is a set of pure functions (`
     tools                          the chat template's ``tools`` (OpenAI function dicts), and the answer
                                    constrained like vLLM's server does for tool_choice: a named tool's
                                    arguments, or [{"name", "arguments"}...] (``auto`` also admits
-                                   {"content": ...}); parsed back into ``Completion.tool_calls``
+                                   {"content": ...}, ``none`` only that); parsed back into
+                                   ``Completion.tool_calls`` and the content
     messages' tool calls/results   assistant ``tool_calls`` with ``arguments`` as dicts (the form chat
                                    templates expect), ``tool`` messages with ``tool_call_id``
 
@@ -45,6 +46,7 @@ import anyio
 
 from agentflow.engines._openai import SecretHandle, _reveal, cache_salt_for
 from agentflow.engines._tools import (
+    ToolOutputReader,
     openai_tool,
     parse_tool_output,
     tool_instructions,
@@ -122,11 +124,11 @@ def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
         UnsupportedFeatureError: The request has both tools to call and a ``json_schema``.
     """
     schema = request.json_schema
-    if uses_tools(request):
+    if request.tools:
         if schema is not None:
             raise UnsupportedFeatureError(
                 "VLLMEngine constrains tool calls with a JSON Schema, so a request cannot have both `tools` "
-                "and `json_schema`; drop one, or set tool_choice='none'"
+                "and `json_schema`; drop one"
             )
         schema = tool_output_schema(request)
     kwargs: dict[str, object] = {
@@ -146,7 +148,7 @@ def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
 
 def chat_template_messages(request: GenerationRequest) -> list[dict[str, object]]:
     """The messages as chat templates take them (pure): assistant ``tool_calls`` with their arguments as
-    dicts, ``tool`` messages with ``tool_call_id``, and, when tools are offered, the answer format
+    dicts, ``tool`` messages with ``tool_call_id``, and, when the request has tools, the answer format
     (see ``_tools``) joined to the system message."""
     assert request.messages is not None
     out: list[dict[str, object]] = []
@@ -167,6 +169,11 @@ def chat_template_messages(request: GenerationRequest) -> list[dict[str, object]
         else:
             out.insert(0, {"role": "system", "content": instructions})
     return out
+
+
+def _seed(request: GenerationRequest) -> str:
+    """What call ids are derived from: the conversation (with the answer's items, see ``ToolOutputReader``)."""
+    return "\n".join(f"{m.role}:{m.content}" for m in request.messages or ())
 
 
 def _arguments(call: ToolCallRequest) -> object:
@@ -416,7 +423,7 @@ class VLLMEngine:
         return Completion(
             text=text,
             usage=progress.usage(),
-            finish_reason="tool_calls" if calls else finish,
+            finish_reason="tool_calls" if calls and finish == "stop" else finish,
             model=self._model,
             tool_calls=calls,
         )
@@ -424,25 +431,34 @@ class VLLMEngine:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Run one request, yielding text as vLLM produces it; the last chunk carries usage."""
         progress = _Progress(submitted=time.monotonic())
-        held = uses_tools(request)  # the answer is constrained JSON: content or calls come whole at the end
+        # With tools the answer is constrained JSON: each call is handed out when its item closes, an
+        # answer's content whole at the end.
+        reader = ToolOutputReader(request, seed=_seed(request)) if request.tools else None
+        called = False
         async for piece in self._run(request, progress, stream=True):
-            if piece and not held:
-                yield Chunk(text=piece)
-        finish = finish_reason_from_vllm(progress.finish)
-        if held:
-            text, calls = self._parse(request, progress)
-            if text:
-                yield Chunk(text=text)
+            if reader is None:
+                if piece:
+                    yield Chunk(text=piece)
+                continue
+            calls = reader.feed(piece)
             if calls:
-                yield Chunk(text="", tool_calls=calls)
-                finish = "tool_calls"
+                called = True
+                yield Chunk(text="", tool_calls=tuple(calls))
+        finish = finish_reason_from_vllm(progress.finish)
+        if reader is not None:
+            content, rest = reader.finish()
+            if content:
+                yield Chunk(text=content)
+            if rest:
+                called = True
+                yield Chunk(text="", tool_calls=tuple(rest))
+        if called and finish == "stop":
+            finish = "tool_calls"
         yield Chunk(text="", usage=progress.usage(), finish_reason=finish)
 
     @staticmethod
     def _parse(request: GenerationRequest, progress: _Progress) -> tuple[str, tuple[ToolCallRequest, ...]]:
-        text = "".join(progress.pieces)
-        seed = f"{list(progress.prompt_token_ids or ())}\n{text}"
-        return parse_tool_output(request, text, seed=seed)
+        return parse_tool_output(request, "".join(progress.pieces), seed=_seed(request))
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """Token ids of ``text`` from the model's tokenizer (with its special-token defaults)."""
