@@ -357,9 +357,8 @@ def tool_calls_from(message: _ChoiceMessage | None) -> tuple[ToolCallRequest, ..
     if message is None or not message.tool_calls:
         return ()
     assembler = ToolCallAssembler()
-    for position, call in enumerate(message.tool_calls):
-        assembler.feed([call.delta(position)])
-    return tuple(assembler.finish())
+    calls = assembler.feed([call.delta(position) for position, call in enumerate(message.tool_calls)])
+    return tuple(calls + assembler.finish())
 
 
 def _message_body(message: Message) -> _MessageBody:
