@@ -22,6 +22,8 @@ The server kind (``vllm``, ``llamacpp`` or plain ``openai``) is given or detecte
                                                         call (chatml-function-calling
                                                         drops "tool" messages' text)
     tool_choice="required"  sent                        sent as "auto" (unsupported)  sent
+    streamed auto/required  streamed                    sent unstreamed, handed out   streamed
+                                                        whole (it cannot stream them)
     tool_calling="auto"     False (needs vllm serve     False (needs --chat_format    True
                             --enable-auto-tool-choice)  chatml-function-calling)
 
@@ -738,9 +740,18 @@ class OpenAIEngine:
 
         Failures before the first chunk are retried; a stream that breaks after chunks were
         yielded ends in ``EngineRequestError`` (the chunks already yielded stay valid).
+
+        llama-cpp-python cannot stream a tool choice the model makes itself (``auto``, and ``required``,
+        which it is sent as): such a request is sent unstreamed and its answer handed out whole.
         """
         submitted = time.monotonic()
         kind = await self.probe()
+        if kind == "llamacpp" and request.tools and request.tool_choice in ("auto", "required"):
+            whole = await self.generate(request)
+            if whole.text or whole.tool_calls:
+                yield Chunk(text=whole.text, tool_calls=whole.tool_calls)
+            yield Chunk(text="", usage=whole.usage, finish_reason=whole.finish_reason)
+            return
         url, body = self._endpoint(request), build_body(request, self._options(kind), stream=True)
         state = _StreamState()
         async with self._get_limiter():

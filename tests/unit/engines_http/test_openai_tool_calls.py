@@ -249,7 +249,7 @@ async def test_stream_hands_out_each_call_whole_as_soon_as_the_next_one_starts()
 
 
 async def test_stream_reads_servers_that_repeat_id_and_name_in_every_piece() -> None:
-    # llama-cpp-python's form.
+    # llama-cpp-python's form (it streams only a named tool choice).
     repeat = {"id": "call__0_find_order_x", "name": "find_order"}
     body = sse(
         delta(calls=None),
@@ -263,7 +263,12 @@ async def test_stream_reads_servers_that_repeat_id_and_name_in_every_piece() -> 
     server = Server(body, owned_by="llamacpp")
     async with server.engine() as engine:
         chunks: list[Chunk] = [
-            c async for c in engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,)))
+            c
+            async for c in engine.stream(
+                GenerationRequest(
+                    messages=CONVERSATION[:2], tools=(ORDER,), tool_choice=NamedToolChoice("find_order")
+                )
+            )
         ]
     assert [call for c in chunks for call in c.tool_calls] == [
         ToolCallRequest("call__0_find_order_x", "find_order", '{ "order": 42 }')
@@ -329,3 +334,26 @@ async def test_tool_calling_is_declared_by_server_kind_unless_told(kind: ServerK
     async with server.engine(tool_calling=True) as told:
         await told.probe()
         assert told.capabilities.tool_calling
+
+
+async def test_llamacpp_stream_of_a_choice_the_model_makes_is_sent_unstreamed() -> None:
+    # llama-cpp-python answers a streamed automatic tool choice with an error; the whole answer is handed out.
+    server = Server(
+        answer_with_calls({"id": "a", "function": {"name": "find_order", "arguments": '{"order": 42}'}}),
+        owned_by="llamacpp",
+    )
+    async with server.engine() as engine:
+        chunks = [
+            c async for c in engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,)))
+        ]
+        named = GenerationRequest(
+            messages=CONVERSATION[:2], tools=(ORDER,), tool_choice=NamedToolChoice("find_order")
+        )
+        server.answer = sse(
+            delta(calls=[piece(0, "{}", id="b", name="find_order")]), delta(finish="tool_calls"), "[DONE]"
+        )
+        streamed = [c async for c in engine.stream(named)]
+    assert server.bodies[0]["stream"] is False and server.bodies[1]["stream"] is True
+    assert [call.id for c in chunks for call in c.tool_calls] == ["a"]
+    assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None
+    assert [call.id for c in streamed for call in c.tool_calls] == ["b"]
