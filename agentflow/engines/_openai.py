@@ -24,8 +24,8 @@ The server kind (``vllm``, ``llamacpp`` or plain ``openai``) is given or detecte
     tool_choice="required"  sent                        sent as "auto" (unsupported)  sent
     streamed auto/required  streamed                    sent unstreamed, handed out   streamed
                                                         whole (it cannot stream them)
-    tool_calling="auto"     False (needs vllm serve     False (needs --chat_format    True
-                            --enable-auto-tool-choice)  chatml-function-calling)
+    tool_calling="auto"     False (needs vllm serve     False (needs --chat_format    True when given as
+                            --enable-auto-tool-choice)  chatml-function-calling)      server_kind="openai"
 
 Native tool calling: ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (sent only when false) go out
 in OpenAI's shapes, with the conversation's calls on assistant messages and results as ``tool`` messages;
@@ -544,11 +544,12 @@ class OpenAIEngine:
             structured_output: The ``response_format`` form for ``json_schema`` requests;
                 ``auto`` picks ``json_object`` for llama.cpp servers and ``json_schema`` otherwise.
             tool_calling: Whether the server does native tool calling (``Capabilities.tool_calling``;
-                agents use it when declared). ``auto``: true for the ``openai`` kind once known; vLLM
-                and llama.cpp servers do it only when started for it (``vllm serve
-                --enable-auto-tool-choice --tool-call-parser ...``, ``python -m llama_cpp.server
-                --chat_format chatml-function-calling``), so say ``True`` when yours was. Requests with
-                ``tools`` are sent either way.
+                agents use it when declared). ``auto``: true when ``server_kind="openai"`` is given
+                (hosted APIs), never from a detected kind (so agents decide the same way before and
+                after the first request); vLLM and llama.cpp servers call tools only when started for
+                it (``vllm serve --enable-auto-tool-choice --tool-call-parser ...``, ``python -m
+                llama_cpp.server --chat_format chatml-function-calling``), so say ``True`` when yours
+                was. Requests with ``tools`` are sent either way.
             cache_salt_per_tenant: On vLLM, salt the prefix cache per ``hints.tenant`` so tenants
                 never share cached prefixes.
             cache_salt_secret: Key for deriving tenant salts; without it each engine draws a random
@@ -594,7 +595,9 @@ class OpenAIEngine:
         self._model = model
         self._kind: ServerKind | None = None if server_kind == "auto" else server_kind
         self._structured_choice = structured_output
-        self._tool_calling = tool_calling
+        # Decided from the configuration alone, so an agent chooses the same way before and after the
+        # first request detects the server kind.
+        self._tool_calling = tool_calling if tool_calling != "auto" else server_kind == "openai"
         self._retry = retry if retry is not None else RetryPolicy()
         self._on_retry = on_retry
         self._rng = random.Random(jitter_seed)
@@ -681,7 +684,7 @@ class OpenAIEngine:
     @property
     def capabilities(self) -> Capabilities:
         """What the server supports; conservative until the server kind is known."""
-        tools = self._tool_calling if self._tool_calling != "auto" else self._kind == "openai"
+        tools = self._tool_calling is True
         match self._kind:
             case "vllm":
                 return Capabilities(

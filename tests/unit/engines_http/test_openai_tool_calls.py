@@ -324,13 +324,17 @@ async def test_stream_refuses_more_call_pieces_than_max_tokens() -> None:
 # -- capabilities ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "declared"), [("openai", True), ("vllm", False), ("llamacpp", False)])
-async def test_tool_calling_is_declared_by_server_kind_unless_told(kind: ServerKind, declared: bool) -> None:
+@pytest.mark.parametrize("kind", ["openai", "vllm", "llamacpp"])
+async def test_tool_calling_is_declared_from_the_configuration_not_the_detected_kind(
+    kind: ServerKind,
+) -> None:
     server = Server(answer_with_calls(), owned_by=kind)
-    async with server.engine() as engine:
-        assert not engine.capabilities.tool_calling  # unknown until the kind is detected
-        await engine.probe()
-        assert engine.capabilities.tool_calling is declared
+    async with server.engine() as detected:
+        assert not detected.capabilities.tool_calling
+        await detected.probe()
+        assert detected.server_kind == kind and not detected.capabilities.tool_calling
+    async with server.engine(server_kind=kind) as given:
+        assert given.capabilities.tool_calling is (kind == "openai")
     async with server.engine(tool_calling=True) as told:
         await told.probe()
         assert told.capabilities.tool_calling
