@@ -167,3 +167,18 @@ async def test_react_completes_the_two_tool_task_on_the_embedded_engine_when_tol
         react(QUESTION, TOOLS, tool_choice=TURNS, max_tokens=48, native_tools=True), engine=embedded
     )
     assert_two_tool_task_done(outcome)
+
+
+async def test_json_plan_over_an_integer_argument_decodes_on_the_embedded_engine(
+    embedded: LlamaCppEngine,
+) -> None:
+    # Regression: the "$N" reference alternative of non-string arguments used to become a GBNF escape
+    # that llama.cpp's grammar parser rejects, so any such JSON plan failed before decoding.
+    outcome = await run(
+        llm_compiler(
+            "Who placed order 42?", TOOLS.allowlist(["find_order"]), max_replans=0, native_tools=False
+        ),
+        engine=embedded,
+    )
+    assert isinstance(outcome, Ok), outcome
+    assert [t.tool for t in outcome.value.tasks][:1] == ["find_order"]
