@@ -177,9 +177,9 @@ class RayEngine:
         return typing.cast(Completion, await self._call("generate", request))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """The whole completion as one text chunk, then the final chunk with usage."""
+        """The whole completion as one text chunk (with its tool calls), then the final chunk with usage."""
         completion = await self.generate(request)
-        yield Chunk(completion.text)
+        yield Chunk(completion.text, tool_calls=completion.tool_calls)
         yield Chunk("", usage=completion.usage, finish_reason=completion.finish_reason)
 
     async def tokenize(self, text: str) -> Sequence[int]:

@@ -305,11 +305,15 @@ class _Builder:
                     [{"role": "user", "parts": [{"type": "text", "content": e.prompt}]}]
                 )
             if e.completion is not None:
+                calls = [
+                    {"type": "tool_call", "id": cid, "name": name, "arguments": args}
+                    for cid, name, args in e.tool_calls or ()
+                ]
                 attrs["gen_ai.output.messages"] = self.text(
                     [
                         {
                             "role": "assistant",
-                            "parts": [{"type": "text", "content": e.completion}],
+                            "parts": [{"type": "text", "content": e.completion}, *calls],
                             "finish_reason": e.finish_reason or "",
                         }
                     ]

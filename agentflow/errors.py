@@ -25,6 +25,7 @@ with ``raise X(...) from exc``.
         │   └── UnsupportedFeatureError  the engine lacks a requested capability
         ├── InferenceError         typed inference could not produce a valid value (raw text kept)
         ├── ToolError              a tool failed or was called wrongly
+        │   └── ToolCallError      a model's native tool calls do not fit the offered tools
         ├── SchedulerError         the request scheduler refused or failed
         ├── MemoryStoreError       the memory store failed
         ├── JournalError           the run journal is unreachable, damaged or not a journal
@@ -32,6 +33,9 @@ with ``raise X(...) from exc``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from agentflow.dsl._errors import (
     AgentflowError,
@@ -45,6 +49,9 @@ from agentflow.dsl._errors import (
     StepTimeout,
     UserError,
 )
+
+if TYPE_CHECKING:
+    from agentflow.engines import Completion
 
 __all__ = [
     "AgentflowError",
@@ -68,6 +75,7 @@ __all__ = [
     "StepBudgetExceededError",
     "StepError",
     "StepTimeout",
+    "ToolCallError",
     "ToolError",
     "UnsupportedFeatureError",
     "UserError",
@@ -147,6 +155,31 @@ class ToolError(RuntimeFailure):
     def __init__(self, tool: str, message: str, *, where: str | None = None) -> None:
         self.tool = tool
         super().__init__(f"tool {tool!r}: {message}", where=where)
+
+
+class ToolCallError(ToolError):
+    """A model asked for native tool calls that do not fit the offered tools: a tool that was not offered,
+    arguments that are not a JSON object or do not match the tool's JSON Schema, or a call the request's
+    ``tool_choice`` did not allow.
+
+    Attributes:
+        problems: Call id -> what is wrong with that call (the bad calls only).
+        completion: The whole completion, valid calls included, so a caller can answer every call (an
+            agent sends each problem back as that call's result).
+    """
+
+    def __init__(
+        self,
+        tool: str,
+        message: str,
+        *,
+        problems: Mapping[str, str],
+        completion: Completion,
+        where: str | None = None,
+    ) -> None:
+        self.problems = dict(problems)
+        self.completion = completion
+        super().__init__(tool, message, where=where)
 
 
 class SchedulerError(RuntimeFailure):

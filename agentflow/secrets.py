@@ -278,7 +278,14 @@ def redact_request(request: GenerationRequest) -> GenerationRequest:
         return request
     messages = request.messages
     if messages is not None:
-        messages = tuple(dataclasses.replace(m, content=redact(m.content)) for m in messages)
+        messages = tuple(
+            dataclasses.replace(
+                m,
+                content=redact(m.content),
+                tool_calls=tuple(dataclasses.replace(c, arguments=redact(c.arguments)) for c in m.tool_calls),
+            )
+            for m in messages
+        )
     prompt = redact(request.prompt) if request.prompt is not None else None
     return dataclasses.replace(request, prompt=prompt, messages=messages)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from ._memory_tools import EngineSummarizer, memory_tools
     from ._meta import BUILTIN_TOOL_REFS, GoalRun, generation_schema, run_goal, write_plan
+    from ._native_tools import TurnChoices, tool_specs
     from ._plan_parser import (
         JsonPlanParser,
         ParsedPlan,
@@ -47,6 +48,7 @@ __all__ = [
     "PlanFormat",
     "PlanParser",
     "ReactResult",
+    "TurnChoices",
     "describe_tools",
     "format_plan",
     "generation_schema",
@@ -59,6 +61,7 @@ __all__ = [
     "react",
     "react_turn_schema",
     "run_goal",
+    "tool_specs",
     "write_plan",
 ]
 
@@ -74,6 +77,7 @@ _LAZY: dict[str, str] = {
     "PlanFormat": "._compiler",
     "PlanParser": "._plan_parser",
     "ReactResult": "._react",
+    "TurnChoices": "._native_tools",
     "describe_tools": "._compiler",
     "format_plan": "._plan_parser",
     "generation_schema": "._meta",
@@ -86,6 +90,7 @@ _LAZY: dict[str, str] = {
     "react": "._react",
     "react_turn_schema": "._react",
     "run_goal": "._meta",
+    "tool_specs": "._native_tools",
     "write_plan": "._meta",
 }
 

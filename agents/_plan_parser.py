@@ -530,9 +530,11 @@ def format_plan(tasks: Iterable[Task], *, join: bool = True) -> str:
 
 # -- JSON form -----------------------------------------------------------------------------------------------------
 
+# Character classes, not escapes: llama-cpp-python's schema-to-grammar converter reads ``\$\{?`` as an
+# optional literal "${" and writes a GBNF escape that llama.cpp's grammar parser rejects.
 _REF_STRING: dict[str, JsonValue] = {
     "type": "string",
-    "pattern": r"^\$\{?[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)*\}?$",
+    "pattern": r"^[$][{]?[0-9]+([.][A-Za-z_][A-Za-z0-9_]*)*[}]?$",
 }
 
 

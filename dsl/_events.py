@@ -175,8 +175,11 @@ class LLMCall(EventBase):
         max_tokens: The request's token limit.
         temperature: The request's sampling temperature.
         prompt: The raw prompt, for prompt (not chat) requests, when content is captured.
-        messages: The chat messages as ``(role, content)`` pairs, when content is captured.
+        messages: The chat messages as ``(role, content)`` pairs, when content is captured (a message's
+            tool calls and the call a tool result answers are lines of its content).
         completion: The generated text, when content is captured.
+        tool_calls: The native tool calls the model asked for, as ``(id, name, arguments JSON)``, when
+            content is captured and there were any.
     """
 
     kind: ClassVar[str] = "llm.call"
@@ -203,6 +206,7 @@ class LLMCall(EventBase):
     prompt: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None
     completion: str | None = None
+    tool_calls: tuple[tuple[str, str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,7 +51,17 @@ from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableE
 
 from ._snapshots import CacheEvent, CacheListener, ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
 from ._stops import StopBuffer
-from ._types import Capabilities, Chunk, Completion, FinishReason, GenerationRequest, JsonSchema, Usage
+from ._tools import ToolOutputReader, constrained_tool_request, has_tool_history
+from ._types import (
+    Capabilities,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    JsonSchema,
+    ToolCallRequest,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -270,7 +280,12 @@ class LlamaCppEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Exact prefix cache, one slot, grammar-constrained JSON, streaming."""
+        """Exact prefix cache, one slot, grammar-constrained JSON, streaming.
+
+        Requests with ``tools`` are served through a grammar over the tools, which is emulated tool
+        calling, so ``tool_calling`` stays unset (agents keep their own JSON plans unless told
+        ``native_tools=True``).
+        """
         return Capabilities(
             prefix_cache="exact",
             slots=1,
@@ -279,6 +294,7 @@ class LlamaCppEngine:
             streaming=True,
             block_size=1,
             cache_bytes=self._store.capacity_bytes,
+            tool_calling=False,
         )
 
     async def tokenize(self, text: str) -> Sequence[int]:
@@ -303,9 +319,14 @@ class LlamaCppEngine:
         return tokens + tuple(rest)
 
     async def render(self, request: GenerationRequest) -> str:
-        """The prompt text: the raw prompt, or the messages through the GGUF's chat template."""
+        """The prompt text: the raw prompt, or the messages through the GGUF's chat template.
+
+        Tools, tool calls and tool results are written into the messages first (see ``_tools``): chat
+        templates of small GGUFs know nothing of tools.
+        """
         if request.prompt is not None:
             return request.prompt
+        request = constrained_tool_request(request)
         await self._ensure_loaded()
         assert self._chat_template is not None and request.messages is not None
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -323,16 +344,18 @@ class LlamaCppEngine:
     async def generate(self, request: GenerationRequest) -> Completion:
         """Run one request to completion."""
         parts: list[str] = []
+        calls: list[ToolCallRequest] = []
         usage = Usage()
         finish: FinishReason = "stop"
         async with contextlib.aclosing(self.stream(request)) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
+                calls.extend(chunk.tool_calls)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if chunk.finish_reason is not None:
                     finish = chunk.finish_reason
-        return Completion("".join(parts), usage, finish, self._name)
+        return Completion("".join(parts), usage, finish, self._name, tuple(calls))
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Run one request, yielding text as it is generated; the last chunk carries usage and finish reason.
@@ -341,7 +364,13 @@ class LlamaCppEngine:
             EngineRequestError: The prompt does not fit the context, the schema has no grammar, or llama.cpp
                 failed to decode.
             EngineUnavailableError: The engine is closed or the model cannot be loaded.
+            UnsupportedFeatureError: The request has both ``tools`` and a ``json_schema``.
         """
+        if request.tools or has_tool_history(request):
+            async with contextlib.aclosing(self._tool_stream(request)) as tool_chunks:
+                async for chunk in tool_chunks:
+                    yield chunk
+            return
         submitted = time.perf_counter()
         prompt_text = await self.render(request)
         tokens = tuple(await self.tokenize(prompt_text))
@@ -408,6 +437,39 @@ class LlamaCppEngine:
         )
         self._count(usage)
         yield Chunk("", usage=usage, finish_reason=finish)
+
+    async def _tool_stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """A request with tools: decoded under the tools' JSON Schema and read back into tool calls.
+
+        The JSON is not text for the caller: each call of a call array is handed out as soon as its item
+        closes; an answer's content arrives whole at the end, then the usage chunk.
+        """
+        inner = constrained_tool_request(request)
+        if not request.tools:  # only the conversation holds calls: plain text generation
+            async with contextlib.aclosing(self.stream(inner)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        assert inner.messages is not None
+        reader = ToolOutputReader(request, seed="\n".join(f"{m.role}:{m.content}" for m in inner.messages))
+        called = False
+        last = Chunk("")
+        async with contextlib.aclosing(self.stream(inner)) as chunks:
+            async for chunk in chunks:
+                calls = reader.feed(chunk.text)
+                if calls:
+                    called = True
+                    yield Chunk("", tool_calls=tuple(calls))
+                if chunk.usage is not None:
+                    last = chunk
+        content, rest = reader.finish()
+        if content:
+            yield Chunk(content)
+        if rest:
+            called = True
+            yield Chunk("", tool_calls=tuple(rest))
+        finish = "tool_calls" if called and last.finish_reason == "stop" else last.finish_reason
+        yield Chunk("", usage=last.usage, finish_reason=finish)
 
     async def aclose(self) -> None:
         """Wait for the running request, then free the model and the snapshots."""

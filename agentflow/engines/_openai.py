@@ -18,6 +18,19 @@ The server kind (``vllm``, ``llamacpp`` or plain ``openai``) is given or detecte
                                                         (then /tokenize, C++ server)  if present
     default concurrency     64                          1 (the server serializes and  64
                                                         cuts streams short otherwise)
+    tool results            role "tool"                 a "user" message naming the   role "tool"
+                                                        call (chatml-function-calling
+                                                        drops "tool" messages' text)
+    tool_choice="required"  sent                        sent as "auto" (unsupported)  sent
+    streamed auto/required  streamed                    sent unstreamed, handed out   streamed
+                                                        whole (it cannot stream them)
+    tool_calling="auto"     False (needs vllm serve     False (needs --chat_format    True when given as
+                            --enable-auto-tool-choice)  chatml-function-calling)      server_kind="openai"
+
+Native tool calling: ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (sent only when false) go out
+in OpenAI's shapes, with the conversation's calls on assistant messages and results as ``tool`` messages;
+calls come back in ``message.tool_calls``, or streamed as ``delta.tool_calls`` pieces that are put
+together by index and handed out whole (``Chunk.tool_calls``) as soon as each call is complete.
 
 API keys come only from an environment variable (``api_key_env``, by default ``OPENAI_API_KEY``
 when set) or from a secret handle with a ``reveal()`` method; the key never appears in ``repr``,
@@ -47,7 +60,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import anyio
@@ -57,6 +70,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agentflow.engines._metrics import PrometheusText, VLLMMetrics, parse_prometheus_text
 from agentflow.engines._retry import RETRYABLE_STATUS, RetryEvent, RetryPolicy, parse_retry_after
 from agentflow.engines._testing import render_messages
+from agentflow.engines._tools import (
+    ToolCallAssembler,
+    ToolCallDelta,
+    openai_tool,
+    openai_tool_call,
+    openai_tool_choice,
+    plain_messages,
+)
 from agentflow.engines._types import (
     Capabilities,
     Chunk,
@@ -64,6 +85,8 @@ from agentflow.engines._types import (
     FinishReason,
     GenerationRequest,
     JsonSchema,
+    Message,
+    ToolCallRequest,
     Usage,
 )
 from agentflow.errors import (
@@ -163,6 +186,8 @@ def _reveal(secret: SecretHandle) -> str:
 class _MessageBody(BaseModel):
     role: str
     content: str
+    tool_calls: list[dict[str, object]] | None = None
+    tool_call_id: str | None = None
 
 
 class _RequestBody(BaseModel):
@@ -181,6 +206,9 @@ class _RequestBody(BaseModel):
     response_format: dict[str, object] | None = None
     grammar: str | None = None
     logit_bias: dict[str, float] | None = None
+    tools: list[dict[str, object]] | None = None
+    tool_choice: str | dict[str, object] | None = None
+    parallel_tool_calls: bool | None = None
     priority: int | None = None
     cache_salt: str | None = None
 
@@ -199,8 +227,30 @@ class _UsageBody(_ResponseModel):
     prompt_tokens_details: _PromptTokensDetails | None = None
 
 
+class _FunctionBody(_ResponseModel):
+    name: str | None = None
+    arguments: str | dict[str, object] | None = None  # a string per OpenAI; some servers send an object
+
+
+class _ToolCallBody(_ResponseModel):
+    index: int | None = None
+    id: str | None = None
+    function: _FunctionBody | None = None
+
+    def delta(self, position: int) -> ToolCallDelta:
+        """This (piece of a) call; ``position`` stands in for a missing ``index``."""
+        function = self.function or _FunctionBody()
+        arguments = function.arguments
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        return ToolCallDelta(
+            self.index if self.index is not None else position, self.id, function.name, arguments or ""
+        )
+
+
 class _ChoiceMessage(_ResponseModel):
     content: str | None = None
+    tool_calls: list[_ToolCallBody] | None = None
 
 
 class _Choice(_ResponseModel):
@@ -295,7 +345,31 @@ def _gbnf_for(schema: JsonSchema) -> str:
 
 
 def _finish_reason(raw: str | None) -> FinishReason:
+    if raw in ("tool_calls", "function_call"):
+        return "tool_calls"
     return "length" if raw == "length" else "stop"
+
+
+def tool_calls_from(message: _ChoiceMessage | None) -> tuple[ToolCallRequest, ...]:
+    """The tool calls of a non-streamed answer's message.
+
+    Raises:
+        ValueError: A call has no tool name.
+    """
+    if message is None or not message.tool_calls:
+        return ()
+    assembler = ToolCallAssembler()
+    calls = assembler.feed([call.delta(position) for position, call in enumerate(message.tool_calls)])
+    return tuple(calls + assembler.finish())
+
+
+def _message_body(message: Message) -> _MessageBody:
+    return _MessageBody(
+        role=message.role,
+        content=message.content,
+        tool_calls=[openai_tool_call(c) for c in message.tool_calls] or None,
+        tool_call_id=message.tool_call_id,
+    )
 
 
 def usage_from_body(body: _UsageBody | None, *, queue_s: float, ttft_s: float, total_s: float) -> Usage:
@@ -341,9 +415,22 @@ def build_body(request: GenerationRequest, options: _Options, *, stream: bool) -
     if request.logit_bias:
         body.logit_bias = {str(token): float(bias) for token, bias in request.logit_bias.items()}
     if request.messages is not None:
-        body.messages = [_MessageBody(role=m.role, content=m.content) for m in request.messages]
+        messages = request.messages
+        if options.kind == "llamacpp":  # its chatml-function-calling template drops `tool` messages' text
+            messages = plain_messages(request, calls_as_text=False)
+        body.messages = [_message_body(m) for m in messages]
     else:
         body.prompt = request.prompt
+    if request.tools:
+        body.tools = [openai_tool(t) for t in request.tools]
+        choice = request.tool_choice
+        if (
+            choice == "required" and options.kind == "llamacpp"
+        ):  # llama-cpp-python: auto, none or a named tool
+            choice = "auto"
+        body.tool_choice = openai_tool_choice(choice)
+        if not request.parallel_tool_calls and options.kind != "llamacpp":
+            body.parallel_tool_calls = False
     if request.json_schema is not None:
         if request.prompt is not None and options.kind == "llamacpp":
             body.grammar = _gbnf_for(request.json_schema)
@@ -401,6 +488,7 @@ class _StreamState:
 
     yielded: int = 0
     first_token: float | None = None
+    calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
     finish: str | None = None
     usage: _UsageBody | None = None
     done: bool = False
@@ -429,6 +517,7 @@ class OpenAIEngine:
         api_key: SecretHandle | None = None,
         server_kind: ServerKind | Literal["auto"] = "auto",
         structured_output: StructuredOutputMode | Literal["auto"] = "auto",
+        tool_calling: bool | Literal["auto"] = "auto",
         cache_salt_per_tenant: bool = False,
         cache_salt_secret: SecretHandle | None = None,
         retry: RetryPolicy | None = None,
@@ -454,6 +543,13 @@ class OpenAIEngine:
             server_kind: ``vllm``, ``llamacpp`` or ``openai``; ``auto`` detects it on first use.
             structured_output: The ``response_format`` form for ``json_schema`` requests;
                 ``auto`` picks ``json_object`` for llama.cpp servers and ``json_schema`` otherwise.
+            tool_calling: Whether the server does native tool calling (``Capabilities.tool_calling``;
+                agents use it when declared). ``auto``: true when ``server_kind="openai"`` is given
+                (hosted APIs), never from a detected kind (so agents decide the same way before and
+                after the first request); vLLM and llama.cpp servers call tools only when started for
+                it (``vllm serve --enable-auto-tool-choice --tool-call-parser ...``, ``python -m
+                llama_cpp.server --chat_format chatml-function-calling``), so say ``True`` when yours
+                was. Requests with ``tools`` are sent either way.
             cache_salt_per_tenant: On vLLM, salt the prefix cache per ``hints.tenant`` so tenants
                 never share cached prefixes.
             cache_salt_secret: Key for deriving tenant salts; without it each engine draws a random
@@ -499,6 +595,9 @@ class OpenAIEngine:
         self._model = model
         self._kind: ServerKind | None = None if server_kind == "auto" else server_kind
         self._structured_choice = structured_output
+        # Decided from the configuration alone, so an agent chooses the same way before and after the
+        # first request detects the server kind.
+        self._tool_calling = tool_calling if tool_calling != "auto" else server_kind == "openai"
         self._retry = retry if retry is not None else RetryPolicy()
         self._on_retry = on_retry
         self._rng = random.Random(jitter_seed)
@@ -585,18 +684,26 @@ class OpenAIEngine:
     @property
     def capabilities(self) -> Capabilities:
         """What the server supports; conservative until the server kind is known."""
+        tools = self._tool_calling is True
         match self._kind:
             case "vllm":
                 return Capabilities(
-                    prefix_cache="block", slots=self._concurrency(), structured_output=True, priority=True
+                    prefix_cache="block",
+                    slots=self._concurrency(),
+                    structured_output=True,
+                    priority=True,
+                    tool_calling=tools,
                 )
             case "llamacpp":
                 # llama-cpp-python keeps the last sequence's KV and reuses its longest common prefix.
-                return Capabilities(prefix_cache="exact", slots=self._concurrency(), structured_output=True)
-            case "openai":
-                return Capabilities(slots=self._concurrency(), structured_output=True)
-            case None:
-                return Capabilities(slots=self._concurrency(), structured_output=True)
+                return Capabilities(
+                    prefix_cache="exact",
+                    slots=self._concurrency(),
+                    structured_output=True,
+                    tool_calling=tools,
+                )
+            case "openai" | None:
+                return Capabilities(slots=self._concurrency(), structured_output=True, tool_calling=tools)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """Run one request to completion (non-streamed; retried as a whole on failure).
@@ -616,10 +723,19 @@ class OpenAIEngine:
             raise EngineRequestError(f"POST {url} answered without choices: {_snippet(response.text)!r}")
         choice = parsed.choices[0]
         text = (choice.message.content if choice.message else choice.text) or ""
+        try:
+            calls = tool_calls_from(choice.message)
+        except ValueError as exc:
+            raise EngineRequestError(f"POST {url} answered with a bad tool call: {exc}") from None
         total = finished - submitted
         usage = usage_from_body(parsed.usage, queue_s=started - submitted, ttft_s=total, total_s=total)
+        finish = _finish_reason(choice.finish_reason)
         return Completion(
-            text=text, usage=usage, finish_reason=_finish_reason(choice.finish_reason), model=parsed.model
+            text=text,
+            usage=usage,
+            finish_reason="tool_calls" if calls and finish == "stop" else finish,
+            model=parsed.model,
+            tool_calls=calls,
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -627,9 +743,18 @@ class OpenAIEngine:
 
         Failures before the first chunk are retried; a stream that breaks after chunks were
         yielded ends in ``EngineRequestError`` (the chunks already yielded stay valid).
+
+        llama-cpp-python cannot stream a tool choice the model makes itself (``auto``, and ``required``,
+        which it is sent as): such a request is sent unstreamed and its answer handed out whole.
         """
         submitted = time.monotonic()
         kind = await self.probe()
+        if kind == "llamacpp" and request.tools and request.tool_choice in ("auto", "required"):
+            whole = await self.generate(request)
+            if whole.text or whole.tool_calls:
+                yield Chunk(text=whole.text, tool_calls=whole.tool_calls)
+            yield Chunk(text="", usage=whole.usage, finish_reason=whole.finish_reason)
+            return
         url, body = self._endpoint(request), build_body(request, self._options(kind), stream=True)
         state = _StreamState()
         async with self._get_limiter():
@@ -654,6 +779,9 @@ class OpenAIEngine:
                             for choice in event.choices[:1]:
                                 text = (choice.delta.content if choice.delta else choice.text) or ""
                                 state.finish = choice.finish_reason or state.finish
+                                calls = self._stream_calls(choice.delta, state, request, url)
+                                if calls:
+                                    yield Chunk(text="", tool_calls=calls)
                                 if not text:
                                     continue
                                 if state.yielded >= request.max_tokens:
@@ -687,6 +815,12 @@ class OpenAIEngine:
                 f"POST {url}: the stream ended without a finish reason after {state.yielded} chunks "
                 f"({'[DONE] received' if state.done else 'no [DONE]'}); {hint}"
             )
+        try:
+            last_calls = tuple(state.calls.finish())
+        except ValueError as exc:
+            raise EngineRequestError(f"POST {url} streamed a bad tool call: {exc}") from None
+        if last_calls:
+            yield Chunk(text="", tool_calls=last_calls)
         finished = time.monotonic()
         usage_body = state.usage
         if usage_body is None:
@@ -700,7 +834,30 @@ class OpenAIEngine:
             ttft_s=(state.first_token or finished) - submitted,
             total_s=finished - submitted,
         )
-        yield Chunk(text="", usage=usage, finish_reason=_finish_reason(state.finish))
+        finish = _finish_reason(state.finish)
+        yield Chunk(
+            text="",
+            usage=usage,
+            finish_reason="tool_calls" if state.calls.handed_out and finish == "stop" else finish,
+        )
+
+    def _stream_calls(
+        self, delta: _ChoiceMessage | None, state: _StreamState, request: GenerationRequest, url: str
+    ) -> tuple[ToolCallRequest, ...]:
+        """Feed one event's tool-call pieces to the stream's assembler; return the calls they complete."""
+        if delta is None or not delta.tool_calls:
+            return ()
+        state.yielded += len(delta.tool_calls)  # each piece is a token or more, bounded like text
+        if state.yielded > request.max_tokens:
+            raise EngineRequestError(
+                f"POST {url} streamed more than max_tokens={request.max_tokens} pieces of text and tool "
+                "calls; the server ignores max_tokens (or a proxy changed the request)"
+            )
+        state.first_token = state.first_token or time.monotonic()
+        try:
+            return tuple(state.calls.feed([c.delta(i) for i, c in enumerate(delta.tool_calls)]))
+        except ValueError as exc:
+            raise EngineRequestError(f"POST {url} streamed a bad tool call: {exc}") from None
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """Token ids of ``text`` from the server's tokenize endpoint (with the server's defaults

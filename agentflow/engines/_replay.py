@@ -21,17 +21,35 @@ import anyio
 from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableError
 
 from ._testing import _pieces, render_messages, simple_tokenize
-from ._types import Capabilities, Chunk, Completion, Engine, FinishReason, GenerationRequest, Usage
+from ._tools import openai_tool, openai_tool_call, openai_tool_choice
+from ._types import (
+    Capabilities,
+    Chunk,
+    Completion,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    ToolCallRequest,
+    Usage,
+)
 
 __all__ = ["RecordingEngine", "ReplayEngine", "request_key"]
+
+
+def _message_fields(message: Message) -> dict[str, object]:
+    fields: dict[str, object] = {"role": message.role, "content": message.content}
+    if message.tool_calls:  # only when set, so keys of recordings made before tool calls still match
+        fields["tool_calls"] = [openai_tool_call(c) for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        fields["tool_call_id"] = message.tool_call_id
+    return fields
 
 
 def _request_fields(request: GenerationRequest) -> dict[str, object]:
     fields: dict[str, object] = {
         "prompt": request.prompt,
-        "messages": None
-        if request.messages is None
-        else [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": None if request.messages is None else [_message_fields(m) for m in request.messages],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
@@ -41,6 +59,10 @@ def _request_fields(request: GenerationRequest) -> dict[str, object]:
     }
     if request.logit_bias:  # only when set, so keys of recordings made before the field existed still match
         fields["logit_bias"] = sorted((int(token), float(bias)) for token, bias in request.logit_bias.items())
+    if request.tools or request.tool_choice != "auto":
+        fields["tools"] = [openai_tool(t) for t in request.tools]
+        fields["tool_choice"] = openai_tool_choice(request.tool_choice)
+        fields["parallel_tool_calls"] = request.parallel_tool_calls
     return fields
 
 
@@ -103,16 +125,18 @@ class RecordingEngine:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Forward the inner stream chunk by chunk; record the assembled completion at the end."""
         parts: list[str] = []
+        calls: list[ToolCallRequest] = []
         usage = Usage()
         finish: FinishReason = "stop"
         async for chunk in self._inner.stream(request):
             parts.append(chunk.text)
+            calls.extend(chunk.tool_calls)
             if chunk.usage is not None:
                 usage = chunk.usage
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
             yield chunk
-        await self._append(request, Completion("".join(parts), usage, finish, self._inner.name))
+        await self._append(request, Completion("".join(parts), usage, finish, self._inner.name, tuple(calls)))
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """The inner engine's tokenizer."""
@@ -127,17 +151,16 @@ class RecordingEngine:
         await self._inner.aclose()
 
     async def _append(self, request: GenerationRequest, completion: Completion) -> None:
+        recorded: dict[str, object] = {
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "model": completion.model,
+            "usage": _usage_dict(completion.usage),
+        }
+        if completion.tool_calls:
+            recorded["tool_calls"] = [openai_tool_call(c) for c in completion.tool_calls]
         line = json.dumps(
-            {
-                "key": request_key(request),
-                "request": _request_fields(request),
-                "completion": {
-                    "text": completion.text,
-                    "finish_reason": completion.finish_reason,
-                    "model": completion.model,
-                    "usage": _usage_dict(completion.usage),
-                },
-            },
+            {"key": request_key(request), "request": _request_fields(request), "completion": recorded},
             default=str,
         )
         async with self._lock:
@@ -157,14 +180,17 @@ class ReplayEngine:
 
     Args:
         path: The JSONL recording.
+        tool_calling: Declare ``Capabilities.tool_calling``, as the recorded engine did (agents choose
+            native tool calls by it, so a replay must declare what the recording run saw).
 
     Raises:
         EngineUnavailableError: The file is missing.
         ConfigError: A line is not a valid recording entry (names the line).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, tool_calling: bool = False) -> None:
         self._path = Path(path)
+        self._tool_calling = tool_calling
         if not self._path.is_file():
             raise EngineUnavailableError(
                 f"replay recording {str(self._path)!r} does not exist; record one with "
@@ -188,8 +214,14 @@ class ReplayEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Structured output and streaming are replayed; no prefix cache."""
-        return Capabilities(prefix_cache="none", slots=1, structured_output=True, streaming=True)
+        """Structured output, streaming and (when declared) tool calls are replayed; no prefix cache."""
+        return Capabilities(
+            prefix_cache="none",
+            slots=1,
+            structured_output=True,
+            streaming=True,
+            tool_calling=self._tool_calling,
+        )
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._recorded.values())
@@ -226,14 +258,17 @@ class ReplayEngine:
             ),
             completion.finish_reason,
             completion.model,
+            completion.tool_calls,
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """The recorded completion, split into word chunks."""
+        """The recorded completion, split into word chunks (then its tool calls)."""
         completion = await self.generate(request)
         for piece in _pieces(completion.text):
             yield Chunk(piece)
             await anyio.lowlevel.checkpoint()
+        if completion.tool_calls:
+            yield Chunk("", tool_calls=completion.tool_calls)
         yield Chunk("", usage=completion.usage, finish_reason=completion.finish_reason)
 
     async def tokenize(self, text: str) -> Sequence[int]:
@@ -255,8 +290,12 @@ class ReplayEngine:
             c = raw["completion"]
             u = c["usage"]
             finish = c["finish_reason"]
-            if finish not in ("stop", "length", "error") or not isinstance(key, str):
+            if finish not in ("stop", "length", "error", "tool_calls") or not isinstance(key, str):
                 raise ValueError(f"bad finish_reason {finish!r} or key {key!r}")
+            calls = tuple(
+                ToolCallRequest(str(t["id"]), str(t["function"]["name"]), str(t["function"]["arguments"]))
+                for t in c.get("tool_calls", ())
+            )
             usage = Usage(
                 int(u["prompt_tokens"]),
                 int(u["cached_tokens"]),
@@ -266,7 +305,7 @@ class ReplayEngine:
                 float(u["ttft_s"]),
                 float(u["total_s"]),
             )
-            return key, Completion(str(c["text"]), usage, finish, str(c.get("model", "")))
+            return key, Completion(str(c["text"]), usage, finish, str(c.get("model", "")), calls)
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"not a RecordingEngine entry ({exc}); re-record the file", where=where

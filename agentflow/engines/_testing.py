@@ -7,6 +7,11 @@ every request they served (``engine.requests``) so tests can assert on what was 
 ``TestEngine`` can also simulate an exact prefix cache with one live context (``prefix_cache=True``): each
 request reports as ``cached_tokens`` the prefix it shares with the previous prompt, and a ``cache_listener``
 receives the same ``live`` events the llama.cpp engine emits. Scheduler tests use this.
+
+Tool calls: ``TestEngine`` answers a request whose ``tool_choice`` forces a call (``required``: the first
+tool; ``NamedToolChoice``: that tool) with one call whose arguments are an example of the tool's schema;
+``FunctionEngine`` passes on the ``tool_calls`` of the ``Completion`` its function returns. Both declare
+``Capabilities.tool_calling`` only when built with ``tool_calling=True``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from agentflow.errors import EngineRequestError, EngineUnavailableError
 
 from ._schema_example import example_from_schema
 from ._snapshots import CacheEvent, CacheListener, common_prefix_len
-from ._types import Capabilities, Chunk, Completion, GenerationRequest, Usage
+from ._types import (
+    Capabilities,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    NamedToolChoice,
+    ToolCallRequest,
+    Usage,
+)
 
 __all__ = [
     "FunctionEngine",
@@ -67,7 +81,12 @@ def render_messages(request: GenerationRequest) -> str:
     if request.prompt is not None:
         return request.prompt
     assert request.messages is not None
-    parts = [f"<|{m.role}|>\n{m.content}\n" for m in request.messages]
+    parts = [f"<|tools|>\n{' '.join(t.name for t in request.tools)}\n"] if request.tools else []
+    for m in request.messages:
+        parts.append(f"<|{m.role}|>\n{m.content}\n")
+        parts += [f"<|call {c.id}|>\n{c.name} {c.arguments}\n" for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            parts.append(f"<|result of {m.tool_call_id}|>\n")
     return "".join(parts) + "<|assistant|>\n"
 
 
@@ -87,9 +106,10 @@ def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 class _SimulatedEngine(ABC):
     """Shared behaviour of the test doubles: rendering, tokenizing, usage, chunking and request log."""
 
-    def __init__(self, *, name: str, prefix_cache: bool) -> None:
+    def __init__(self, *, name: str, prefix_cache: bool, tool_calling: bool = False) -> None:
         self._name = name
         self._prefix_cache = prefix_cache
+        self._tool_calling = tool_calling
         # Every request served, in arrival order; lives as long as the engine.
         self.requests: list[GenerationRequest] = []
         # Tokens of the simulated live context (prefix_cache=True only).
@@ -104,13 +124,15 @@ class _SimulatedEngine(ABC):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Declared capabilities: structured output, streaming, optionally an exact prefix cache."""
+        """Declared capabilities: structured output, streaming, optionally an exact prefix cache and tool
+        calling."""
         return Capabilities(
             prefix_cache="exact" if self._prefix_cache else "none",
             slots=1,
             structured_output=True,
             priority=False,
             streaming=True,
+            tool_calling=self._tool_calling,
         )
 
     async def tokenize(self, text: str) -> Sequence[int]:
@@ -136,17 +158,26 @@ class _SimulatedEngine(ABC):
         start, prompt_tokens, cached, answer = await self._begin(request)
         if isinstance(answer, Completion):
             return answer
-        text, truncated = self._shape(answer, request)
+        calls = self._calls_for(request)
+        text, truncated = ("", False) if calls else self._shape(answer, request)
         elapsed = time.perf_counter() - start
-        usage = self._usage(prompt_tokens, cached, text, elapsed, elapsed)
-        return Completion(text, usage, "length" if truncated else "stop", self._name)
+        usage = self._usage(prompt_tokens, cached, text + _calls_text(calls), elapsed, elapsed)
+        finish: FinishReason = "tool_calls" if calls else "length" if truncated else "stop"
+        return Completion(text, usage, finish, self._name, calls)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Yield the answer piece by piece; the last chunk carries usage and finish reason."""
         start, prompt_tokens, cached, answer = await self._begin(request)
         if isinstance(answer, Completion):
-            yield Chunk(answer.text)
+            yield Chunk(answer.text, tool_calls=answer.tool_calls)
             yield Chunk("", usage=answer.usage, finish_reason=answer.finish_reason)
+            return
+        calls = self._calls_for(request)
+        if calls:
+            total = time.perf_counter() - start
+            yield Chunk("", tool_calls=calls)
+            usage = self._usage(prompt_tokens, cached, _calls_text(calls), total, total)
+            yield Chunk("", usage=usage, finish_reason="tool_calls")
             return
         text, truncated = self._shape(answer, request)
         first = 0.0
@@ -206,6 +237,14 @@ class _SimulatedEngine(ABC):
     async def _answer(self, request: GenerationRequest) -> str | Completion:
         """The answer for one request: text shaped like model output, or a finished ``Completion``."""
 
+    def _calls_for(self, request: GenerationRequest) -> tuple[ToolCallRequest, ...]:
+        """Tool calls to answer ``request`` with instead of a text answer (none by default)."""
+        return ()
+
+
+def _calls_text(calls: Sequence[ToolCallRequest]) -> str:
+    return " ".join(f"{c.name} {c.arguments}" for c in calls)
+
 
 class TestEngine(_SimulatedEngine):
     """A deterministic engine for tests and examples.
@@ -213,11 +252,14 @@ class TestEngine(_SimulatedEngine):
     Plain requests are answered with ``response`` (a fixed text, or a function of the request); by default the
     engine echoes the last user message (or the raw prompt). Requests with a ``json_schema`` get a valid
     instance of the schema, serialized as JSON (see ``example_from_schema``), unless ``response`` is a function.
+    Requests whose ``tool_choice`` forces a call get one call of the forced tool (the first, for
+    ``required``) with example arguments of its schema.
 
     Args:
         response: Fixed answer text or ``fn(request) -> str``; ``None`` echoes ``"echo: <last user text>"``.
         name: The engine name.
         prefix_cache: Simulate one live context with exact prefix reuse (usage and ``live`` cache events).
+        tool_calling: Declare ``Capabilities.tool_calling`` (agents then use native tool calls).
 
     Example:
         >>> import anyio
@@ -235,8 +277,9 @@ class TestEngine(_SimulatedEngine):
         *,
         name: str = "test",
         prefix_cache: bool = False,
+        tool_calling: bool = False,
     ) -> None:
-        super().__init__(name=name, prefix_cache=prefix_cache)
+        super().__init__(name=name, prefix_cache=prefix_cache, tool_calling=tool_calling)
         self._response = response
 
     async def _answer(self, request: GenerationRequest) -> str:
@@ -248,6 +291,15 @@ class TestEngine(_SimulatedEngine):
             return self._response
         return f"echo: {_last_text(request)}"
 
+    def _calls_for(self, request: GenerationRequest) -> tuple[ToolCallRequest, ...]:
+        choice = request.tool_choice
+        if not request.tools or choice in ("auto", "none"):
+            return ()
+        name = choice.name if isinstance(choice, NamedToolChoice) else request.tools[0].name
+        spec = next(t for t in request.tools if t.name == name)
+        arguments = json.dumps(example_from_schema(spec.parameters))
+        return (ToolCallRequest(f"call_{len(self.requests)}_0", name, arguments),)
+
 
 FunctionHandler = Callable[[GenerationRequest], str | Completion | Awaitable[str | Completion]]
 """What ``FunctionEngine`` calls: sync or async, returns the answer text or a whole ``Completion``."""
@@ -257,12 +309,14 @@ class FunctionEngine(_SimulatedEngine):
     """An engine whose answers come from your function.
 
     A returned string is treated like model output (stop strings and ``max_tokens`` apply, usage is counted);
-    a returned ``Completion`` is passed through unchanged.
+    a returned ``Completion`` is passed through unchanged (its ``tool_calls`` too: return one with calls to
+    script a model that calls tools).
 
     Args:
         fn: ``fn(request) -> str | Completion``, sync or async.
         name: The engine name.
         prefix_cache: Simulate one live context with exact prefix reuse.
+        tool_calling: Declare ``Capabilities.tool_calling`` (agents then use native tool calls).
 
     Example:
         >>> import anyio
@@ -272,8 +326,15 @@ class FunctionEngine(_SimulatedEngine):
         'SHOUT'
     """
 
-    def __init__(self, fn: FunctionHandler, *, name: str = "function", prefix_cache: bool = False) -> None:
-        super().__init__(name=name, prefix_cache=prefix_cache)
+    def __init__(
+        self,
+        fn: FunctionHandler,
+        *,
+        name: str = "function",
+        prefix_cache: bool = False,
+        tool_calling: bool = False,
+    ) -> None:
+        super().__init__(name=name, prefix_cache=prefix_cache, tool_calling=tool_calling)
         self._fn = fn
 
     async def _answer(self, request: GenerationRequest) -> str | Completion:

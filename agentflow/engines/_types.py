@@ -2,6 +2,12 @@
 
 Every engine (embedded llama.cpp, OpenAI-compatible HTTP, in-process vLLM, test doubles) implements
 ``Engine``. The scheduler and ``infer`` only talk to this protocol.
+
+Native tool calling: a request offers ``tools`` (``ToolSpec``: name, description, JSON Schema of the
+arguments) and says whether the model may, must or must not call them (``tool_choice``); the completion
+carries the calls the model asked for (``ToolCallRequest``: id, name, arguments as JSON text), and a
+conversation continues with an assistant message holding those calls and one ``tool`` message per call
+(``Message(role="tool", content=result, tool_call_id=call.id)``).
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import JsonValue
 
 Role = Literal["system", "user", "assistant", "tool"]
 PrefixCacheKind = Literal["exact", "block", "none"]
@@ -19,11 +27,104 @@ JsonSchema = Mapping[str, object]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool offered to the model for native tool calling.
+
+    Attributes:
+        name: The tool's name (what the model calls).
+        description: What the tool does, for the model.
+        parameters: The JSON Schema of its arguments (an object schema).
+    """
+
+    name: str
+    description: str = ""
+    parameters: JsonSchema = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            from agentflow.errors import ConfigError
+
+            raise ConfigError("a ToolSpec needs a name, got ''")
+        kind = self.parameters.get("type", "object")
+        if kind != "object":
+            from agentflow.errors import ConfigError
+
+            raise ConfigError(
+                f"tool {self.name!r}: parameters must be an object schema (type 'object'), got type {kind!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class NamedToolChoice:
+    """``tool_choice`` that makes the model call one named tool.
+
+    Attributes:
+        name: The tool the model must call (one of the request's ``tools``).
+    """
+
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+"""Whether the model may call a tool (``auto``), must not (``none``), must call at least one
+(``required``) or must call one named tool (``NamedToolChoice``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """One tool call the model asked for.
+
+    Attributes:
+        id: The call's id; the ``tool`` message answering it carries the same ``tool_call_id``.
+        name: The tool to call.
+        arguments: The arguments as the model wrote them: JSON text, normally an object (kept as text so a
+            conversation sends them back exactly; ``parsed_arguments`` reads them).
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def parsed_arguments(self) -> dict[str, JsonValue]:
+        """The arguments as a dict.
+
+        Raises:
+            ToolError: The arguments are not JSON, or not a JSON object.
+        """
+        import json
+
+        from agentflow.errors import ToolError
+
+        try:
+            value: JsonValue = json.loads(self.arguments or "{}")
+        except ValueError as exc:
+            raise ToolError(
+                self.name, f"call {self.id}: the arguments are not JSON ({exc}): {self.arguments[:200]!r}"
+            ) from None
+        if not isinstance(value, dict):
+            raise ToolError(
+                self.name,
+                f"call {self.id}: the arguments must be a JSON object, got {type(value).__name__}: "
+                f"{self.arguments[:200]!r}",
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message."""
+    """One chat message.
+
+    Attributes:
+        role: Who speaks.
+        content: The text (may be empty for an assistant message that only calls tools).
+        tool_calls: On an assistant message: the tool calls it made.
+        tool_call_id: On a ``tool`` message: the id of the call it answers.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +165,11 @@ class GenerationRequest:
         json_schema: Constrain the output to this JSON Schema (grammar / response_format / structured outputs).
         logit_bias: Token id -> bias added to that token's logit before sampling (OpenAI ``logit_bias``;
             ids are the engine's own, see ``Engine.tokenize``), e.g. ``-100`` bans a token.
+        tools: Tools the model may call (chat requests only); its calls come back in
+            ``Completion.tool_calls``.
+        tool_choice: Whether the model may (``auto``), must (``required``, ``NamedToolChoice``) or must not
+            (``none``) call a tool.
+        parallel_tool_calls: Whether the model may ask for several calls in one answer.
         hints: Scheduling hints.
     """
 
@@ -76,17 +182,43 @@ class GenerationRequest:
     seed: int | None = None
     json_schema: JsonSchema | None = None
     logit_bias: Mapping[int, float] | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
     hints: RequestHints = field(default_factory=RequestHints)
 
     def __post_init__(self) -> None:
-        if (self.prompt is None) == (self.messages is None):
-            from agentflow.errors import ConfigError
+        from agentflow.errors import ConfigError
 
+        if (self.prompt is None) == (self.messages is None):
             raise ConfigError("a GenerationRequest needs exactly one of `prompt` or `messages`")
         if self.max_tokens < 1:
-            from agentflow.errors import ConfigError
-
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.tools or self.tool_choice != "auto":
+            _check_tools(self)
+
+
+def _check_tools(request: GenerationRequest) -> None:
+    from agentflow.errors import ConfigError
+
+    if request.prompt is not None and request.tools:
+        raise ConfigError("tools need a chat request: give `messages` instead of `prompt`")
+    names = [t.name for t in request.tools]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ConfigError(f"tools offered twice: {doubled}; give each tool once")
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        if choice.name not in names:
+            raise ConfigError(
+                f"tool_choice names tool {choice.name!r}, which is not among the request's tools {names}"
+            )
+    elif choice == "required" and not names:
+        raise ConfigError("tool_choice='required' needs at least one tool in `tools`")
+    elif choice not in ("auto", "none", "required"):
+        raise ConfigError(
+            f"tool_choice must be 'auto', 'none', 'required' or NamedToolChoice(name), got {choice!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,26 +257,44 @@ class Usage:
         )
 
 
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "error", "tool_calls"]
+"""Why generation ended: a natural end or stop string, ``max_tokens``, a failure, or tool calls."""
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """The result of one generation."""
+    """The result of one generation.
+
+    Attributes:
+        text: The generated text (the answer's content; may be empty when the model only calls tools).
+        usage: Tokens and timings.
+        finish_reason: Why generation ended.
+        model: The model that answered, if the engine says.
+        tool_calls: The tool calls the model asked for, in order (requests with ``tools`` only).
+    """
 
     text: str
     usage: Usage
     finish_reason: FinishReason = "stop"
     model: str = ""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One streamed piece of a completion; the last chunk carries ``usage`` and ``finish_reason``."""
+    """One streamed piece of a completion; the last chunk carries ``usage`` and ``finish_reason``.
+
+    Attributes:
+        text: New text.
+        usage: On the last chunk: the completion's usage.
+        finish_reason: On the last chunk: why generation ended.
+        tool_calls: Tool calls completed since the previous chunk (each call arrives once, whole).
+    """
 
     text: str
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
+    tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +309,12 @@ class Capabilities:
         streaming: Whether ``stream`` yields incremental chunks.
         block_size: Prefix-cache block size in tokens (``block`` caches).
         cache_bytes: Approximate bytes of KV cache available to reuse, if known.
+        tool_calling: Whether the engine does native tool calling: the model is shown the tools and calls
+            them in its trained format (chat template tools, a server's tool-call parser). Agents use
+            native calls when it is set and their own JSON/text plans otherwise. An engine that only
+            emulates calls with a grammar over the tools (the embedded llama.cpp engine) still serves
+            requests with ``tools`` but does not set it: the agents' JSON plans are that same grammar,
+            tuned for small models.
     """
 
     prefix_cache: PrefixCacheKind = "none"
@@ -168,6 +324,7 @@ class Capabilities:
     streaming: bool = True
     block_size: int = 16
     cache_bytes: int | None = None
+    tool_calling: bool = False
 
 
 @runtime_checkable

@@ -18,6 +18,16 @@ The translation from agentflow's request to vLLM's is a set of pure functions (`
                                    (vLLM < 0.11: guided_decoding=GuidedDecodingParams(json=schema))
     hints.priority                 generate(..., priority=p)  (only with scheduling_policy="priority")
     usage.cached_tokens            RequestOutput.num_cached_tokens
+    tools                          the chat template's ``tools`` (OpenAI function dicts), and the answer
+                                   constrained like vLLM's server does for tool_choice: a named tool's
+                                   arguments, or [{"name", "arguments"}...] (``auto`` also admits
+                                   {"content": ...}, ``none`` only that); parsed back into
+                                   ``Completion.tool_calls`` and the content
+    messages' tool calls/results   assistant ``tool_calls`` with ``arguments`` as dicts (the form chat
+                                   templates expect), ``tool`` messages with ``tool_call_id``
+
+A request with tools streams its content or its calls whole, after generation (the constrained JSON is
+not text for the caller).
 """
 
 from __future__ import annotations
@@ -35,6 +45,14 @@ from typing import Literal
 import anyio
 
 from agentflow.engines._openai import SecretHandle, _reveal, cache_salt_for
+from agentflow.engines._tools import (
+    ToolOutputReader,
+    openai_tool,
+    parse_tool_output,
+    tool_instructions,
+    tool_output_schema,
+    uses_tools,
+)
 from agentflow.engines._types import (
     Capabilities,
     Chunk,
@@ -42,14 +60,24 @@ from agentflow.engines._types import (
     FinishReason,
     GenerationRequest,
     JsonSchema,
+    ToolCallRequest,
     Usage,
 )
-from agentflow.errors import ConfigError, EngineError, EngineRequestError, EngineUnavailableError
+from agentflow.errors import (
+    ConfigError,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailableError,
+    ToolError,
+    UnsupportedFeatureError,
+)
 
 __all__ = [
     "SamplingSpec",
     "VLLMApi",
     "VLLMEngine",
+    "chat_template_kwargs",
+    "chat_template_messages",
     "finish_reason_from_vllm",
     "make_sampling_params",
     "require_vllm",
@@ -90,7 +118,19 @@ class SamplingSpec:
 
 
 def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
-    """The ``SamplingParams`` arguments of ``request`` (pure)."""
+    """The ``SamplingParams`` arguments of ``request`` (pure).
+
+    Raises:
+        UnsupportedFeatureError: The request has both tools to call and a ``json_schema``.
+    """
+    schema = request.json_schema
+    if request.tools:
+        if schema is not None:
+            raise UnsupportedFeatureError(
+                "VLLMEngine constrains tool calls with a JSON Schema, so a request cannot have both `tools` "
+                "and `json_schema`; drop one"
+            )
+        schema = tool_output_schema(request)
     kwargs: dict[str, object] = {
         "n": 1,
         "max_tokens": request.max_tokens,
@@ -103,7 +143,49 @@ def sampling_spec(request: GenerationRequest, *, stream: bool) -> SamplingSpec:
         kwargs["seed"] = request.seed
     if request.logit_bias:
         kwargs["logit_bias"] = {int(token): float(bias) for token, bias in request.logit_bias.items()}
-    return SamplingSpec(kwargs, "delta" if stream else "final_only", request.json_schema)
+    return SamplingSpec(kwargs, "delta" if stream else "final_only", schema)
+
+
+def chat_template_messages(request: GenerationRequest) -> list[dict[str, object]]:
+    """The messages as chat templates take them (pure): assistant ``tool_calls`` with their arguments as
+    dicts, ``tool`` messages with ``tool_call_id``, and, when the request has tools, the answer format
+    (see ``_tools``) joined to the system message."""
+    assert request.messages is not None
+    out: list[dict[str, object]] = []
+    for m in request.messages:
+        message: dict[str, object] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c)}}
+                for c in m.tool_calls
+            ]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
+    instructions = tool_instructions(request, list_tools=False)
+    if instructions:
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{instructions}"}
+        else:
+            out.insert(0, {"role": "system", "content": instructions})
+    return out
+
+
+def _seed(request: GenerationRequest) -> str:
+    """What call ids are derived from: the conversation (with the answer's items, see ``ToolOutputReader``)."""
+    return "\n".join(f"{m.role}:{m.content}" for m in request.messages or ())
+
+
+def _arguments(call: ToolCallRequest) -> object:
+    try:
+        return call.parsed_arguments()
+    except ToolError:
+        return call.arguments  # not a JSON object: the template gets the text as the model wrote it
+
+
+def chat_template_kwargs(request: GenerationRequest) -> dict[str, object]:
+    """Keyword arguments of ``apply_chat_template`` beyond the messages (pure): the offered ``tools``."""
+    return {"tools": [openai_tool(t) for t in request.tools]} if uses_tools(request) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,13 +380,15 @@ class VLLMEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Block prefix cache, structured outputs; priority only with ``scheduling_policy="priority"``."""
+        """Block prefix cache, structured outputs, tool calls; priority only with
+        ``scheduling_policy="priority"``."""
         return Capabilities(
             prefix_cache="block" if self._prefix_cache else "none",
             slots=self._slots,
             structured_output=True,
             priority=self._priority,
             block_size=self._block_size,
+            tool_calling=True,
         )
 
     async def start(self) -> None:
@@ -334,20 +418,47 @@ class VLLMEngine:
         progress = _Progress(submitted=time.monotonic())
         async for _ in self._run(request, progress, stream=False):
             pass
+        text, calls = self._parse(request, progress)
+        finish = finish_reason_from_vllm(progress.finish)
         return Completion(
-            text="".join(progress.pieces),
+            text=text,
             usage=progress.usage(),
-            finish_reason=finish_reason_from_vllm(progress.finish),
+            finish_reason="tool_calls" if calls and finish == "stop" else finish,
             model=self._model,
+            tool_calls=calls,
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Run one request, yielding text as vLLM produces it; the last chunk carries usage."""
         progress = _Progress(submitted=time.monotonic())
+        # With tools the answer is constrained JSON: each call is handed out when its item closes, an
+        # answer's content whole at the end.
+        reader = ToolOutputReader(request, seed=_seed(request)) if request.tools else None
+        called = False
         async for piece in self._run(request, progress, stream=True):
-            if piece:
-                yield Chunk(text=piece)
-        yield Chunk(text="", usage=progress.usage(), finish_reason=finish_reason_from_vllm(progress.finish))
+            if reader is None:
+                if piece:
+                    yield Chunk(text=piece)
+                continue
+            calls = reader.feed(piece)
+            if calls:
+                called = True
+                yield Chunk(text="", tool_calls=tuple(calls))
+        finish = finish_reason_from_vllm(progress.finish)
+        if reader is not None:
+            content, rest = reader.finish()
+            if content:
+                yield Chunk(text=content)
+            if rest:
+                called = True
+                yield Chunk(text="", tool_calls=tuple(rest))
+        if called and finish == "stop":
+            finish = "tool_calls"
+        yield Chunk(text="", usage=progress.usage(), finish_reason=finish)
+
+    @staticmethod
+    def _parse(request: GenerationRequest, progress: _Progress) -> tuple[str, tuple[ToolCallRequest, ...]]:
+        return parse_tool_output(request, "".join(progress.pieces), seed=_seed(request))
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """Token ids of ``text`` from the model's tokenizer (with its special-token defaults)."""
@@ -363,9 +474,10 @@ class VLLMEngine:
         tokenizer = await self._get_tokenizer()
         apply: Callable[..., str] = tokenizer.apply_chat_template  # type: ignore[attr-defined]
         return apply(
-            [{"role": m.role, "content": m.content} for m in request.messages],
+            chat_template_messages(request),
             tokenize=False,
             add_generation_prompt=True,
+            **chat_template_kwargs(request),
         )
 
     async def aclose(self) -> None:

@@ -190,6 +190,10 @@ def _llm_contents(calls: Sequence[LLMCall]) -> str:
             parts.append(_block("prompt", c.prompt))
         if c.completion is not None:
             parts.append(_block("completion", c.completion))
+        if c.tool_calls:
+            parts.append(
+                _block("tool calls", "\n".join(f"{cid}: {name}({args})" for cid, name, args in c.tool_calls))
+            )
         if c.error:
             parts.append(_block("error", c.error))
         if not parts:

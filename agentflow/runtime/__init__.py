@@ -12,6 +12,7 @@ from ._llm import (
     Judge,
     Prompt,
     TextReader,
+    ToolCallReader,
     call_llm,
     generate,
     infer,
@@ -24,6 +25,7 @@ from ._run import Workflow, resume, run, run_sync, usage_of
 from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
 from ._stream import RunStream, StreamItem, stream
+from ._tool_check import tool_call_problems
 
 __all__ = [
     "Interrupted",
@@ -44,6 +46,7 @@ __all__ = [
     "StreamItem",
     "TextReader",
     "TokenBudget",
+    "ToolCallReader",
     "Workflow",
     "call_llm",
     "gc_runs",
@@ -62,5 +65,6 @@ __all__ = [
     "schema_instructions",
     "show_run",
     "stream",
+    "tool_call_problems",
     "usage_of",
 ]

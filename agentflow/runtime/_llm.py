@@ -10,8 +10,9 @@ place:
 - checks the run's token budget before the call and charges it after (``BudgetExceededError``),
 - redacts every revealed secret from the prompt before it leaves for the engine,
 - streams when someone reads the text as it comes (a planner feeding its parser, ``agentflow.stream``),
+- checks a native tool-calling answer's calls against the offered tools' JSON Schemas (``ToolCallError``),
 - records one ``LLMCall`` event per request, failed and aborted ones included, with usage, timings and
-  (when the run captures content, the default) the prompt and the completion.
+  (when the run captures content, the default) the prompt, the completion and its tool calls.
 
 ``infer`` and ``infer_json`` add validation and bounded repair: an invalid answer is sent back with what
 is wrong, at most ``max_repairs`` more times, and the result is a valid value or ``Err(InferenceError)``.
@@ -23,7 +24,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import anyio
@@ -37,6 +38,9 @@ from agentflow.engines import (
     GenerationRequest,
     Message,
     RequestHints,
+    ToolCallRequest,
+    ToolChoice,
+    ToolSpec,
     Usage,
 )
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
@@ -44,6 +48,7 @@ from agentflow.executors import current_step_budget
 from agentflow.secrets import redact, redact_request
 
 from ._context import RunContext
+from ._tool_check import tool_call_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,6 +57,10 @@ Prompt = str | Sequence[Message]
 
 TextReader = Callable[[str], None]
 """Receives a streamed completion's text piece by piece; raising stops the call (recorded as aborted)."""
+
+ToolCallReader = Callable[[ToolCallRequest], None]
+"""Receives each native tool call of a streamed completion as soon as it is whole; raising stops the call
+(recorded as aborted)."""
 
 Judge = Callable[[Completion], str | None]
 """Says whether a completion is valid for its caller: ``None`` if so, else what is wrong (recorded)."""
@@ -87,6 +96,8 @@ async def call_llm(
     attempt: int = 1,
     on_text: TextReader | None = None,
     judge: Judge | None = None,
+    on_tool_call: ToolCallReader | None = None,
+    check_tool_calls: bool = True,
 ) -> Completion:
     """Send one request to the engine: the only place agentflow calls ``Engine.generate``/``stream``.
 
@@ -103,12 +114,18 @@ async def call_llm(
             call is recorded as ``aborted`` (and invalid) and the exception propagates.
         judge: Checks the completion before it is recorded: the event's ``valid`` and ``error`` say what
             it found (``infer`` records each attempt's validation problem this way).
+        on_tool_call: Called with each native tool call as soon as it is whole (the call is streamed);
+            when it raises, generation stops and the call is recorded as ``aborted``.
+        check_tool_calls: Check the completion's tool calls against the request's tools (their names,
+            JSON Schemas and ``tool_choice``); turn off only where the caller checks them itself.
 
     Raises:
         ConfigError: No engine.
         BudgetExceededError: The run's token budget is spent.
         StepBudgetExceededError: The run's step budget (``max_steps``) is spent.
         EngineError: The engine failed (other exceptions from the engine are wrapped in one).
+        ToolCallError: A tool call does not fit the offered tools (recorded as invalid; the error holds
+            the completion and each bad call's problem).
     """
     scope = scope if scope is not None else current_scope()
     ctx = _run_context(scope)
@@ -131,7 +148,9 @@ async def call_llm(
         )
     request = redact_request(request)
     call_id = f"{ctx.run_id if ctx is not None else ''}#{next(_call_ids)}"
-    streamed = on_text is not None or (scope is not None and scope.sink is not None)
+    streamed = (
+        on_text is not None or on_tool_call is not None or (scope is not None and scope.sink is not None)
+    )
     started = time.time()
     parts: list[str] = []
     stopped: list[BaseException] = []  # what stopped a stream early: the reader's exception or a cancellation
@@ -139,7 +158,8 @@ async def call_llm(
         if not streamed:
             completion = await chosen.generate(request)
         else:
-            completion = await _stream(chosen, request, parts, stopped, on_text, call_id, scope)
+            readers = _Readers(on_text, on_tool_call)
+            completion = await _stream(chosen, request, parts, stopped, readers, call_id, scope)
     except BaseException as exc:
         aborted = bool(stopped) or isinstance(exc, anyio.get_cancelled_exc_class())
         if scope is not None:
@@ -166,6 +186,9 @@ async def call_llm(
     if ctx is not None and ctx.budget is not None:
         ctx.budget.charge(completion.usage)
     problem = judge(completion) if judge is not None else None
+    bad_calls = tool_call_error(request, completion, where=where) if check_tool_calls else None
+    if bad_calls is not None and problem is None:
+        problem = bad_calls.message
     if scope is not None:
         _record(
             scope,
@@ -180,9 +203,19 @@ async def call_llm(
             attempt=attempt,
             status="ok",
             error=None if problem is None else redact(problem),
-            valid=None if judge is None else problem is None,
+            valid=None if judge is None and bad_calls is None else problem is None,
         )
+    if bad_calls is not None:
+        raise bad_calls
     return completion
+
+
+@dataclass(frozen=True, slots=True)
+class _Readers:
+    """Who reads a streamed completion as it comes: its text, its tool calls."""
+
+    text: TextReader | None
+    tool_call: ToolCallReader | None
 
 
 async def _stream(
@@ -190,14 +223,16 @@ async def _stream(
     request: GenerationRequest,
     parts: list[str],
     stopped: list[BaseException],
-    on_text: TextReader | None,
+    readers: _Readers,
     call_id: str,
     scope: StepScope | None,
 ) -> Completion:
-    """Stream ``request``, collecting its text in ``parts``; the reader's exception is put in ``stopped``."""
+    """Stream ``request``, collecting its text in ``parts``; a reader's exception is put in ``stopped``."""
     usage: Usage | None = None
     finish: FinishReason = "stop"
+    calls: list[ToolCallRequest] = []
     sink = scope.sink if scope is not None else None
+    on_text = readers.text
     stream = engine.stream(request)
     try:
         async for chunk in stream:
@@ -205,6 +240,14 @@ async def _stream(
                 usage = chunk.usage
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
+            for call in chunk.tool_calls:
+                calls.append(call)
+                if readers.tool_call is not None:
+                    try:
+                        readers.tool_call(call)
+                    except BaseException as exc:
+                        stopped.append(exc)
+                        raise
             if not chunk.text:
                 continue
             parts.append(chunk.text)
@@ -221,7 +264,9 @@ async def _stream(
         if aclose is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
-    return Completion("".join(parts), usage if usage is not None else Usage(), finish)
+    return Completion(
+        "".join(parts), usage if usage is not None else Usage(), finish, tool_calls=tuple(calls)
+    )
 
 
 def _record(
@@ -268,13 +313,27 @@ def _record(
             temperature=request.temperature,
             prompt=_captured(request.prompt) if capture and request.prompt is not None else None,
             messages=(
-                tuple((m.role, _captured(m.content)) for m in request.messages)
+                tuple((m.role, _captured(_message_text(m))) for m in request.messages)
                 if capture and request.messages is not None
                 else None
             ),
             completion=_captured(completion.text) if capture else None,
+            tool_calls=(
+                tuple((c.id, c.name, _captured(c.arguments)) for c in completion.tool_calls)
+                if capture and completion.tool_calls
+                else None
+            ),
         )
     )
+
+
+def _message_text(message: Message) -> str:
+    """A message as the trace shows it: its content, then one line per tool call it made or answers."""
+    lines = [message.content] if message.content else []
+    lines += [f"[tool call {c.id}] {c.name}({c.arguments})" for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        lines.insert(0, f"[result of tool call {message.tool_call_id}]")
+    return "\n".join(lines)
 
 
 def llm_call(
@@ -285,11 +344,19 @@ def llm_call(
     attempt: int = 1,
     on_text: TextReader | None = None,
     judge: Judge | None = None,
+    on_tool_call: ToolCallReader | None = None,
 ) -> Flow[Completion]:
     """``call_llm`` as a flow: one request through the run's engine, yielding its ``Completion``."""
     return leaf(
         lambda scope: call_llm(
-            request, scope=scope, role=role, schema=schema, attempt=attempt, on_text=on_text, judge=judge
+            request,
+            scope=scope,
+            role=role,
+            schema=schema,
+            attempt=attempt,
+            on_text=on_text,
+            judge=judge,
+            on_tool_call=on_tool_call,
         )
     )
 
@@ -316,12 +383,17 @@ def generate(
     json_schema: Mapping[str, object] | None = None,
     hints: RequestHints | None = None,
     role: str = "generate",
+    tools: Sequence[ToolSpec] = (),
+    tool_choice: ToolChoice = "auto",
+    parallel_tool_calls: bool = True,
 ) -> Flow[Completion]:
     """One LLM call through the run's engine; yields the ``Completion`` (text + usage).
 
     ``json_schema`` constrains the output (grammar / structured outputs) without validating it; use
-    ``infer`` for validated, typed results. Engine failures become ``Err(EngineError)``; the call is
-    recorded as an ``LLMCall`` event.
+    ``infer`` for validated, typed results. With ``tools`` the model may call them natively
+    (``tool_choice`` says whether it may, must or must not); its calls, checked against the tools' JSON
+    Schemas, are in ``Completion.tool_calls`` (bad ones fail with ``ToolCallError``). Engine failures
+    become ``Err(EngineError)``; the call is recorded as an ``LLMCall`` event.
     """
 
     def request() -> GenerationRequest:
@@ -332,6 +404,9 @@ def generate(
             stop=tuple(stop),
             seed=seed,
             json_schema=json_schema,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             hints=hints if hints is not None else RequestHints(),
         )
 

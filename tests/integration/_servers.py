@@ -52,11 +52,20 @@ def free_port() -> int:
 class LlamaServer:
     """One ``llama_cpp.server`` subprocess on 127.0.0.1 serving the bundled model."""
 
-    def __init__(self, model: Path, port: int | None = None, *, n_ctx: int = 2048, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model: Path,
+        port: int | None = None,
+        *,
+        n_ctx: int = 2048,
+        threads: int = 1,
+        chat_format: str | None = None,
+    ) -> None:
         self.model = model
         self.port = port if port is not None else free_port()
         self.n_ctx = n_ctx
         self.threads = threads
+        self.chat_format = chat_format  # e.g. "chatml-function-calling" for native tool calls
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
 
@@ -91,6 +100,8 @@ class LlamaServer:
             "--verbose",
             "False",
         ]
+        if self.chat_format is not None:
+            command += ["--chat_format", self.chat_format]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + _STARTUP_LIMIT_S
         while time.monotonic() < deadline:
@@ -152,9 +163,9 @@ class LlamaServer:
 
 
 @contextlib.contextmanager
-def running_llama_server() -> Iterator[LlamaServer]:
+def running_llama_server(chat_format: str | None = None) -> Iterator[LlamaServer]:
     """A started server on a free port, closed on exit (for fixtures of any scope)."""
-    server = LlamaServer(bundled_gguf())
+    server = LlamaServer(bundled_gguf(), chat_format=chat_format)
     try:
         server.start()
         yield server
