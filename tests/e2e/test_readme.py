@@ -40,3 +40,16 @@ def test_readme_python_example_runs_on_the_embedded_engine(tmp_path: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Usage(prompt_tokens=" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_readme_streaming_example_runs(tmp_path: Path) -> None:
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[1]
+    assert "stream(" in code
+    script = tmp_path / "readme_stream.py"
+    script.write_text(code)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("-> True")
