@@ -28,7 +28,9 @@ What is enforced, and by whom (``SandboxResult.layers`` records it for every run
                       its init kills everything it started
     private-tmp       empty tmpfs mounts over /run, /var/run, /tmp, /var/tmp and /dev/shm (the last
                       three writable, ``file_bytes`` each): the host's runtime sockets (Docker,
-                      containerd, Ray, ssh-agent, D-Bus) and shared temp files are not there
+                      containerd, Ray, ssh-agent, D-Bus) and shared temp files are not there;
+                      the running interpreter's environment, when it lives under one of them (a
+                      checkout or virtual environment in /tmp), is bound back read-only
     no-host-sockets   every other Unix socket the host has bound (``/proc/net/unix`` at launch) has
                       /dev/null mounted over it, so connecting to it is refused
     ro-filesystem     a private mount namespace in which every mount except the export (and the
@@ -99,8 +101,9 @@ _READ_CAP = 1 << 20
 # command is reported as 128+signal (unshare itself cannot re-raise signals in a PID namespace).
 _NS_SCRIPT = r"""
 set -e
-d="$1"; cmd="$2"; size="$3"; shift 3
+d="$1"; cmd="$2"; size="$3"; keep="$4"; shift 4
 exec 3<"$d"
+#KEEP_OPEN#
 for s in "$@"; do
   mount -n --bind /dev/null "$s" 2>/dev/null || [ ! -S "$s" ] || {
     echo "evogit sandbox: could not hide the host socket $s" >&2; exit 97; }
@@ -119,6 +122,7 @@ done
 mount -n --no-canonicalize --bind /proc/self/fd/3 "$d"
 mount -n -o remount,bind,rw "$d"
 exec 3<&-
+#KEEP_BIND#
 if ( : > /.evogit-probe ) 2>/dev/null; then
   rm -f /.evogit-probe
   echo "evogit sandbox: could not make / read-only" >&2
@@ -527,7 +531,38 @@ async def _stop(process: anyio.abc.Process) -> None:
         await process.wait()
 
 
+_MAX_KEPT = 6  # file descriptors 4..9 carry the kept directories through the covering mounts (sh: one digit)
+
+
+def kept_paths() -> list[str]:
+    """Directories under the private temp directories that the command still needs, read-only: this
+    interpreter's environment (a virtual environment or a checkout under /tmp would otherwise vanish, and
+    with it the ``python`` a fitness command names)."""
+    wanted: list[str] = []
+    for raw in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        path = os.path.realpath(raw)
+        covered = any(
+            path == p or path.startswith(p + "/") for p in _PRIVATE_DIRS if p not in ("/run", "/var/run")
+        )
+        if covered and os.path.isdir(path) and path not in wanted:
+            wanted.append(path)
+    outer = [p for p in wanted if not any(p != q and p.startswith(q + "/") for q in wanted)]
+    return outer[:_MAX_KEPT]
+
+
+def _ns_script(kept: Sequence[str]) -> str:
+    """The namespace script with lines that carry ``kept`` through the tmpfs mounts and bind them back read-only."""
+    opens = "\n".join(f'exec {4 + i}<"{path}"' for i, path in enumerate(kept))
+    binds = "\n".join(
+        f'mkdir -p "{path}" && mount -n --no-canonicalize --rbind /proc/self/fd/{4 + i} "{path}" && '
+        f'mount -n -o remount,bind,ro "{path}"; exec {4 + i}<&-'
+        for i, path in enumerate(kept)
+    )
+    return _NS_SCRIPT.replace("#KEEP_OPEN#", opens).replace("#KEEP_BIND#", binds)
+
+
 def _ns_argv(directory: str, command: str, tmp_bytes: int, sockets: Sequence[str]) -> list[str]:
+    kept = [p for p in kept_paths() if '"' not in p and "$" not in p and "`" not in p and "\\" not in p]
     return [
         "unshare",
         "--mount",
@@ -543,11 +578,12 @@ def _ns_argv(directory: str, command: str, tmp_bytes: int, sockets: Sequence[str
         "--",
         "sh",
         "-c",
-        _NS_SCRIPT,
+        _ns_script(kept),
         "evogit-sandbox",
         directory,
         command,
         str(tmp_bytes),
+        ":".join(kept),
         *sockets,
     ]
 

@@ -19,6 +19,7 @@ from typing import Literal
 import pytest
 
 from agentflow.agents.evogit import Sandbox, SandboxLimits, SandboxResult
+from agentflow.agents.evogit._sandbox import kept_paths
 
 Isolation = Literal["namespaces", "limits-only"]
 
@@ -144,9 +145,12 @@ async def test_namespace_sandbox_gives_empty_private_tmp_and_run(checkout: Path,
     result = await _run(checkout, command, "namespaces")
     assert result.exit_code == 0 and result.fitness == 1.0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    # /tmp holds only the way to the checkout (bound back in), nothing of the host's.
-    top = checkout.resolve().relative_to("/tmp").parts[0] if checkout.resolve().is_relative_to("/tmp") else ""
-    assert lines[:3] == ["run:", f"tmp: {top}".rstrip(), "shm:"]
+    # /tmp holds only the way to the checkout and to this interpreter's environment (both bound back in),
+    # nothing else of the host's.
+    wanted = [checkout.resolve(), *(Path(p) for p in kept_paths())]
+    tops = sorted({p.relative_to("/tmp").parts[0] for p in wanted if p.is_relative_to("/tmp")})
+    assert lines[0] == "run:" and lines[2] == "shm:"
+    assert sorted(lines[1].removeprefix("tmp:").split()) == tops
     assert (tmp_path / "host-file.txt").read_text() == "host data"
 
 
