@@ -28,6 +28,7 @@ from ._context import RunContext, TokenBudget
 from ._durable import load_start, open_journal, run_journaled
 from ._inputs import validate_inputs
 from ._journal import Journal
+from ._run_trace import redact_event
 from ._serialize import to_json
 
 if TYPE_CHECKING:
@@ -186,25 +187,33 @@ async def _run(
         return Err(exc, state, ())
     if context.on_event is not None:
         context = dataclasses.replace(context, on_event=_redacting(context.on_event))
+
+    def closing() -> tuple[Event, ...]:
+        """The run's last events: the summary of the scheduler it owns."""
+        if owned is None:
+            return ()
+        metrics = json.loads(json.dumps(owned.metrics().as_dict(), default=str))
+        return (SchedulerSummary(path="", time=time.time(), metrics=metrics),)
+
     try:
         with step_budget(context.steps):
             if journal is None:
-                outcome = _redacted(await flow_value.run(context, state))
+                outcome = _redacted(_with_events(await flow_value.run(context, state), closing()))
             else:
                 if not context.run_id:
                     context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
                 outcome = _redacted(
-                    await run_journaled(flow_value, context, state, journal, workflow, inputs)
+                    await run_journaled(
+                        flow_value,
+                        context,
+                        state,
+                        journal,
+                        workflow,
+                        inputs,
+                        name=_workflow_name(workflow),
+                        closing=closing,
+                    )
                 )
-        if owned is not None:
-            outcome = _with_event(
-                outcome,
-                SchedulerSummary(
-                    path="",
-                    time=time.time(),
-                    metrics=json.loads(json.dumps(owned.metrics().as_dict(), default=str)),
-                ),
-            )
         # Spans are built from the trace when the run has a tracing setup; otherwise a no-op.
         trace_outcome(
             outcome, workflow=_workflow_name(workflow), run_id=context.run_id, config=context.telemetry
@@ -216,8 +225,10 @@ async def _run(
                 await owned.aclose()
 
 
-def _with_event(outcome: Ok[A] | Err, event: Event) -> Ok[A] | Err:
-    trace = (*outcome.trace, event)
+def _with_events(outcome: Ok[A] | Err, events: Sequence[Event]) -> Ok[A] | Err:
+    if not events:
+        return outcome
+    trace = (*outcome.trace, *events)
     if isinstance(outcome, Err):
         return Err(outcome.error, outcome.state, trace)
     return Ok(outcome.value, outcome.state, trace)
@@ -404,13 +415,3 @@ def usage_of(trace: Sequence[Event]) -> Usage:
                 total_s=e.total_s,
             )
     return total
-
-
-def redact_event(event: Event) -> Event:
-    """``event`` with every revealed secret value blanked out of its text fields."""
-    changes: dict[str, Any] = {
-        f.name: redact_data(getattr(event, f.name))
-        for f in dataclasses.fields(event)
-        if isinstance(getattr(event, f.name), str | Mapping | tuple | list)
-    }
-    return dataclasses.replace(event, **changes) if changes else event
