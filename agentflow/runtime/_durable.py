@@ -175,16 +175,18 @@ async def run_journaled(
     *,
     name: str = "workflow",
     closing: Callable[[], Sequence[Event]] = tuple,
+    durable: bool = True,
 ) -> Ok[A] | Err:
     """Run ``flow_value`` as run ``context.run_id`` of ``journal`` (created, or resumed if it exists).
 
     The attempt's trace is stored with the run as it ends, however it ends: the outcome's trace (with
     the ``closing`` events, e.g. the scheduler's summary, at its end) or, when the attempt was cancelled
     or crashed, every event recorded until then. ``name`` is the workflow's name in the stored trace.
+    ``durable=False`` records the run without journaling its steps (and without a workflow to resume).
     """
     store, owned = open_journal(journal)
     try:
-        return await _run_in(store, flow_value, context, state, workflow, inputs, name, closing)
+        return await _run_in(store, flow_value, context, state, workflow, inputs, name, closing, durable)
     finally:
         if owned:
             await store.aclose()
@@ -199,9 +201,10 @@ async def _run_in(
     inputs: Mapping[str, object] | None,
     name: str,
     closing: Callable[[], Sequence[Event]],
+    durable: bool,
 ) -> Ok[A] | Err:
     run_id = context.run_id
-    ref = object_ref(workflow) if not isinstance(workflow, Flow) else None
+    ref = object_ref(workflow) if durable and not isinstance(workflow, Flow) else None
     # Secret values never reach the journal: inputs and state are compared and stored redacted.
     inputs_json = redact(to_json(dict(inputs or {}), "inputs"))
     state_json = redact(encode_state(state, "initial_state"))
@@ -218,7 +221,7 @@ async def _run_in(
     run_journal = RunJournal(store, run_id, claim.steps, claim.lease)
     # Every event, as it is recorded: what an attempt cancelled half-way stores as its trace.
     collector = TraceCollector(context.on_event)
-    ctx = dataclasses.replace(context, journal=run_journal, on_event=collector)
+    ctx = dataclasses.replace(context, journal=run_journal if durable else None, on_event=collector)
     started = time.time()
     status: RunStatus = "failed"
     result: str | None = None

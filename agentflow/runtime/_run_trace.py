@@ -18,7 +18,15 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agentflow.dsl import EVENT_FORMAT, Event, EventFormatError, Log, TokenDelta, event_from_json, event_to_json
+from agentflow.dsl import (
+    EVENT_FORMAT,
+    Event,
+    EventFormatError,
+    Log,
+    TokenDelta,
+    event_from_json,
+    event_to_json,
+)
 from agentflow.errors import JournalError
 from agentflow.secrets import any_revealed, redact, redact_data
 
@@ -157,7 +165,9 @@ def trace_events(record: TraceRecord, journal: str) -> tuple[Event, ...]:
     for number, line in enumerate(record.events.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"journal {journal!r}: run {record.run_id!r}, trace of attempt {record.attempt}, line {number}"
+        where = (
+            f"journal {journal!r}: run {record.run_id!r}, trace of attempt {record.attempt}, line {number}"
+        )
         try:
             raw = json.loads(line)
             if not isinstance(raw, dict):
