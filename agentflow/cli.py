@@ -639,7 +639,7 @@ async def _find_and_answer(journal: str, ref: str, answer: object, path: str | N
     from agentflow.runtime._run import store_answer
     from agentflow.runtime._runs_cli import find_run
 
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
         record = await find_run(store, ref)
         if answer is not _NO_ANSWER:

@@ -64,9 +64,14 @@ _RESUMED_PREFIX = "_agentflow_resumed_"
 """Module-name prefix of scripts imported by file path to resume their runs."""
 
 
-def open_journal(journal: Journal | str | os.PathLike[str]) -> tuple[Journal, bool]:
+def open_journal(journal: Journal | str | os.PathLike[str], *, create: bool = True) -> tuple[Journal, bool]:
     """The journal to use and whether the caller owns it (opened from a path or URL, to be closed):
-    a ``postgresql://`` URL opens a ``PostgresJournal``, anything else a ``SqliteJournal`` file."""
+    a ``postgresql://`` URL opens a ``PostgresJournal``, anything else a ``SqliteJournal`` file.
+
+    Raises:
+        ConfigError: ``create`` is false and there is no journal file at the path (reading runs never
+            makes an empty journal).
+    """
     if isinstance(journal, Journal):
         return journal, False
     if is_postgres_url(journal):
@@ -75,6 +80,12 @@ def open_journal(journal: Journal | str | os.PathLike[str]) -> tuple[Journal, bo
         assert isinstance(journal, str)
         return PostgresJournal(journal), True
     if isinstance(journal, str | os.PathLike):
+        if not create and not Path(journal).exists():
+            raise ConfigError(
+                f"there is no journal at {os.fspath(journal)!r}, so no run was journaled there; runs are "
+                "journaled in --journal, $AGENTFLOW_JOURNAL or .agentflow/journal.db of the directory "
+                "`agentflow run` ran in: pass the journal that holds your runs with --journal"
+            )
         return SqliteJournal(journal), True
     raise ConfigError(
         f"journal must be a Journal, the path of a journal file or a postgresql:// URL, got "
@@ -357,7 +368,7 @@ async def resolve_step(
     """
     if (value is _UNSET) == (not rerun):
         raise ConfigError("pass exactly one of value=... (the step took effect) or rerun=True (it did not)")
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
         steps = {s.path: s for s in await store.get_steps(run_id)}
         row = steps.get(path)

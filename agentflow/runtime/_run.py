@@ -350,7 +350,7 @@ async def resume(
         ConfigError: no such run, nothing waits for an answer, or the recorded workflow is not allowed
             or cannot be imported.
     """
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
         record = await find_run(store, run_id)
         run_id = record.run_id

@@ -202,7 +202,9 @@ async def find_run(store: Journal, ref: str) -> RunRecord:
 async def list_runs(
     journal: Journal | str | os.PathLike[str], *, status: RunStatus | None = None, limit: int | None = None
 ) -> list[RunRecord]:
-    """The runs in a journal, most recently updated first."""
+    """The runs in a journal, most recently updated first (none when there is no journal file yet)."""
+    if isinstance(journal, str | os.PathLike) and _missing_file(journal):
+        return []
     store, owned = open_journal(journal)
     try:
         return await store.list_runs(status=status, limit=limit)
@@ -215,10 +217,10 @@ async def show_run(run_id: str, journal: Journal | str | os.PathLike[str]) -> Ru
     """One run (``run_id`` may be ``latest``) with its steps and its attempts' traces.
 
     Raises:
-        ConfigError: no such run.
+        ConfigError: no such run (or no journal at that path).
         JournalError: a stored trace is damaged.
     """
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
         record = await find_run(store, run_id)
         steps = tuple(await store.get_steps(record.run_id))
@@ -257,6 +259,12 @@ async def load_journaled_run(ref: str, journal: Journal | str | os.PathLike[str]
         error=None if run.status == "completed" else (run.error or f"the run is {run.status}"),
         trace=detail.trace,
     )
+
+
+def _missing_file(journal: str | os.PathLike[str]) -> bool:
+    from agentflow._postgres import is_postgres_url
+
+    return not is_postgres_url(journal) and not Path(journal).exists()
 
 
 def _json_column(run: RunRecord, column: str, text: str | None) -> JsonValue:
@@ -308,6 +316,8 @@ async def gc_runs(
     statuses: tuple[RunStatus, ...] = ("completed", "failed")
     if include_unfinished:
         statuses += ("suspended", "running")
+    if isinstance(journal, str | os.PathLike) and _missing_file(journal):
+        return []
     store, owned = open_journal(journal)
     try:
         if dry_run:

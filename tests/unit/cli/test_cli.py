@@ -198,7 +198,11 @@ def test_report_writes_html_for_the_latest_journaled_run(
 
 def test_report_of_an_unknown_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", "nope", "-o", str(tmp_path / "x.html")]) == 2
-    assert "has no run 'nope'" in capsys.readouterr().err
+    assert "there is no journal at" in capsys.readouterr().err
+    assert not (tmp_path / ".agentflow").exists(), "reading runs never makes an empty journal"
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--run-id", "r1", "--quiet"]) == 0
+    assert cli.main(["report", "nope", "-o", str(tmp_path / "x.html")]) == 2
+    assert "has no run 'nope' (latest: r1)" in capsys.readouterr().err
     assert cli.main(["report", "gone.jsonl", "-o", str(tmp_path / "x.html")]) == 2
     assert "run file 'gone.jsonl' does not exist" in capsys.readouterr().err
 

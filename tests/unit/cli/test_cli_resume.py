@@ -48,4 +48,7 @@ def test_resume_latest_continues_the_run_updated_last(
 
 def test_resume_of_an_unknown_run_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["resume", "nope", "--engine", "test:"]) == 2
-    assert "has no run 'nope'" in capsys.readouterr().err
+    assert "there is no journal at" in capsys.readouterr().err
+    assert main(["run", PLAN, "--engine", "test:", "--quiet", "--run-id", "r1"]) == 0
+    assert main(["resume", "nope", "--engine", "test:"]) == 2
+    assert "has no run 'nope' (latest: r1)" in capsys.readouterr().err
