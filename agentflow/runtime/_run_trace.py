@@ -93,22 +93,27 @@ def stored_trace(
     never silently lost.
     """
     lines = [_line(e) for e in events if not isinstance(e, TokenDelta)]
+    kept, dropped = _capped(lines, max_bytes, started)
+    return TraceRecord(
+        run_id=run_id,
+        attempt=attempt,
+        status=status,
+        name=name,
+        engine=engine,
+        format=EVENT_FORMAT,
+        events="".join(line + "\n" for line in kept),
+        count=len(kept),
+        dropped=dropped,
+        started=started,
+        finished=finished,
+    )
+
+
+def _capped(lines: list[str], max_bytes: int, started: float) -> tuple[list[str], int]:
+    """``lines`` within ``max_bytes`` (see ``stored_trace``), and how many were left out."""
     sizes = [len(line.encode()) + 1 for line in lines]
-    total = sum(sizes)
-    if total <= max_bytes:
-        return TraceRecord(
-            run_id=run_id,
-            attempt=attempt,
-            status=status,
-            name=name,
-            engine=engine,
-            format=EVENT_FORMAT,
-            events="".join(line + "\n" for line in lines),
-            count=len(lines),
-            dropped=0,
-            started=started,
-            finished=finished,
-        )
+    if sum(sizes) <= max_bytes:
+        return lines, 0
     budget = (max_bytes - _CUT_LINE_BYTES) // 2
     head, used = 0, 0
     while head < len(lines) and used + sizes[head] <= budget:
@@ -129,20 +134,7 @@ def stored_trace(
             "max_trace_bytes": max_bytes,
         },
     )
-    kept = [*lines[:head], json.dumps(event_to_json(cut)), *lines[tail:]]
-    return TraceRecord(
-        run_id=run_id,
-        attempt=attempt,
-        status=status,
-        name=name,
-        engine=engine,
-        format=EVENT_FORMAT,
-        events="".join(line + "\n" for line in kept),
-        count=len(kept),
-        dropped=len(left_out),
-        started=started,
-        finished=finished,
-    )
+    return [*lines[:head], json.dumps(event_to_json(cut)), *lines[tail:]], len(left_out)
 
 
 _CUT_LINE_BYTES = 256
