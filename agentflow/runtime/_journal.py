@@ -1,7 +1,8 @@
-"""The run journal: durable records of runs and their named steps, and the per-run view named steps use.
+"""The run journal: durable records of runs, their named steps and their traces, and the per-run view named
+steps use.
 
-``Journal`` is the storage interface (``SqliteJournal`` implements it; a Postgres backend implements
-the same eight methods). ``RunJournal`` is one run's view of a journal: it implements the DSL's
+``Journal`` is the storage interface (``SqliteJournal`` and ``PostgresJournal`` implement it).
+``RunJournal`` is one run's view of a journal: it implements the DSL's
 ``StepJournal`` protocol, so ``RunContext(journal=run_journal)`` makes every named step durable::
 
     replay(path)   committed row?  -> the recorded value and state (the step does not run)
