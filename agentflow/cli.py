@@ -1,15 +1,18 @@
 """The ``agentflow`` command line.
 
-    agentflow run PLAN [--input k=v ...] [--engine SPEC] [--json]     run a plan
+    agentflow run PLAN [--input k=v ...] [--engine SPEC] [--json]     run a plan (journaled)
     agentflow run --goal "..." [--dry-run]                            let the meta-agent write (and run) a plan
+    agentflow resume RUN [--answer JSON]                              continue a run (Ctrl-C'd, crashed, failed, waiting)
     agentflow validate PLAN...                                        check plans
     agentflow graph PLAN -o FILE.svg|.png                             picture of the step DAG
-    agentflow report RUN -o FILE.html                                 HTML report of a saved run
+    agentflow report RUN -o FILE.html                                 HTML report of a run
     agentflow schema                                                  JSON Schema of the plan format
 
-The engine is ``--engine``, else ``$AGENTFLOW_ENGINE``, else the plan's ``engine.spec``, else
-``llamacpp:default``. Exit codes: 0 ok, 1 the run failed, 2 bad input (plan, option, engine spec,
-missing model file). Other features add
+Every run is journaled (``--journal``, else ``$AGENTFLOW_JOURNAL``, else ``.agentflow/journal.db``; ``--no-save``:
+not at all): its steps, inputs and trace. ``resume``, ``report`` and ``runs list|show|export`` read it and
+take the same run ids (``latest`` too). The engine is ``--engine``, else ``$AGENTFLOW_ENGINE``, else the
+plan's ``engine.spec``, else ``llamacpp:default``. Exit codes: 0 ok, 1 the run failed, 2 bad input (plan,
+option, engine spec, missing model file), 130 interrupted. Other features add
 sub-commands without editing this file: each module in ``PROVIDERS`` exposes
 ``register(subparsers) -> None`` and sets ``func`` (``args -> exit code``) on its parsers.
 """
@@ -37,9 +40,11 @@ from agentflow.errors import AgentflowError, ConfigError, UserError
 
 if TYPE_CHECKING:
     from agentflow._progress import RunProgress
-    from agentflow.dsl import Event
+    from agentflow.dsl import Err, Event, Ok
     from agentflow.mcp import MCPSource
     from agentflow.network import NetworkPolicy
+    from agentflow.report import RunRecord as SavedRun
+    from agentflow.runtime import RunRecord as JournaledRun
     from agentflow.telemetry import TracingConfig
 
 __all__ = ["PROVIDERS", "build_parser", "main"]
@@ -77,6 +82,8 @@ _EXAMPLES = """examples:
   agentflow run --goal "Count the words in: the quick brown fox" --dry-run
   agentflow validate examples/*.yaml
   agentflow graph examples/topic_digest.yaml -o digest.svg
+  agentflow runs show latest --content
+  agentflow resume latest
   agentflow report latest -o report.html
 """
 
@@ -194,6 +201,7 @@ async def _run_flow(
     capture_content: bool = True,
     live: bool = False,
     max_steps: int = 0,
+    journal_steps: bool = True,
 ) -> tuple[object, str]:
     from agentflow.engines import engine_from_spec
     from agentflow.executors import StepBudget
@@ -211,7 +219,13 @@ async def _run_flow(
             on_event=progress.feed if not live else _fanout(progress.feed, _TokenPrinter(_err_console())),
             steps=StepBudget(max_steps) if max_steps else None,
         )
-        outcome: object = await run(workflow, inputs, context=context, journal=journal)  # type: ignore[arg-type]
+        outcome: object = await run(
+            workflow,  # type: ignore[arg-type]
+            inputs,
+            context=context,
+            journal=journal,
+            journal_steps=journal_steps,
+        )
     finally:
         with anyio.CancelScope(shield=True):
             await engine.aclose()
@@ -219,13 +233,23 @@ async def _run_flow(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from agentflow.runtime._runs_cli import LATEST
+
     if args.goal is None and args.plan is None:
         return _fail("give a PLAN file to run, or --goal TEXT for the meta-agent to write one")
     if args.goal is not None and args.plan is not None:
         return _fail("give either a PLAN file or --goal, not both")
-    if args.resume and args.run_id and args.resume != args.run_id:
-        return _fail("give --resume RUN_ID or --run-id, not two different ids")
-    run_id = args.resume or args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    if args.run_id == LATEST:
+        return _fail(
+            f"--run-id {LATEST!r} is reserved: it names the run updated last (e.g. `agentflow resume "
+            f"{LATEST}`); pick another id"
+        )
+    run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    return _start_run(args, run_id, None)
+
+
+def _start_run(args: argparse.Namespace, run_id: str, stored_inputs: Mapping[str, object] | None) -> int:
+    """Run (or, with ``stored_inputs`` from the journal, resume) the plan or goal ``args`` name."""
     telemetry: list[TracingConfig] = []  # the run's tracing setup, once made; shut down when the command ends
     if args.trace is not None:
         from agentflow.errors import ConfigError
@@ -242,30 +266,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from agentflow.secrets import secret_scope
 
     try:
-        # One scope for the run and what is done with its outcome (the saved run is redacted with it).
+        # One scope for the run and what is done with its outcome (the journal is redacted with it).
         with secret_scope():
-            return _run_command(args, run_id, telemetry)
+            return _run_command(args, run_id, telemetry, stored_inputs)
     finally:
         for config in telemetry:
             config.shutdown()
 
 
-def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingConfig]) -> int:
+def _run_command(
+    args: argparse.Namespace,
+    run_id: str,
+    telemetry: list[TracingConfig],
+    stored_inputs: Mapping[str, object] | None,
+) -> int:
+    from agentflow._postgres import is_postgres_url
     from agentflow._progress import RunProgress, count_calls
     from agentflow.dsl import Err
     from agentflow.errors import EngineUnavailableError
     from agentflow.plans import PlanChoice, dump_plan, load_plan
-    from agentflow.report import RunRecord, save_run
     from agentflow.runtime import usage_of
+    from agentflow.runtime._runs_cli import default_journal, journal_option
 
     quiet = args.quiet or args.json or args.stream
     spec = DEFAULT_ENGINE
-    journal = args.journal or (
-        os.environ.get("AGENTFLOW_JOURNAL", ".agentflow/journal.db") if args.resume else None
-    )
-    if journal is not None and "://" not in journal:  # a file path, not a postgresql:// URL
-        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+    journal: str | None = None if args.no_save else (args.journal or default_journal())
+    hint = "" if journal is None else journal_option(journal)
     try:
+        if journal is not None and not is_postgres_url(journal):
+            Path(journal).parent.mkdir(parents=True, exist_ok=True)
         if args.goal is not None:
             from agentflow.agents._meta import BUILTIN_TOOL_REFS, run_goal, write_plan
 
@@ -294,7 +323,10 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 overridden=overridden,
                 allow_mcp=_allow_mcp(args),
             )
-            given = _parse_inputs(args.input, loaded.plan.inputs)
+            if stored_inputs is not None:  # a resume: the values the run started with
+                given = dict(stored_inputs)
+            else:
+                given = _parse_inputs(args.input, loaded.plan.inputs)
             inputs = loaded.bind_inputs(given)  # the values the run uses, defaults included
             if args.dry_run:
                 print(dump_plan(loaded.plan), end="")
@@ -327,6 +359,8 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 not args.no_content,
                 args.stream,
                 args.max_steps,
+                # A meta-agent's plan is not a journalable value: a --goal run is recorded, not resumable.
+                args.goal is None,
             )
         finished = time.time()
     except UserError as exc:
@@ -336,8 +370,16 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
         return _fail(f"cannot start engine {_escape(spec)!r}: {_error_text(exc)}\nhint: {_ENGINE_HINT}")
     except AgentflowError as exc:
         return _fail(_error_text(exc), 1)
+    except OSError as exc:  # the journal's directory cannot be made
+        return _fail(f"cannot use journal {_escape(str(journal))!r}: {exc.strerror}; pass --journal PATH")
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        if journal is None or args.goal is not None:
+            return _fail("interrupted", 130)
+        return _fail(
+            f"interrupted; run {_escape(run_id)} is journaled with every step it finished: continue it "
+            f"with `agentflow resume {_escape(run_id)}{_escape(hint)}` (it reuses the plan and inputs)",
+            130,
+        )
 
     ok = not isinstance(outcome, Err)
     value: object = getattr(outcome, "value", None)
@@ -354,24 +396,6 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
         value = value.outputs
     error = None if ok else str(getattr(outcome, "error", "failed"))
     trace = tuple(getattr(outcome, "trace", ()))
-    saved: Path | None = None
-    if not args.no_save:
-        try:
-            record = RunRecord(
-                run_id=run_id,
-                plan=name,
-                engine=engine_name,
-                started=started,
-                finished=finished,
-                ok=ok,
-                inputs=json.loads(json.dumps(inputs, default=str)),
-                value=json.loads(json.dumps(value, default=str)) if ok else None,
-                error=error,
-                trace=trace,
-            )
-            saved = save_run(record, args.runs_dir)
-        except ConfigError as exc:
-            _fail(_error_text(exc), 0)
     usage = usage_of(trace)
     calls = count_calls(trace)
     if args.json:
@@ -391,7 +415,7 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
                 "cached_tokens": usage.cached_tokens,
                 "completion_tokens": usage.completion_tokens,
             },
-            "saved": None if saved is None else str(saved),
+            "journal": journal,
         }
         print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
     else:
@@ -409,15 +433,24 @@ def _run_command(args: argparse.Namespace, run_id: str, telemetry: list[TracingC
             f"({hit} cached), {usage.completion_tokens} completion tokens[/]",
             markup=True,
         )
-        if saved is not None:
+        if journal is not None and ok:
             _err_console().print(
-                f"[dim]saved run {run_id}: agentflow report {run_id} -o report.html[/]", markup=True
+                f"[dim]run {_escape(run_id)}: agentflow runs show {_escape(run_id + hint)} · "
+                f"agentflow report {_escape(run_id + hint)} -o report.html[/]",
+                markup=True,
             )
     if not ok:
         failure = getattr(outcome, "error", None)
         _fail(_escape(error or "the run failed"), 1)
         if isinstance(failure, BaseException):
             _explain(failure, verbose=args.verbose)
+        if journal is not None and args.goal is None:
+            _err_console().print(
+                f"[dim]run {_escape(run_id)} is journaled: see it with `agentflow runs show "
+                f"{_escape(run_id + hint)}`; once the cause is fixed, `agentflow resume {_escape(run_id + hint)}` "
+                "continues it without redoing finished steps[/]",
+                markup=True,
+            )
         return 1
     return 0
 
@@ -570,20 +603,188 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from agentflow.report import load_run, render_report
+    from agentflow.runtime._runs_cli import journal_of, load_journaled_run
 
     try:
-        record = load_run(args.run, args.runs_dir)
+        record: SavedRun
+        if args.run.endswith(".jsonl"):  # a run file: exported, or saved by an older agentflow
+            if not Path(args.run).is_file():
+                return _fail(
+                    f"run file {_escape(args.run)!r} does not exist; pass a run id, 'latest' or a .jsonl file"
+                )
+            record = load_run(args.run)
+        else:
+            journal = journal_of(args)
+            record = anyio.run(load_journaled_run, args.run, journal)
         html = render_report(record)
         Path(args.output).write_text(html, encoding="utf-8")
     except UserError as exc:
         return _fail(_error_text(exc))
+    except AgentflowError as exc:  # the journal is unreachable or damaged
+        return _fail(_error_text(exc), 1)
     except OSError as exc:
         return _fail(f"cannot write {args.output!r}: {exc.strerror}")
     _err_console().print(f"wrote {_escape(args.output)} (run {_escape(record.run_id)})", markup=True)
     return 0
 
 
+# -- resume ------------------------------------------------------------------------------------------
+
+_NO_ANSWER: object = object()
+
+
+async def _find_and_answer(journal: str, ref: str, answer: object, path: str | None) -> JournaledRun:
+    """The run ``ref`` names, after recording ``answer`` for its waiting interrupt (if one is given)."""
+    from agentflow.runtime._durable import open_journal
+    from agentflow.runtime._run import store_answer
+    from agentflow.runtime._runs_cli import find_run
+
+    store, owned = open_journal(journal, create=False)
+    try:
+        record = await find_run(store, ref)
+        if answer is not _NO_ANSWER:
+            await store_answer(store, record.run_id, answer, path)
+        return record
+    finally:
+        if owned:
+            await store.aclose()
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from agentflow.runtime._durable import PLAN_PREFIX
+    from agentflow.runtime._runs_cli import journal_of, parse_json_option
+
+    journal = journal_of(args)
+    try:
+        answer = parse_json_option(args.answer, "--answer") if args.answer is not None else _NO_ANSWER
+        record = anyio.run(_find_and_answer, journal, args.run_id, answer, args.path)
+        if record.workflow is None or not record.workflow.startswith(PLAN_PREFIX) or args.workflow:
+            return _resume_workflow(args, record, journal)
+        inputs = json.loads(record.inputs or "{}")
+    except AgentflowError as exc:
+        return _fail(_error_text(exc))
+    except ValueError as exc:
+        return _fail(
+            f"run {_escape(args.run_id)!r} has inputs that are not JSON ({exc}); the journal was damaged"
+        )
+    if not isinstance(inputs, dict):
+        return _fail(
+            f"run {_escape(record.run_id)!r} has inputs that are not a JSON object; the journal was damaged"
+        )
+    # A plan run: the plan file it recorded, with the inputs it started with, through `run`'s own path.
+    args.plan, args.journal = record.workflow.removeprefix(PLAN_PREFIX), journal
+    return _start_run(args, record.run_id, inputs)
+
+
+def _resume_workflow(args: argparse.Namespace, record: JournaledRun, journal: str) -> int:
+    """Resume a run of a Python workflow (imported again from the journal's record, if allowed)."""
+    from agentflow.dsl import Err
+    from agentflow.runtime import resume
+    from agentflow.runtime._durable import import_ref
+
+    try:
+        workflow = import_ref(args.workflow) if args.workflow is not None else None
+        out: Ok[object] | Err = anyio.run(
+            lambda: resume(
+                record.run_id,
+                journal=journal,
+                engine=args.engine,
+                workflow=workflow,  # type: ignore[arg-type]
+                allow_workflows=args.allow_workflow,
+                allow_tools=args.allow_tool,
+            )
+        )
+    except AgentflowError as exc:
+        return _fail(_error_text(exc))
+    if isinstance(out, Err):
+        _fail(f"run {_escape(record.run_id)} did not complete: {_escape(str(out.error))}", 1)
+        return 1
+    from pydantic_core import to_jsonable_python
+
+    try:
+        print(json.dumps(to_jsonable_python(out.value)))
+    except (TypeError, ValueError):
+        print(repr(out.value))
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------------
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """The options ``run`` and ``resume`` share: engine, output, limits, journal, telemetry, allowlists."""
+    from agentflow.runtime._runs_cli import add_journal_arg
+
+    run.add_argument(
+        "--engine",
+        help=f"engine spec; overrides ${ENGINE_ENV} and the plan's (default {DEFAULT_ENGINE}), "
+        "e.g. openai:http://127.0.0.1:8000/v1#Qwen/Qwen3-8B",
+    )
+    run.add_argument("--json", action="store_true", help="print one JSON object (outputs, usage) to stdout")
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress (default: a live display on a terminal, else lines)"
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on failure, print the traceback (of a tool's exception...)",
+    )
+    run.add_argument(
+        "--max-steps",
+        type=_max_steps,
+        default=os.environ.get("AGENTFLOW_MAX_STEPS", str(DEFAULT_MAX_STEPS)),
+        metavar="N",
+        help="most steps (tool calls, LLM calls, plan map items) the run may take; a plan's max_steps can only lower it "
+        f"(default $AGENTFLOW_MAX_STEPS or {DEFAULT_MAX_STEPS}; 0: no limit)",
+    )
+    run.add_argument(
+        "--stream",
+        action="store_true",
+        help="show the model's tokens live as they are generated (on stderr, one line per LLM call; stdout "
+        "keeps the result)",
+    )
+    run.add_argument(
+        "--no-content",
+        action="store_true",
+        help="record only usage and timings, not prompts, completions, tool arguments and results (they are "
+        "recorded by default, redacted of secrets, in the journal's trace of the run)",
+    )
+    add_journal_arg(run)
+    run.add_argument(
+        "--trace",
+        choices=["otlp", "console"],
+        help="export OpenTelemetry spans of the run (nothing is sent anywhere without this)",
+    )
+    run.add_argument("--trace-endpoint", help="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces")
+    run.add_argument(
+        "--trace-header", action="append", default=[], metavar="K=V", help="OTLP header (repeatable)"
+    )
+    run.add_argument(
+        "--trace-content",
+        action="store_true",
+        help="also export prompts, completions, tool arguments and results in the spans (OpenTelemetry GenAI "
+        "content attributes, secrets scrubbed); without it spans carry usage and timings only",
+    )
+    _add_allow_tool(run)
+    _add_allow_network(run)
+
+
+class _Removed(argparse.Action):
+    """An option that no longer exists: using it is a usage error that says what replaced it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(str(self.const))
+
+
+def _add_removed(parser: argparse.ArgumentParser, flag: str, message: str) -> None:
+    parser.add_argument(flag, action=_Removed, const=message, nargs="?", help=argparse.SUPPRESS)
 
 
 def _add_allow_tool(parser: argparse.ArgumentParser) -> None:
@@ -656,27 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a plan (or let the meta-agent write one with --goal)",
-        description="Run a plan on an engine and print its outputs; the run is saved for `agentflow report`.",
-        epilog="exit codes: 0 ok, 1 the run failed, 2 bad input",
+        description="Run a plan on an engine and print its outputs. The run is journaled (its steps, inputs and "
+        "trace): `agentflow resume RUN` continues it after Ctrl-C, a crash or a failure, `agentflow runs show "
+        "RUN` and `agentflow report RUN` show it.",
+        epilog="exit codes: 0 ok, 1 the run failed, 2 bad input, 130 interrupted",
     )
     run.add_argument("plan", nargs="?", help="the plan file (YAML)")
     run.add_argument(
         "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="a plan input (repeatable)"
-    )
-    run.add_argument(
-        "--engine",
-        help=f"engine spec; overrides ${ENGINE_ENV} and the plan's (default {DEFAULT_ENGINE}), "
-        "e.g. openai:http://127.0.0.1:8000/v1#Qwen/Qwen3-8B",
-    )
-    run.add_argument("--json", action="store_true", help="print one JSON object (outputs, usage) to stdout")
-    run.add_argument(
-        "--quiet", action="store_true", help="no progress (default: a live display on a terminal, else lines)"
-    )
-    run.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="on failure, print the traceback (of a tool's exception...)",
     )
     run.add_argument("--goal", help="have the meta-agent write a plan for this goal, then run it")
     run.add_argument(
@@ -685,62 +873,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the plan (checked, or generated with --goal) without running it",
     )
     run.add_argument("--max-repairs", type=int, default=3, help="meta-agent repair attempts (default 3)")
-    run.add_argument(
-        "--max-steps",
-        type=_max_steps,
-        default=os.environ.get("AGENTFLOW_MAX_STEPS", str(DEFAULT_MAX_STEPS)),
-        metavar="N",
-        help="most steps (tool calls, LLM calls, plan map items) the run may take; a plan's max_steps can only lower it "
-        f"(default $AGENTFLOW_MAX_STEPS or {DEFAULT_MAX_STEPS}; 0: no limit)",
-    )
     run.add_argument("--run-id", help="id of this run (default: time + random suffix)")
     run.add_argument(
-        "--runs-dir",
-        default=os.environ.get("AGENTFLOW_RUNS_DIR", ".agentflow/runs"),
-        help="where runs are saved",
+        "--no-save", action="store_true", help="do not journal the run (it cannot be resumed or reported)"
     )
-    run.add_argument("--no-save", action="store_true", help="do not save the run")
-    run.add_argument(
-        "--stream",
-        action="store_true",
-        help="show the model's tokens live as they are generated (on stderr, one line per LLM call; stdout "
-        "keeps the result)",
-    )
-    run.add_argument(
-        "--no-content",
-        action="store_true",
-        help="record only usage and timings, not prompts, completions, tool arguments and results (they are "
-        "recorded by default, redacted of secrets, in the saved run and its report)",
-    )
-    run.add_argument(
-        "--journal",
-        help="journal every step in this SQLite file (or postgresql:// URL) so the run can be resumed "
-        "(default with --resume: "
-        "$AGENTFLOW_JOURNAL or .agentflow/journal.db)",
-    )
-    run.add_argument(
+    _add_removed(
+        run,
         "--resume",
-        metavar="RUN_ID",
-        help="resume a journaled run: finished steps are replayed, the rest runs (same plan and inputs)",
+        "`run --resume` was removed: continue a run with `agentflow resume RUN` (it reuses the plan and the "
+        "inputs the run started with)",
     )
-    run.add_argument(
-        "--trace",
-        choices=["otlp", "console"],
-        help="export OpenTelemetry spans of the run (nothing is sent anywhere without this)",
+    _add_removed(
+        run,
+        "--runs-dir",
+        "--runs-dir was removed: every run is kept in the journal (--journal, $AGENTFLOW_JOURNAL, default "
+        ".agentflow/journal.db); `agentflow runs export RUN` writes one to a .jsonl file",
     )
-    run.add_argument("--trace-endpoint", help="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces")
-    run.add_argument(
-        "--trace-header", action="append", default=[], metavar="K=V", help="OTLP header (repeatable)"
-    )
-    run.add_argument(
-        "--trace-content",
-        action="store_true",
-        help="also export prompts, completions, tool arguments and results in the spans (OpenTelemetry GenAI "
-        "content attributes, secrets scrubbed); without it spans carry usage and timings only",
-    )
-    _add_allow_tool(run)
-    _add_allow_network(run)
+    _add_run_options(run)
     run.set_defaults(func=_cmd_run)
+
+    resume = sub.add_parser(
+        "resume",
+        help="continue a run: Ctrl-C'd, crashed, failed, or waiting for an answer",
+        description="Continue a journaled run with the plan (or workflow) and inputs it started with: steps "
+        "it finished, LLM calls included, are replayed from the journal, the rest runs. RUN is a run id or "
+        "'latest'.",
+        epilog="exit codes: 0 ok, 1 the run failed (or waits again), 2 bad input, 130 interrupted",
+    )
+    resume.add_argument("run_id", metavar="RUN", help="a run id or 'latest'")
+    resume.add_argument("--answer", help="JSON answer for the waiting interrupt")
+    resume.add_argument("--path", help="which interrupt to answer when several wait")
+    resume.add_argument("--workflow", help="module:attr of the workflow (default: the one the run recorded)")
+    resume.add_argument(
+        "--allow-workflow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="let the resume import a recorded Python workflow matching this fnmatch pattern "
+        "(module:qualname or /abs/file.py:qualname, e.g. 'myapp.flows:*'; repeatable; also "
+        "$AGENTFLOW_RESUME_ALLOW, comma-separated). Plans recorded by path need none",
+    )
+    _add_run_options(resume)
+    resume.set_defaults(
+        func=_cmd_resume, plan=None, input=[], goal=None, dry_run=False, max_repairs=3, no_save=False
+    )
 
     validate = sub.add_parser(
         "validate", help="check plan files", description="Check plans; exit 2 if any is invalid."
@@ -760,12 +936,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
-        help="write an HTML report of a saved run",
+        help="write an HTML report of a run",
         description="Write a self-contained HTML report (timeline, LLM and tool calls, cache hit rates).",
     )
-    report.add_argument("run", metavar="RUN", help="run id, 'latest', or a saved .jsonl file")
+    report.add_argument("run", metavar="RUN", help="a run id, 'latest', or a run file (.jsonl)")
     report.add_argument("-o", "--output", required=True, help="the HTML file to write")
-    report.add_argument("--runs-dir", default=os.environ.get("AGENTFLOW_RUNS_DIR", ".agentflow/runs"))
+    from agentflow.runtime._runs_cli import add_journal_arg
+
+    add_journal_arg(report)
+    _add_removed(
+        report,
+        "--runs-dir",
+        "--runs-dir was removed: runs are read from the journal (--journal, $AGENTFLOW_JOURNAL, default "
+        ".agentflow/journal.db); pass the path of a .jsonl run file to open one saved by an older agentflow",
+    )
     report.set_defaults(func=_cmd_report)
 
     schema = sub.add_parser(

@@ -2,12 +2,14 @@
 
 - ``anyio_backend``: async tests run on asyncio (tests that must also run on trio parametrize it).
 - Unit tests may not open network connections except to 127.0.0.1 (a socket guard fails them).
+- ``$AGENTFLOW_JOURNAL`` points into each test's temporary directory (runs are journaled by default).
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,13 @@ def _guarded_connect(self: socket.socket, address: object) -> None:
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _journal_in_tmp_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``agentflow run`` journals every run (default ``.agentflow/journal.db`` in the working directory):
+    tests that do not name a journal write theirs into their own temporary directory, never the checkout."""
+    monkeypatch.setenv("AGENTFLOW_JOURNAL", str(tmp_path / ".agentflow" / "journal.db"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""Saved runs: one JSON-lines file per run under a runs directory (default ``.agentflow/runs``).
+"""Run files: one run as a JSON-lines file, to keep or share a run outside the journal.
 
-This is the small file format ``agentflow run`` writes and ``agentflow report`` reads; the durable
-journal used for resume is a separate component. A file holds::
+``agentflow run`` keeps every run in the journal (``agentflow.runtime``), which ``agentflow report`` and
+``agentflow runs`` read. A run file is its portable form: ``agentflow runs export RUN`` writes one
+(``write_run``), ``agentflow report FILE.jsonl`` opens one (``load_run``), and so are the files older
+agentflow versions saved under ``.agentflow/runs``. A file holds::
 
     {"type": "run", "format": 2, "run_id": ..., "plan": ..., "engine": ..., "started": ..., "inputs": {...}}
     {"type": "event", "kind": "step.start", "path": "...", "time": ..., <the event's fields>}  (one per event)
@@ -26,15 +28,16 @@ from agentflow.dsl import EVENT_FORMAT, Event, EventFormatError, event_from_json
 from agentflow.errors import ConfigError
 from agentflow.secrets import redact
 
-__all__ = ["DEFAULT_RUNS_DIR", "RunRecord", "list_runs", "load_run", "save_run"]
+__all__ = ["DEFAULT_RUNS_DIR", "RunRecord", "list_runs", "load_run", "save_run", "write_run"]
 
 DEFAULT_RUNS_DIR = Path(".agentflow") / "runs"
-"""Where runs are saved unless told otherwise (relative to the working directory)."""
+"""Where ``save_run`` puts run files unless told otherwise (and where older agentflow versions saved every
+run), relative to the working directory."""
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One finished run.
+    """One run, as a report reads it.
 
     Attributes:
         run_id: The run's id.
@@ -75,7 +78,17 @@ def save_run(record: RunRecord, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_
     """
     if not record.run_id or any(c in record.run_id for c in "/\\") or record.run_id.startswith("."):
         raise ConfigError(f"run id {record.run_id!r} cannot name a file; use letters, digits, '-' and '_'")
-    directory = Path(runs_dir)
+    return write_run(record, Path(runs_dir) / f"{record.run_id}.jsonl")
+
+
+def write_run(record: RunRecord, path: str | os.PathLike[str]) -> Path:
+    """Write ``record`` to the run file ``path`` (atomically; secrets revealed in this scope redacted) and
+    return the path.
+
+    Raises:
+        ConfigError: The file cannot be written.
+    """
+    target = Path(path)
     lines = [
         {
             "type": "run",
@@ -91,17 +104,16 @@ def save_run(record: RunRecord, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_
     result: dict[str, object] = {"type": "result", "ok": record.ok, "finished": record.finished}
     result.update({"value": _json_safe(record.value)} if record.ok else {"error": record.error})
     lines.append(result)
-    target = directory / f"{record.run_id}.jsonl"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".jsonl.tmp")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             for line in lines:
                 fh.write(redact(json.dumps(line, ensure_ascii=False, default=str)) + "\n")
         os.replace(tmp, target)
     except OSError as exc:
         raise ConfigError(
-            f"cannot save the run under {str(directory)!r}: {exc.strerror}; pass --runs-dir"
+            f"cannot write the run file {str(target)!r}: {exc.strerror}; pass a writable path"
         ) from exc
     return target
 

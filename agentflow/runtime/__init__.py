@@ -6,7 +6,7 @@ from __future__ import annotations
 from ._context import RunContext, TokenBudget
 from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
-from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus
+from ._journal import Journal, RunJournal, RunRecord, RunStatus, StepRecord, StepStatus, TraceRecord
 from ._llm import (
     JsonCheck,
     Judge,
@@ -22,7 +22,7 @@ from ._llm import (
 )
 from ._postgres_journal import PostgresJournal
 from ._run import Workflow, resume, run, run_sync, usage_of
-from ._runs_cli import RunDetail, gc_runs, list_runs, parse_duration, show_run
+from ._runs_cli import RunAttempt, RunDetail, gc_runs, list_runs, load_journaled_run, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
 from ._stream import RunStream, StreamItem, stream
 from ._tool_check import tool_call_problems
@@ -34,6 +34,7 @@ __all__ = [
     "Judge",
     "PostgresJournal",
     "Prompt",
+    "RunAttempt",
     "RunContext",
     "RunDetail",
     "RunJournal",
@@ -47,6 +48,7 @@ __all__ = [
     "TextReader",
     "TokenBudget",
     "ToolCallReader",
+    "TraceRecord",
     "Workflow",
     "call_llm",
     "gc_runs",
@@ -57,6 +59,7 @@ __all__ = [
     "interrupt",
     "list_runs",
     "llm_call",
+    "load_journaled_run",
     "parse_duration",
     "resolve_step",
     "resume",

@@ -1,6 +1,6 @@
 """Journaled runs: claiming a run in a journal, running it against a ``RunJournal`` while keeping its
-lease, recording how it ended, settling a non-idempotent step by hand, and importing a run's workflow
-again for a resume.
+lease, recording how it ended with its trace, settling a non-idempotent step by hand, and importing a
+run's workflow again for a resume.
 
 What a resume may import. The journal records how to import the workflow again: ``module:qualname``,
 ``/abs/file.py:qualname`` for a script, or ``plan:/abs/plan.yaml`` for a plan file. A journal file is
@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,13 +30,14 @@ import anyio
 from pydantic import BaseModel
 
 from agentflow._postgres import is_postgres_url
-from agentflow.dsl import Err, Flow, Ok, RunJournaled, State
+from agentflow.dsl import Err, Event, Flow, Ok, RunJournaled, State
 from agentflow.errors import ConfigError, JournalError, ResumeError, SerializationError
 from agentflow.secrets import redact
 
 from ._context import RunContext
 from ._interrupt import Interrupted
 from ._journal import Journal, Lease, RunJournal, RunRecord, RunStatus
+from ._run_trace import TraceCollector, stored_trace
 from ._serialize import encode_state, to_json
 from ._sqlite_journal import SqliteJournal
 
@@ -63,9 +64,14 @@ _RESUMED_PREFIX = "_agentflow_resumed_"
 """Module-name prefix of scripts imported by file path to resume their runs."""
 
 
-def open_journal(journal: Journal | str | os.PathLike[str]) -> tuple[Journal, bool]:
+def open_journal(journal: Journal | str | os.PathLike[str], *, create: bool = True) -> tuple[Journal, bool]:
     """The journal to use and whether the caller owns it (opened from a path or URL, to be closed):
-    a ``postgresql://`` URL opens a ``PostgresJournal``, anything else a ``SqliteJournal`` file."""
+    a ``postgresql://`` URL opens a ``PostgresJournal``, anything else a ``SqliteJournal`` file.
+
+    Raises:
+        ConfigError: ``create`` is false and there is no journal file at the path (reading runs never
+            makes an empty journal).
+    """
     if isinstance(journal, Journal):
         return journal, False
     if is_postgres_url(journal):
@@ -74,6 +80,12 @@ def open_journal(journal: Journal | str | os.PathLike[str]) -> tuple[Journal, bo
         assert isinstance(journal, str)
         return PostgresJournal(journal), True
     if isinstance(journal, str | os.PathLike):
+        if not create and not Path(journal).exists():
+            raise ConfigError(
+                f"there is no journal at {os.fspath(journal)!r}, so no run was journaled there; runs are "
+                "journaled in --journal, $AGENTFLOW_JOURNAL or .agentflow/journal.db of the directory "
+                "`agentflow run` ran in: pass the journal that holds your runs with --journal"
+            )
         return SqliteJournal(journal), True
     raise ConfigError(
         f"journal must be a Journal, the path of a journal file or a postgresql:// URL, got "
@@ -171,11 +183,21 @@ async def run_journaled(
     journal: Journal | str | os.PathLike[str],
     workflow: object,
     inputs: Mapping[str, object] | None,
+    *,
+    name: str = "workflow",
+    closing: Callable[[], Sequence[Event]] = tuple,
+    durable: bool = True,
 ) -> Ok[A] | Err:
-    """Run ``flow_value`` as run ``context.run_id`` of ``journal`` (created, or resumed if it exists)."""
+    """Run ``flow_value`` as run ``context.run_id`` of ``journal`` (created, or resumed if it exists).
+
+    The attempt's trace is stored with the run as it ends, however it ends: the outcome's trace (with
+    the ``closing`` events, e.g. the scheduler's summary, at its end) or, when the attempt was cancelled
+    or crashed, every event recorded until then. ``name`` is the workflow's name in the stored trace.
+    ``durable=False`` records the run without journaling its steps (and without a workflow to resume).
+    """
     store, owned = open_journal(journal)
     try:
-        return await _run_in(store, flow_value, context, state, workflow, inputs)
+        return await _run_in(store, flow_value, context, state, workflow, inputs, name, closing, durable)
     finally:
         if owned:
             await store.aclose()
@@ -188,9 +210,12 @@ async def _run_in(
     state: State,
     workflow: object,
     inputs: Mapping[str, object] | None,
+    name: str,
+    closing: Callable[[], Sequence[Event]],
+    durable: bool,
 ) -> Ok[A] | Err:
     run_id = context.run_id
-    ref = object_ref(workflow) if not isinstance(workflow, Flow) else None
+    ref = object_ref(workflow) if durable and not isinstance(workflow, Flow) else None
     # Secret values never reach the journal: inputs and state are compared and stored redacted.
     inputs_json = redact(to_json(dict(inputs or {}), "inputs"))
     state_json = redact(encode_state(state, "initial_state"))
@@ -205,18 +230,26 @@ async def _run_in(
         state=state_json,
     )
     run_journal = RunJournal(store, run_id, claim.steps, claim.lease)
-    ctx = dataclasses.replace(context, journal=run_journal)
+    # Every event, as it is recorded: what an attempt cancelled half-way stores as its trace.
+    collector = TraceCollector(context.on_event)
+    ctx = dataclasses.replace(context, journal=run_journal if durable else None, on_event=collector)
     started = time.time()
     status: RunStatus = "failed"
     result: str | None = None
-    error: str | None = "the run was cancelled or crashed before it finished"
+    error: str | None = (
+        f"the run was cancelled (Ctrl-C, or its caller cancelled it) or crashed before it finished; resume "
+        f"it with `agentflow resume {run_id}`"
+    )
     keeper = _LeaseKeeper(store, claim.lease)
     res: Ok[A] | Err = Err(ResumeError("the run did not start"), state)
+    ended = False  # the flow returned an outcome (its trace is then the attempt's trace)
+    trace: tuple[Event, ...] = ()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(keeper.keep)
             with keeper.scope:
                 res = await flow_value.run(ctx, state)
+                ended = True
             tg.cancel_scope.cancel()
         if keeper.lost is not None:
             res = Err(keeper.lost, res.state, res.trace)
@@ -227,16 +260,30 @@ async def _run_in(
                 res = Err(exc, res.state, res.trace)
         status, result, error = _ending(res, run_journal)
     finally:
+        head = RunJournaled(path="", time=started, run_id=run_id, resumed=not claim.created, status=status)
+        trace = (head, *(res.trace if ended else collector.events), *closing())
         if keeper.lost is None:
             with anyio.CancelScope(shield=True):
+                record = stored_trace(
+                    trace,
+                    run_id=run_id,
+                    attempt=claim.attempt,
+                    status=status,
+                    name=name,
+                    engine=context.engine.name if context.engine is not None else "",
+                    started=started,
+                    finished=time.time(),
+                    max_bytes=store.max_trace_bytes,
+                )
                 try:
-                    await store.finish_run(run_id, status, lease=keeper.lease, result=result, error=error)
+                    await store.finish_run(
+                        run_id, status, lease=keeper.lease, result=result, error=error, trace=record
+                    )
                 except ResumeError as exc:  # taken over between the last renewal and now
                     res = Err(exc, res.state, res.trace)
-    head = RunJournaled(path="", time=started, run_id=run_id, resumed=not claim.created, status=status)
     if isinstance(res, Err):
-        return Err(res.error, res.state, (head, *res.trace))
-    return Ok(res.value, res.state, (head, *res.trace))
+        return Err(res.error, res.state, trace)
+    return Ok(res.value, res.state, trace)
 
 
 class _LeaseKeeper:
@@ -321,7 +368,7 @@ async def resolve_step(
     """
     if (value is _UNSET) == (not rerun):
         raise ConfigError("pass exactly one of value=... (the step took effect) or rerun=True (it did not)")
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
         steps = {s.path: s for s in await store.get_steps(run_id)}
         row = steps.get(path)

@@ -1,7 +1,8 @@
-"""The run journal: durable records of runs and their named steps, and the per-run view named steps use.
+"""The run journal: durable records of runs, their named steps and their traces, and the per-run view named
+steps use.
 
-``Journal`` is the storage interface (``SqliteJournal`` implements it; a Postgres backend implements
-the same eight methods). ``RunJournal`` is one run's view of a journal: it implements the DSL's
+``Journal`` is the storage interface (``SqliteJournal`` and ``PostgresJournal`` implement it).
+``RunJournal`` is one run's view of a journal: it implements the DSL's
 ``StepJournal`` protocol, so ``RunContext(journal=run_journal)`` makes every named step durable::
 
     replay(path)   committed row?  -> the recorded value and state (the step does not run)
@@ -42,8 +43,15 @@ of an attempt is *fenced* by its token: once another holder took the run over, t
 fails too, which cancels what it still runs. Operator writes (``resolve_step``, an interrupt's answer)
 carry no lease and are refused while a live holder holds the run.
 
+Traces. Each attempt of a run stores its trace (the run's typed events, ``agentflow.dsl.Event``) with
+the run, written in the transaction of ``finish_run`` as the attempt ends: completed, failed, suspended,
+or cancelled (Ctrl-C; then whatever events were recorded until then). A trace is bounded: past the
+journal's ``max_trace_bytes`` the events in the middle are left out, and the record says how many
+(``TraceRecord.dropped``) and holds a ``trace.cut`` log event where they were. An attempt that lost its
+lease, or a process that was killed, records no trace: its steps are in the journal all the same.
+
 Redaction. Every text column written through a ``RunJournal`` or ``agentflow.run`` (step values and
-states, begun rows' states, interrupt prompts, the run's inputs, result and error) passes through
+states, begun rows' states, interrupt prompts, the run's inputs, result and error, traces) passes through
 ``agentflow.secrets.redact`` first: a value revealed by a secret never reaches the journal.
 """
 
@@ -68,8 +76,10 @@ from ._serialize import decode_state, decode_value, encode_state, encode_value
 
 __all__ = [
     "DEFAULT_LEASE_S",
+    "DEFAULT_MAX_TRACE_BYTES",
     "RUN_KEYS",
     "STEP_KEYS",
+    "TRACE_KEYS",
     "Claim",
     "Journal",
     "Lease",
@@ -79,6 +89,8 @@ __all__ = [
     "RunStatus",
     "StepRecord",
     "StepStatus",
+    "TraceRecord",
+    "check_trace_cap",
     "check_writer",
     "decode_row",
     "decode_steps",
@@ -92,6 +104,9 @@ __all__ = [
 
 DEFAULT_LEASE_S = 30.0
 """How long a run's lease lasts without renewal (renewed every third of it while the run is live)."""
+
+DEFAULT_MAX_TRACE_BYTES = 8 * 1024 * 1024
+"""Most bytes of events one attempt's stored trace holds (the rest is left out, and counted)."""
 
 RunStatus = Literal["running", "suspended", "completed", "failed"]
 StepStatus = Literal["begun", "committed", "waiting", "answered", "rerun"]
@@ -115,6 +130,7 @@ class RunRecord(BaseModel):
         owner_pid: Process id of the process that last ran it (cleared when it ends).
         lease_expires: When the current lease expires (the journal's clock); ``None`` when no lease
             is held.
+        attempts: How many times the run was started or resumed (each claim counts one).
         created_at: Unix time the run started.
         updated_at: Unix time of the last change.
     """
@@ -132,6 +148,7 @@ class RunRecord(BaseModel):
     owner_host: str | None = None
     owner_pid: int | None = None
     lease_expires: float | None = None
+    attempts: int = 1
     created_at: float
     updated_at: float
 
@@ -177,6 +194,38 @@ class StepRecord(BaseModel):
     updated_at: float
 
 
+class TraceRecord(BaseModel):
+    """One attempt's stored trace.
+
+    Attributes:
+        run_id: The run.
+        attempt: Which attempt of the run it is (``RunRecord.attempts`` when it was claimed; 1-based).
+        status: How the attempt ended (``completed``, ``failed``, ``suspended``).
+        name: The workflow's (or plan's) name.
+        engine: The engine's name, if the run had one.
+        format: The event encoding's version (``agentflow.dsl.EVENT_FORMAT`` when written).
+        events: The events, one ``event_to_json`` object per line, redacted of revealed secrets.
+        count: How many events ``events`` holds.
+        dropped: How many events were left out to keep the trace under the journal's byte cap (0: none).
+        started: Unix time the attempt started.
+        finished: Unix time it ended.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    attempt: int
+    status: RunStatus
+    name: str = ""
+    engine: str = ""
+    format: int
+    events: str
+    count: int
+    dropped: int = 0
+    started: float
+    finished: float
+
+
 def scope_of(path: str) -> str:
     """The scope a step path ran in: everything before its last ``/`` (``""`` at the root)."""
     return path.rpartition("/")[0]
@@ -212,12 +261,14 @@ class Claim:
         steps: Its steps as stored, in the order they first began.
         created: Whether this claim created the run.
         lease: The lease this attempt now holds.
+        attempt: This attempt's number (1 for the claim that created the run).
     """
 
     run: RunRecord
     steps: list[StepRecord]
     created: bool
     lease: Lease
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -286,9 +337,11 @@ class Journal(abc.ABC):
 
     Attributes:
         lease_s: How long a lease lasts without renewal.
+        max_trace_bytes: Most bytes of events one attempt's stored trace holds.
     """
 
     lease_s: float = DEFAULT_LEASE_S
+    max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES
 
     @abc.abstractmethod
     async def claim_run(
@@ -301,7 +354,7 @@ class Journal(abc.ABC):
         state: str | None = None,
     ) -> Claim:
         """Create the run, or take over an existing one whose lease is free (status ``running``), and
-        take its lease, in one transaction.
+        take its lease, in one transaction; the run's ``attempts`` counts this claim.
 
         Raises:
             ResumeError: another live holder has the lease (``lease_refusal`` says why).
@@ -334,8 +387,10 @@ class Journal(abc.ABC):
         lease: Lease,
         result: str | None = None,
         error: str | None = None,
+        trace: TraceRecord | None = None,
     ) -> None:
-        """Set a run's final (or suspended) status and release its lease.
+        """Set a run's final (or suspended) status, store the attempt's ``trace`` (replacing one stored
+        for the same attempt) and release its lease, in one transaction.
 
         Raises:
             ResumeError: ``lease`` is no longer held (nothing is written).
@@ -356,8 +411,12 @@ class Journal(abc.ABC):
         """A run's steps in the order they first began."""
 
     @abc.abstractmethod
+    async def get_traces(self, run_id: str) -> list[TraceRecord]:
+        """A run's stored traces, one per attempt that recorded one, oldest attempt first."""
+
+    @abc.abstractmethod
     async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
-        """Delete runs (with their steps) last updated before ``updated_before`` whose status is one of
+        """Delete runs (with their steps and traces) last updated before ``updated_before`` whose status is one of
         ``statuses`` and whose lease is free; reclaim storage nothing references any more. Returns the
         deleted run ids."""
 
@@ -696,6 +755,9 @@ RUN_KEYS = tuple(RunRecord.model_fields)
 STEP_KEYS = tuple(StepRecord.model_fields)
 """The columns of a stored step, in ``StepRecord``'s order (what backends select)."""
 
+TRACE_KEYS = tuple(TraceRecord.model_fields)
+"""The columns of a stored trace, in ``TraceRecord``'s order (what backends select)."""
+
 
 def new_run_record(
     lease: Lease,
@@ -720,6 +782,19 @@ def new_run_record(
         created_at=now,
         updated_at=now,
     )
+
+
+def check_trace_cap(max_trace_bytes: int) -> int:
+    """``max_trace_bytes`` if it is a usable cap on a stored trace.
+
+    Raises:
+        ConfigError: it is not a whole number of at least 1024 bytes.
+    """
+    if isinstance(max_trace_bytes, bool) or not isinstance(max_trace_bytes, int) or max_trace_bytes < 1024:
+        raise ConfigError(
+            f"max_trace_bytes must be a whole number of bytes, at least 1024, got {max_trace_bytes!r}"
+        )
+    return max_trace_bytes
 
 
 def check_writer(run_id: str, row: LeaseRow | None, lease: Lease | None, now: Callable[[], float]) -> None:

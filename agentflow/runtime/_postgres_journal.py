@@ -14,7 +14,8 @@ stopped holder's connections can hold the row that long in turn, so a takeover w
 ``lease_s * (1 + max_connections / 4)``.
 
 Schema. Tables live in a PostgreSQL schema (``agentflow`` by default): ``runs``, ``steps``, ``states``
-(states stored once per content, as in SQLite) and ``journal_version``. They are created on first use
+(states stored once per content, as in SQLite), ``traces`` (one per attempt, capped at
+``max_trace_bytes``) and ``journal_version``. They are created on first use
 and migrated forward under a transaction-scoped advisory lock, so many processes starting at once
 create them once. Garbage collection (``delete_runs``) takes the same advisory lock exclusively while
 step writes take it shared, so a state being written is never collected.
@@ -41,7 +42,9 @@ from agentflow.errors import ConfigError, JournalError
 
 from ._journal import (
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_TRACE_BYTES,
     RUN_KEYS,
+    TRACE_KEYS,
     Claim,
     Journal,
     Lease,
@@ -49,6 +52,8 @@ from ._journal import (
     RunRecord,
     RunStatus,
     StepRecord,
+    TraceRecord,
+    check_trace_cap,
     check_writer,
     decode_row,
     decode_steps,
@@ -64,8 +69,9 @@ __all__ = ["PostgresJournal"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-"""The journal's schema version on PostgreSQL (its own history; it starts with leases)."""
+SCHEMA_VERSION = 2
+"""The journal's schema version on PostgreSQL (its own history; it starts with leases). 2: attempts and
+traces."""
 
 _LOCK_KEY = 0x4146_4A4C
 """The advisory lock that serializes migrations, and garbage collection against step writes."""
@@ -111,6 +117,23 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE TABLE {s}.states (hash TEXT PRIMARY KEY, json TEXT NOT NULL);
     """,
+    2: """
+    ALTER TABLE {s}.runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE {s}.traces (
+        run_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        name TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        format INTEGER NOT NULL,
+        events TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        dropped INTEGER NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        finished DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, attempt)
+    );
+    """,
 }
 """SQL that takes the schema from version ``n - 1`` to ``n`` (``{s}``: the schema name)."""
 
@@ -126,6 +149,7 @@ class PostgresJournal(Journal):
         schema: The PostgreSQL schema holding the tables (created if missing); default: the URL's
             ``?schema=NAME``, else ``agentflow``.
         lease_s: How long a run's lease lasts without renewal (see ``Journal``).
+        max_trace_bytes: Most bytes of events one attempt's stored trace holds (see ``Journal``).
         max_connections: Most connections used at once.
         connect_timeout_s: How long to wait for the server before a ``JournalError``.
 
@@ -139,12 +163,14 @@ class PostgresJournal(Journal):
         *,
         schema: str | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES,
         max_connections: int = 4,
         connect_timeout_s: float = 10.0,
     ) -> None:
         if not lease_s > 0:
             raise ConfigError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
         self.lease_s = float(lease_s)
+        self.max_trace_bytes = check_trace_cap(max_trace_bytes)
         self._pool = PgPool(
             url,
             what="journal",
@@ -241,8 +267,8 @@ class PostgresJournal(Journal):
                 inserted = conn.execute(
                     self._sql(
                         "INSERT INTO {s}.runs (run_id, status, workflow, inputs, state_type, state, owner_host, "
-                        "owner_pid, lease_token, lease_expires, created_at, updated_at) "
-                        "VALUES (%s, 'running', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                        "owner_pid, lease_token, lease_expires, attempts, created_at, updated_at) "
+                        "VALUES (%s, 'running', %s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s) ON CONFLICT DO NOTHING"
                     ),
                     (
                         run_id,
@@ -273,11 +299,11 @@ class PostgresJournal(Journal):
                 conn.execute(
                     self._sql(
                         "UPDATE {s}.runs SET status = 'running', owner_host = %s, owner_pid = %s, lease_token = %s, "
-                        "lease_expires = %s, updated_at = %s WHERE run_id = %s"
+                        "lease_expires = %s, attempts = attempts + 1, updated_at = %s WHERE run_id = %s"
                     ),
                     (host, pid, token, lease.expires_at, wall, run_id),
                 )
-                return Claim(stored, self._steps(conn, run_id), False, lease)
+                return Claim(stored, self._steps(conn, run_id), False, lease, stored.attempts + 1)
 
         return await self._run(claim, f"claiming run {run_id!r}")
 
@@ -356,8 +382,12 @@ class PostgresJournal(Journal):
         lease: Lease,
         result: str | None = None,
         error: str | None = None,
+        trace: TraceRecord | None = None,
     ) -> None:
-        """Set the run's status and release its lease (fenced by it)."""
+        """Set the run's status, store the attempt's trace and release the lease (fenced by it)."""
+        columns = ", ".join(TRACE_KEYS)
+        marks = ", ".join("%s" for _ in TRACE_KEYS)
+        updates = ", ".join(f"{k} = EXCLUDED.{k}" for k in TRACE_KEYS if k not in ("run_id", "attempt"))
 
         def finish(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             with conn.transaction():
@@ -369,6 +399,14 @@ class PostgresJournal(Journal):
                     ),
                     (status, result, error, time.time(), run_id),
                 )
+                if trace is not None:
+                    conn.execute(
+                        self._sql(
+                            f"INSERT INTO {{s}}.traces ({columns}) VALUES ({marks}) "
+                            f"ON CONFLICT (run_id, attempt) DO UPDATE SET {updates}"
+                        ).encode(),
+                        tuple(getattr(trace, k) for k in TRACE_KEYS),
+                    )
 
         await self._run(finish, f"finishing run {run_id!r}")
 
@@ -399,6 +437,28 @@ class PostgresJournal(Journal):
         """A run's steps in the order they first began."""
         return await self._run(lambda conn: self._steps(conn, run_id), f"reading the steps of run {run_id!r}")
 
+    async def get_traces(self, run_id: str) -> list[TraceRecord]:
+        """A run's stored traces, oldest attempt first."""
+
+        def traces(conn: psycopg.Connection[tuple[object, ...]]) -> list[TraceRecord]:
+            rows = conn.execute(
+                self._sql(
+                    f"SELECT {', '.join(TRACE_KEYS)} FROM {{s}}.traces WHERE run_id = %s ORDER BY attempt"
+                ).encode(),
+                (run_id,),
+            ).fetchall()
+            return [
+                decode_row(
+                    TraceRecord,
+                    dict(zip(TRACE_KEYS, r, strict=True)),
+                    f"trace row ({r[0]!r}, attempt {r[1]!r})",
+                    self.location,
+                )
+                for r in rows
+            ]
+
+        return await self._run(traces, f"reading the traces of run {run_id!r}")
+
     async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
         """Delete old runs with the given statuses whose lease is free, their steps, and unreferenced states."""
 
@@ -419,6 +479,7 @@ class PostgresJournal(Journal):
                     if row is not None and lease_refusal(run_id, row, now) is None:
                         ids.append(run_id)
                 conn.execute(self._sql("DELETE FROM {s}.steps WHERE run_id = ANY(%s)"), (ids,))
+                conn.execute(self._sql("DELETE FROM {s}.traces WHERE run_id = ANY(%s)"), (ids,))
                 conn.execute(self._sql("DELETE FROM {s}.runs WHERE run_id = ANY(%s)"), (ids,))
                 conn.execute(
                     self._sql(

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -21,13 +21,15 @@ from agentflow.dsl import Err, Event, Flow, LLMCall, Ok, SchedulerSummary, State
 from agentflow.engines import Engine, Usage, engine_from_spec
 from agentflow.errors import ConfigError, EngineUnavailableError
 from agentflow.executors import StepBudget, step_budget
-from agentflow.secrets import any_revealed, redact, redact_data, redact_exception, secret_scope
+from agentflow.secrets import any_revealed, redact, redact_exception, secret_scope
 from agentflow.telemetry import trace_outcome
 
 from ._context import RunContext, TokenBudget
 from ._durable import load_start, open_journal, run_journaled
 from ._inputs import validate_inputs
 from ._journal import Journal
+from ._run_trace import redact_event
+from ._runs_cli import find_run
 from ._serialize import to_json
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ async def run(
     telemetry: TracingConfig | None = None,
     on_event: Callable[[Event], None] | None = None,
     max_steps: int | None = None,
+    journal_steps: bool = True,
 ) -> Ok[A] | Err:
     """Run a workflow and return its outcome (``Ok(value, state, trace)`` or ``Err(...)``).
 
@@ -96,9 +99,13 @@ async def run(
             builds on it.
         max_steps: Most tool and LLM calls the whole run may make, however its flows nest and fan out
             (``map`` in ``map``, agents, retries); the call past it fails with ``StepBudgetExceededError``.
-        journal: A ``Journal`` or the path of a SQLite journal file (``None``: nothing is recorded).
-            The run's id is in ``context.run_id`` / ``run_id``; with neither, a new id is generated and
-            reported in the trace's first event (``run.journal``).
+        journal: A ``Journal``, the path of a SQLite journal file or a ``postgresql://`` URL (``None``:
+            nothing is recorded). The run's id is in ``context.run_id`` / ``run_id``; with neither, a new
+            id is generated and reported in the trace's first event (``run.journal``). The run's trace is
+            stored with it as it ends (``agentflow runs show``, ``agentflow report``).
+        journal_steps: With a journal, whether named steps are journaled (and replayed on resume).
+            ``False`` records only the run: its inputs, status, result and trace, for workflows whose
+            step values cannot be journaled (the meta-agent's plans); such a run cannot be resumed.
 
     Returns:
         ``Ok`` or ``Err``. Failures are values, set-up included: a bad engine spec or options
@@ -140,6 +147,7 @@ async def run(
             telemetry=telemetry,
             on_event=on_event,
             max_steps=max_steps,
+            journal_steps=journal_steps,
         )
 
 
@@ -159,6 +167,7 @@ async def _run(
     telemetry: TracingConfig | None,
     on_event: Callable[[Event], None] | None,
     max_steps: int | None,
+    journal_steps: bool,
 ) -> Ok[A] | Err:
     owned: Scheduler | None = None
     try:  # set-up failures are values too: Err(ConfigError / EngineUnavailableError), never raised
@@ -186,25 +195,34 @@ async def _run(
         return Err(exc, state, ())
     if context.on_event is not None:
         context = dataclasses.replace(context, on_event=_redacting(context.on_event))
+
+    def closing() -> tuple[Event, ...]:
+        """The run's last events: the summary of the scheduler it owns."""
+        if owned is None:
+            return ()
+        metrics = json.loads(json.dumps(owned.metrics().as_dict(), default=str))
+        return (SchedulerSummary(path="", time=time.time(), metrics=metrics),)
+
     try:
         with step_budget(context.steps):
             if journal is None:
-                outcome = _redacted(await flow_value.run(context, state))
+                outcome = _redacted(_with_events(await flow_value.run(context, state), closing()))
             else:
                 if not context.run_id:
                     context = dataclasses.replace(context, run_id=uuid.uuid4().hex[:12])
                 outcome = _redacted(
-                    await run_journaled(flow_value, context, state, journal, workflow, inputs)
+                    await run_journaled(
+                        flow_value,
+                        context,
+                        state,
+                        journal,
+                        workflow,
+                        inputs,
+                        name=_workflow_name(workflow),
+                        closing=closing,
+                        durable=journal_steps,
+                    )
                 )
-        if owned is not None:
-            outcome = _with_event(
-                outcome,
-                SchedulerSummary(
-                    path="",
-                    time=time.time(),
-                    metrics=json.loads(json.dumps(owned.metrics().as_dict(), default=str)),
-                ),
-            )
         # Spans are built from the trace when the run has a tracing setup; otherwise a no-op.
         trace_outcome(
             outcome, workflow=_workflow_name(workflow), run_id=context.run_id, config=context.telemetry
@@ -216,8 +234,10 @@ async def _run(
                 await owned.aclose()
 
 
-def _with_event(outcome: Ok[A] | Err, event: Event) -> Ok[A] | Err:
-    trace = (*outcome.trace, event)
+def _with_events(outcome: Ok[A] | Err, events: Sequence[Event]) -> Ok[A] | Err:
+    if not events:
+        return outcome
+    trace = (*outcome.trace, *events)
     if isinstance(outcome, Err):
         return Err(outcome.error, outcome.state, trace)
     return Ok(outcome.value, outcome.state, trace)
@@ -268,6 +288,7 @@ def run_sync(
     telemetry: TracingConfig | None = None,
     on_event: Callable[[Event], None] | None = None,
     max_steps: int | None = None,
+    journal_steps: bool = True,
 ) -> Ok[A] | Err:
     """``run`` for scripts: starts an event loop, runs the workflow, returns the outcome."""
     call = partial(
@@ -286,6 +307,7 @@ def run_sync(
         telemetry=telemetry,
         on_event=on_event,
         max_steps=max_steps,
+        journal_steps=journal_steps,
     )
     return anyio.run(call)
 
@@ -311,7 +333,7 @@ async def resume(
     and the outcome is ``Err(ResumeError)`` saying why).
 
     Args:
-        run_id: The run.
+        run_id: The run (``latest``: the run updated last).
         journal: The ``Journal`` or journal file holding it.
         answer: The answer for the waiting interrupt (any JSON-serializable value or pydantic model).
         path: Which interrupt to answer when several wait (their paths are in ``agentflow runs show``).
@@ -328,15 +350,12 @@ async def resume(
         ConfigError: no such run, nothing waits for an answer, or the recorded workflow is not allowed
             or cannot be imported.
     """
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
-        record = await store.get_run(run_id)
-        if record is None:
-            raise ConfigError(
-                f"journal {store!r} has no run {run_id!r}; list its runs with `agentflow runs list`"
-            )
+        record = await find_run(store, run_id)
+        run_id = record.run_id
         if answer is not _NO_ANSWER:
-            await _store_answer(store, record.run_id, answer, path)
+            await store_answer(store, record.run_id, answer, path)
         chosen, inputs, state = load_start(
             record, workflow, allow_workflows=allow_workflows, allow_tools=allow_tools
         )
@@ -346,7 +365,12 @@ async def resume(
             await store.aclose()
 
 
-async def _store_answer(store: Journal, run_id: str, answer: object, path: str | None) -> None:
+async def store_answer(store: Journal, run_id: str, answer: object, path: str | None) -> None:
+    """Record ``answer`` for the interrupt of ``run_id`` that waits (the one at ``path`` when several do).
+
+    Raises:
+        ConfigError: none waits, or several do and ``path`` does not pick one.
+    """
     waiting = [s for s in await store.get_steps(run_id) if s.status == "waiting"]
     if path is not None:
         waiting = [s for s in waiting if s.path == path]
@@ -404,13 +428,3 @@ def usage_of(trace: Sequence[Event]) -> Usage:
                 total_s=e.total_s,
             )
     return total
-
-
-def redact_event(event: Event) -> Event:
-    """``event`` with every revealed secret value blanked out of its text fields."""
-    changes: dict[str, Any] = {
-        f.name: redact_data(getattr(event, f.name))
-        for f in dataclasses.fields(event)
-        if isinstance(getattr(event, f.name), str | Mapping | tuple | list)
-    }
-    return dataclasses.replace(event, **changes) if changes else event

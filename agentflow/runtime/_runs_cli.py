@@ -1,17 +1,18 @@
-"""Run retention and resumption from the command line, and the Python functions behind it.
+"""The run store from the command line, and the Python functions behind it.
 
-``register(subparsers)`` adds to the ``agentflow`` CLI::
+Every run ``agentflow run`` makes is journaled (see ``agentflow.runtime._journal``): its steps, its
+inputs and, per attempt, its trace. ``register(subparsers)`` adds to the ``agentflow`` CLI::
 
     agentflow runs list [--status S] [--limit N]
-    agentflow runs show RUN_ID
+    agentflow runs show RUN [--content] [--json]
+    agentflow runs export RUN [-o FILE.jsonl]
     agentflow runs gc --older-than DURATION [--include-unfinished] [--dry-run]
-    agentflow runs resolve RUN_ID PATH (--value JSON | --rerun)
-    agentflow resume RUN_ID [--answer JSON] [--path PATH] [--workflow MODULE:ATTR] [--engine SPEC]
-                            [--allow-workflow PATTERN ...] [--allow-tool PATTERN ...]
+    agentflow runs resolve RUN PATH (--value JSON | --rerun)
 
-Every command takes ``--journal PATH`` (default: ``$AGENTFLOW_JOURNAL`` or ``.agentflow/journal.db``).
-Each parser gets ``func``: a function of the parsed ``argparse.Namespace`` returning the exit code
-(0 ok, 1 the run failed or is still waiting, 2 a usage error).
+(``agentflow resume RUN`` and ``agentflow report RUN`` are in ``agentflow.cli``.) ``RUN`` is a run id or
+``latest`` (the run updated last). Every command takes ``--journal PATH`` (default: ``$AGENTFLOW_JOURNAL``
+or ``.agentflow/journal.db``). Each parser gets ``func``: a function of the parsed
+``argparse.Namespace`` returning the exit code (0 ok, 2 a usage error).
 """
 
 from __future__ import annotations
@@ -24,22 +25,49 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, assert_never
 
 import anyio
+from pydantic import JsonValue
 
-from agentflow.dsl import AgentflowError, Err
+from agentflow.dsl import (
+    AgentflowError,
+    Event,
+    InterruptWaiting,
+    LLMCall,
+    Log,
+    PlanInvalid,
+    RetryScheduled,
+    RunJournaled,
+    SchedulerSummary,
+    StepEnded,
+    StepReplayed,
+    StepStarted,
+    TimedOut,
+    TokenDelta,
+    ToolCall,
+    event_to_json,
+)
 from agentflow.errors import ConfigError
 
 from ._durable import open_journal, resolve_step
-from ._journal import Journal, RunRecord, RunStatus, StepRecord
-from ._run import resume
+from ._journal import Journal, RunRecord, RunStatus, StepRecord, TraceRecord
+from ._run_trace import trace_events
+
+if TYPE_CHECKING:
+    from agentflow.report import RunRecord as SavedRun
 
 __all__ = [
     "DEFAULT_JOURNAL",
+    "LATEST",
+    "RunAttempt",
     "RunDetail",
+    "default_journal",
+    "find_run",
     "gc_runs",
     "list_runs",
+    "load_journaled_run",
     "parse_duration",
     "register",
     "show_run",
@@ -48,8 +76,22 @@ __all__ = [
 DEFAULT_JOURNAL = ".agentflow/journal.db"
 """The journal file the CLI uses when neither ``--journal`` nor ``$AGENTFLOW_JOURNAL`` is given."""
 
+JOURNAL_ENV = "AGENTFLOW_JOURNAL"
+"""Environment variable naming the CLI's journal (a file path or a ``postgresql://`` URL)."""
+
+LATEST = "latest"
+"""The run reference that names the run updated last."""
+
+_OLD_RUNS_DIR = Path(".agentflow") / "runs"
+"""Where ``agentflow run`` saved runs before they were journaled (pointed at when a run is not found)."""
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def default_journal() -> str:
+    """The CLI's journal: ``$AGENTFLOW_JOURNAL``, else ``.agentflow/journal.db``."""
+    return os.environ.get(JOURNAL_ENV, "").strip() or DEFAULT_JOURNAL
 
 
 def parse_duration(text: str) -> float:
@@ -76,17 +118,93 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class RunAttempt:
+    """One attempt of a run, as its stored trace tells it.
+
+    Attributes:
+        trace: The stored trace (attempt number, how it ended, when, what was left out).
+        events: Its events.
+    """
+
+    trace: TraceRecord
+    events: tuple[Event, ...]
+
+    def calls(self) -> tuple[LLMCall | ToolCall, ...]:
+        """The attempt's LLM calls and tool calls, in the order they started."""
+        found: list[LLMCall | ToolCall] = []
+        for event in self.events:
+            match event:
+                case LLMCall() | ToolCall():
+                    found.append(event)
+                case (
+                    StepStarted()
+                    | StepEnded()
+                    | StepReplayed()
+                    | RetryScheduled()
+                    | TimedOut()
+                    | TokenDelta()
+                    | PlanInvalid()
+                    | InterruptWaiting()
+                    | RunJournaled()
+                    | SchedulerSummary()
+                    | Log()
+                ):
+                    pass
+                case _:
+                    assert_never(event)
+        return tuple(sorted(found, key=lambda c: c.started))
+
+
+@dataclass(frozen=True)
 class RunDetail:
-    """A run and its steps, as ``runs show`` prints them."""
+    """A run, its steps and its attempts' traces, as ``runs show`` prints them."""
 
     run: RunRecord
     steps: tuple[StepRecord, ...]
+    attempts: tuple[RunAttempt, ...] = ()
+
+    @property
+    def trace(self) -> tuple[Event, ...]:
+        """Every attempt's events, oldest attempt first."""
+        return tuple(e for a in self.attempts for e in a.events)
+
+
+async def find_run(store: Journal, ref: str) -> RunRecord:
+    """The run ``ref`` names in ``store``: a run id, or ``latest`` (the run updated last).
+
+    Raises:
+        ConfigError: no such run (the message lists the latest runs and how to see them all).
+    """
+    if ref == LATEST:
+        newest = await store.list_runs(limit=1)
+        if not newest:
+            raise ConfigError(
+                f"journal {store.location or store!r} has no runs yet; run a plan first "
+                "(agentflow run PLAN), or pass the journal that holds your runs with --journal"
+            )
+        return newest[0]
+    record = await store.get_run(ref)
+    if record is not None:
+        return record
+    recent = ", ".join(r.run_id for r in await store.list_runs(limit=5)) or "none"
+    old = _OLD_RUNS_DIR / f"{ref}.jsonl"
+    hint = (
+        f"; {str(old)!r} is a run saved by an older agentflow: `agentflow report {old} -o report.html` opens it"
+        if old.is_file()
+        else ""
+    )
+    raise ConfigError(
+        f"journal {store.location or store!r} has no run {ref!r} (latest: {recent}); see `agentflow runs "
+        f"list`, or pass the journal that holds the run with --journal{hint}"
+    )
 
 
 async def list_runs(
     journal: Journal | str | os.PathLike[str], *, status: RunStatus | None = None, limit: int | None = None
 ) -> list[RunRecord]:
-    """The runs in a journal, most recently updated first."""
+    """The runs in a journal, most recently updated first (none when there is no journal file yet)."""
+    if isinstance(journal, str | os.PathLike) and _missing_file(journal):
+        return []
     store, owned = open_journal(journal)
     try:
         return await store.list_runs(status=status, limit=limit)
@@ -96,20 +214,72 @@ async def list_runs(
 
 
 async def show_run(run_id: str, journal: Journal | str | os.PathLike[str]) -> RunDetail:
-    """One run with its steps.
+    """One run (``run_id`` may be ``latest``) with its steps and its attempts' traces.
 
     Raises:
-        ConfigError: no such run.
+        ConfigError: no such run (or no journal at that path).
+        JournalError: a stored trace is damaged.
     """
-    store, owned = open_journal(journal)
+    store, owned = open_journal(journal, create=False)
     try:
-        record = await store.get_run(run_id)
-        if record is None:
-            raise ConfigError(f"journal {store!r} has no run {run_id!r}; see `agentflow runs list`")
-        return RunDetail(record, tuple(await store.get_steps(run_id)))
+        record = await find_run(store, run_id)
+        steps = tuple(await store.get_steps(record.run_id))
+        where = store.location or repr(store)
+        attempts = tuple(RunAttempt(t, trace_events(t, where)) for t in await store.get_traces(record.run_id))
+        return RunDetail(record, steps, attempts)
     finally:
         if owned:
             await store.aclose()
+
+
+async def load_journaled_run(ref: str, journal: Journal | str | os.PathLike[str]) -> SavedRun:
+    """A journaled run as the report reads it (``agentflow.report.RunRecord``): every attempt's trace in
+    order, the run's inputs and its result or error.
+
+    Raises:
+        ConfigError: no such run.
+        JournalError: a stored trace or column is damaged.
+    """
+    from agentflow.report import RunRecord as SavedRun
+
+    detail = await show_run(ref, journal)
+    run = detail.run
+    last = detail.attempts[-1].trace if detail.attempts else None
+    inputs = _json_column(run, "inputs", run.inputs)
+    value = _json_column(run, "result", run.result) if run.status == "completed" else None
+    return SavedRun(
+        run_id=run.run_id,
+        plan=last.name if last is not None else (run.workflow or ""),
+        engine=last.engine if last is not None else "",
+        started=detail.attempts[0].trace.started if detail.attempts else run.created_at,
+        finished=last.finished if last is not None else run.updated_at,
+        ok=run.status == "completed",
+        inputs=inputs if isinstance(inputs, dict) else {},
+        value=value,
+        error=None if run.status == "completed" else (run.error or f"the run is {run.status}"),
+        trace=detail.trace,
+    )
+
+
+def _missing_file(journal: str | os.PathLike[str]) -> bool:
+    from agentflow._postgres import is_postgres_url
+
+    return not is_postgres_url(journal) and not Path(journal).exists()
+
+
+def _json_column(run: RunRecord, column: str, text: str | None) -> JsonValue:
+    if text is None:
+        return None
+    try:
+        value: JsonValue = json.loads(text)
+    except json.JSONDecodeError:
+        from agentflow.errors import JournalError
+
+        raise JournalError(
+            f"run {run.run_id!r} has {column}={text[:80]!r}, which is not JSON; the row was damaged or "
+            "edited by hand: restore the journal from a backup"
+        ) from None
+    return value
 
 
 async def gc_runs(
@@ -120,7 +290,8 @@ async def gc_runs(
     dry_run: bool = False,
     now: float | None = None,
 ) -> list[str]:
-    """Delete runs last updated more than ``older_than`` ago, with their steps and unreferenced states.
+    """Delete runs last updated more than ``older_than`` ago, with their steps, traces and unreferenced
+    states.
 
     Args:
         journal: The journal.
@@ -145,6 +316,8 @@ async def gc_runs(
     statuses: tuple[RunStatus, ...] = ("completed", "failed")
     if include_unfinished:
         statuses += ("suspended", "running")
+    if isinstance(journal, str | os.PathLike) and _missing_file(journal):
+        return []
     store, owned = open_journal(journal)
     try:
         if dry_run:
@@ -161,30 +334,56 @@ async def gc_runs(
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``runs`` and ``resume`` commands to the ``agentflow`` CLI's subparsers."""
-    runs = subparsers.add_parser("runs", help="list, inspect, settle and garbage-collect journaled runs")
+    """Add the ``runs`` command to the ``agentflow`` CLI's subparsers."""
+    runs = subparsers.add_parser(
+        "runs",
+        help="list, inspect, export, settle and garbage-collect runs",
+        description="Every `agentflow run` is journaled; these commands read and manage the journal. RUN is a "
+        "run id or 'latest'.",
+    )
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
 
     p = runs_sub.add_parser("list", help="list runs, most recently updated first")
-    _journal_arg(p)
+    add_journal_arg(p)
     p.add_argument("--status", choices=["running", "suspended", "completed", "failed"])
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=_cmd_list)
 
-    p = runs_sub.add_parser("show", help="show a run and its steps")
-    _journal_arg(p)
-    p.add_argument("run_id")
+    p = runs_sub.add_parser(
+        "show",
+        help="show a run: its steps, LLM calls and tool calls",
+        description="Show a run's steps and, per attempt, its LLM calls and tool calls (start time, "
+        "duration, status, error).",
+    )
+    add_journal_arg(p)
+    p.add_argument("run_id", metavar="RUN", help="a run id or 'latest'")
+    p.add_argument(
+        "-v",
+        "--content",
+        action="store_true",
+        help="also show prompts, completions, tool arguments and results (as recorded: redacted of secrets)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_show)
 
+    p = runs_sub.add_parser(
+        "export",
+        help="write a run to a .jsonl file (that `agentflow report FILE.jsonl` opens anywhere)",
+    )
+    add_journal_arg(p)
+    p.add_argument("run_id", metavar="RUN", help="a run id or 'latest'")
+    p.add_argument("-o", "--output", help="the file to write (default: RUN_ID.jsonl)")
+    p.set_defaults(func=_cmd_export)
+
     p = runs_sub.add_parser("gc", help="delete old finished runs")
-    _journal_arg(p)
+    add_journal_arg(p)
     p.add_argument("--older-than", required=True, help="a duration: 30m, 12h, 7d, 2w ...")
     p.add_argument("--include-unfinished", action="store_true", help="also delete suspended and crashed runs")
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.set_defaults(func=_cmd_gc)
 
     p = runs_sub.add_parser("resolve", help="settle a non-idempotent step that began but did not finish")
-    _journal_arg(p)
+    add_journal_arg(p)
     p.add_argument("run_id")
     p.add_argument("path", help="the step path named by the resume error")
     how = p.add_mutually_exclusive_group(required=True)
@@ -192,60 +391,57 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     how.add_argument("--rerun", action="store_true", help="it did not take effect: allow one more attempt")
     p.set_defaults(func=_cmd_resolve)
 
-    p = subparsers.add_parser("resume", help="continue a journaled run (answer its interrupt)")
-    _journal_arg(p)
-    p.add_argument("run_id")
-    p.add_argument("--answer", help="JSON answer for the waiting interrupt")
-    p.add_argument("--path", help="which interrupt to answer when several wait")
-    p.add_argument("--workflow", help="module:attr of the workflow (default: the one the run recorded)")
-    p.add_argument("--engine", help="engine spec, e.g. llamacpp:default or test:")
-    p.add_argument(
-        "--allow-workflow",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="let the resume import a recorded Python workflow matching this fnmatch pattern "
-        "(module:qualname or /abs/file.py:qualname, e.g. 'myapp.flows:*'; repeatable; also "
-        "$AGENTFLOW_RESUME_ALLOW, comma-separated). Plans recorded by path need none",
-    )
-    p.add_argument(
-        "--allow-tool",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="extra module:attr tool pattern a recorded plan may import (as for `agentflow run`)",
-    )
-    p.set_defaults(func=_cmd_resume)
 
-
-def _journal_arg(p: argparse.ArgumentParser) -> None:
+def add_journal_arg(p: argparse.ArgumentParser) -> None:
+    """``--journal`` as every run command takes it."""
     p.add_argument(
         "--journal",
-        default=os.environ.get("AGENTFLOW_JOURNAL", DEFAULT_JOURNAL),
-        help=f"journal file or postgresql:// URL (default: $AGENTFLOW_JOURNAL or {DEFAULT_JOURNAL})",
+        default=None,
+        help=f"journal file or postgresql:// URL (default: ${JOURNAL_ENV} or {DEFAULT_JOURNAL})",
     )
+
+
+def journal_of(args: argparse.Namespace) -> str:
+    """The journal a parsed command names (``--journal``, else the default)."""
+    given = getattr(args, "journal", None)
+    return given if isinstance(given, str) and given else default_journal()
+
+
+def journal_option(journal: str) -> str:
+    """`` --journal J`` for commands printed as hints, or ``""`` for the default journal."""
+    return "" if journal == default_journal() else f" --journal {journal}"
 
 
 def _fmt_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
+def _fmt_clock(t: float) -> str:
+    """``HH:MM:SS.mmm`` (UTC)."""
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     try:
-        runs = anyio.run(lambda: list_runs(args.journal, status=args.status, limit=args.limit))
+        runs = anyio.run(lambda: list_runs(journal_of(args), status=args.status, limit=args.limit))
     except AgentflowError as exc:
         return _fail(exc)
-    print(f"{'RUN':<24} {'STATUS':<10} {'UPDATED (UTC)':<20} WORKFLOW")
+    print(f"{'RUN':<24} {'STATUS':<10} {'TRIES':>5}  {'UPDATED (UTC)':<20} WORKFLOW")
     for r in runs:
-        print(f"{r.run_id:<24} {r.status:<10} {_fmt_time(r.updated_at):<20} {r.workflow or '-'}")
+        print(
+            f"{r.run_id:<24} {r.status:<10} {r.attempts:>5}  {_fmt_time(r.updated_at):<20} {r.workflow or '-'}"
+        )
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     try:
-        detail = anyio.run(lambda: show_run(args.run_id, args.journal))
+        detail = anyio.run(lambda: show_run(args.run_id, journal_of(args)))
     except AgentflowError as exc:
         return _fail(exc)
+    if args.json:
+        print(json.dumps(_show_json(detail, content=args.content), indent=2, ensure_ascii=False))
+        return 0
     r = detail.run
     print(f"run       {r.run_id}")
     print(f"status    {r.status}")
@@ -253,6 +449,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"inputs    {r.inputs or '-'}")
     print(f"started   {_fmt_time(r.created_at)} UTC")
     print(f"updated   {_fmt_time(r.updated_at)} UTC")
+    print(f"attempts  {r.attempts}")
     if r.result is not None:
         print(f"result    {r.result}")
     if r.error is not None:
@@ -268,6 +465,118 @@ def _cmd_show(args: argparse.Namespace) -> int:
         if s.status == "waiting":
             print(f"{'':<40} prompt: {s.prompt}")
             print(f"{'':<40} schema: {s.answer_schema}")
+    if not detail.attempts:
+        print()
+        print("(no trace stored: the run was recorded by an older agentflow, or its process was killed)")
+    for attempt in detail.attempts:
+        _print_attempt(attempt, content=args.content)
+    return 0
+
+
+def _print_attempt(attempt: RunAttempt, *, content: bool) -> None:
+    t = attempt.trace
+    replayed = sum(1 for e in attempt.events if isinstance(e, StepReplayed))
+    print()
+    print(
+        f"attempt {t.attempt}: {t.status}, started {_fmt_time(t.started)} UTC, {t.finished - t.started:.2f}s, "
+        f"{t.count} events" + (f", {replayed} steps replayed from the journal" if replayed else "")
+    )
+    if t.dropped:
+        print(
+            f"  ({t.dropped} events in the middle were left out: the trace was over the journal's byte cap)"
+        )
+    calls = attempt.calls()
+    if not calls:
+        print("  no LLM or tool calls")
+        return
+    print(f"  {'START (UTC)':<12} {'SECONDS':>8}  {'STATUS':<9} {'CALL':<32} PATH")
+    for call in calls:
+        seconds = call.total_s if isinstance(call, LLMCall) else call.seconds
+        print(
+            f"  {_fmt_clock(call.started):<12} {seconds:>8.3f}  {call.status:<9} {_call_name(call):<32} "
+            f"{call.path or '<root>'}"
+        )
+        if call.error:
+            print(f"      error: {call.error}")
+        if content:
+            for label, text in _call_content(call):
+                _print_block(label, text)
+
+
+def _call_name(call: LLMCall | ToolCall) -> str:
+    match call:
+        case LLMCall():
+            tokens = f"{call.prompt_tokens}+{call.completion_tokens} tok"
+            return f"llm {call.role} ({tokens})"
+        case ToolCall():
+            return f"tool {call.tool}" + (f" #{call.task}" if call.task is not None else "")
+        case _:
+            assert_never(call)
+
+
+def _call_content(call: LLMCall | ToolCall) -> list[tuple[str, str]]:
+    """What the call was given and what it gave, as (label, text) pairs; empty when not recorded."""
+    match call:
+        case LLMCall():
+            out: list[tuple[str, str]] = []
+            if call.prompt is not None:
+                out.append(("prompt", call.prompt))
+            for role, text in call.messages or ():
+                out.append((role, text))
+            if call.completion is not None:
+                out.append(("completion", call.completion))
+            for call_id, name, arguments in call.tool_calls or ():
+                out.append((f"tool call {call_id}", f"{name}({arguments})"))
+            if not out:
+                out.append(("content", "(not recorded: the run did not capture content)"))
+            return out
+        case ToolCall():
+            if call.args is None and call.result is None:
+                return [("content", "(not recorded: the run did not capture content)")]
+            pairs = [("args", json.dumps(call.args, ensure_ascii=False))]
+            if call.result is not None:
+                pairs.append(("result", call.result))
+            return pairs
+        case _:
+            assert_never(call)
+
+
+def _print_block(label: str, text: str) -> None:
+    lines = text.splitlines() or [""]
+    print(f"      {label}: {lines[0]}")
+    for line in lines[1:]:
+        print(f"      {'':<{len(label)}}  {line}")
+
+
+_CONTENT_FIELDS = ("prompt", "messages", "completion", "tool_calls", "args", "result")
+"""Event fields that hold content (shown with ``--content`` only)."""
+
+
+def _show_json(detail: RunDetail, *, content: bool) -> dict[str, Any]:
+    calls: list[dict[str, JsonValue]] = []
+    for attempt in detail.attempts:
+        for call in attempt.calls():
+            row = event_to_json(call)
+            if not content:
+                row = {k: v for k, v in row.items() if k not in _CONTENT_FIELDS}
+            calls.append({"attempt": attempt.trace.attempt, **row})
+    return {
+        "run": detail.run.model_dump(),
+        "steps": [s.model_dump() for s in detail.steps],
+        "attempts": [a.trace.model_dump(exclude={"events", "run_id"}) for a in detail.attempts],
+        "calls": calls,
+    }
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from agentflow.report import write_run
+
+    try:
+        record = anyio.run(lambda: load_journaled_run(args.run_id, journal_of(args)))
+        target = write_run(record, args.output or f"{record.run_id}.jsonl")
+    except AgentflowError as exc:
+        return _fail(exc)
+    print(f"wrote {target} (run {record.run_id}; open it with `agentflow report {target} -o report.html`)")
     return 0
 
 
@@ -275,7 +584,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     try:
         deleted = anyio.run(
             lambda: gc_runs(
-                args.journal,
+                journal_of(args),
                 older_than=args.older_than,
                 include_unfinished=args.include_unfinished,
                 dry_run=args.dry_run,
@@ -289,60 +598,27 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
+    journal = journal_of(args)
     try:
         kwargs: dict[str, Any] = (
-            {"rerun": True} if args.rerun else {"value": _parse_json(args.value, "--value")}
+            {"rerun": True} if args.rerun else {"value": parse_json_option(args.value, "--value")}
         )
-        anyio.run(lambda: resolve_step(args.run_id, args.path, journal=args.journal, **kwargs))
+        anyio.run(lambda: resolve_step(args.run_id, args.path, journal=journal, **kwargs))
     except AgentflowError as exc:
         return _fail(exc)
     print(
         f"resolved {args.path} of run {args.run_id}; resume it with "
-        f"`agentflow resume {args.run_id} --journal {args.journal}`"
+        f"`agentflow resume {args.run_id}{journal_option(journal)}`"
     )
     return 0
 
 
-def _cmd_resume(args: argparse.Namespace) -> int:
-    kwargs: dict[str, Any] = {}
-    try:
-        if args.answer is not None:
-            kwargs["answer"] = _parse_json(args.answer, "--answer")
-        if args.path is not None:
-            kwargs["path"] = args.path
-        if args.workflow is not None:
-            from ._durable import import_ref
+def parse_json_option(text: str, option: str) -> object:
+    """The JSON value of a command-line option.
 
-            kwargs["workflow"] = import_ref(args.workflow)
-        out = anyio.run(
-            lambda: resume(
-                args.run_id,
-                journal=args.journal,
-                engine=args.engine,
-                allow_workflows=args.allow_workflow,
-                allow_tools=args.allow_tool,
-                **kwargs,
-            )
-        )
-    except AgentflowError as exc:
-        return _fail(exc)
-    if isinstance(out, Err):
-        print(f"run {args.run_id} did not complete: {out.error}", file=sys.stderr)
-        return 1
-    try:
-        print(json.dumps(_jsonable(out.value)))
-    except (TypeError, ValueError):
-        print(repr(out.value))
-    return 0
-
-
-def _jsonable(value: object) -> object:
-    from pydantic_core import to_jsonable_python
-
-    return to_jsonable_python(value)
-
-
-def _parse_json(text: str, option: str) -> object:
+    Raises:
+        ConfigError: it is not JSON (the message names the option).
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

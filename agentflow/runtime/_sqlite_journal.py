@@ -19,8 +19,9 @@ would run finished side effects again. The schema version is ``PRAGMA user_versi
 migrated forward in one transaction on open.
 
 Storage stays bounded: states are stored once per distinct content (a step that leaves the state
-unchanged adds a 64-character reference, not another copy), and ``delete_runs`` (``agentflow runs gc``)
-drops old runs and the states nothing references any more.
+unchanged adds a 64-character reference, not another copy), each attempt's trace is capped at
+``max_trace_bytes``, and ``delete_runs`` (``agentflow runs gc``) drops old runs with their traces and the
+states nothing references any more.
 
 All SQLite calls run in anyio worker threads under a one-slot ``CapacityLimiter``: one connection,
 never used by two threads at once. Across processes, SQLite's locks serialize writers; leases (see
@@ -47,7 +48,9 @@ from agentflow.errors import ConfigError, JournalError
 
 from ._journal import (
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_TRACE_BYTES,
     RUN_KEYS,
+    TRACE_KEYS,
     Claim,
     Journal,
     Lease,
@@ -55,6 +58,8 @@ from ._journal import (
     RunRecord,
     RunStatus,
     StepRecord,
+    TraceRecord,
+    check_trace_cap,
     check_writer,
     decode_row,
     decode_steps,
@@ -70,8 +75,9 @@ T = TypeVar("T")
 APPLICATION_ID = 0x4146_4A4C
 """``PRAGMA application_id`` of an agentflow journal ("AFJL")."""
 
-SCHEMA_VERSION = 2
-"""``PRAGMA user_version`` of a current journal. 1: runs, steps, states. 2: run leases."""
+SCHEMA_VERSION = 3
+"""``PRAGMA user_version`` of a current journal. 1: runs, steps, states. 2: run leases. 3: attempts and
+traces."""
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -118,6 +124,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN lease_token TEXT",
         "ALTER TABLE runs ADD COLUMN lease_expires REAL",
     ),
+    3: (
+        "ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
+        """CREATE TABLE traces (
+            run_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            name TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            format INTEGER NOT NULL,
+            events TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            dropped INTEGER NOT NULL,
+            started REAL NOT NULL,
+            finished REAL NOT NULL,
+            PRIMARY KEY (run_id, attempt)
+        )""",
+    ),
 }
 """Statements that take a journal from version ``n - 1`` to ``n`` (they only add)."""
 
@@ -128,12 +151,18 @@ _STEP_COLUMNS = (
     "answer_schema, attempts, created_at, updated_at"
 )
 
+_TRACE_COLUMNS = ", ".join(TRACE_KEYS)
+
 _TABLES: dict[str, frozenset[str]] = {
     "runs": frozenset((*RUN_KEYS, "lease_token")),
     "steps": frozenset(_STEP_COLUMNS.split(", ")),
     "states": frozenset(("hash", "json")),
+    "traces": frozenset(TRACE_KEYS),
 }
 """Every table of a current journal and its columns (checked on open)."""
+
+_TABLE_SINCE: dict[str, int] = {"traces": 3}
+"""The schema version that added a table (the others are there since version 1)."""
 
 
 class SqliteJournal(Journal):
@@ -145,6 +174,7 @@ class SqliteJournal(Journal):
         synchronous: ``"FULL"`` (survives power loss) or ``"NORMAL"`` (survives process crashes).
         busy_timeout_s: How long a writer waits for another process's write lock.
         lease_s: How long a run's lease lasts without renewal (see ``Journal``).
+        max_trace_bytes: Most bytes of events one attempt's stored trace holds (see ``Journal``).
 
     Raises:
         JournalError: the file is empty, not SQLite, not a journal, or damaged (the message says which
@@ -165,6 +195,7 @@ class SqliteJournal(Journal):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_s: float = 30.0,
         lease_s: float = DEFAULT_LEASE_S,
+        max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES,
     ) -> None:
         if str(path) == ":memory:":
             raise ConfigError("SqliteJournal needs a file path, not ':memory:'; pass e.g. 'runs.db'")
@@ -172,6 +203,7 @@ class SqliteJournal(Journal):
             raise ConfigError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         if not lease_s > 0:
             raise ConfigError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
+        self.max_trace_bytes = check_trace_cap(max_trace_bytes)
         self.path = Path(path)
         self.lease_s = float(lease_s)
         self._busy_timeout_s = busy_timeout_s
@@ -262,7 +294,8 @@ class SqliteJournal(Journal):
                 f"journal {name!r} has schema version {version}, newer than this agentflow's "
                 f"{SCHEMA_VERSION}; upgrade agentflow to use it"
             )
-        missing_tables = sorted(set(_TABLES) - tables)
+        had = max(1, version)  # a legacy journal (no version) has the version-1 tables
+        missing_tables = sorted(t for t in set(_TABLES) - tables if _TABLE_SINCE.get(t, 1) <= had)
         if missing_tables:
             raise JournalError(
                 f"journal {name!r} is damaged: table {missing_tables[0]!r} is missing (tables present: "
@@ -369,8 +402,8 @@ class SqliteJournal(Journal):
                 if lease_row is None:
                     conn.execute(
                         "INSERT INTO runs (run_id, status, workflow, inputs, state_type, state, owner_host, "
-                        "owner_pid, lease_token, lease_expires, created_at, updated_at) "
-                        "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "owner_pid, lease_token, lease_expires, attempts, created_at, updated_at) "
+                        "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
                         (
                             run_id,
                             workflow,
@@ -396,10 +429,10 @@ class SqliteJournal(Journal):
                 assert stored is not None  # the lease row above was read in this transaction
                 conn.execute(
                     "UPDATE runs SET status = 'running', owner_host = ?, owner_pid = ?, lease_token = ?, "
-                    "lease_expires = ?, updated_at = ? WHERE run_id = ?",
+                    "lease_expires = ?, attempts = attempts + 1, updated_at = ? WHERE run_id = ?",
                     (host, pid, token, lease.expires_at, now, run_id),
                 )
-                return Claim(stored, self._steps(conn, run_id), False, lease)
+                return Claim(stored, self._steps(conn, run_id), False, lease, stored.attempts + 1)
 
         return await self._call(claim)
 
@@ -464,8 +497,11 @@ class SqliteJournal(Journal):
         lease: Lease,
         result: str | None = None,
         error: str | None = None,
+        trace: TraceRecord | None = None,
     ) -> None:
-        """Set the run's status (``completed``, ``failed``, ``suspended``) and release its lease."""
+        """Set the run's status (``completed``, ``failed``, ``suspended``), store the attempt's trace and
+        release the lease."""
+        marks = ", ".join("?" for _ in TRACE_KEYS)
 
         def finish(conn: sqlite3.Connection) -> None:
             with self._write(conn):
@@ -475,6 +511,11 @@ class SqliteJournal(Journal):
                     "lease_expires = NULL, updated_at = ? WHERE run_id = ?",
                     (status, result, error, time.time(), run_id),
                 )
+                if trace is not None:
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({marks})",
+                        tuple(getattr(trace, k) for k in TRACE_KEYS),
+                    )
 
         await self._call(finish)
 
@@ -505,6 +546,25 @@ class SqliteJournal(Journal):
         """A run's steps in the order they first began."""
         return await self._call(lambda conn: self._steps(conn, run_id))
 
+    async def get_traces(self, run_id: str) -> list[TraceRecord]:
+        """A run's stored traces, oldest attempt first."""
+
+        def traces(conn: sqlite3.Connection) -> list[TraceRecord]:
+            rows = conn.execute(
+                f"SELECT {_TRACE_COLUMNS} FROM traces WHERE run_id = ? ORDER BY attempt", (run_id,)
+            ).fetchall()
+            return [
+                decode_row(
+                    TraceRecord,
+                    dict(zip(TRACE_KEYS, r, strict=True)),
+                    f"trace row ({r[0]!r}, attempt {r[1]!r})",
+                    str(self.path),
+                )
+                for r in rows
+            ]
+
+        return await self._call(traces)
+
     async def delete_runs(self, *, updated_before: float, statuses: tuple[RunStatus, ...]) -> list[str]:
         """Delete old runs with the given statuses, their steps, and unreferenced states. A run whose
         lease a live holder holds is never deleted."""
@@ -526,6 +586,7 @@ class SqliteJournal(Journal):
                     if row is not None and lease_refusal(run_id, row, now) is None:
                         ids.append(run_id)
                 conn.executemany("DELETE FROM steps WHERE run_id = ?", [(i,) for i in ids])
+                conn.executemany("DELETE FROM traces WHERE run_id = ?", [(i,) for i in ids])
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
                 conn.execute(
                     "DELETE FROM states WHERE hash NOT IN "

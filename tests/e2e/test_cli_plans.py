@@ -63,14 +63,14 @@ def test_schema_output_validates_every_example_plan(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_plan_runs_on_the_embedded_engine(path: Path, tmp_path: Path) -> None:
     # From the repository root, as the README says: the plans read tables under examples/data/.
-    proc = agentflow("run", str(path), "--json", "--runs-dir", str(tmp_path / "runs"), cwd=ROOT)
+    proc = agentflow("run", str(path), "--json", "--journal", str(tmp_path / "j.db"), cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     payload = json.loads(proc.stdout)
     assert payload["ok"] is True and payload["engine"].startswith("llamacpp:")
     declared = yaml.safe_load(path.read_text(encoding="utf-8")).get("outputs", {})
     assert set(payload["outputs"]) == set(declared or {"result": None})
     assert payload["usage"]["llm_calls"] >= 1
-    assert Path(payload["saved"]).is_file()
+    assert payload["journal"] == str(tmp_path / "j.db") and Path(payload["journal"]).is_file()
 
 
 def test_graph_writes_a_valid_svg(tmp_path: Path) -> None:
@@ -109,11 +109,11 @@ def _console_messages(stderr: str) -> list[str]:
 
 def test_report_html_loads_in_headless_chromium_without_console_errors(tmp_path: Path) -> None:
     browser = _ensure_chromium()
-    runs = tmp_path / "runs"
+    runs = tmp_path / "runs.db"
     run = agentflow(
         "run",
         str(ROOT / "examples" / "calc_loop.yaml"),
-        "--runs-dir",
+        "--journal",
         str(runs),
         "--run-id",
         "e2e",
@@ -121,7 +121,7 @@ def test_report_html_loads_in_headless_chromium_without_console_errors(tmp_path:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     html = tmp_path / "report.html"
-    proc = agentflow("report", "e2e", "-o", str(html), "--runs-dir", str(runs), cwd=tmp_path)
+    proc = agentflow("report", "e2e", "-o", str(html), "--journal", str(runs), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     shot = tmp_path / "report.png"
 

@@ -45,8 +45,8 @@ def test_cli_run_survives_tool_calling_argparse_with_bogus_flag(tmp_path: Path) 
         "plan.yaml",
         "--engine",
         "test:",
-        "--runs-dir",
-        "runs",
+        "--journal",
+        "runs.db",
         "--allow-tool",
         "exit_tools:parse_flags",
     ]
@@ -61,4 +61,11 @@ def test_cli_run_survives_tool_calling_argparse_with_bogus_flag(tmp_path: Path) 
     # A failed run (1) with the tool's error, not argparse's exit status 2 ending the CLI.
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "raised SystemExit: 2" in proc.stderr
-    assert any((tmp_path / "runs").iterdir()), "the failed run was not saved"
+    listed = subprocess.run(
+        [sys.executable, "-m", "agentflow", "runs", "list", "--journal", "runs.db", "--status", "failed"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert len(listed.stdout.splitlines()) == 2, "the failed run was not journaled: " + listed.stdout

@@ -3,8 +3,8 @@
 A plan runs on the real embedded engine through the CLI, with a journal. One tool reveals a secret and
 returns it (a leaky tool), and a later step puts that result into its prompt. The HTML report must show
 each call's prompt and completion in headless Chromium (DOM checked, screenshot taken), and the secret's
-value must appear nowhere: not in the report, the saved run (the trace file), the journal, or the prompt
-the model received.
+value must appear nowhere: not in the report, the journal (the run's steps and its stored trace), an
+exported run file, or the prompt the model received.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
-from agentflow.report import load_run
+from agentflow.runtime import load_journaled_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_VALUE = 'k3y-"quoted"\\slash-0123456789'  # JSON escaping must not let it through either
@@ -72,7 +73,7 @@ def _chromium() -> str:
 def test_report_shows_prompts_and_completions_and_no_secret_anywhere(tmp_path: Path) -> None:
     (tmp_path / "leaky_tools.py").write_text(TOOLS, encoding="utf-8")
     (tmp_path / "leaky.yaml").write_text(PLAN, encoding="utf-8")
-    runs, journal = tmp_path / "runs", tmp_path / "journal.db"
+    journal = tmp_path / "journal.db"
     proc = _agentflow(
         "run",
         "leaky.yaml",
@@ -80,19 +81,22 @@ def test_report_shows_prompts_and_completions_and_no_secret_anywhere(tmp_path: P
         "leaky_tools:*",
         "--run-id",
         "leak-1",
-        "--runs-dir",
-        str(runs),
         "--journal",
         str(journal),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = tmp_path / "report.html"
-    made = _agentflow("report", "leak-1", "-o", str(html), "--runs-dir", str(runs), cwd=tmp_path)
+    made = _agentflow("report", "leak-1", "-o", str(html), "--journal", str(journal), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    exported = tmp_path / "leak-1.jsonl"
+    made = _agentflow(
+        "runs", "export", "leak-1", "--journal", str(journal), "-o", str(exported), cwd=tmp_path
+    )
     assert made.returncode == 0, made.stderr
 
     # What the model was asked and answered is in the record, the secret replaced by the marker.
-    record = load_run("leak-1", runs)
+    record = anyio.run(load_journaled_run, "leak-1", str(journal))
     from agentflow.dsl import LLMCall
 
     calls = [e for e in record.trace if isinstance(e, LLMCall)]
@@ -101,7 +105,7 @@ def test_report_shows_prompts_and_completions_and_no_secret_anywhere(tmp_path: P
 
     # The secret's value, raw or JSON-escaped, is nowhere on disk.
     escaped = json.dumps(SECRET_VALUE)[1:-1]
-    for path in [html, *runs.iterdir(), *tmp_path.glob("journal.db*")]:
+    for path in [html, exported, *tmp_path.glob("journal.db*")]:
         data = path.read_bytes()
         assert SECRET_VALUE.encode() not in data and escaped.encode() not in data, path
     assert SECRET_VALUE not in proc.stdout + proc.stderr

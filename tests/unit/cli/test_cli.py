@@ -1,4 +1,4 @@
-"""The ``agentflow`` CLI in-process: commands, exit codes, saved runs, provider sub-commands."""
+"""The ``agentflow`` CLI in-process: commands, exit codes, journaled runs, provider sub-commands."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import anyio
 import jsonschema
 import pytest
 import yaml
 
 from agentflow import __version__, cli
-from agentflow.report import load_run
+from agentflow.report import RunRecord
+from agentflow.runtime import load_journaled_run
 
 ROOT = Path(__file__).parents[3]
 DIGEST = str(ROOT / "examples" / "topic_digest.yaml")
@@ -23,6 +25,10 @@ DIGEST = str(ROOT / "examples" / "topic_digest.yaml")
 def _at_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """The example plans read tables under examples/data/ relative to the working directory."""
     monkeypatch.chdir(ROOT)
+
+
+def _journaled(run_id: str, journal: Path) -> RunRecord:
+    return anyio.run(load_journaled_run, run_id, str(journal))
 
 
 def _write(tmp_path: Path, name: str, text: str) -> str:
@@ -38,7 +44,7 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out.strip() == f"agentflow {__version__}"
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "graph", "report", "schema"])
+@pytest.mark.parametrize("command", ["run", "resume", "validate", "graph", "report", "schema", "runs"])
 def test_help_is_available_for_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main([command, "--help"])
@@ -69,10 +75,10 @@ def test_validate_reports_ok_and_invalid_plans(tmp_path: Path, capsys: pytest.Ca
     assert f"{bad}:4:5" in out and "needs exactly one of the keys" in out
 
 
-def test_run_json_prints_outputs_and_saves_the_run(
+def test_run_json_prints_outputs_and_journals_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = tmp_path / "runs"
+    journal = tmp_path / "j.db"
     code = cli.main(
         [
             "run",
@@ -80,8 +86,8 @@ def test_run_json_prints_outputs_and_saves_the_run(
             "--engine",
             "test:",
             "--json",
-            "--runs-dir",
-            str(runs),
+            "--journal",
+            str(journal),
             "--run-id",
             "r1",
             "-i",
@@ -93,7 +99,8 @@ def test_run_json_prints_outputs_and_saves_the_run(
     assert payload["ok"] is True and payload["run_id"] == "r1" and payload["plan"] == "topic-digest"
     assert len(payload["outputs"]["lines"]) == 2
     assert payload["usage"]["llm_calls"] == 3 and payload["usage"]["tool_calls"] == 5
-    record = load_run("r1", runs)
+    assert payload["journal"] == str(journal)
+    record = _journaled("r1", journal)
     assert (
         record.ok
         and record.plan == "topic-digest"
@@ -131,7 +138,7 @@ def test_run_of_an_invalid_plan_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"{bad}:3:" in capsys.readouterr().err
 
 
-def test_run_that_fails_exits_1_and_is_saved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_that_fails_exits_1_and_is_journaled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = _write(
         tmp_path,
         "fail.yaml",
@@ -139,10 +146,11 @@ def test_run_that_fails_exits_1_and_is_saved(tmp_path: Path, capsys: pytest.Capt
         "tools: [agentflow.plans.builtin_tools:calculator]\n"
         "steps:\n  - {id: c, tool: calculator, args: {expression: '1 / 0'}}\n",
     )
-    runs = tmp_path / "runs"
-    assert cli.main(["run", plan, "--runs-dir", str(runs), "--run-id", "bad", "--engine", "test:"]) == 1
-    assert "ZeroDivisionError" in capsys.readouterr().err
-    record = load_run("bad", runs)
+    journal = tmp_path / "j.db"
+    assert cli.main(["run", plan, "--journal", str(journal), "--run-id", "bad", "--engine", "test:"]) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "agentflow resume bad --journal" in err
+    record = _journaled("bad", journal)
     assert not record.ok and record.error is not None and "calculator" in record.error
 
 
@@ -176,22 +184,49 @@ def test_graph_rejects_other_formats(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert ".svg or .png" in capsys.readouterr().err
 
 
-def test_report_writes_html_for_a_saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    runs = tmp_path / "runs"
-    assert (
-        cli.main(["run", DIGEST, "--engine", "test:", "--runs-dir", str(runs), "--run-id", "r2", "--quiet"])
-        == 0
-    )
+def test_report_writes_html_for_the_latest_journaled_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--run-id", "r2", "--quiet"]) == 0
     html = tmp_path / "r.html"
-    assert cli.main(["report", "latest", "-o", str(html), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["report", "latest", "-o", str(html)]) == 0
+    assert "(run r2)" in capsys.readouterr().err
     text = html.read_text(encoding="utf-8")
     assert "topic-digest" in text and "LLM calls" in text and "cache hit rate" in text
     assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
 def test_report_of_an_unknown_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["report", "nope", "-o", str(tmp_path / "x.html"), "--runs-dir", str(tmp_path)]) == 2
-    assert "no saved run 'nope'" in capsys.readouterr().err
+    assert cli.main(["report", "nope", "-o", str(tmp_path / "x.html")]) == 2
+    assert "there is no journal at" in capsys.readouterr().err
+    assert not (tmp_path / ".agentflow").exists(), "reading runs never makes an empty journal"
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--run-id", "r1", "--quiet"]) == 0
+    assert cli.main(["report", "nope", "-o", str(tmp_path / "x.html")]) == 2
+    assert "has no run 'nope' (latest: r1)" in capsys.readouterr().err
+    assert cli.main(["report", "gone.jsonl", "-o", str(tmp_path / "x.html")]) == 2
+    assert "run file 'gone.jsonl' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", DIGEST, "--resume", "r1"], "agentflow resume RUN"),
+        (["run", DIGEST, "--runs-dir", "runs"], "agentflow runs export RUN"),
+        (["report", "r1", "-o", "r.html", "--runs-dir", "runs"], "runs are read from the journal"),
+    ],
+)
+def test_removed_options_are_usage_errors_that_name_the_replacement(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_run_id_latest_is_reserved(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", DIGEST, "--engine", "test:", "--run-id", "latest"]) == 2
+    assert "reserved" in capsys.readouterr().err
 
 
 def test_provider_modules_register_sub_commands(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,8 +261,8 @@ def test_run_goal_writes_and_runs_a_plan(tmp_path: Path, capsys: pytest.CaptureF
             "--engine",
             "test:",
             "--json",
-            "--runs-dir",
-            str(tmp_path),
+            "--journal",
+            str(tmp_path / "j.db"),
         ]
     )
     assert code == 0
@@ -235,18 +270,18 @@ def test_run_goal_writes_and_runs_a_plan(tmp_path: Path, capsys: pytest.CaptureF
     payload = json.loads(captured.out)
     assert payload["ok"] is True and payload["plan"] == "meta-agent"
     assert "generated plan:" in captured.err and "apiVersion: agentflow/v1" in captured.err
-    record = load_run(payload["run_id"], tmp_path)
+    record = _journaled(payload["run_id"], tmp_path / "j.db")
     assert any(e.path.startswith("run_goal/write_plan") for e in record.trace)
 
 
 def test_runs_record_prompts_and_tool_results_unless_no_content(tmp_path: Path) -> None:
     from agentflow.dsl import LLMCall, ToolCall
 
-    runs = tmp_path / "runs"
-    base = ["run", DIGEST, "--engine", "test:", "--runs-dir", str(runs), "--json"]
+    journal = tmp_path / "j.db"
+    base = ["run", DIGEST, "--engine", "test:", "--journal", str(journal), "--json"]
     assert cli.main([*base, "--run-id", "with"]) == 0
     assert cli.main([*base, "--run-id", "without", "--no-content"]) == 0
-    full, bare = load_run("with", runs).trace, load_run("without", runs).trace
+    full, bare = _journaled("with", journal).trace, _journaled("without", journal).trace
     llm = [e for e in full if isinstance(e, LLMCall)]
     tools = [e for e in full if isinstance(e, ToolCall)]
     assert llm and all(c.messages and c.completion is not None for c in llm)

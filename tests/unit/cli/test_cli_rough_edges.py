@@ -7,13 +7,14 @@ import sys
 import uuid
 from pathlib import Path
 
+import anyio
 import pytest
 from rich.console import Console
 
 from agentflow import cli
 from agentflow._progress import RunProgress, count_calls
 from agentflow.dsl import LLMCall, StepEnded, StepStarted, ToolCall
-from agentflow.report import load_run
+from agentflow.runtime import load_journaled_run
 
 ROOT = Path(__file__).parents[3]
 CALC = str(ROOT / "examples" / "calc_loop.yaml")
@@ -80,17 +81,17 @@ def test_run_uses_agentflow_engine_when_no_engine_option_is_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("AGENTFLOW_ENGINE", "test:")
-    runs = tmp_path / "runs"
-    assert cli.main(["run", CALC, "--runs-dir", str(runs), "--run-id", "env"]) == 0
-    assert load_run("env", runs).engine == "test"
+    journal = str(tmp_path / "j.db")
+    assert cli.main(["run", CALC, "--journal", journal, "--run-id", "env"]) == 0
+    assert anyio.run(load_journaled_run, "env", journal).engine == "test"
 
 
-def test_saved_run_records_the_default_inputs_it_used(
+def test_journaled_run_records_the_default_inputs_it_used(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = tmp_path / "runs"
-    assert cli.main(["run", CALC, "--engine", "test:", "--runs-dir", str(runs), "--run-id", "d"]) == 0
-    assert load_run("d", runs).inputs == {"start": 3}
+    journal = str(tmp_path / "j.db")
+    assert cli.main(["run", CALC, "--engine", "test:", "--journal", journal, "--run-id", "d"]) == 0
+    assert anyio.run(load_journaled_run, "d", journal).inputs == {"start": 3}
 
 
 def test_schema_help_describes_the_command(capsys: pytest.CaptureFixture[str]) -> None:

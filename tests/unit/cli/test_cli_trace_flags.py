@@ -19,8 +19,8 @@ def test_run_with_console_trace_prints_spans(capsys: pytest.CaptureFixture[str],
             "--engine",
             "test:",
             "--quiet",
-            "--runs-dir",
-            str(tmp_path),
+            "--journal",
+            str(tmp_path / "j.db"),
             "--trace",
             "console",
         ]
@@ -38,8 +38,8 @@ def test_run_without_trace_prints_no_spans(capsys: pytest.CaptureFixture[str], t
             "--engine",
             "test:",
             "--quiet",
-            "--runs-dir",
-            str(tmp_path),
+            "--journal",
+            str(tmp_path / "j.db"),
         ]
     )
     assert code == 0
@@ -52,6 +52,6 @@ def test_plan_telemetry_block_configures_the_exporter(
     plan = (ROOT / "examples" / "calc_loop.yaml").read_text() + "telemetry:\n  exporter: console\n"
     path = tmp_path / "traced.yaml"
     path.write_text(plan)
-    code = main(["run", str(path), "--engine", "test:", "--quiet", "--runs-dir", str(tmp_path)])
+    code = main(["run", str(path), "--engine", "test:", "--quiet", "--journal", str(tmp_path / "j.db")])
     assert code == 0
     assert '"trace_id"' in capsys.readouterr().out

@@ -1,16 +1,18 @@
 """A failed tool call is shown failed, with its start time, wherever a run is read.
 
 Every producer (the LLMCompiler's executor, ReAct, plan tool steps, memory tools) records the same typed
-``ToolCall`` event, and every reader (the HTML report, OpenTelemetry spans) reads it. Before typed events,
-a failed compiler tool call was shown as OK in the HTML report: the compiler wrote ``status`` and the report
-read ``ok``.
+``ToolCall`` event, and every reader (the HTML report, OpenTelemetry spans, ``agentflow runs show`` over the
+trace the journal stored) reads it. Before typed events, a failed compiler tool call was shown as OK in the
+HTML report: the compiler wrote ``status`` and the report read ``ok``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import anyio.to_thread
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +21,7 @@ from opentelemetry.trace import StatusCode
 
 from agentflow import Err, GenerationRequest, Ok, run
 from agentflow.agents import llm_compiler, memory_tools, react
+from agentflow.cli import main
 from agentflow.dsl import Event, ToolCall, named
 from agentflow.engines import FunctionEngine
 from agentflow.executors import ToolRegistry
@@ -55,6 +58,27 @@ def _failed_call(trace: tuple[Event, ...], tool: str) -> ToolCall:
     return call
 
 
+async def _check_runs_show(
+    journal: Path, run_id: str, call: ToolCall, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``agentflow runs show`` (text and ``--json``) reads the journal's trace and shows the call failed."""
+
+    async def cli(*argv: str) -> int:  # the CLI starts its own event loop: run it in a worker thread
+        return await anyio.to_thread.run_sync(main, list(argv))
+
+    capsys.readouterr()
+    assert await cli("runs", "show", run_id, "--journal", str(journal)) == 0
+    text = capsys.readouterr().out
+    clock = time.strftime("%H:%M:%S", time.gmtime(call.started)) + f".{int(call.started * 1000) % 1000:03d}"
+    row = next(line for line in text.splitlines() if f"tool {call.tool}" in line)
+    assert row.split()[:3] == [clock, f"{call.seconds:.3f}", "error"]
+    assert f"      error: {call.error}" in text
+    assert await cli("runs", "show", run_id, "--journal", str(journal), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    (failed,) = [c for c in shown["calls"] if c["kind"] == "tool.call" and c["tool"] == call.tool]
+    assert failed["status"] == "error" and failed["started"] == call.started and failed["error"] == call.error
+
+
 def _check_readers(trace: tuple[Event, ...], call: ToolCall) -> None:
     # The HTML report: the row is marked failed, says so, and the span starts when the call started.
     record = RunRecord(
@@ -76,20 +100,34 @@ def _check_readers(trace: tuple[Event, ...], call: ToolCall) -> None:
     assert otel.attributes is not None and otel.attributes["agentflow.tool.status"] == "error"
 
 
-async def test_a_failed_compiler_tool_call_is_shown_failed() -> None:
+async def test_a_failed_compiler_tool_call_is_shown_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def answer(request: GenerationRequest) -> str:
         if request.json_schema is not None and request.json_schema.get("type") == "array":
             return json.dumps([{"tool": "search", "args": {"query": "weather"}}])
         return json.dumps({"action": "finish", "answer": "unknown"})
 
+    journal = tmp_path / "j.db"
     out = await run(
-        llm_compiler("What is the weather?", _tools(), max_replans=0), engine=FunctionEngine(answer)
+        llm_compiler("What is the weather?", _tools(), max_replans=0),
+        engine=FunctionEngine(answer),
+        run_id="compiler",
+        journal=journal,
+        # Recorded, steps not journaled: the agents' steps are not journalable yet (a compiler round's
+        # results hold ToolError objects, SerializationError at compiler/plan; ReAct's think step returns an
+        # untyped Completion, SerializationError at react/think).
+        journal_steps=False,
     )
     assert isinstance(out, Ok)
-    _check_readers(out.trace, _failed_call(out.trace, "search"))
+    call = _failed_call(out.trace, "search")
+    _check_readers(out.trace, call)
+    await _check_runs_show(journal, "compiler", call, capsys)
 
 
-async def test_a_failed_react_tool_call_is_shown_failed() -> None:
+async def test_a_failed_react_tool_call_is_shown_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     turns = [
         {"thought": "look it up", "action": {"tool": "search", "args": {"query": "weather"}}},
         {"thought": "give up", "action": {"final_answer": "unknown"}},
@@ -98,12 +136,23 @@ async def test_a_failed_react_tool_call_is_shown_failed() -> None:
     def answer(request: GenerationRequest) -> str:
         return json.dumps(turns.pop(0))
 
-    out = await run(react("What is the weather?", _tools()), engine=FunctionEngine(answer))
+    journal = tmp_path / "j.db"
+    out = await run(
+        react("What is the weather?", _tools()),
+        engine=FunctionEngine(answer),
+        run_id="react",
+        journal=journal,
+        journal_steps=False,  # recorded only: ReAct's think step returns an untyped Completion (see above)
+    )
     assert isinstance(out, Ok)
-    _check_readers(out.trace, _failed_call(out.trace, "search"))
+    call = _failed_call(out.trace, "search")
+    _check_readers(out.trace, call)
+    await _check_runs_show(journal, "react", call, capsys)
 
 
-async def test_a_failed_plan_tool_step_is_shown_failed() -> None:
+async def test_a_failed_plan_tool_step_is_shown_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     loaded = load_plan_text(
         """
 apiVersion: agentflow/v1
@@ -117,20 +166,30 @@ steps:
 """,
         file="failing.yaml",
     )
-    out = await run(loaded.workflow)
+    journal = tmp_path / "j.db"
+    out = await run(loaded.workflow, run_id="plan", journal=journal)
     assert isinstance(out, Err)
     calls = [e for e in out.trace if isinstance(e, ToolCall)]
     assert [(c.tool, c.status) for c in calls] == [("calculator", "error")]
     _check_readers(out.trace, calls[0])
+    await _check_runs_show(journal, "plan", calls[0], capsys)
 
 
-async def test_a_failed_memory_tool_call_is_shown_failed(tmp_path: Path) -> None:
+async def test_a_failed_memory_tool_call_is_shown_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = MemoryStore(tmp_path)  # a directory, not a database file: every write fails
     remember = next(t for t in memory_tools(store.temporal("notes")) if t.name == "remember")
-    out = await run(named("save", call_tool(remember, {"text": "the cat sat on the mat"})))
+    journal = tmp_path / "j.db"
+    out = await run(
+        named("save", call_tool(remember, {"text": "the cat sat on the mat"})),
+        run_id="memory",
+        journal=journal,
+    )
     await store.aclose()
     assert isinstance(out, Err)
     calls = [e for e in out.trace if isinstance(e, ToolCall)]
     assert [(c.tool, c.status) for c in calls] == [("remember", "error")]
     assert calls[0].args == {"text": "the cat sat on the mat"}
     _check_readers(out.trace, calls[0])
+    await _check_runs_show(journal, "memory", calls[0], capsys)

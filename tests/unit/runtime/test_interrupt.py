@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import anyio.to_thread
 import pytest
 from pydantic import BaseModel
 
+from agentflow.cli import build_parser
 from agentflow.dsl import Err, step
 from agentflow.errors import ConfigError, ResumeError
 from agentflow.runtime import Interrupted, interrupt, resume, run, show_run
-from agentflow.runtime._runs_cli import register
 
 pytestmark = pytest.mark.anyio
 
@@ -108,8 +107,7 @@ async def test_interrupt_without_a_journal_still_reports_interrupted() -> None:
 
 async def test_cli_resume_answers_the_interrupt(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     await run(publish, {"topic": "owls"}, run_id="r1", journal=db)
-    parser = argparse.ArgumentParser(prog="agentflow")
-    register(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(
         ["resume", "r1", "--journal", db, "--answer", '{"approved": true}', "--allow-workflow", ALLOW[0]]
     )

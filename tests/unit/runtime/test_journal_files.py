@@ -162,6 +162,8 @@ async def test_journal_from_before_leases_is_migrated_and_keeps_its_runs(db: str
     assert out.unwrap() == 1
     assert CALLS == []  # the old journal's committed charge was replayed
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-    assert {"lease_token", "lease_expires"} <= columns
+        traces = conn.execute("SELECT attempt, status FROM traces WHERE run_id = 'old'").fetchall()
+    assert {"lease_token", "lease_expires", "attempts"} <= columns
+    assert traces == [(2, "completed")]  # the old row counts as attempt 1; this resume stored its trace

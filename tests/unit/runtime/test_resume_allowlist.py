@@ -4,7 +4,6 @@ named it; a plan recorded by path is always fine."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 
-from agentflow.cli import main
+from agentflow.cli import build_parser, main
 from agentflow.dsl import step
 from agentflow.errors import ConfigError
 from agentflow.runtime import resume, run, show_run
-from agentflow.runtime._runs_cli import register
 
 pytestmark = pytest.mark.anyio
 
@@ -88,8 +86,7 @@ async def test_cli_resume_refuses_an_unallowed_module_with_a_usage_error(
 ) -> None:
     await run(double, {"n": 2}, run_id="r1", journal=db)
     _forge(db, workflow="subprocess:getoutput", inputs=json.dumps({"cmd": "id"}))
-    parser = argparse.ArgumentParser(prog="agentflow")
-    register(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["resume", "r1", "--journal", db])
     assert await anyio.to_thread.run_sync(args.func, args) == 2
     err = capsys.readouterr().err
@@ -100,10 +97,10 @@ def test_plan_run_is_recorded_by_path_and_resumes_without_an_allowlist(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     journal = str(tmp_path / "j.db")
-    common = ["--engine", "test:", "--quiet", "--json", "--runs-dir", str(tmp_path / "runs")]
+    common = ["--engine", "test:", "--quiet", "--json"]
     assert main(["run", PLAN, *common, "--journal", journal, "--run-id", "p1"]) == 0
     first = json.loads(capsys.readouterr().out)
     detail = anyio.run(show_run, "p1", journal)
     assert detail.run.workflow == f"plan:{Path(PLAN).resolve()}"
-    assert main(["resume", "p1", "--journal", journal, "--engine", "test:"]) == 0
-    assert json.loads(capsys.readouterr().out) == first["outputs"]
+    assert main(["resume", "p1", "--journal", journal, "--engine", "test:", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == first["outputs"]
