@@ -18,8 +18,8 @@ from pydantic import JsonValue
 from agentflow.dsl import Flow, ask, current_path, flow, from_async, tell
 from agentflow.engines import Completion, Engine, GenerationRequest, Message, RequestHints
 from agentflow.errors import ConfigError, InferenceError
-from agentflow.executors import JsonSchemaValidator
 from agentflow.runtime import RunContext
+from agentflow.structured import OutputSpec, Violation
 
 __all__ = ["JsonCheck", "infer_json"]
 
@@ -34,7 +34,7 @@ def infer_json(
     system: str | None = None,
     check: JsonCheck | None = None,
     max_repairs: int = 2,
-    max_tokens: int = 256,
+    max_tokens: int | None = None,
     temperature: float = 0.0,
     seed: int | None = None,
     label: str = "json",
@@ -49,7 +49,7 @@ def infer_json(
         system: System instructions (the schema is appended to them).
         check: An extra check of a schema-valid answer.
         max_repairs: Extra attempts after an invalid answer.
-        max_tokens: Token budget per attempt.
+        max_tokens: Token budget per attempt; ``None`` derives one from the schema.
         temperature: Sampling temperature.
         seed: Sampling seed.
         label: Recorded as ``schema`` in each ``llm.call`` event.
@@ -63,7 +63,8 @@ def infer_json(
     """
     if max_repairs < 0:
         raise ConfigError(f"infer_json max_repairs must be >= 0, got {max_repairs}")
-    validator = JsonSchemaValidator(schema, where=label)
+    spec = OutputSpec(schema, where=f"the answer schema of {label}")
+    budget = max_tokens if max_tokens is not None else spec.max_tokens
     instructions = "Answer with a single JSON value that matches the required JSON Schema, and nothing else."
     if show_schema:
         instructions += f"\nSchema: {json.dumps(schema, separators=(',', ':'))}"
@@ -86,22 +87,27 @@ def infer_json(
         for attempt in range(1, max_repairs + 2):
             request = GenerationRequest(
                 messages=tuple(messages),
-                max_tokens=max_tokens,
+                max_tokens=budget,
                 temperature=temperature if attempt == 1 or repair_temperature is None else repair_temperature,
                 seed=seed if seed is None or attempt == 1 else seed + attempt,
-                json_schema=schema,
+                json_schema=spec.decode_schema,
                 hints=hints,
             )
             started = time.time()
             completion = await from_async(_generate(engine, request))
             await tell("llm.call", **_usage(engine, completion, started), schema=label, attempt=attempt)
             raw = completion.text
-            problem = _problem(raw, validator, check)
-            if not problem:
-                value: JsonValue = json.loads(raw)
-                return value
-            if completion.finish_reason == "length":
-                problem += f" (the answer was cut off at max_tokens={max_tokens})"
+            checked = spec.check(
+                raw,
+                cut_off_at=budget if completion.finish_reason == "length" else None,
+                completion_tokens=completion.usage.completion_tokens,
+            )
+            if isinstance(checked, Violation):
+                problem = str(checked)
+            else:
+                problem = (check(checked) or "") if check is not None else ""
+                if not problem:
+                    return checked
             messages.append(Message("assistant", raw))
             messages.append(
                 Message(
@@ -122,19 +128,6 @@ def _generate(engine: Engine, request: GenerationRequest) -> Callable[[], Awaita
         return await engine.generate(request)
 
     return call
-
-
-def _problem(raw: str, validator: JsonSchemaValidator, check: JsonCheck | None) -> str:
-    try:
-        value: JsonValue = json.loads(raw)
-    except ValueError as exc:
-        return f"it is not JSON ({exc})"
-    errors = validator.errors(value)
-    if errors:
-        return "; ".join(errors[:5])
-    if check is not None:
-        return check(value) or ""
-    return ""
 
 
 def _usage(engine: Engine, completion: Completion, started: float) -> dict[str, object]:

@@ -20,6 +20,7 @@ from agentflow.dsl._flow import Env, Res
 from agentflow.dsl._outcome import State
 from agentflow.engines import Completion, Engine, GenerationRequest, Message, RequestHints
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
+from agentflow.structured import OutputSpec, Violation
 
 from ._context import RunContext
 
@@ -162,7 +163,7 @@ def infer(
     *,
     system: str | None = None,
     max_repairs: int = 2,
-    max_tokens: int = 256,
+    max_tokens: int | None = None,
     temperature: float = 0.0,
     seed: int | None = None,
     hints: RequestHints | None = None,
@@ -170,17 +171,20 @@ def infer(
 ) -> Flow[M]:
     """Ask the engine for a ``model`` instance.
 
-    The model's JSON Schema constrains decoding (llama.cpp grammar, ``response_format`` on
-    OpenAI-compatible servers, vLLM structured outputs) and is stated in the system prompt. The
-    output is validated with pydantic; an invalid answer is sent back with the validation errors
-    and the engine tries again, at most ``max_repairs`` more times.
+    The model's JSON Schema constrains decoding in declaration order (an llguidance token mask on the
+    embedded engine, ``response_format`` on OpenAI-compatible servers, vLLM structured outputs) and is
+    stated in the system prompt. Every answer is checked as strict JSON against the whole schema
+    (``agentflow.structured.OutputSpec.check``: bounds, patterns, formats, and whatever the grammar could
+    not enforce), then validated with pydantic; an invalid answer is sent back naming the unmet
+    constraint and its path, and the engine tries again, at most ``max_repairs`` more times.
 
     Args:
         model: The pydantic model to produce.
         prompt: The user prompt (text or messages).
         system: Extra system instructions, placed before the schema instructions.
         max_repairs: Additional attempts after an invalid answer.
-        max_tokens: Token budget per attempt.
+        max_tokens: Token budget per attempt; ``None`` derives one from the schema
+            (``OutputSpec.max_tokens``). An answer cut off by the budget is reported as such.
         temperature: Sampling temperature.
         seed: Sampling seed.
         hints: Scheduling hints (defaults to the run id and step path).
@@ -201,7 +205,8 @@ def infer(
     sys_text: str | None = f"{system}\n\n{instructions}" if system else instructions
     if not schema_in_system:
         sys_text = None
-    schema = model.model_json_schema()
+    spec = OutputSpec(model.model_json_schema(), where=f"the JSON Schema of {model.__name__}")
+    budget = max_tokens if max_tokens is not None else spec.max_tokens
 
     async def leaf(env: Env, state: State) -> Res:
         try:
@@ -216,10 +221,10 @@ def infer(
             attempts = attempt
             request = GenerationRequest(
                 messages=tuple(messages),
-                max_tokens=max_tokens,
+                max_tokens=budget,
                 temperature=temperature,
                 seed=seed,
-                json_schema=schema,
+                json_schema=spec.decode_schema,
                 hints=_hints(env, hints),
             )
             try:
@@ -227,12 +232,18 @@ def infer(
             except Exception as exc:
                 return Err(_engine_error(exc, env), state)
             raw = completion.text
-            try:
-                return Ok(model.model_validate_json(raw), state)
-            except ValidationError as exc:
-                problem = _short_errors(exc)
-            if completion.finish_reason == "length":
-                problem += f" (the answer was cut off at max_tokens={max_tokens})"
+            checked = spec.check(
+                raw,
+                cut_off_at=budget if completion.finish_reason == "length" else None,
+                completion_tokens=completion.usage.completion_tokens,
+            )
+            if isinstance(checked, Violation):
+                problem = str(checked)
+            else:
+                try:
+                    return Ok(model.model_validate_json(raw), state)
+                except ValidationError as exc:
+                    problem = _short_errors(exc)
             messages.append(Message("assistant", raw))
             messages.append(
                 Message(
