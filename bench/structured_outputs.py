@@ -539,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engines", default=",".join(ENGINES), help="candidates to measure (comma-separated)"
     )
     parser.add_argument("--splits", default="", help="only these splits (comma-separated)")
+    parser.add_argument("--sample", type=int, default=None, help="at most N schemas per split (seed 0)")
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds per schema before it counts as failed"
     )
@@ -566,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"splits={splits} engines={engines} missing={missing} load={load[0]:.2f}", flush=True)
 
-    per_split = 12 if args.quick else None
+    per_split = 12 if args.quick else args.sample
     table, compiled_by = grammar_bench(data, splits, engines, per_split, args.timeout)
 
     def score(engine: str) -> tuple[float, float, float]:
@@ -589,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("generation", json.dumps(result["generation"]), flush=True)
     result["meta"] = {
         "quick": args.quick,
+        "sample_per_split": per_split,
         "engines_missing": missing,
         "timeout_s": args.timeout,
         "loadavg_start": load,

@@ -14,19 +14,21 @@ from __future__ import annotations
 from ._budget import MAX_TOKENS, MIN_TOKENS, estimate_max_tokens
 from ._grammar import Grammar, Unenforced, compile_grammar
 from ._matcher import TokenMatcher
-from ._spec import OutputSpec, close_objects, cut_off
+from ._spec import STRING_CAPS, OutputSpec, cap_strings, close_objects, cut_off
 from ._validate import FORMATS, AnswerCheck, Violation, json_path, parse_json_strict
 
 __all__ = [
     "FORMATS",
     "MAX_TOKENS",
     "MIN_TOKENS",
+    "STRING_CAPS",
     "AnswerCheck",
     "Grammar",
     "OutputSpec",
     "TokenMatcher",
     "Unenforced",
     "Violation",
+    "cap_strings",
     "close_objects",
     "compile_grammar",
     "cut_off",

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 __all__ = ["MAX_TOKENS", "MIN_TOKENS", "estimate_max_tokens"]
 
 FREE_STRING_TOKENS = 96
+MAX_STRING_TOKENS = 512  # a maxLength counts one token per character, up to this
 FREE_ARRAY_ITEMS = 8
 FREE_OBJECT_ENTRIES = 4
 RECURSION_DEPTH = 2
@@ -170,7 +171,7 @@ def _string(schema: Mapping[str, object]) -> float:
         return float(_FORMAT_TOKENS[fmt])
     hi = schema.get("maxLength")
     if isinstance(hi, int):
-        return 2.0 + min(hi, 4 * FREE_STRING_TOKENS)
+        return 2.0 + min(hi, MAX_STRING_TOKENS)
     lo = schema.get("minLength")
     if isinstance(lo, int) and lo > FREE_STRING_TOKENS:
         return 2.0 + lo

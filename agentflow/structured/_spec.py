@@ -17,7 +17,7 @@ from ._budget import estimate_max_tokens
 from ._grammar import Grammar, Unenforced, compile_grammar
 from ._validate import AnswerCheck, Violation
 
-__all__ = ["OutputSpec", "close_objects", "cut_off"]
+__all__ = ["STRING_CAPS", "OutputSpec", "cap_strings", "close_objects", "cut_off"]
 
 _OPEN_OBJECT_KEYS = ("additionalProperties", "patternProperties", "unevaluatedProperties")
 _SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
@@ -69,6 +69,44 @@ def _close(node: object, *, in_all_of: bool) -> object:
     return out
 
 
+STRING_CAPS: dict[str | None, int] = {None: 288, "email": 100, "hostname": 100, "uri": 200, "url": 200}
+"""``maxLength`` given to unbounded strings for decoding, by ``format`` (``None``: no format). Formats not
+listed here have a fixed shape (date, uuid...) or are left alone."""
+
+
+def cap_strings(schema: Mapping[str, object]) -> dict[str, object]:
+    """A copy of ``schema`` where each free string (no ``maxLength``/``pattern``/``enum``/``const``) is capped.
+
+    >>> cap_strings({"type": "object", "properties": {"s": {"type": "string"}}})
+    {'type': 'object', 'properties': {'s': {'type': 'string', 'maxLength': 288}}}
+    """
+    capped = _cap(schema)
+    assert isinstance(capped, dict)
+    return capped
+
+
+def _cap(node: object) -> object:
+    if isinstance(node, list):
+        return [_cap(v) for v in node]
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+            out[key] = {k: _cap(v) for k, v in value.items()}
+        elif key in _VALUE_KEYS:
+            out[key] = value
+        else:
+            out[key] = _cap(value)
+    fmt = node.get("format")
+    cap = STRING_CAPS.get(fmt if isinstance(fmt, str) else None)
+    free = not any(k in node for k in ("maxLength", "pattern", "enum", "const"))
+    if node.get("type") == "string" and cap is not None and free:
+        low = node.get("minLength")
+        out["maxLength"] = max(cap, low) if isinstance(low, int) else cap
+    return out
+
+
 class OutputSpec:
     """What a structured answer must be, and how to get and check one.
 
@@ -87,19 +125,27 @@ class OutputSpec:
 
     @cached_property
     def decode_schema(self) -> Mapping[str, object]:
-        """The schema to decode under: ``schema`` with every object that declares ``properties`` closed.
+        """The schema to decode under: ``schema`` narrowed so that a rambling model still finishes in budget.
 
-        An object without ``additionalProperties`` admits any extra key; a small model fills that space with
-        rambling keys until the budget runs out. Closing such objects (``additionalProperties: false``) only
-        narrows what may be decoded, so every decoded answer still satisfies ``schema``. It is also what
-        OpenAI's strict structured outputs require.
+        Two narrowings, each of which keeps every decoded answer valid under ``schema``:
+
+        - every object that declares ``properties`` and says nothing about other keys is closed
+          (``additionalProperties: false``): a small model fills an open object with made-up keys until the
+          budget runs out (it is also what OpenAI's strict structured outputs require);
+        - every string without ``maxLength`` or ``pattern`` gets a ``maxLength`` (``STRING_CAPS``): the grammar
+          then closes the string instead of letting the model loop inside it until ``max_tokens`` cuts the
+          answer off.
         """
-        return close_objects(self.schema)
+        return cap_strings(close_objects(self.schema))
 
     @cached_property
     def max_tokens(self) -> int:
-        """A token budget enough for a compact answer (see ``estimate_max_tokens``)."""
-        return estimate_max_tokens(self.schema)
+        """A token budget enough for a compact answer under ``decode_schema`` (see ``estimate_max_tokens``).
+
+        Estimated on the narrowed schema, so a string the model runs on with is closed by the grammar at its
+        cap before the budget ends (for text of one token per character or better).
+        """
+        return estimate_max_tokens(self.decode_schema)
 
     @cached_property
     def grammar(self) -> Grammar:
