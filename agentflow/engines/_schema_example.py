@@ -12,9 +12,11 @@ test ``tests/unit/structured/test_structured_examples.py`` checks every value ag
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from agentflow.errors import ConfigError
 
@@ -220,7 +222,7 @@ def _validator_for(root: JsonSchema) -> Callable[[JsonSchema, object], bool]:
 
     def valid(schema: JsonSchema, value: object) -> bool:
         try:
-            return bool(base.evolve(schema=dict(schema)).is_valid(value))
+            return bool(base.evolve(schema=dict(schema)).is_valid(value))  # type: ignore[arg-type]
         except (re.error, jsonschema.exceptions.RefResolutionError, RecursionError):
             return False
 
@@ -312,10 +314,7 @@ _PROBES = "a0Az _-.x@"
 
 def _from_pattern(pattern: str) -> str | None:
     """The shortest string built from ``pattern``'s structure that it matches, or None (look-arounds...)."""
-    try:
-        import re._parser as sre_parse
-    except ImportError:  # Python < 3.11 named it sre_parse
-        import sre_parse  # type: ignore[no-redef]
+    sre_parse = importlib.import_module("re._parser")  # the parser behind re.compile (Python >= 3.11)
     try:
         parsed = sre_parse.parse(pattern)
         text = _emit(parsed, {})
@@ -388,7 +387,7 @@ def _class_source(op: object, arg: object) -> str:
     if name == "LITERAL":
         return re.escape(chr(arg))  # type: ignore[arg-type]
     if name == "RANGE":
-        lo, hi = arg  # type: ignore[misc]
+        lo, hi = cast(tuple[int, int], arg)
         return f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
     if name == "CATEGORY":
         return {"CATEGORY_DIGIT": r"\d", "CATEGORY_WORD": r"\w", "CATEGORY_SPACE": r"\s"}.get(str(arg), "")

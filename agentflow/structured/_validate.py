@@ -239,9 +239,8 @@ class AnswerCheck:
         raw = dict(schema)
         cls = jsonschema.validators.validator_for(raw, default=jsonschema.Draft202012Validator)
         try:
-            cls.check_schema(
-                raw, format_checker=None
-            )  # a pattern Python cannot compile is reported per answer
+            # format_checker=None: a pattern Python cannot compile is reported per answer, not here.
+            cls.check_schema(raw, format_checker=None)  # type: ignore[call-arg]
         except jsonschema.SchemaError as exc:
             raise ConfigError(f"{where} is not valid JSON Schema: {exc.message}; fix the schema") from exc
         validating = jsonschema.validators.extend(cls, {"pattern": _pattern_keyword})  # type: ignore[no-untyped-call]
