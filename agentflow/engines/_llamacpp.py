@@ -782,9 +782,13 @@ class LlamaCppEngine:
 
 def _lltokenizer_sync(llama: Llama) -> llguidance.LLTokenizer:
     """The model's vocabulary as llguidance sees it (token bytes read from llama.cpp, about 0.3 s)."""
+    import warnings
+
     import llguidance.llamacpp
 
-    return llguidance.llamacpp.lltokenizer_from_vocab(llama._model.vocab)
+    with warnings.catch_warnings():  # it reads token attributes through a deprecated llama.cpp alias
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return llguidance.llamacpp.lltokenizer_from_vocab(llama._model.vocab)
 
 
 def _plain_chat(messages: list[dict[str, str]]) -> str:
