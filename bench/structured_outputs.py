@@ -2,13 +2,15 @@
 
 Part 1, no model: for each split (a folder of ``{"schema", "tests": [{"valid", "data"}...]}`` files) and each
 candidate grammar engine, every schema is compiled and every test instance is serialized compactly
-(``json.dumps(data, separators=(",", ":"), ensure_ascii=False)``, keys in declaration order), tokenized with the SmolLM2 tokenizer and fed
-token by token through the engine's matcher; an instance is accepted when every token is allowed and the
+(``json.dumps(data, separators=(",", ":"), ensure_ascii=False)``), tokenized with the SmolLM2 tokenizer and
+fed token by token through the engine's matcher; an instance is accepted when every token is allowed and the
 grammar may end after the last one. Object keys are put in the schema's declaration order first (every
 candidate decodes properties in that order; the same value written in another order is not a different
-answer); where the engine refuses that order, the instance as written is tried too. Reported per split and engine: schemas compiled (coverage), valid
-instances accepted and invalid instances rejected (fractions of the compiled schemas' instances), compile time
-p50/p95, and the time to compute one next-token mask over the whole vocabulary (microseconds per token,
+answer); where the engine refuses that order, the instance as written is tried too.
+
+Reported per split and engine: schemas compiled (coverage), valid instances accepted and invalid instances
+rejected (fractions of the compiled schemas' instances; ``null`` where a split has no such instances), compile
+time p50/p95, and the time to compute one next-token mask over the whole vocabulary (microseconds per token,
 measured along the first valid instance of each schema: its first 32 tokens, 8 for llama.cpp). Candidates:
 
 - ``llguidance``: as ``agentflow.structured.compile_grammar`` builds it (lenient; unsupported keywords are
@@ -411,6 +413,10 @@ class Pool:
 # -- part 1 ------------------------------------------------------------------------------------------------------
 
 
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
@@ -420,8 +426,8 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def grammar_bench(
     data: Path, splits: list[str], engines: list[str], per_split: int | None, timeout: float
-) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, bool]]]:
-    table: dict[str, dict[str, dict[str, float]]] = {}
+) -> tuple[dict[str, dict[str, dict[str, float | None]]], dict[str, dict[str, bool]]]:
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
     compiled_by: dict[str, dict[str, bool]] = {}
     rng = random.Random(0)
     for split in splits:
@@ -455,8 +461,8 @@ def grammar_bench(
             table[split][engine] = {
                 "schemas": n,
                 "compiled": compiled / n if n else 0.0,
-                "valid_accepted": sum(valid) / len(valid) if valid else 0.0,
-                "invalid_rejected": (len(invalid) - sum(invalid)) / len(invalid) if invalid else 0.0,
+                "valid_accepted": sum(valid) / len(valid) if valid else None,
+                "invalid_rejected": (len(invalid) - sum(invalid)) / len(invalid) if invalid else None,
                 "compile_ms_p50": _pct(compile_ms, 0.5),
                 "compile_ms_p95": _pct(compile_ms, 0.95),
                 "mask_us_per_token": mask_s / masks * 1e6 if masks else 0.0,
@@ -467,10 +473,10 @@ def grammar_bench(
             }
             row = table[split][engine]
             print(
-                f"{split:24s} {engine:14s} n={n:5d} compiled={row['compiled']:.3f} "
-                f"valid_acc={row['valid_accepted']:.4f} invalid_rej={row['invalid_rejected']:.3f} "
-                f"p95={row['compile_ms_p95']:.1f}ms mask={row['mask_us_per_token']:.1f}us "
-                f"timeouts={timeouts} ({row['wall_s']:.0f}s)",
+                f"{split:24s} {engine:14s} n={n:5d} compiled={_f(row['compiled'])} "
+                f"valid_acc={_f(row['valid_accepted'])} invalid_rej={_f(row['invalid_rejected'])} "
+                f"p95={_f(row['compile_ms_p95'], 1)}ms mask={_f(row['mask_us_per_token'], 1)}us "
+                f"timeouts={timeouts} ({_f(row['wall_s'], 0)}s)",
                 flush=True,
             )
     return table, compiled_by
@@ -573,9 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def score(engine: str) -> tuple[float, float, float]:
         rows = [table[s][engine] for s in splits]
         return (
-            sum(r["compiled"] * r["schemas"] for r in rows),
-            sum(r["valid_accepted"] for r in rows),
-            sum(r["invalid_rejected"] for r in rows),
+            sum((r["compiled"] or 0.0) * (r["schemas"] or 0.0) for r in rows),
+            sum(r["valid_accepted"] or 0.0 for r in rows),
+            sum(r["invalid_rejected"] or 0.0 for r in rows),
         )
 
     chosen = max(engines, key=score)
@@ -605,7 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _print_table(table: dict[str, dict[str, dict[str, float]]], engines: list[str], chosen: str) -> None:
+def _print_table(
+    table: dict[str, dict[str, dict[str, float | None]]], engines: list[str], chosen: str
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -628,13 +636,13 @@ def _print_table(table: dict[str, dict[str, dict[str, float]]], engines: list[st
             t.add_row(
                 split,
                 engine,
-                str(int(r["schemas"])),
-                f"{r['compiled']:.3f}",
-                f"{r['valid_accepted']:.4f}",
-                f"{r['invalid_rejected']:.3f}",
-                f"{r['compile_ms_p50']:.2f}",
-                f"{r['compile_ms_p95']:.2f}",
-                f"{r['mask_us_per_token']:.1f}",
+                str(int(r["schemas"] or 0)),
+                _f(r["compiled"]),
+                _f(r["valid_accepted"], 4),
+                _f(r["invalid_rejected"]),
+                _f(r["compile_ms_p50"], 2),
+                _f(r["compile_ms_p95"], 2),
+                _f(r["mask_us_per_token"], 1),
             )
     Console().print(t)
 
