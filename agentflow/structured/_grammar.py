@@ -180,6 +180,9 @@ _STRUCTURAL = frozenset(
 )
 
 
+_ANNOTATIONS = frozenset({"title", "description", "examples", "default", "$comment", "comment", "deprecated"})
+
+
 def _keep(schema: dict[str, object]) -> list[tuple[str, str]]:
     return []
 
@@ -205,7 +208,8 @@ def _structure_only(schema: dict[str, object]) -> list[tuple[str, str]]:
     for at, node in list(_subschemas(schema, "#")):
         for key in [k for k in node if k not in _STRUCTURAL]:
             del node[key]
-            dropped.append((key, at))
+            if key not in _ANNOTATIONS:
+                dropped.append((key, at))
     return dropped
 
 
