@@ -482,6 +482,25 @@ def grammar_bench(
     return table, compiled_by
 
 
+def _llguidance_compiles(data: Path, splits: list[str], per_split: int | None) -> dict[str, dict[str, bool]]:
+    """Which schemas llguidance compiles (as part 1 decides it), without running part 1."""
+    from agentflow.structured import compile_grammar
+
+    rng = random.Random(0)
+    out: dict[str, dict[str, bool]] = {}
+    for split in splits:
+        files = sorted((data / split).glob("*.json"))
+        if per_split is not None and len(files) > per_split:
+            files = sorted(rng.sample(files, per_split))
+        for f in files:
+            schema = json.loads(f.read_text())["schema"]
+            ok = isinstance(schema, dict) and all(
+                u.keyword != "schema" for u in compile_grammar(schema).unenforced
+            )
+            out[f"{split}/{f.name}"] = {"llguidance": ok}
+    return out
+
+
 # -- part 2 ------------------------------------------------------------------------------------------------------
 
 
@@ -495,6 +514,7 @@ def generation_bench(data: Path, picks: list[str], max_tokens_cap: int) -> dict[
         engine = LlamaCppEngine(seed=0)
         rates: dict[str, list[float]] = {"constrained": [], "free": []}
         valid: dict[str, list[bool]] = {"constrained": [], "free": []}
+        failures: dict[str, int] = {}  # constrained outputs that failed, by the unmet constraint
         try:
             for name in picks:
                 schema = json.loads((data / name).read_text())["schema"]
@@ -514,7 +534,14 @@ def generation_bench(data: Path, picks: list[str], max_tokens_cap: int) -> dict[
                     decode_s = c.usage.total_s - c.usage.ttft_s
                     if c.usage.completion_tokens > 1 and decode_s > 0:
                         rates[mode].append((c.usage.completion_tokens - 1) / decode_s)
-                    valid[mode].append(not isinstance(spec.check(c.text.strip()), Violation))
+                    checked = spec.check(
+                        c.text.strip(),
+                        cut_off_at=budget if c.finish_reason == "length" else None,
+                        completion_tokens=c.usage.completion_tokens,
+                    )
+                    valid[mode].append(not isinstance(checked, Violation))
+                    if mode == "constrained" and isinstance(checked, Violation):
+                        failures[checked.constraint] = failures.get(checked.constraint, 0) + 1
         finally:
             await engine.aclose()
 
@@ -527,6 +554,7 @@ def generation_bench(data: Path, picks: list[str], max_tokens_cap: int) -> dict[
             "schema_valid_free": sum(valid["free"]) / len(picks) if picks else 0.0,
             "tokens_per_s_constrained": stats(rates["constrained"]).get("median", 0.0),
             "tokens_per_s_free": stats(rates["free"]).get("median", 0.0),
+            "constrained_failures": failures,
             "tokens_per_s_constrained_range": stats(rates["constrained"]),
             "tokens_per_s_free_range": stats(rates["free"]),
         }
@@ -550,8 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=10.0, help="seconds per schema before it counts as failed"
     )
     parser.add_argument("--gen-schemas", type=int, default=None, help="schemas in the generation sample")
-    parser.add_argument("--gen-max-tokens", type=int, default=256, help="cap on the derived max_tokens")
+    parser.add_argument("--gen-max-tokens", type=int, default=384, help="cap on the derived max_tokens")
     parser.add_argument("--no-generation", action="store_true", help="skip part 2")
+    parser.add_argument("--no-grammar", action="store_true", help="skip part 1 (part 2 only, llguidance)")
     args = parser.parse_args(argv)
 
     data: Path = args.data.resolve()
@@ -574,7 +603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"splits={splits} engines={engines} missing={missing} load={load[0]:.2f}", flush=True)
 
     per_split = 12 if args.quick else args.sample
-    table, compiled_by = grammar_bench(data, splits, engines, per_split, args.timeout)
+    if args.no_grammar:
+        table, compiled_by = {}, _llguidance_compiles(data, splits, per_split)
+    else:
+        table, compiled_by = grammar_bench(data, splits, engines, per_split, args.timeout)
 
     def score(engine: str) -> tuple[float, float, float]:
         rows = [table[s][engine] for s in splits]
@@ -584,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sum(r["invalid_rejected"] or 0.0 for r in rows),
         )
 
-    chosen = max(engines, key=score)
+    chosen = max(engines, key=score) if table else "llguidance"
     result: dict[str, object] = {"splits": table, "chosen": chosen}
     if not args.no_generation and "llguidance" in engines:
         n_gen = args.gen_schemas or (4 if args.quick else 40)
