@@ -40,17 +40,24 @@ class TokenMatcher:
         self._matcher = llguidance.LLMatcher(tokenizer, grammar.text, log_level=0)
         self._vocab = tokenizer.vocab_size
         # Scratch bitmask, one bit per token, rewritten at every step.
+        # Set once the matcher fails by itself (llguidance parser limits): decoding goes on unconstrained.
+        self._released = False
         self._bits: NDArray[np.int32] = np.full(((self._vocab + 31) // 32,), -1, dtype=np.int32)
 
     @property
     def error(self) -> str:
-        """The matcher's error ("" when fine): a token outside the grammar was consumed."""
+        """The matcher's error ("" when fine): a token outside the grammar, or a parser limit hit."""
         return self._matcher.get_error()
+
+    @property
+    def released(self) -> bool:
+        """The matcher hit an internal limit and stopped constraining (the answer is checked afterwards)."""
+        return self._released
 
     @property
     def complete(self) -> bool:
         """The grammar is satisfied and admits no further token (only end-of-sequence)."""
-        return self._matcher.is_stopped()
+        return not self._released and self._matcher.is_stopped()
 
     @property
     def accepting(self) -> bool:
@@ -70,15 +77,24 @@ class TokenMatcher:
         return bits[: self._vocab]
 
     def mask(self, logits: NDArray[np.float32]) -> None:
-        """Set the logits of forbidden tokens to ``-inf`` in place (``logits`` covers the vocabulary)."""
+        """Set the logits of forbidden tokens to ``-inf`` in place (``logits`` covers the vocabulary).
+
+        If llguidance fails by itself (a parser limit on a pathological grammar), the matcher is released:
+        the logits stay as they are from then on, and the caller's check judges the answer.
+        """
+        if self._released:
+            return
         allowed = self.allowed()
+        if self._matcher.is_error() or not allowed.any():
+            self._released = True
+            return
         n = min(len(logits), len(allowed))
         logits[:n][~allowed[:n]] = -self._np.inf
         logits[n:] = -self._np.inf
 
     def consume(self, token: int) -> bool:
         """Advance over a sampled token; ``False`` if the grammar forbids it (see ``error``)."""
-        return self._matcher.consume_token(token)
+        return self._released or self._matcher.consume_token(token)
 
     def consume_all(self, tokens: list[int]) -> int:
         """Advance over ``tokens`` as far as the grammar allows; how many were consumed."""
