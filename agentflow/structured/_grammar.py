@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -247,7 +248,9 @@ def _regex_problem(pattern: object) -> str | None:
     if not isinstance(pattern, str):
         return f"the pattern {pattern!r} is not a string"
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():  # FutureWarning on "[[" and the like: the schema's business
+            warnings.simplefilter("ignore")
+            re.compile(pattern)
     except re.error as exc:
         return f"not a regular expression: {exc}"
     grammar = llguidance.LLMatcher.grammar_from_json_schema(
