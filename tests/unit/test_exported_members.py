@@ -21,6 +21,7 @@ PACKAGES = [
     "agentflow.telemetry",
     "agentflow.routing",
     "agentflow.secrets",
+    "agentflow.structured",
 ]
 
 
