@@ -53,7 +53,6 @@ async def summarize_reviews(texts: list[str]) -> Summary:
             Review,
             f"Classify the sentiment of this customer review and give its topic (one word such as food, "
             f"delivery, price, room).\nReview: {text}",
-            max_tokens=48,
         ),
         texts,
     )

@@ -25,6 +25,11 @@ engine remembers the text and tokens of its recent completions (prompt + output)
 starts with one of them keeps those tokens and tokenizes only the rest, and the next turn reuses the whole
 previous turn's KV.
 
+A request with a ``json_schema`` decodes under an llguidance grammar (``agentflow.structured``): before each
+sampling step the logits of tokens the grammar forbids are set to ``-inf``, and generation stops as soon as the
+value is complete. Constraints the grammar cannot express are dropped from it (``Grammar.unenforced``) and left
+to the caller's check; a schema never makes the engine fail.
+
 Cache changes are reported to ``engine.cache_listener`` (on the event loop, in order) as ``CacheEvent``s:
 ``insert``/``evict`` for snapshots and ``live`` for the tokens in the live context after each request.
 """
@@ -35,7 +40,6 @@ import codecs
 import contextlib
 import ctypes
 import importlib.util
-import json
 import os
 import time
 from collections import deque
@@ -48,6 +52,7 @@ import anyio
 import anyio.to_thread
 
 from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableError
+from agentflow.structured import Grammar, TokenMatcher, compile_grammar
 
 from ._snapshots import CacheEvent, CacheListener, ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
 from ._stops import StopBuffer
@@ -64,6 +69,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    import llguidance
     from llama_cpp import Llama
     from llama_cpp._internals import LlamaSampler
 
@@ -72,7 +78,6 @@ __all__ = ["LlamaCppEngine", "LlamaCppStats", "default_model_path"]
 T = TypeVar("T")
 
 _PREFILL_CHUNK = 256  # tokens per prefill step: cancellation granularity of long prompts
-_GRAMMAR_CACHE = 64  # JSON-Schema grammars kept per engine
 _CONTINUATIONS = 32  # recent completions (prompt + output text -> tokens) kept for tokenize
 
 
@@ -258,8 +263,8 @@ class LlamaCppEngine:
         # Cache events produced on the worker thread, delivered to cache_listener on the event loop.
         self._events: deque[CacheEvent] = deque()
         self._store: SnapshotStore[bytes] = SnapshotStore(snapshot_bytes, listener=self._events.append)
-        # Schema JSON -> LlamaGrammar, the most recent _GRAMMAR_CACHE built; lives as long as the engine.
-        self._grammars: dict[str, object] = {}
+        # The vocabulary as llguidance sees it, built on the first json_schema request; freed by aclose.
+        self._lltokenizer: llguidance.LLTokenizer | None = None
         # Recent completions' prompt + output text -> the tokens evaluated and generated (see tokenize).
         self._continuations = _Continuations(_CONTINUATIONS)
         self._counters = _Counters()
@@ -377,6 +382,7 @@ class LlamaCppEngine:
         self._check_fits(tokens)
         self._check_bias(request)
         grammar = await self._grammar(request.json_schema) if request.json_schema is not None else None
+        tokenizer = await self._ensure_lltokenizer() if grammar is not None else None
         output_ids: list[int] = []
         output_bytes: list[bytes] = []
         borrower = object()
@@ -387,7 +393,10 @@ class LlamaCppEngine:
             llama = self._require_open()
             cached = await self._work(self._prepare, llama, tokens)
             await self._prefill(llama, tokens[cached:])
-            sampler = await self._work(self._make_sampler, llama, request, grammar)
+            sampler = await self._work(self._make_sampler, llama, request)
+            matcher = None
+            if tokenizer is not None and grammar is not None:
+                matcher = await self._work(TokenMatcher, tokenizer, grammar)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             stops = StopBuffer(request.stop)
             finish: FinishReason = "length"
@@ -398,7 +407,7 @@ class LlamaCppEngine:
                 while generated < request.max_tokens:
                     if len(self._live) + (previous is not None) >= self._n_ctx:
                         break
-                    token, piece, end = await self._work(self._decode_step, llama, sampler, previous)
+                    token, piece, end = await self._work(self._decode_step, llama, sampler, matcher, previous)
                     if generated == 0:
                         ttft_s = time.perf_counter() - submitted
                     if end:
@@ -411,7 +420,8 @@ class LlamaCppEngine:
                     text, stopped = stops.feed(decoder.decode(piece))
                     if text:
                         yield Chunk(text)
-                    if stopped:
+                    if stopped or (matcher is not None and matcher.complete):
+                        # The grammar admits nothing after a complete value: stop without sampling again.
                         finish = "stop"
                         break
             finally:
@@ -485,6 +495,7 @@ class LlamaCppEngine:
                     await anyio.to_thread.run_sync(llama.close, limiter=self._worker)
                 self._store.clear()
                 self._continuations.clear()
+                self._lltokenizer = None
                 self._live = []
                 self._flush_events()
             finally:
@@ -608,16 +619,17 @@ class LlamaCppEngine:
         for i in range(0, len(tokens), _PREFILL_CHUNK):
             await self._work(self._eval, llama, tokens[i : i + _PREFILL_CHUNK])
 
-    async def _grammar(self, schema: JsonSchema) -> object:
-        key = json.dumps(schema, sort_keys=True, default=str)
-        cached = self._grammars.get(key)
-        if cached is not None:
-            return cached
-        grammar = await anyio.to_thread.run_sync(self._grammar_sync, key, limiter=self._tokenizer_limiter)
-        if len(self._grammars) >= _GRAMMAR_CACHE:
-            del self._grammars[next(iter(self._grammars))]
-        self._grammars[key] = grammar
-        return grammar
+    async def _grammar(self, schema: JsonSchema) -> Grammar:
+        """The llguidance grammar of ``schema`` (compiled once per schema, see ``compile_grammar``)."""
+        return await anyio.to_thread.run_sync(compile_grammar, schema, limiter=self._tokenizer_limiter)
+
+    async def _ensure_lltokenizer(self) -> llguidance.LLTokenizer:
+        if self._lltokenizer is None:
+            llama = await self._ensure_loaded()
+            self._lltokenizer = await anyio.to_thread.run_sync(
+                _lltokenizer_sync, llama, limiter=self._tokenizer_limiter
+            )
+        return self._lltokenizer
 
     def _check_fits(self, tokens: Sequence[int]) -> None:
         if not tokens:
@@ -719,18 +731,6 @@ class LlamaCppEngine:
     def _tokenize_rest_sync(llama: Llama, text: str) -> list[int]:
         return llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    @staticmethod
-    def _grammar_sync(schema_json: str) -> object:
-        from llama_cpp.llama_grammar import LlamaGrammar
-
-        try:
-            return LlamaGrammar.from_json_schema(schema_json, verbose=False)
-        except Exception as exc:  # the converter raises bare Exception/ValueError/KeyError on bad schemas
-            raise EngineRequestError(
-                f"cannot turn the JSON Schema into a llama.cpp grammar ({type(exc).__name__}: {exc}); "
-                "simplify the schema (local $refs, no unsupported keywords)"
-            ) from exc
-
     def _plan(self, live: Sequence[int], tokens: Sequence[int]) -> ReusePlan:
         return plan_reuse(live, tokens, self._store, restore_min_gain=self._restore_min_gain)
 
@@ -790,23 +790,12 @@ class LlamaCppEngine:
             llama.eval(tokens)
             self._live.extend(tokens)
 
-    def _make_sampler(self, llama: Llama, request: GenerationRequest, grammar: object | None) -> LlamaSampler:
-        import llama_cpp
+    def _make_sampler(self, llama: Llama, request: GenerationRequest) -> LlamaSampler:
         from llama_cpp._internals import LlamaSampler
 
         sampler = LlamaSampler()  # type: ignore[no-untyped-call]
         if request.logit_bias:
             sampler.add_logit_bias(llama.n_vocab(), {int(t): float(b) for t, b in request.logit_bias.items()})
-        if grammar is not None:
-            text = grammar._grammar.encode("utf-8")  # type: ignore[attr-defined]
-            root = grammar._root.encode("utf-8")  # type: ignore[attr-defined]
-            handle = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, text, root)
-            if not handle:
-                sampler.close()  # type: ignore[no-untyped-call]
-                raise EngineRequestError(
-                    "llama.cpp rejected the grammar generated from the JSON Schema; simplify the schema"
-                )
-            llama_cpp.llama_sampler_chain_add(sampler.sampler, handle)
         if request.temperature <= 0.0:
             sampler.add_greedy()  # type: ignore[no-untyped-call]
         else:
@@ -818,16 +807,30 @@ class LlamaCppEngine:
         return sampler
 
     def _decode_step(
-        self, llama: Llama, sampler: LlamaSampler, previous: int | None
+        self, llama: Llama, sampler: LlamaSampler, matcher: TokenMatcher | None, previous: int | None
     ) -> tuple[int, bytes, bool]:
-        """Evaluate the previously sampled token (if any), sample the next; report end-of-generation."""
+        """Evaluate the previously sampled token (if any), sample the next; report end-of-generation.
+
+        With a ``matcher``, the logits of tokens the grammar forbids are set to ``-inf`` before the sampler
+        chain runs (logit bias, then greedy or top-k/top-p/temperature), and the sampled token advances it.
+        """
         import llama_cpp
+        import numpy as np
 
         if previous is not None:
             self._eval(llama, [previous])
+        if matcher is not None:
+            n_vocab = llama.n_vocab()
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(llama._ctx.ctx, -1), shape=(n_vocab,)
+            )
+            matcher.mask(logits)
         token = sampler.sample(llama._ctx, -1)
         if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
             return token, b"", True
+        if matcher is not None and not matcher.consume(token):
+            # Unreachable while the mask holds; kept so a broken invariant is an error, not invalid output.
+            raise EngineRequestError(f"the decoding grammar refused token {token}: {matcher.error}")
         return token, llama.detokenize([token]), False
 
     def _reset_live(self) -> None:
@@ -837,6 +840,17 @@ class LlamaCppEngine:
             llama.n_tokens = 0
         self._live = []
         self._events.append(CacheEvent("live", ()))
+
+
+def _lltokenizer_sync(llama: Llama) -> llguidance.LLTokenizer:
+    """The model's vocabulary as llguidance sees it (token bytes read from llama.cpp, about 0.3 s)."""
+    import warnings
+
+    import llguidance.llamacpp
+
+    with warnings.catch_warnings():  # it reads token attributes through a deprecated llama.cpp alias
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return llguidance.llamacpp.lltokenizer_from_vocab(llama._model.vocab)
 
 
 def _plain_chat(messages: list[dict[str, str]]) -> str:

@@ -3,15 +3,20 @@
 Covers the subset pydantic v2 emits: ``object``/``properties``/``required``, ``enum``/``const``, ``string``
 (lengths and common formats), ``integer``/``number`` (bounds and ``multipleOf``), ``boolean``, ``null``,
 ``array`` (``items``, ``prefixItems``, ``minItems``/``maxItems``, ``uniqueItems``), ``anyOf``/``oneOf``/``allOf``,
-type lists, and ``$ref`` into ``$defs``/``definitions``. The same schema always yields the same value, and
-the value is the smallest valid one this generator can find: optional properties are left out, arrays hold
-their minimum number of items. ``pattern`` constraints are not solved.
+type lists, ``pattern`` (the shortest string of the regular expression's own structure), and ``$ref`` into
+``$defs``/``definitions``. The same schema always yields the same value, and the value is the smallest valid
+one this generator can find: optional properties are left out, arrays hold their minimum number of items, and
+of ``anyOf``/``oneOf`` the first branch whose example satisfies the whole union is taken. The random-schema
+test ``tests/unit/structured/test_structured_examples.py`` checks every value against the full schema.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from agentflow.errors import ConfigError
 
@@ -58,6 +63,13 @@ def example_from_schema(schema: JsonSchema) -> object:
 class _Generator:
     def __init__(self, root: JsonSchema) -> None:
         self._root = root
+        # The root's validator (jsonschema, formats checked), built on the first union; lives for one call.
+        self._validator: Callable[[JsonSchema, object], bool] | None = None
+
+    def _valid(self, schema: JsonSchema, value: object) -> bool:
+        if self._validator is None:
+            self._validator = _validator_for(self._root)
+        return self._validator(schema, value)
 
     def value(self, schema: JsonSchema, *, variant: int, depth: int) -> object:
         if depth > _MAX_DEPTH:
@@ -78,7 +90,9 @@ class _Generator:
             branches = _schemas(schema.get(key))
             if branches:
                 non_null = [b for b in branches if b.get("type") != "null"]
-                return self.value((non_null or branches)[0], variant=variant, depth=d)
+                ordered = non_null + [b for b in branches if b.get("type") == "null"]
+                candidates = [self.value(b, variant=variant, depth=d) for b in ordered]
+                return next((c for c in candidates if self._valid(schema, c)), candidates[0])
         parts = _schemas(schema.get("allOf"))
         if parts:
             merged: dict[str, object] = {k: v for k, v in schema.items() if k != "allOf"}
@@ -193,10 +207,37 @@ def _merge(a: Mapping[str, object], b: Mapping[str, object]) -> dict[str, object
     return out
 
 
+def _validator_for(root: JsonSchema) -> Callable[[JsonSchema, object], bool]:
+    """``valid(subschema, value)`` with ``$ref``s resolved against ``root`` (deferred jsonschema import)."""
+    import jsonschema
+    import jsonschema.validators
+
+    from agentflow.structured import FORMATS
+
+    checker = jsonschema.FormatChecker(formats=())
+    for name, fn in FORMATS.items():
+        checker.checks(name, raises=(ValueError, TypeError))(fn)  # type: ignore[type-var]
+    cls = jsonschema.validators.validator_for(dict(root), default=jsonschema.Draft202012Validator)
+    base = cls(dict(root), format_checker=checker)
+
+    def valid(schema: JsonSchema, value: object) -> bool:
+        try:
+            return bool(base.evolve(schema=dict(schema)).is_valid(value))  # type: ignore[arg-type]
+        except (re.error, jsonschema.exceptions.RefResolutionError, RecursionError):
+            return False
+
+    return valid
+
+
 def _string(schema: JsonSchema, variant: int) -> str:
     fmt = schema.get("format")
     if isinstance(fmt, str) and fmt in _FORMATS:
         return _FORMATS[fmt]
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        found = _from_pattern(pattern)
+        if found is not None:
+            return found
     base = "example" if variant == 0 else f"example{variant}"
     min_len = schema.get("minLength")
     max_len = schema.get("maxLength")
@@ -258,3 +299,96 @@ def _number(schema: JsonSchema, variant: int) -> float | int:
         return low + 1.0 if low_open else low
     assert high is not None
     return high - 1.0 if high_open else min(0.0, high)
+
+
+_CATEGORY_CHARS = {
+    "CATEGORY_DIGIT": "0",
+    "CATEGORY_NOT_DIGIT": "a",
+    "CATEGORY_WORD": "a",
+    "CATEGORY_NOT_WORD": " ",
+    "CATEGORY_SPACE": " ",
+    "CATEGORY_NOT_SPACE": "a",
+}
+_PROBES = "a0Az _-.x@"
+
+
+def _from_pattern(pattern: str) -> str | None:
+    """The shortest string built from ``pattern``'s structure that it matches, or None (look-arounds...)."""
+    sre_parse = importlib.import_module("re._parser")  # the parser behind re.compile (Python >= 3.11)
+    try:
+        parsed = sre_parse.parse(pattern)
+        text = _emit(parsed, {})
+        compiled = re.compile(pattern)
+    except (re.error, ValueError, RecursionError, _Unsolvable):
+        return None
+    return text if compiled.search(text) else None
+
+
+class _Unsolvable(Exception):
+    pass
+
+
+def _emit(items: object, groups: dict[int, str]) -> str:
+    out: list[str] = []
+    for op, arg in items:  # type: ignore[attr-defined]
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(arg))
+        elif name == "NOT_LITERAL":
+            out.append("a" if chr(arg) != "a" else "b")
+        elif name == "ANY":
+            out.append("a")
+        elif name == "IN":
+            out.append(_in_class(arg))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _high, sub = arg
+            out.append(_emit(sub, groups) * low)
+        elif name == "SUBPATTERN":
+            group, _add, _del, sub = arg
+            text = _emit(sub, groups)
+            if group is not None:
+                groups[group] = text
+            out.append(text)
+        elif name == "ATOMIC_GROUP":
+            out.append(_emit(arg, groups))
+        elif name == "BRANCH":
+            out.append(_emit(arg[1][0], groups))
+        elif name == "GROUPREF":
+            out.append(groups.get(arg, ""))
+        elif name == "AT":
+            continue
+        else:  # ASSERT, ASSERT_NOT, GROUPREF_EXISTS, CATEGORY outside a class...
+            raise _Unsolvable(name)
+    return "".join(out)
+
+
+def _in_class(items: list[tuple[object, object]]) -> str:
+    negated = any(str(op) == "NEGATE" for op, _ in items)
+    if not negated:
+        op, arg = items[0]
+        name = str(op)
+        if name == "LITERAL":
+            return chr(arg)  # type: ignore[arg-type]
+        if name == "RANGE":
+            return chr(arg[0])  # type: ignore[index]
+        if name == "CATEGORY":
+            return _CATEGORY_CHARS.get(str(arg), "a")
+        raise _Unsolvable(name)
+    # A negated class: the first probe character it admits.
+    body = "".join(_class_source(op, arg) for op, arg in items if str(op) != "NEGATE")
+    for probe in _PROBES:
+        if re.fullmatch(f"[^{body}]", probe):
+            return probe
+    raise _Unsolvable("negated class")
+
+
+def _class_source(op: object, arg: object) -> str:
+    name = str(op)
+    if name == "LITERAL":
+        return re.escape(chr(arg))  # type: ignore[arg-type]
+    if name == "RANGE":
+        lo, hi = cast(tuple[int, int], arg)
+        return f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
+    if name == "CATEGORY":
+        return {"CATEGORY_DIGIT": r"\d", "CATEGORY_WORD": r"\w", "CATEGORY_SPACE": r"\s"}.get(str(arg), "")
+    return ""

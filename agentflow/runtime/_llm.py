@@ -46,6 +46,7 @@ from agentflow.engines import (
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
 from agentflow.executors import current_step_budget
 from agentflow.secrets import redact, redact_request
+from agentflow.structured import OutputSpec, Violation
 
 from ._context import RunContext
 from ._tool_check import tool_call_error
@@ -437,33 +438,45 @@ async def _structured(
     scope: StepScope,
     messages: list[Message],
     *,
-    schema: Mapping[str, object],
+    spec: OutputSpec,
     label: str,
-    check: Callable[[str], Checked],
+    accept: Callable[[object, str], Checked],
     max_repairs: int,
-    max_tokens: int,
+    max_tokens: int | None,
     temperature: float,
     seed: int | None,
     hints: RequestHints | None,
     role: str,
     repair_temperature: float | None = None,
 ) -> object:
-    """The repair loop shared by ``infer`` and ``infer_json``: ask under ``schema``, check, send problems back."""
+    """The repair loop shared by ``infer`` and ``infer_json``: decode under ``spec``'s schema, check the answer
+    strictly against the whole schema (``OutputSpec.check``: what the grammar could not enforce included),
+    then with ``accept(value, raw)``, and send the unmet constraint back, at most ``max_repairs`` times."""
     raw = ""
     problem = ""
+    budget = max_tokens if max_tokens is not None else spec.max_tokens
     verdicts: list[Checked] = []  # each attempt's check, made once (the judge records it in the trace)
 
     def judge(completion: Completion) -> str | None:
-        verdicts.append(check(completion.text))
+        checked = spec.check(
+            completion.text,
+            cut_off_at=budget if completion.finish_reason == "length" else None,
+            completion_tokens=completion.usage.completion_tokens,
+        )
+        verdicts.append(
+            (False, None, str(checked))
+            if isinstance(checked, Violation)
+            else accept(checked, completion.text)
+        )
         return None if verdicts[-1][0] else verdicts[-1][2]
 
     for attempt in range(1, max_repairs + 2):
         request = GenerationRequest(
             messages=tuple(messages),
-            max_tokens=max_tokens,
+            max_tokens=budget,
             temperature=temperature if attempt == 1 or repair_temperature is None else repair_temperature,
             seed=seed if seed is None or attempt == 1 or repair_temperature is None else seed + attempt,
-            json_schema=schema,
+            json_schema=spec.decode_schema,
             hints=hints if hints is not None else RequestHints(),
         )
         completion = await call_llm(
@@ -473,8 +486,6 @@ async def _structured(
         ok, value, problem = verdicts[-1]
         if ok:
             return value
-        if completion.finish_reason == "length":
-            problem += f" (the answer was cut off at max_tokens={max_tokens})"
         messages.append(Message("assistant", raw))
         messages.append(
             Message("user", f"That answer is not valid: {problem}. Reply again with only the corrected JSON.")
@@ -493,7 +504,7 @@ def infer(
     *,
     system: str | None = None,
     max_repairs: int = 2,
-    max_tokens: int = 256,
+    max_tokens: int | None = None,
     temperature: float = 0.0,
     seed: int | None = None,
     hints: RequestHints | None = None,
@@ -502,17 +513,20 @@ def infer(
 ) -> Flow[M]:
     """Ask the engine for a ``model`` instance.
 
-    The model's JSON Schema constrains decoding (llama.cpp grammar, ``response_format`` on
-    OpenAI-compatible servers, vLLM structured outputs) and is stated in the system prompt. The
-    output is validated with pydantic; an invalid answer is sent back with the validation errors
-    and the engine tries again, at most ``max_repairs`` more times.
+    The model's JSON Schema constrains decoding in declaration order (an llguidance token mask on the
+    embedded engine, ``response_format`` on OpenAI-compatible servers, vLLM structured outputs) and is
+    stated in the system prompt. Every answer is checked as strict JSON against the whole schema
+    (``agentflow.structured.OutputSpec.check``: bounds, patterns, formats, and whatever the grammar could
+    not enforce), then validated with pydantic; an invalid answer is sent back naming the unmet
+    constraint and its path, and the engine tries again, at most ``max_repairs`` more times.
 
     Args:
         model: The pydantic model to produce.
         prompt: The user prompt (text or messages).
         system: Extra system instructions, placed before the schema instructions.
         max_repairs: Additional attempts after an invalid answer.
-        max_tokens: Token budget per attempt.
+        max_tokens: Token budget per attempt; ``None`` derives one from the schema
+            (``OutputSpec.max_tokens``). An answer cut off by the budget is reported as such.
         temperature: Sampling temperature.
         seed: Sampling seed.
         hints: Scheduling hints (defaults to the run id and step path).
@@ -534,9 +548,10 @@ def infer(
     sys_text: str | None = f"{system}\n\n{instructions}" if system else instructions
     if not schema_in_system:
         sys_text = None
-    schema = model.model_json_schema()
+    spec = OutputSpec(model.model_json_schema(), where=f"the JSON Schema of {model.__name__}")
 
-    def check(raw: str) -> Checked:
+    def accept(value: object, raw: str) -> Checked:
+        # The schema check passed; pydantic builds the instance (and applies what JSON Schema cannot say).
         try:
             return True, model.model_validate_json(raw), ""
         except ValidationError as exc:
@@ -546,9 +561,9 @@ def infer(
         value = await _structured(
             scope,
             list(_messages(prompt, sys_text)),
-            schema=schema,
+            spec=spec,
             label=model.__name__,
-            check=check,
+            accept=accept,
             max_repairs=max_repairs,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -569,7 +584,7 @@ def infer_json(
     system: str | None = None,
     check: JsonCheck | None = None,
     max_repairs: int = 2,
-    max_tokens: int = 256,
+    max_tokens: int | None = None,
     temperature: float = 0.0,
     seed: int | None = None,
     label: str = "json",
@@ -589,7 +604,7 @@ def infer_json(
         system: System instructions (the schema is appended to them).
         check: An extra check of a schema-valid answer.
         max_repairs: Extra attempts after an invalid answer.
-        max_tokens: Token budget per attempt.
+        max_tokens: Token budget per attempt; ``None`` derives one from the schema.
         temperature: Sampling temperature.
         seed: Sampling seed.
         label: Recorded as ``schema`` in each ``LLMCall`` event and named in errors.
@@ -602,34 +617,26 @@ def infer_json(
     Returns:
         A flow yielding the answer, or failing with ``InferenceError`` (carrying the last raw text).
     """
-    from agentflow.executors import JsonSchemaValidator
-
     if max_repairs < 0:
         raise ConfigError(f"infer_json max_repairs must be >= 0, got {max_repairs}")
-    validator = JsonSchemaValidator(schema, where=label)
+    spec = OutputSpec(schema, where=f"the answer schema of {label}")
     instructions = "Answer with a single JSON value that matches the required JSON Schema, and nothing else."
     if show_schema:
         instructions += f"\nSchema: {json.dumps(schema, separators=(',', ':'))}"
     sys_text = f"{system}\n\n{instructions}" if system else instructions
 
-    def checked(raw: str) -> Checked:
-        try:
-            value: JsonValue = json.loads(raw)
-        except ValueError as exc:
-            return False, None, f"it is not JSON ({exc})"
-        errors = validator.errors(value)
-        if errors:
-            return False, None, "; ".join(errors[:5])
-        extra = check(value) if check is not None else None
+    def accept(value: object, raw: str) -> Checked:
+        # The schema check passed (strict JSON, the whole schema); then the caller's own check.
+        extra = check(value) if check is not None else None  # type: ignore[arg-type]  # a JSON value
         return (False, None, extra) if extra else (True, value, "")
 
     async def body(scope: StepScope) -> JsonValue:
         value = await _structured(
             scope,
             [Message("system", sys_text), Message("user", prompt)],
-            schema=schema,
+            spec=spec,
             label=label,
-            check=checked,
+            accept=accept,
             max_repairs=max_repairs,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -638,6 +645,6 @@ def infer_json(
             role=role,
             repair_temperature=repair_temperature,
         )
-        return value  # type: ignore[return-value]  # checked() returns only JSON values
+        return value  # type: ignore[return-value]  # OutputSpec.check yields only JSON values
 
     return leaf(body)

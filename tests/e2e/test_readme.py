@@ -53,3 +53,37 @@ def test_readme_streaming_example_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("-> True")
+
+
+_SEEDED_RUNS = """
+import sys, traceback
+
+failures = []
+for SEED in range(10):
+    try:
+        exec(compile(CODE, "readme_example.py", "exec"), {"__name__": "__main__", "SEED": SEED})
+    except Exception:
+        failures.append(SEED)
+        traceback.print_exc()
+print("failed seeds:", failures)
+sys.exit(1 if failures else 0)
+"""
+
+
+@pytest.mark.e2e
+def test_readme_python_example_succeeds_with_ten_sampling_seeds(tmp_path: Path) -> None:
+    # Greedy decoding makes every run identical, so ten "seeds" would test one run ten times. Each run
+    # here samples (temperature 0.8) with its own seed, so the ten runs decode ten different answers
+    # under the grammar; every one must validate (with the bounded repairs infer makes).
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    call = 'infer(Review, f"Classify: {t}")'
+    assert call in code, "the README example's infer call changed; update this test"
+    seeded = code.replace(call, 'infer(Review, f"Classify: {t}", temperature=0.8, seed=SEED)')
+    script = tmp_path / "seeded.py"
+    script.write_text(f"CODE = {seeded!r}\n{_SEEDED_RUNS}")
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=1200, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Usage(prompt_tokens=") == 10
+    assert "failed seeds: []" in proc.stdout

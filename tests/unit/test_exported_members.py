@@ -23,6 +23,7 @@ PACKAGES = [
     "agentflow.secrets",
     "agentflow.mcp",
     "agentflow.network",
+    "agentflow.structured",
 ]
 
 

@@ -249,10 +249,11 @@ async def test_output_schema_gives_typed_json_after_a_repair() -> None:
     )
     out = await run(loaded.workflow, engine=FunctionEngine(answer))
     assert isinstance(out, Ok) and out.value == {"result": {"n": 3}}
-    assert seen[0].json_schema == {
+    assert seen[0].json_schema == {  # decoded with the object closed to undeclared keys
         "type": "object",
         "properties": {"n": {"type": "integer"}},
         "required": ["n"],
+        "additionalProperties": False,
     }
     assert "not of type 'integer'" in _last_user(seen[1])
     calls = [e for e in out.trace if isinstance(e, LLMCall)]

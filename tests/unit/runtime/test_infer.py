@@ -58,7 +58,9 @@ async def test_infer_sends_the_json_schema_and_instructions() -> None:
     out = await run(infer(Verdict, "rainy day"), engine=FunctionEngine(answer))
     assert out.unwrap() == Verdict(mood=Mood.sad, score=2)
     req = seen[0]
-    assert req.json_schema == Verdict.model_json_schema()
+    # The model's schema in declaration order, with its objects closed to undeclared keys.
+    assert req.json_schema == {**Verdict.model_json_schema(), "additionalProperties": False}
+    assert list(req.json_schema["properties"]) == ["mood", "score"]
     assert req.messages is not None
     assert req.messages[0].role == "system" and "JSON Schema" in req.messages[0].content
     assert req.messages[-1].content == "rainy day"
@@ -77,7 +79,8 @@ async def test_infer_can_continue_a_conversation_without_its_own_system_message(
     out = await run(infer(Verdict, talk, schema_in_system=False), engine=FunctionEngine(answer))
     assert out.unwrap().score == 9
     assert seen[0].messages == talk  # sent unchanged, so an engine's cached prefix matches
-    assert seen[0].json_schema == Verdict.model_json_schema()  # decoding is still constrained
+    # Decoding is still constrained (objects closed to undeclared keys).
+    assert seen[0].json_schema == {**Verdict.model_json_schema(), "additionalProperties": False}
     with pytest.raises(ConfigError, match="schema_in_system"):
         infer(Verdict, talk, system="extra", schema_in_system=False)
 
