@@ -27,6 +27,8 @@ from ._snapshots import (
 from ._spec import ENGINE_SPEC_FORMS, engine_from_spec
 from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
 from ._types import (
+    DEFAULT_BLOCK_SIZE,
+    CacheSalting,
     Capabilities,
     Chunk,
     Completion,
@@ -48,10 +50,12 @@ if TYPE_CHECKING:
     from ._vllm import VLLMEngine
 
 __all__ = [
+    "DEFAULT_BLOCK_SIZE",
     "ENGINE_SPEC_FORMS",
     "CacheEvent",
     "CacheEventKind",
     "CacheListener",
+    "CacheSalting",
     "Capabilities",
     "Chunk",
     "Completion",

@@ -44,11 +44,25 @@ class QueuedRequest:
         steps: DAG steps until the result is needed (``RequestHints.steps_to_execution``).
         deadline: Absolute deadline on the scheduler clock, or ``None``.
         group: Fan-out group id, or ``None``.
+        fifo_wait_s: The scheduler's estimate, at arrival, of how long this request would wait under FIFO
+            (the requests queued or running ahead of it times the mean service time, per slot); ``None``
+            before the scheduler has timed a request.
         queued: ``True`` while in the queue (policies delete lazily by checking it).
         version: Bumped on every ``update``; heap entries of older versions are stale.
     """
 
-    __slots__ = ("arrival", "cached", "deadline", "group", "n_tokens", "queued", "seq", "steps", "version")
+    __slots__ = (
+        "arrival",
+        "cached",
+        "deadline",
+        "fifo_wait_s",
+        "group",
+        "n_tokens",
+        "queued",
+        "seq",
+        "steps",
+        "version",
+    )
 
     def __init__(
         self,
@@ -60,6 +74,7 @@ class QueuedRequest:
         steps: int = 0,
         deadline: float | None = None,
         group: str | None = None,
+        fifo_wait_s: float | None = None,
     ) -> None:
         self.seq = seq
         self.arrival = arrival
@@ -68,6 +83,7 @@ class QueuedRequest:
         self.steps = steps
         self.deadline = deadline
         self.group = group
+        self.fifo_wait_s = fifo_wait_s
         self.queued = False
         self.version = 0
 
@@ -157,10 +173,15 @@ class CacheAwarePolicy(Policy):
     time-free key ``cached - urgency * steps - age * arrival``; a heap keeps that order and only re-ranks a
     request when its ``cached`` changes. ``peek`` then applies, in order:
 
-    1. **Bounded wait.** A request that has waited ``max_wait_s`` or more is *overdue*; the oldest overdue
-       request runs first. Bound: once a request is overdue, no request that arrived after it is
-       dispatched before it, so it waits at most ``max_wait_s`` plus the dispatch of the requests that
-       arrived before it (at most ``len(queue)`` decisions). No request starves, whatever arrives later.
+    1. **Bounded wait.** A request is *overdue* once it has waited ``max_slowdown`` times what it would
+       have waited under FIFO (``fifo_wait_s``, the scheduler's estimate at its arrival), or ``max_wait_s``,
+       whichever comes first; overdue requests run first, the earliest due first. Bound: once a request is
+       overdue, only requests that fell due before it are dispatched ahead of it, so no request waits much
+       longer than ``max_slowdown`` times its FIFO wait, and none longer than ``max_wait_s`` plus the
+       dispatch of the requests due before it. No request starves, whatever arrives later. The soft aging
+       term below only reorders requests within that bound; it is weak on purpose: on a saturated engine
+       every reused prefix shortens the wait of everything queued behind it, so trading reuse for order
+       early lengthens waits rather than shortening them.
     2. **Deadlines.** The earliest deadline whose slack is below ``deadline_slack_s`` runs next.
     3. **Fan-out siblings back to back.** After a request of fan-out group ``g`` is dispatched, the best
        queued request of ``g`` runs next while any is queued (their shared prefix is hot).
@@ -169,6 +190,8 @@ class CacheAwarePolicy(Policy):
     Args:
         age_tokens_per_s: How many cached tokens one second of waiting is worth (0 disables soft aging).
         max_wait_s: The hard wait bound (``math.inf`` disables it; then starvation is possible).
+        max_slowdown: A request is overdue after this many times its estimated FIFO wait (``math.inf``
+            disables the relative bound).
         urgency_tokens_per_step: Score lost per DAG step until the result is needed.
         deadline_slack_s: Serve a request by deadline once its slack is this small.
         fanout: Run fan-out siblings back to back.
@@ -181,25 +204,33 @@ class CacheAwarePolicy(Policy):
         *,
         age_tokens_per_s: float = 10.0,
         max_wait_s: float = 60.0,
+        max_slowdown: float = 1.5,
         urgency_tokens_per_step: float = 32.0,
         deadline_slack_s: float = 1.0,
         fanout: bool = True,
     ) -> None:
-        if age_tokens_per_s < 0 or max_wait_s <= 0 or urgency_tokens_per_step < 0 or deadline_slack_s < 0:
+        if (
+            age_tokens_per_s < 0
+            or max_wait_s <= 0
+            or not max_slowdown >= 1
+            or urgency_tokens_per_step < 0
+            or deadline_slack_s < 0
+        ):
             raise ConfigError(
-                "CacheAwarePolicy needs age_tokens_per_s >= 0, max_wait_s > 0, urgency_tokens_per_step >= 0 "
-                f"and deadline_slack_s >= 0; got {age_tokens_per_s}, {max_wait_s}, {urgency_tokens_per_step}, "
-                f"{deadline_slack_s}"
+                "CacheAwarePolicy needs age_tokens_per_s >= 0, max_wait_s > 0, max_slowdown >= 1, "
+                f"urgency_tokens_per_step >= 0 and deadline_slack_s >= 0; got {age_tokens_per_s}, {max_wait_s}, "
+                f"{max_slowdown}, {urgency_tokens_per_step}, {deadline_slack_s}"
             )
         self._age = age_tokens_per_s
         self._max_wait = max_wait_s
+        self._max_slowdown = max_slowdown
         self._urgency = urgency_tokens_per_step
         self._slack = deadline_slack_s
         self._fanout = fanout
         # Score heap over all queued requests: (-key, seq, version, item); stale entries skipped lazily.
         self._heap: list[_HeapEntry] = []
-        # Arrival-order heap for the overdue lane: (arrival, seq, item).
-        self._arrivals: list[tuple[float, int, QueuedRequest]] = []
+        # Due-time heap for the overdue lane: (due, seq, item), due = when the request becomes overdue.
+        self._due: list[tuple[float, int, QueuedRequest]] = []
         # Deadline heap: (deadline, seq, item) for requests that have one.
         self._deadlines: list[tuple[float, int, QueuedRequest]] = []
         # Per fan-out group score heaps; a group's heap is dropped when it runs empty.
@@ -207,6 +238,13 @@ class CacheAwarePolicy(Policy):
         # Fan-out group whose siblings run next; set by take(), cleared when the group has none queued.
         self._sticky: str | None = None
         self._live = 0
+
+    def _due_at(self, item: QueuedRequest) -> float:
+        """When ``item`` becomes overdue: ``max_slowdown`` x its FIFO wait, at most ``max_wait_s``."""
+        bound = self._max_wait
+        if item.fifo_wait_s is not None:
+            bound = min(bound, self._max_slowdown * item.fifo_wait_s)
+        return item.arrival + bound
 
     def _key(self, item: QueuedRequest) -> float:
         return -(item.cached - self._urgency * item.steps - self._age * item.arrival)
@@ -216,7 +254,7 @@ class CacheAwarePolicy(Policy):
         self._live += 1
         entry = (self._key(item), item.seq, item.version, item)
         heapq.heappush(self._heap, entry)
-        heapq.heappush(self._arrivals, (item.arrival, item.seq, item))
+        heapq.heappush(self._due, (self._due_at(item), item.seq, item))
         if item.deadline is not None:
             heapq.heappush(self._deadlines, (item.deadline, item.seq, item))
         if self._fanout and item.group is not None:
@@ -236,11 +274,11 @@ class CacheAwarePolicy(Policy):
     def peek(self, now: float) -> QueuedRequest | None:
         if not self._live:
             return None
-        arrivals = self._arrivals
-        while arrivals and not arrivals[0][2].queued:
-            heapq.heappop(arrivals)
-        if arrivals and now - arrivals[0][0] >= self._max_wait:
-            return arrivals[0][2]
+        due = self._due
+        while due and not due[0][2].queued:
+            heapq.heappop(due)
+        if due and due[0][0] <= now:
+            return due[0][2]
         deadlines = self._deadlines
         while deadlines and not deadlines[0][2].queued:
             heapq.heappop(deadlines)
@@ -303,6 +341,7 @@ def _lpm(**options: float | bool) -> Policy:
     opts: dict[str, float | bool] = {
         "age_tokens_per_s": 0.0,
         "max_wait_s": math.inf,
+        "max_slowdown": math.inf,
         "urgency_tokens_per_step": 0.0,
         "fanout": False,
     }
