@@ -174,6 +174,7 @@ class Capabilities:
         block_size: Prefix-cache block size in tokens (``block`` caches): what the server reports, else
             ``DEFAULT_BLOCK_SIZE`` (vLLM's default KV block since 0.34; it was 16 before).
         cache_bytes: Approximate bytes of KV cache available to reuse, if known.
+        cache_tokens: Tokens of KV the prefix cache holds, if known (a vLLM server reports it).
     """
 
     prefix_cache: PrefixCacheKind = "none"
@@ -183,6 +184,7 @@ class Capabilities:
     streaming: bool = True
     block_size: int = DEFAULT_BLOCK_SIZE
     cache_bytes: int | None = None
+    cache_tokens: int | None = None
 
 
 @runtime_checkable

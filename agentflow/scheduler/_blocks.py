@@ -113,8 +113,10 @@ class BlockLRU:
         self._watch_index: dict[int, set[Hashable]] = {}
         # Keys to re-match at the end of the current operation.
         self._dirty: set[Hashable] = set()
-        # Engine (vLLM) block hash -> our chain hash; filled by on_block_stored.
-        self._engine_hashes: dict[int, int] = {}
+        # (data-parallel rank, engine block hash) -> our chain hash; filled by on_block_stored.
+        self._engine_hashes: dict[tuple[int, int], int] = {}
+        # Chain hash -> the ranks whose KV events say they hold it (event mode); emptied by their removals.
+        self._holders: dict[int, set[int]] = {}
         self._events = 0
         self._predictions = 0
         self._exact = 0
@@ -310,6 +312,7 @@ class BlockLRU:
         self._refs.clear()
         self._free.clear()
         self._engine_hashes.clear()
+        self._holders.clear()
         for key, count in self._acquired.items():
             for _ in range(count):
                 self._hold(self._chain(key[0], key[1:]))
@@ -331,15 +334,22 @@ class BlockLRU:
         token_ids: Sequence[int],
         *,
         namespace: str | None = None,
+        rank: int = 0,
     ) -> None:
         """Apply a vLLM ``BlockStored`` event: the engine cached these blocks after ``parent_block_hash``.
 
         ``namespace`` is the event's cache salt; vLLM puts it on the first block of a prompt, whose
-        ``parent_block_hash`` is ``None`` (later blocks inherit it through the chain).
+        ``parent_block_hash`` is ``None`` (later blocks inherit it through the chain). ``rank`` is the
+        data-parallel rank that published it: each rank has its own cache, and a block counts as cached
+        while any rank holds it (an upper bound: vLLM routes a request to one rank).
         """
         self._events += 1
         self._capacity = None
-        parent = _seed(namespace) if parent_block_hash is None else self._engine_hashes.get(parent_block_hash)
+        parent = (
+            _seed(namespace)
+            if parent_block_hash is None
+            else self._engine_hashes.get((rank, parent_block_hash))
+        )
         if parent is None:
             return
         h = parent
@@ -349,28 +359,41 @@ class BlockLRU:
             if len(block) < bs:
                 break
             h = hash((h, block))
-            self._engine_hashes[engine_hash] = h
+            self._engine_hashes[(rank, engine_hash)] = h
+            self._holders.setdefault(h, set()).add(rank)
             self._add(h)
         self._flush()
 
-    def on_block_removed(self, block_hashes: Sequence[int]) -> None:
-        """Apply a vLLM ``BlockRemoved`` event."""
+    def on_block_removed(self, block_hashes: Sequence[int], *, rank: int = 0) -> None:
+        """Apply a vLLM ``BlockRemoved`` event of data-parallel rank ``rank``."""
         self._events += 1
         self._capacity = None
         for engine_hash in block_hashes:
-            h = self._engine_hashes.pop(engine_hash, None)
-            if h is not None and self._refs.get(h) == 0:
+            h = self._engine_hashes.pop((rank, engine_hash), None)
+            if h is not None:
+                self._unhold_rank(h, rank)
+        self._flush()
+
+    def on_all_blocks_cleared(self, *, rank: int | None = None) -> None:
+        """Apply a vLLM ``AllBlocksCleared`` event of data-parallel rank ``rank`` (``None``: every rank)."""
+        self._events += 1
+        self._capacity = None
+        for key in [k for k in self._engine_hashes if rank is None or k[0] == rank]:
+            del self._engine_hashes[key]
+        for h in list(self._free):
+            holders = self._holders.get(h)
+            if holders is not None and rank is not None:
+                holders.discard(rank)
+            if not holders or rank is None:
                 self._drop(h)
         self._flush()
 
-    def on_all_blocks_cleared(self) -> None:
-        """Apply a vLLM ``AllBlocksCleared`` event."""
-        self._events += 1
-        self._capacity = None
-        self._engine_hashes.clear()
-        for h in list(self._free):
+    def _unhold_rank(self, h: int, rank: int) -> None:
+        holders = self._holders.get(h)
+        if holders is not None:
+            holders.discard(rank)
+        if not holders and self._refs.get(h) == 0:
             self._drop(h)
-        self._flush()
 
     # ------------------------------------------------------------------ internals
 
@@ -403,6 +426,10 @@ class BlockLRU:
         for h in chain:
             if self._refs.get(h, 0) > 0:
                 self._ref(h, -1)
+                # Following events: a block no rank reported holding was only our prediction; once nothing
+                # references it, it goes (if the engine stores it after all, its event adds it back).
+                if self._events and not self._refs[h] and not self._holders.get(h):
+                    self._drop(h)
 
     def _ref(self, h: int, delta: int) -> None:
         n = self._refs[h] + delta
@@ -415,6 +442,7 @@ class BlockLRU:
     def _drop(self, h: int) -> None:
         del self._refs[h]
         self._free.pop(h, None)
+        self._holders.pop(h, None)
         self._dirty.update(self._watch_index.get(h, ()))
 
     def _evict_to_capacity(self) -> None:

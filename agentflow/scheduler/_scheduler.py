@@ -774,7 +774,8 @@ class Scheduler:
                 return RadixTree(mirror=True, clock=self._clock)
             return RadixTree(budget_tokens=self._budget, clock=self._clock)
         if caps.prefix_cache == "block":
-            blocks = None if self._budget is None else max(1, self._budget // caps.block_size)
+            limits = [t // caps.block_size for t in (self._budget, caps.cache_tokens) if t is not None]
+            blocks = max(1, min(limits)) if limits else None
             return BlockLRU(block_size=caps.block_size, capacity_blocks=blocks, clock=self._clock)
         return NoCache()
 
