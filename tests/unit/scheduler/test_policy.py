@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -158,6 +159,71 @@ def test_aging_bounds_every_request_wait(
                 )
 
 
+def test_ours_makes_a_request_overdue_at_max_slowdown_times_its_fifo_wait() -> None:
+    policy = make_policy("ours", max_slowdown=1.5, max_wait_s=60.0)
+    policy.push(QueuedRequest(0, 0.0, 400, 0, fifo_wait_s=2.0))  # due at 3.0
+    policy.push(QueuedRequest(1, 0.0, 400, 300))
+    assert policy.peek(2.9).seq == 1  # type: ignore[union-attr]
+    assert policy.peek(3.0).seq == 0  # type: ignore[union-attr]
+
+
+def test_ours_serves_overdue_requests_earliest_due_first() -> None:
+    policy = make_policy("ours", max_slowdown=2.0, max_wait_s=60.0)
+    policy.push(QueuedRequest(0, 0.0, 400, 0, fifo_wait_s=4.0))  # due at 8
+    policy.push(QueuedRequest(1, 1.0, 400, 0, fifo_wait_s=1.0))  # due at 3
+    policy.push(QueuedRequest(2, 1.0, 400, 300))  # due at 61
+    assert _drain(policy, now=10.0) == [1, 0, 2]
+
+
+def test_ours_bounds_wait_by_max_wait_when_fifo_wait_is_unknown_or_longer() -> None:
+    policy = make_policy("ours", max_slowdown=1.5, max_wait_s=5.0)
+    policy.push(QueuedRequest(0, 0.0, 400, 0, fifo_wait_s=100.0))
+    policy.push(QueuedRequest(1, 0.0, 400, 300))
+    assert policy.peek(5.0).seq == 0  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=REQUESTS, slowdown=st.sampled_from([1.0, 1.5, 3.0]), age=st.sampled_from([0.0, 5.0, 50.0]))
+def test_slowdown_bounds_every_wait_relative_to_its_fifo_wait(
+    stream: list[tuple[int, int, int, str | None, int | None]], slowdown: float, age: float
+) -> None:
+    """Bound: a request is due at ``arrival + slowdown * fifo_wait`` (its FIFO wait estimated at arrival as
+    the requests queued ahead, service time 1); once due, only requests due before it are dispatched ahead of
+    it, so it waits at most until the first decision after then plus one service time per such request."""
+    policy = make_policy("ours", max_slowdown=slowdown, max_wait_s=1e9, age_tokens_per_s=age)
+    arrivals: list[QueuedRequest] = []
+    t = 0
+    for seq, (gap, cached, steps, group, deadline) in enumerate(stream):
+        t += gap
+        dl = None if deadline is None else float(t + deadline)
+        arrivals.append(QueuedRequest(seq, float(t), 1000, cached, steps=steps, group=group, deadline=dl))
+    dispatched_at: dict[int, int] = {}
+    pending = list(arrivals)
+    now = 0
+    while len(dispatched_at) < len(arrivals):
+        while pending and pending[0].arrival <= now:
+            item = pending.pop(0)
+            item.fifo_wait_s = float(len(policy))  # the requests queued ahead of it, one time unit each
+            policy.push(item)
+        item = policy.peek(float(now))
+        if item is not None:
+            policy.take(item)
+            dispatched_at[item.seq] = now
+        now += 1
+
+    def due(r: QueuedRequest) -> tuple[float, int]:
+        assert r.fifo_wait_s is not None
+        return (r.arrival + slowdown * r.fifo_wait_s, r.seq)
+
+    for r in arrivals:
+        r_due = due(r)[0]
+        ahead = [o for o in arrivals if due(o) < due(r) and dispatched_at[o.seq] >= r_due]
+        assert dispatched_at[r.seq] <= math.ceil(r_due) + len(ahead)  # decisions fall on whole time units
+        for o in arrivals:
+            if r_due <= dispatched_at[o.seq] < dispatched_at[r.seq]:
+                assert due(o) < due(r), "a request due later overtook a due one"
+
+
 def test_make_policy_names_and_errors() -> None:
     assert policy_names() == ["fifo", "lpm", "ours"]
     assert isinstance(make_policy("ours"), CacheAwarePolicy)
@@ -167,3 +233,5 @@ def test_make_policy_names_and_errors() -> None:
         make_policy("fifo", max_wait_s=1.0)
     with pytest.raises(ConfigError, match="max_wait_s > 0"):
         CacheAwarePolicy(max_wait_s=0)
+    with pytest.raises(ConfigError, match="max_slowdown >= 1"):
+        CacheAwarePolicy(max_slowdown=0.5)

@@ -16,7 +16,7 @@ from agentflow.engines import (
     TestEngine,
 )
 from agentflow.errors import SchedulerError
-from agentflow.scheduler import BlockLRU, RequestMetrics, Scheduler
+from agentflow.scheduler import BlockLRU, FifoPolicy, QueuedRequest, RequestMetrics, Scheduler
 
 SYSTEMS = {
     name: f"You are agent {name}. " + " ".join(f"rule{i}-{name}" for i in range(40))
@@ -321,3 +321,78 @@ async def test_block_model_shrinks_capacity_when_engine_reports_fewer_cached_tok
     assert stats.predictions == 3
     assert stats.capacity_blocks is not None and before is not None and stats.capacity_blocks < before
     assert scheduler.metrics().prediction_abs_error_tokens > 0
+
+
+@pytest.mark.anyio
+async def test_prewarm_is_dropped_when_its_agent_sends_a_request_that_tokenizes_differently() -> None:
+    engine = GatedEngine()
+    scheduler = Scheduler(engine)
+    hints = RequestHints(workflow_id="w", agent="writer")
+    # The request does not start with the prewarm's tokens (a tokenizer may split the seam differently),
+    # but it is the request the prewarm prepared for: it computes the prefix itself.
+    prefix = GenerationRequest(prompt=SYSTEMS["b"] + " Findings", hints=hints)
+    results: list[bool] = []
+
+    async def prewarm() -> None:
+        results.append(await scheduler.prewarm(prefix))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.generate, _request("a", "busy"))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(prewarm)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(scheduler.generate, GenerationRequest(prompt=SYSTEMS["b"] + " Findings:", hints=hints))
+        await anyio.wait_all_tasks_blocked()
+        engine.gate.set()
+    assert results == [False]
+    assert engine.served == ["a", "writer"]
+
+
+@pytest.mark.anyio
+async def test_wait_statistics_leave_out_prewarms() -> None:
+    now = [0.0]
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine, clock=lambda: now[0])
+    prefix = GenerationRequest(prompt=SYSTEMS["c"], hints=RequestHints(workflow_id="w", agent="c"))
+    assert await scheduler.prewarm(prefix)
+    await scheduler.generate(_request("a", "q"))
+    rows = scheduler.metrics().requests
+    assert [r.kind for r in rows] == ["prewarm", "request"]
+    total = scheduler.metrics().total
+    assert total.requests == 2 and total.max_queue_s == rows[1].queue_s
+
+
+class RecordingPolicy(FifoPolicy):
+    """FIFO that keeps every queued request, to check what the scheduler tells a policy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[QueuedRequest] = []
+
+    def push(self, item: QueuedRequest) -> None:
+        self.pushed.append(item)
+        super().push(item)
+
+
+@pytest.mark.anyio
+async def test_scheduler_tells_the_policy_each_requests_estimated_fifo_wait() -> None:
+    now = [0.0]
+    gate = anyio.Event()
+
+    async def answer(request: GenerationRequest) -> str:
+        if request.hints.agent != "a":
+            await gate.wait()
+        now[0] += 2.0  # every request takes 2 s of scheduler-clock time
+        return "ok"
+
+    policy = RecordingPolicy()
+    scheduler = Scheduler(FunctionEngine(answer), policy=policy, clock=lambda: now[0])
+    await scheduler.generate(_request("a", "first"))  # measures the service time: 2 s
+    async with anyio.create_task_group() as tg:
+        for agent in ("b", "c", "b"):
+            tg.start_soon(scheduler.generate, _request(agent, "next"))
+            await anyio.wait_all_tasks_blocked()
+        gate.set()
+    waits = [item.fifo_wait_s for item in policy.pushed]
+    # Nothing was measured before the first; then 0, 1 and 2 requests ahead (running or queued) of 2 s each.
+    assert waits == [None, 0.0, 2.0, 4.0]
