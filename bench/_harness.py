@@ -33,8 +33,10 @@ from rich.console import Console
 __all__ = [
     "Machine",
     "add_repetition_args",
+    "combine",
     "median_of",
     "paired_ratios",
+    "ranges",
     "repetitions_of",
     "span",
     "summarize",
@@ -102,6 +104,40 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
     if len(numerators) != len(denominators):
         raise ValueError(f"paired_ratios needs equal lengths, got {len(numerators)} and {len(denominators)}")
     return summarize([a / b if b else float("nan") for a, b in zip(numerators, denominators, strict=True)])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def combine(runs: Sequence[object]) -> object:
+    """One result from the results of repeated runs (same shape): every number becomes the median over the
+    runs, dicts are combined key by key, and anything else is kept when all runs agree (else the list of
+    what each run gave)."""
+    first = runs[0]
+    if all(_is_number(r) for r in runs):
+        middle = statistics.median(float(r) for r in runs)  # type: ignore[arg-type]
+        return int(middle) if all(isinstance(r, int) for r in runs) and middle.is_integer() else middle
+    if all(isinstance(r, Mapping) for r in runs):
+        keys = list(first)  # type: ignore[call-overload]
+        if all(list(r) == keys for r in runs):  # type: ignore[call-overload]
+            return {k: combine([r[k] for r in runs]) for k in keys}  # type: ignore[index]
+    return first if all(r == first for r in runs) else list(runs)
+
+
+def ranges(runs: Sequence[object]) -> object:
+    """The ``[min, max]`` over repeated runs of every number in their results (dicts key by key); ``None``
+    where the runs hold no number."""
+    first = runs[0]
+    if all(_is_number(r) for r in runs):
+        values = [float(r) for r in runs]  # type: ignore[arg-type]
+        return [min(values), max(values)]
+    if all(isinstance(r, Mapping) for r in runs):
+        keys = list(first)  # type: ignore[call-overload]
+        if all(list(r) == keys for r in runs):  # type: ignore[call-overload]
+            out = {k: ranges([r[k] for r in runs]) for k in keys}  # type: ignore[index]
+            return {k: v for k, v in out.items() if v is not None} or None
+    return None
 
 
 def _load() -> tuple[float, float, float]:
