@@ -14,10 +14,21 @@ All workflows start together, so their requests interleave at the engine. The sa
 fresh engine (cold cache). The engine's snapshot store is byte-bounded; a sweep over that budget shows where
 the gain comes from, and a run where no two prompts share a prefix shows the scheduler's overhead.
 
-Reported per run: makespan, prefill (computed) tokens, hit rate, waits, TTFT, PTE, and the lower bound
-(tokens in the union trie of all prompts). Usage::
+Reported per run: makespan, prefill (computed) tokens, hit rate, waits (of requests; prewarms run only when
+the engine is idle and nobody waits for them), TTFT, PTE, and the lower bound (tokens in the union trie of all
+prompts). Every (budget, policy) run is repeated ``--repetitions`` times (3 with ``--quick``); fifo and ours
+run back to back, alternating which goes first, so drift in the machine's load hits both. Tables and the
+``ratios`` in the JSON are medians (ratios: medians of the per-repetition paired ratios), with the min-max
+beside them; ``samples`` keeps every run. ``ours`` runs with the policy's defaults unless ``--age`` or
+``--max-wait`` are given.
 
-    python bench/kv_scheduler.py [--quick] [--json PATH]
+``--engine openai:<base_url>#<model>`` runs the same workload against a server (e.g. vLLM); its cache is
+the server's, so there is one "budget" (the server's cache) and every run's prompts carry a unique tag so
+no run reuses another's prefixes. With ``--kv-events tcp://host:5557`` (and ``--kv-replay``, ``--kv-topic``,
+``--kv-data-parallel-size``) the scheduler's block model follows vLLM's KV cache events (``scripts/gpu_check``
+does all of this on a GPU machine). Usage::
+
+    python bench/kv_scheduler.py [--quick] [--json PATH] [--repetitions N] [--engine SPEC] [--kv-events EP]
 """
 
 from __future__ import annotations

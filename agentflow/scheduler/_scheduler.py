@@ -298,6 +298,8 @@ class Scheduler:
             make_policy(policy, **dict(policy_options or {})) if isinstance(policy, str) else policy
         )
         self._max_concurrency = concurrency
+        # Whether max_concurrency follows the engine's slots (re-read once the engine knows them).
+        self._slots_from_engine = max_concurrency is None
         self._rpm = None if rpm is None else TokenBucket(rpm, clock=clock)
         self._tpm = None if tpm is None else TokenBucket(tpm, clock=clock)
         self._budget = cache_budget_tokens
@@ -758,12 +760,16 @@ class Scheduler:
     # ------------------------------------------------------------------ internals: cache model
 
     def _ensure_cache(self) -> None:
-        """Choose the cache model from the engine's capabilities, once (nothing is queued before this)."""
+        """Choose the cache model (and, unless given, the concurrency) from the engine's capabilities, once
+        (nothing is queued before this)."""
         if self._cache_ready:
             return
         self._cache_ready = True
-        self._cache = self._default_cache_model(self._engine.capabilities)
+        caps = self._engine.capabilities
+        self._cache = self._default_cache_model(caps)
         self._cache.on_match_change = self._on_match_change
+        if self._slots_from_engine and caps.slots >= 1:
+            self._max_concurrency = caps.slots  # e.g. 1 once OpenAIEngine has found a llama.cpp server
 
     def _default_cache_model(self, caps: Capabilities) -> CacheModel:
         if caps.prefix_cache == "exact":
