@@ -3,7 +3,8 @@
 A policy is a small queue class. The scheduler calls, from its event loop only:
 
 * ``push(item)`` when a request arrives (``item.cached`` already holds the cache model's match);
-* ``update(item)`` when the cache model reports a new ``item.cached`` for a queued request;
+* ``update(item)`` when the cache model reports a new ``item.cached`` for a queued request, or the scheduler
+  a first ``item.fifo_wait_s``;
 * ``peek(now)`` to see the request it would dispatch now (admission may still hold it back);
 * ``take(item)`` right after ``peek`` returned ``item`` and admission let it through;
 * ``remove(item)`` when a queued request is cancelled.
@@ -44,9 +45,9 @@ class QueuedRequest:
         steps: DAG steps until the result is needed (``RequestHints.steps_to_execution``).
         deadline: Absolute deadline on the scheduler clock, or ``None``.
         group: Fan-out group id, or ``None``.
-        fifo_wait_s: The scheduler's estimate, at arrival, of how long this request would wait under FIFO
-            (the requests queued or running ahead of it times the mean service time, per slot); ``None``
-            before the scheduler has timed a request.
+        fifo_wait_s: The scheduler's estimate of how long this request would wait under FIFO (the requests
+            queued or running ahead of it at its arrival times the mean service time, per slot); ``None``
+            until the scheduler has timed a request (it then sets it and calls ``update``).
         queued: ``True`` while in the queue (policies delete lazily by checking it).
         version: Bumped on every ``update``; heap entries of older versions are stale.
     """
@@ -266,6 +267,8 @@ class CacheAwarePolicy(Policy):
         item.version += 1
         entry = (self._key(item), item.seq, item.version, item)
         heapq.heappush(self._heap, entry)
+        # A due time only moves earlier (a first FIFO-wait estimate); the superseded later entry is harmless.
+        heapq.heappush(self._due, (self._due_at(item), item.seq, item))
         if self._fanout and item.group is not None:
             heapq.heappush(self._groups.setdefault(item.group, []), entry)
         if len(self._heap) > 4 * self._live + 64:
@@ -312,6 +315,8 @@ class CacheAwarePolicy(Policy):
     def _compact(self) -> None:
         self._heap = [e for e in self._heap if e[3].queued and e[2] == e[3].version]
         heapq.heapify(self._heap)
+        self._due = [e for e in self._due if e[2].queued]
+        heapq.heapify(self._due)
         for name, group in list(self._groups.items()):
             kept = [e for e in group if e[3].queued and e[2] == e[3].version]
             if kept:

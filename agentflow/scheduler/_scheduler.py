@@ -201,6 +201,7 @@ class _Ticket:
     """One request's journey through the scheduler (arrival -> queue -> dispatch -> finish)."""
 
     __slots__ = (
+        "ahead",
         "dispatched",
         "dropped",
         "engine_ttft_s",
@@ -229,6 +230,7 @@ class _Ticket:
         self.request = request
         self.tokens = tokens
         self.namespace = namespace
+        self.ahead = 0  # requests queued or running when it arrived (its FIFO position)
         self.kind: RequestKind = kind
         self.event = anyio.Event()
         self.dispatched = False
@@ -592,6 +594,7 @@ class Scheduler:
         )
         namespace = self._namespace_of(request)
         ticket = _Ticket(item, request, tokens, kind, namespace)
+        ticket.ahead = ahead
         if kind == "prewarm":
             if n == 0 or self._cache.match(tokens, namespace=namespace) >= n - 1:
                 ticket.dropped = True
@@ -737,6 +740,10 @@ class Scheduler:
             service = now - ticket.t_dispatch
             mean = self._service_s
             self._service_s = service if mean is None else mean + _SERVICE_EWMA * (service - mean)
+            if mean is None:  # the first measurement: estimate the FIFO waits of those queued without one
+                for queued in self._queued.values():
+                    queued.item.fifo_wait_s = queued.ahead * service / self._max_concurrency
+                    self._policy.update(queued.item)
         row = RequestMetrics(
             request_id=ticket.item.seq,
             workflow_id=workflow,

@@ -396,3 +396,25 @@ async def test_scheduler_tells_the_policy_each_requests_estimated_fifo_wait() ->
     waits = [item.fifo_wait_s for item in policy.pushed]
     # Nothing was measured before the first; then 0, 1 and 2 requests ahead (running or queued) of 2 s each.
     assert waits == [None, 0.0, 2.0, 4.0]
+
+
+@pytest.mark.anyio
+async def test_requests_queued_before_the_first_timing_get_their_fifo_wait_from_it() -> None:
+    now = [0.0]
+    gate = anyio.Event()
+
+    async def answer(request: GenerationRequest) -> str:
+        await gate.wait()
+        now[0] += 3.0
+        return "ok"
+
+    policy = RecordingPolicy()
+    scheduler = Scheduler(FunctionEngine(answer), policy=policy, clock=lambda: now[0])
+    async with anyio.create_task_group() as tg:
+        for agent in ("a", "b", "c"):
+            tg.start_soon(scheduler.generate, _request(agent, "q"))
+            await anyio.wait_all_tasks_blocked()
+        assert [item.fifo_wait_s for item in policy.pushed] == [None, None, None]
+        gate.set()
+    # When "a" finished (3 s), "b" had had 1 request ahead of it and "c" 2.
+    assert [item.fifo_wait_s for item in policy.pushed] == [None, 3.0, 6.0]
