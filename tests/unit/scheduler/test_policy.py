@@ -123,14 +123,11 @@ REQUESTS = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(stream=REQUESTS, max_wait=st.integers(1, 15), age=st.sampled_from([0.0, 5.0, 50.0]))
-def test_aging_bounds_every_request_wait(
-    stream: list[tuple[int, int, int, str | None, int | None]], max_wait: int, age: float
-) -> None:
-    """Bound: once overdue (waited >= max_wait), a request is overtaken by no later arrival, so its wait is at
-    most max_wait plus one service time per earlier arrival still queued when it became overdue."""
-    policy = make_policy("ours", max_wait_s=float(max_wait), age_tokens_per_s=age)
+def _simulate(
+    policy: Policy, stream: list[tuple[int, int, int, str | None, int | None]], *, estimate_fifo_wait: bool
+) -> tuple[list[QueuedRequest], dict[int, int]]:
+    """Arrivals from ``stream`` (gaps between arrivals), one dispatch per time unit (service time 1); with
+    ``estimate_fifo_wait`` each arrival's FIFO wait is the number of requests queued ahead of it."""
     arrivals: list[QueuedRequest] = []
     t = 0
     for seq, (gap, cached, steps, group, deadline) in enumerate(stream):
@@ -142,12 +139,27 @@ def test_aging_bounds_every_request_wait(
     now = 0
     while len(dispatched_at) < len(arrivals):
         while pending and pending[0].arrival <= now:
-            policy.push(pending.pop(0))
+            item = pending.pop(0)
+            if estimate_fifo_wait:
+                item.fifo_wait_s = float(len(policy))
+            policy.push(item)
         item = policy.peek(float(now))
         if item is not None:
             policy.take(item)
             dispatched_at[item.seq] = now
-        now += 1  # one dispatch per time unit (service time 1)
+        now += 1
+    return arrivals, dispatched_at
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=REQUESTS, max_wait=st.integers(1, 15), age=st.sampled_from([0.0, 5.0, 50.0]))
+def test_aging_bounds_every_request_wait(
+    stream: list[tuple[int, int, int, str | None, int | None]], max_wait: int, age: float
+) -> None:
+    """Bound: once overdue (waited >= max_wait), a request is overtaken by no later arrival, so its wait is at
+    most max_wait plus one service time per earlier arrival still queued when it became overdue."""
+    policy = make_policy("ours", max_wait_s=float(max_wait), age_tokens_per_s=age)
+    arrivals, dispatched_at = _simulate(policy, stream, estimate_fifo_wait=False)
     for r in arrivals:
         overdue_at = r.arrival + max_wait
         earlier_waiting = sum(1 for o in arrivals if o.seq < r.seq and dispatched_at[o.seq] >= overdue_at)
@@ -191,25 +203,7 @@ def test_slowdown_bounds_every_wait_relative_to_its_fifo_wait(
     the requests queued ahead, service time 1); once due, only requests due before it are dispatched ahead of
     it, so it waits at most until the first decision after then plus one service time per such request."""
     policy = make_policy("ours", max_slowdown=slowdown, max_wait_s=1e9, age_tokens_per_s=age)
-    arrivals: list[QueuedRequest] = []
-    t = 0
-    for seq, (gap, cached, steps, group, deadline) in enumerate(stream):
-        t += gap
-        dl = None if deadline is None else float(t + deadline)
-        arrivals.append(QueuedRequest(seq, float(t), 1000, cached, steps=steps, group=group, deadline=dl))
-    dispatched_at: dict[int, int] = {}
-    pending = list(arrivals)
-    now = 0
-    while len(dispatched_at) < len(arrivals):
-        while pending and pending[0].arrival <= now:
-            item = pending.pop(0)
-            item.fifo_wait_s = float(len(policy))  # the requests queued ahead of it, one time unit each
-            policy.push(item)
-        item = policy.peek(float(now))
-        if item is not None:
-            policy.take(item)
-            dispatched_at[item.seq] = now
-        now += 1
+    arrivals, dispatched_at = _simulate(policy, stream, estimate_fifo_wait=True)
 
     def due(r: QueuedRequest) -> tuple[float, int]:
         assert r.fifo_wait_s is not None
