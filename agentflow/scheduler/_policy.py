@@ -3,8 +3,7 @@
 A policy is a small queue class. The scheduler calls, from its event loop only:
 
 * ``push(item)`` when a request arrives (``item.cached`` already holds the cache model's match);
-* ``update(item)`` when the cache model reports a new ``item.cached`` for a queued request, or the scheduler
-  a first ``item.fifo_wait_s``;
+* ``update(item)`` when the cache model reports a new ``item.cached`` for a queued request;
 * ``peek(now)`` to see the request it would dispatch now (admission may still hold it back);
 * ``take(item)`` right after ``peek`` returned ``item`` and admission let it through;
 * ``remove(item)`` when a queued request is cancelled.
@@ -45,18 +44,17 @@ class QueuedRequest:
         steps: DAG steps until the result is needed (``RequestHints.steps_to_execution``).
         deadline: Absolute deadline on the scheduler clock, or ``None``.
         group: Fan-out group id, or ``None``.
-        fifo_wait_s: The scheduler's estimate of how long this request would wait under FIFO (the requests
-            queued or running ahead of it at its arrival times the mean service time, per slot); ``None``
-            until the scheduler has timed a request (it then sets it and calls ``update``).
+        ahead: Requests queued ahead of it when it arrived: how many FIFO would dispatch before it (``None``:
+            unknown, no bound relative to FIFO).
         queued: ``True`` while in the queue (policies delete lazily by checking it).
         version: Bumped on every ``update``; heap entries of older versions are stale.
     """
 
     __slots__ = (
+        "ahead",
         "arrival",
         "cached",
         "deadline",
-        "fifo_wait_s",
         "group",
         "n_tokens",
         "queued",
@@ -75,7 +73,7 @@ class QueuedRequest:
         steps: int = 0,
         deadline: float | None = None,
         group: str | None = None,
-        fifo_wait_s: float | None = None,
+        ahead: int | None = None,
     ) -> None:
         self.seq = seq
         self.arrival = arrival
@@ -84,7 +82,7 @@ class QueuedRequest:
         self.steps = steps
         self.deadline = deadline
         self.group = group
-        self.fifo_wait_s = fifo_wait_s
+        self.ahead = ahead
         self.queued = False
         self.version = 0
 
@@ -174,25 +172,35 @@ class CacheAwarePolicy(Policy):
     time-free key ``cached - urgency * steps - age * arrival``; a heap keeps that order and only re-ranks a
     request when its ``cached`` changes. ``peek`` then applies, in order:
 
-    1. **Bounded wait.** A request is *overdue* once it has waited ``max_slowdown`` times what it would
-       have waited under FIFO (``fifo_wait_s``, the scheduler's estimate at its arrival), or ``max_wait_s``,
-       whichever comes first; overdue requests run first, the earliest due first. Bound: once a request is
-       overdue, only requests that fell due before it are dispatched ahead of it, so no request waits much
-       longer than ``max_slowdown`` times its FIFO wait, and none longer than ``max_wait_s`` plus the
-       dispatch of the requests due before it. No request starves, whatever arrives later. The soft aging
-       term below only reorders requests within that bound; it is weak on purpose: on a saturated engine
-       every reused prefix shortens the wait of everything queued behind it, so trading reuse for order
-       early lengthens waits rather than shortening them.
-    2. **Deadlines.** The earliest deadline whose slack is below ``deadline_slack_s`` runs next.
-    3. **Fan-out siblings back to back.** After a request of fan-out group ``g`` is dispatched, the best
+    1. **Bounded wait.** A request that has waited ``max_wait_s`` is *overdue*: the oldest overdue request
+       runs first. Bound: once overdue, no request that arrived after it is dispatched before it, so it
+       waits at most ``max_wait_s`` plus the dispatch of the requests that arrived before it.
+    2. **Bounded slowdown against FIFO.** Under FIFO a request that finds ``ahead`` requests queued is
+       dispatched after exactly ``ahead`` others, so FIFO's longest wait is ``L`` dispatches, ``L`` the
+       longest queue position (``ahead``) of the requests queued together. A request falls *due* once
+       ``ceil(max_slowdown * L)`` requests have been dispatched since its arrival (``L`` taken over the
+       requests queued when it arrives, itself included), and due requests run next, the earliest due
+       first. Bound: at most that many dispatches, plus those of requests that fell due before it, precede
+       it; counted in dispatches, no wait exceeds ``max_slowdown`` times FIFO's longest, and in seconds
+       neither, as long as cache-aware dispatches are no slower than FIFO's (they reuse more). No clock and
+       no estimate are involved, and no request starves, whatever arrives later. The bound is on the
+       longest wait, not on each request's own FIFO position: a per-request bound forces the order back
+       towards FIFO's whenever a request finds a short queue, and with a small cache that interleaving
+       evicts the prefixes cache-aware order exists to keep (on ``bench/kv_scheduler.py --quick`` at 16 MB
+       it pushed prefill from about 1.1x to 1.5x the lower bound). The soft aging term below only reorders
+       requests within these bounds; it is weak on purpose: on a saturated engine every reused prefix
+       shortens the wait of everything queued behind it, so trading reuse for order early lengthens waits
+       rather than shortening them.
+    3. **Deadlines.** The earliest deadline whose slack is below ``deadline_slack_s`` runs next.
+    4. **Fan-out siblings back to back.** After a request of fan-out group ``g`` is dispatched, the best
        queued request of ``g`` runs next while any is queued (their shared prefix is hot).
-    4. Otherwise the highest score.
+    5. Otherwise the highest score.
 
     Args:
         age_tokens_per_s: How many cached tokens one second of waiting is worth (0 disables soft aging).
         max_wait_s: The hard wait bound (``math.inf`` disables it; then starvation is possible).
-        max_slowdown: A request is overdue after this many times its estimated FIFO wait (``math.inf``
-            disables the relative bound).
+        max_slowdown: A request is due after this many times the longest FIFO queue position among the
+            requests queued with it, in dispatches (``math.inf`` disables the bound relative to FIFO).
         urgency_tokens_per_step: Score lost per DAG step until the result is needed.
         deadline_slack_s: Serve a request by deadline once its slack is this small.
         fanout: Run fan-out siblings back to back.
@@ -230,8 +238,14 @@ class CacheAwarePolicy(Policy):
         self._fanout = fanout
         # Score heap over all queued requests: (-key, seq, version, item); stale entries skipped lazily.
         self._heap: list[_HeapEntry] = []
-        # Due-time heap for the overdue lane: (due, seq, item), due = when the request becomes overdue.
-        self._due: list[tuple[float, int, QueuedRequest]] = []
+        # Arrival-order heap for the overdue lane: (arrival, seq, item).
+        self._arrivals: list[tuple[float, int, QueuedRequest]] = []
+        # Due heap for the slowdown bound: (dispatch count at which it falls due, seq, item).
+        self._due: list[tuple[int, int, QueuedRequest]] = []
+        # Requests dispatched (taken) so far: the clock the slowdown bound counts in.
+        self._dispatched = 0
+        # Queue positions at arrival of the queued requests: (-ahead, seq, item), stale entries popped lazily.
+        self._positions: list[tuple[int, int, QueuedRequest]] = []
         # Deadline heap: (deadline, seq, item) for requests that have one.
         self._deadlines: list[tuple[float, int, QueuedRequest]] = []
         # Per fan-out group score heaps; a group's heap is dropped when it runs empty.
@@ -239,13 +253,6 @@ class CacheAwarePolicy(Policy):
         # Fan-out group whose siblings run next; set by take(), cleared when the group has none queued.
         self._sticky: str | None = None
         self._live = 0
-
-    def _due_at(self, item: QueuedRequest) -> float:
-        """When ``item`` becomes overdue: ``max_slowdown`` x its FIFO wait, at most ``max_wait_s``."""
-        bound = self._max_wait
-        if item.fifo_wait_s is not None:
-            bound = min(bound, self._max_slowdown * item.fifo_wait_s)
-        return item.arrival + bound
 
     def _key(self, item: QueuedRequest) -> float:
         return -(item.cached - self._urgency * item.steps - self._age * item.arrival)
@@ -255,7 +262,15 @@ class CacheAwarePolicy(Policy):
         self._live += 1
         entry = (self._key(item), item.seq, item.version, item)
         heapq.heappush(self._heap, entry)
-        heapq.heappush(self._due, (self._due_at(item), item.seq, item))
+        heapq.heappush(self._arrivals, (item.arrival, item.seq, item))
+        if item.ahead is not None and math.isfinite(self._max_slowdown):
+            heapq.heappush(self._positions, (-item.ahead, item.seq, item))
+            positions = self._positions
+            while not positions[0][2].queued:
+                heapq.heappop(positions)
+            longest = -positions[0][0]
+            due = self._dispatched + math.ceil(self._max_slowdown * longest)
+            heapq.heappush(self._due, (due, item.seq, item))
         if item.deadline is not None:
             heapq.heappush(self._deadlines, (item.deadline, item.seq, item))
         if self._fanout and item.group is not None:
@@ -267,8 +282,6 @@ class CacheAwarePolicy(Policy):
         item.version += 1
         entry = (self._key(item), item.seq, item.version, item)
         heapq.heappush(self._heap, entry)
-        # A due time only moves earlier (a first FIFO-wait estimate); the superseded later entry is harmless.
-        heapq.heappush(self._due, (self._due_at(item), item.seq, item))
         if self._fanout and item.group is not None:
             heapq.heappush(self._groups.setdefault(item.group, []), entry)
         if len(self._heap) > 4 * self._live + 64:
@@ -277,10 +290,15 @@ class CacheAwarePolicy(Policy):
     def peek(self, now: float) -> QueuedRequest | None:
         if not self._live:
             return None
+        arrivals = self._arrivals
+        while arrivals and not arrivals[0][2].queued:
+            heapq.heappop(arrivals)
+        if arrivals and now - arrivals[0][0] >= self._max_wait:
+            return arrivals[0][2]
         due = self._due
         while due and not due[0][2].queued:
             heapq.heappop(due)
-        if due and due[0][0] <= now:
+        if due and due[0][0] <= self._dispatched:
             return due[0][2]
         deadlines = self._deadlines
         while deadlines and not deadlines[0][2].queued:
@@ -298,6 +316,7 @@ class CacheAwarePolicy(Policy):
 
     def take(self, item: QueuedRequest) -> None:
         self.remove(item)
+        self._dispatched += 1
         if item.group is not None and self._fanout:
             self._sticky = item.group
         elif self._sticky is not None and _top(self._groups.get(self._sticky, [])) is None:
@@ -317,6 +336,10 @@ class CacheAwarePolicy(Policy):
         heapq.heapify(self._heap)
         self._due = [e for e in self._due if e[2].queued]
         heapq.heapify(self._due)
+        self._arrivals = [e for e in self._arrivals if e[2].queued]
+        heapq.heapify(self._arrivals)
+        self._positions = [e for e in self._positions if e[2].queued]
+        heapq.heapify(self._positions)
         for name, group in list(self._groups.items()):
             kept = [e for e in group if e[3].queued and e[2] == e[3].version]
             if kept:

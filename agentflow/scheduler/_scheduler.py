@@ -66,8 +66,6 @@ __all__ = ["CacheModel", "NoCache", "Scheduler"]
 DEFAULT_GAMMA = 1e-3
 """PTE gamma used when none is given: SmolLM2-135M on a CPU (``gamma_from_shape`` gives 8.5e-4)."""
 
-_SERVICE_EWMA = 0.2  # weight of the newest request's service time in the mean the FIFO-wait estimate uses
-
 
 class CacheModel(Protocol):
     """What the scheduler needs from a model of the engine's prefix cache (``RadixTree``, ``BlockLRU``).
@@ -201,7 +199,6 @@ class _Ticket:
     """One request's journey through the scheduler (arrival -> queue -> dispatch -> finish)."""
 
     __slots__ = (
-        "ahead",
         "dispatched",
         "dropped",
         "engine_ttft_s",
@@ -230,7 +227,6 @@ class _Ticket:
         self.request = request
         self.tokens = tokens
         self.namespace = namespace
-        self.ahead = 0  # requests queued or running when it arrived (its FIFO position)
         self.kind: RequestKind = kind
         self.event = anyio.Event()
         self.dispatched = False
@@ -325,8 +321,6 @@ class Scheduler:
         self._cache.on_match_change = self._on_match_change
         # The engine's tenant -> cache salt, when it salts its cache per tenant (requests' namespaces).
         self._salt_of = engine.cache_salt if isinstance(engine, CacheSalting) else None
-        # Mean seconds from dispatch to completion (EWMA over finished requests); None before the first.
-        self._service_s: float | None = None
 
         # Arrival sequence numbers (also the cache model's watch keys).
         self._seq = itertools.count()
@@ -582,7 +576,6 @@ class Scheduler:
         self._drain_events()
         hints = request.hints
         seq = next(self._seq)
-        ahead = len(self._queued) + self._in_flight
         item = QueuedRequest(
             seq,
             self._clock(),
@@ -590,11 +583,10 @@ class Scheduler:
             steps=hints.steps_to_execution,
             deadline=hints.deadline,
             group=hints.fanout_group,
-            fifo_wait_s=None if self._service_s is None else ahead * self._service_s / self._max_concurrency,
+            ahead=len(self._queued),
         )
         namespace = self._namespace_of(request)
         ticket = _Ticket(item, request, tokens, kind, namespace)
-        ticket.ahead = ahead
         if kind == "prewarm":
             if n == 0 or self._cache.match(tokens, namespace=namespace) >= n - 1:
                 ticket.dropped = True
@@ -736,14 +728,6 @@ class Scheduler:
             self._prediction_error += abs(ticket.predicted - usage.cached_tokens)
         queue_s = ticket.t_dispatch - ticket.t_arrival
         engine_ttft = usage.ttft_s if ticket.engine_ttft_s is None else ticket.engine_ttft_s
-        if ticket.kind == "request":
-            service = now - ticket.t_dispatch
-            mean = self._service_s
-            self._service_s = service if mean is None else mean + _SERVICE_EWMA * (service - mean)
-            if mean is None:  # the first measurement: estimate the FIFO waits of those queued without one
-                for queued in self._queued.values():
-                    queued.item.fifo_wait_s = queued.ahead * service / self._max_concurrency
-                    self._policy.update(queued.item)
         row = RequestMetrics(
             request_id=ticket.item.seq,
             workflow_id=workflow,

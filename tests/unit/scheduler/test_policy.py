@@ -127,7 +127,7 @@ def _simulate(
     policy: Policy, stream: list[tuple[int, int, int, str | None, int | None]], *, estimate_fifo_wait: bool
 ) -> tuple[list[QueuedRequest], dict[int, int]]:
     """Arrivals from ``stream`` (gaps between arrivals), one dispatch per time unit (service time 1); with
-    ``estimate_fifo_wait`` each arrival's FIFO wait is the number of requests queued ahead of it."""
+    ``estimate_fifo_wait`` each arrival is told its FIFO position (the requests queued ahead of it)."""
     arrivals: list[QueuedRequest] = []
     t = 0
     for seq, (gap, cached, steps, group, deadline) in enumerate(stream):
@@ -141,7 +141,7 @@ def _simulate(
         while pending and pending[0].arrival <= now:
             item = pending.pop(0)
             if estimate_fifo_wait:
-                item.fifo_wait_s = float(len(policy))
+                item.ahead = len(policy)
             policy.push(item)
         item = policy.peek(float(now))
         if item is not None:
@@ -171,50 +171,66 @@ def test_aging_bounds_every_request_wait(
                 )
 
 
-def test_ours_makes_a_request_overdue_at_max_slowdown_times_its_fifo_wait() -> None:
+def test_ours_makes_a_request_due_after_max_slowdown_times_its_fifo_position() -> None:
     policy = make_policy("ours", max_slowdown=1.5, max_wait_s=60.0)
-    policy.push(QueuedRequest(0, 0.0, 400, 0, fifo_wait_s=2.0))  # due at 3.0
-    policy.push(QueuedRequest(1, 0.0, 400, 300))
-    assert policy.peek(2.9).seq == 1  # type: ignore[union-attr]
-    assert policy.peek(3.0).seq == 0  # type: ignore[union-attr]
+    policy.push(QueuedRequest(0, 0.0, 400, 0, ahead=2))  # FIFO: 2 dispatches before it; due after 3
+    for seq in range(1, 6):
+        policy.push(QueuedRequest(seq, 0.0, 400, 300))
+    assert _drain(policy) == [1, 2, 3, 0, 4, 5]
 
 
-def test_ours_serves_overdue_requests_earliest_due_first() -> None:
-    policy = make_policy("ours", max_slowdown=2.0, max_wait_s=60.0)
-    policy.push(QueuedRequest(0, 0.0, 400, 0, fifo_wait_s=4.0))  # due at 8
-    policy.push(QueuedRequest(1, 1.0, 400, 0, fifo_wait_s=1.0))  # due at 3
-    policy.push(QueuedRequest(2, 1.0, 400, 300))  # due at 61
-    assert _drain(policy, now=10.0) == [1, 0, 2]
+def test_ours_bounds_each_wait_by_the_longest_fifo_position_queued_with_it() -> None:
+    policy = make_policy("ours", max_slowdown=1.0, max_wait_s=60.0)
+    policy.push(QueuedRequest(0, 0.0, 400, 0, ahead=3))  # due after 3 dispatches
+    policy.push(QueuedRequest(1, 0.0, 400, 0, ahead=1))  # queued with a 3: due after 3 too (then by seq)
+    for seq in range(2, 6):
+        policy.push(QueuedRequest(seq, 0.0, 400, 300))
+    assert _drain(policy) == [2, 3, 4, 0, 1, 5]
 
 
-def test_ours_bounds_wait_by_max_wait_when_fifo_wait_is_unknown_or_longer() -> None:
+def test_ours_bounds_wait_by_max_wait_whatever_the_fifo_position() -> None:
     policy = make_policy("ours", max_slowdown=1.5, max_wait_s=5.0)
-    policy.push(QueuedRequest(0, 0.0, 400, 0, fifo_wait_s=100.0))
+    policy.push(QueuedRequest(0, 0.0, 400, 0, ahead=100))
     policy.push(QueuedRequest(1, 0.0, 400, 300))
+    assert policy.peek(4.9).seq == 1  # type: ignore[union-attr]
     assert policy.peek(5.0).seq == 0  # type: ignore[union-attr]
 
 
 @settings(max_examples=200, deadline=None)
 @given(stream=REQUESTS, slowdown=st.sampled_from([1.0, 1.5, 3.0]), age=st.sampled_from([0.0, 5.0, 50.0]))
-def test_slowdown_bounds_every_wait_relative_to_its_fifo_wait(
+def test_slowdown_bounds_every_wait_relative_to_its_fifo_position(
     stream: list[tuple[int, int, int, str | None, int | None]], slowdown: float, age: float
 ) -> None:
-    """Bound: a request is due at ``arrival + slowdown * fifo_wait`` (its FIFO wait estimated at arrival as
-    the requests queued ahead, service time 1); once due, only requests due before it are dispatched ahead of
-    it, so it waits at most until the first decision after then plus one service time per such request."""
+    """Bound, counted in dispatches: a request is due once ``ceil(slowdown * L)`` requests were dispatched
+    after its arrival, ``L`` the longest FIFO position (requests queued ahead at arrival) among those queued
+    with it; once due, only requests due before it go ahead of it, so it is dispatched by then plus one
+    dispatch per such request. Hence no wait exceeds ``ceil(slowdown * L)`` plus those dispatches."""
     policy = make_policy("ours", max_slowdown=slowdown, max_wait_s=1e9, age_tokens_per_s=age)
     arrivals, dispatched_at = _simulate(policy, stream, estimate_fifo_wait=True)
+    # Queued when r was pushed: pushed before it (same-time arrivals in seq order), not yet dispatched.
+    longest = {
+        r.seq: max(
+            o.ahead or 0
+            for o in arrivals
+            if (o.arrival, o.seq) <= (r.arrival, r.seq) and dispatched_at[o.seq] >= r.arrival
+        )
+        for r in arrivals
+    }
+    order = sorted(dispatched_at, key=dispatched_at.__getitem__)  # dispatch order; index = dispatch count
+    count = {seq: i for i, seq in enumerate(order)}
+    # Dispatches made before each request arrived (arrivals at time t are pushed before the decision at t).
+    before = {r.seq: sum(1 for o in arrivals if dispatched_at[o.seq] < r.arrival) for r in arrivals}
 
-    def due(r: QueuedRequest) -> tuple[float, int]:
-        assert r.fifo_wait_s is not None
-        return (r.arrival + slowdown * r.fifo_wait_s, r.seq)
+    def due(r: QueuedRequest) -> tuple[int, int]:
+        assert r.ahead is not None
+        return (before[r.seq] + math.ceil(slowdown * longest[r.seq]), r.seq)
 
     for r in arrivals:
         r_due = due(r)[0]
-        ahead = [o for o in arrivals if due(o) < due(r) and dispatched_at[o.seq] >= r_due]
-        assert dispatched_at[r.seq] <= math.ceil(r_due) + len(ahead)  # decisions fall on whole time units
+        ahead_of_it = [o for o in arrivals if due(o) < due(r) and count[o.seq] >= r_due]
+        assert count[r.seq] <= r_due + len(ahead_of_it)
         for o in arrivals:
-            if r_due <= dispatched_at[o.seq] < dispatched_at[r.seq]:
+            if r_due <= count[o.seq] < count[r.seq]:
                 assert due(o) < due(r), "a request due later overtook a due one"
 
 

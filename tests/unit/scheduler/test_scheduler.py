@@ -376,46 +376,19 @@ class RecordingPolicy(FifoPolicy):
 
 
 @pytest.mark.anyio
-async def test_scheduler_tells_the_policy_each_requests_estimated_fifo_wait() -> None:
-    now = [0.0]
-    gate = anyio.Event()
-
-    async def answer(request: GenerationRequest) -> str:
-        if request.hints.agent != "a":
-            await gate.wait()
-        now[0] += 2.0  # every request takes 2 s of scheduler-clock time
-        return "ok"
-
-    policy = RecordingPolicy()
-    scheduler = Scheduler(FunctionEngine(answer), policy=policy, clock=lambda: now[0])
-    await scheduler.generate(_request("a", "first"))  # measures the service time: 2 s
-    async with anyio.create_task_group() as tg:
-        for agent in ("b", "c", "b"):
-            tg.start_soon(scheduler.generate, _request(agent, "next"))
-            await anyio.wait_all_tasks_blocked()
-        gate.set()
-    waits = [item.fifo_wait_s for item in policy.pushed]
-    # Nothing was measured before the first; then 0, 1 and 2 requests ahead (running or queued) of 2 s each.
-    assert waits == [None, 0.0, 2.0, 4.0]
-
-
-@pytest.mark.anyio
-async def test_requests_queued_before_the_first_timing_get_their_fifo_wait_from_it() -> None:
-    now = [0.0]
+async def test_scheduler_tells_the_policy_each_requests_fifo_position() -> None:
     gate = anyio.Event()
 
     async def answer(request: GenerationRequest) -> str:
         await gate.wait()
-        now[0] += 3.0
         return "ok"
 
     policy = RecordingPolicy()
-    scheduler = Scheduler(FunctionEngine(answer), policy=policy, clock=lambda: now[0])
+    scheduler = Scheduler(FunctionEngine(answer), policy=policy)
     async with anyio.create_task_group() as tg:
-        for agent in ("a", "b", "c"):
+        for agent in ("a", "b", "c", "a"):
             tg.start_soon(scheduler.generate, _request(agent, "q"))
             await anyio.wait_all_tasks_blocked()
-        assert [item.fifo_wait_s for item in policy.pushed] == [None, None, None]
         gate.set()
-    # When "a" finished (3 s), "b" had had 1 request ahead of it and "c" 2.
-    assert [item.fifo_wait_s for item in policy.pushed] == [None, 3.0, 6.0]
+    # The first runs at once; the others queue behind 0, 1 and 2 queued requests (FIFO positions).
+    assert [item.ahead for item in policy.pushed] == [0, 0, 1, 2]
