@@ -19,8 +19,8 @@ the engine is idle and nobody waits for them), TTFT, PTE, and the lower bound (t
 prompts). Every (budget, policy) run is repeated ``--repetitions`` times (3 with ``--quick``); fifo and ours
 run back to back, alternating which goes first, so drift in the machine's load hits both. Tables and the
 ``ratios`` in the JSON are medians (ratios: medians of the per-repetition paired ratios), with the min-max
-beside them; ``samples`` keeps every run. ``ours`` runs with the policy's defaults unless ``--age`` or
-``--max-wait`` are given.
+beside them; ``samples`` keeps every run. ``ours`` runs with the policy's defaults unless ``--age``,
+``--max-wait`` or ``--max-slowdown`` are given.
 
 ``--engine openai:<base_url>#<model>`` runs the same workload against a server (e.g. vLLM); its cache is
 the server's, so there is one "budget" (the server's cache) and every run's prompts carry a unique tag so
@@ -466,6 +466,8 @@ def _ours_options(args: argparse.Namespace) -> dict[str, float]:
         options["age_tokens_per_s"] = args.age
     if args.max_wait is not None:
         options["max_wait_s"] = args.max_wait
+    if args.max_slowdown is not None:
+        options["max_slowdown"] = args.max_slowdown
     return options
 
 
@@ -745,6 +747,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--max-wait", type=float, default=None, help="ours: hard bound on any request's wait (s)"
+    )
+    parser.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=None,
+        help="ours: wait bound relative to FIFO's longest, in dispatches ('inf': off)",
     )
     parser.add_argument(
         "--kv-events", help="with --engine openai:...: vLLM's KV event endpoint, e.g. tcp://127.0.0.1:5557"
