@@ -6,7 +6,8 @@ A policy is a small queue class. The scheduler calls, from its event loop only:
 * ``update(item)`` when the cache model reports a new ``item.cached`` for a queued request;
 * ``peek(now)`` to see the request it would dispatch now (admission may still hold it back);
 * ``take(item)`` right after ``peek`` returned ``item`` and admission let it through;
-* ``remove(item)`` when a queued request is cancelled.
+* ``remove(item)`` when a queued request is cancelled;
+* ``cache_pressure(evicting)`` before each decision: whether the engine is evicting cached prefixes lately.
 
 ``make_policy(name, **options)`` builds one by name: ``fifo`` (arrival order), ``lpm`` (longest cached prefix
 first, SGLang's cache-aware order, no aging) and ``ours`` (``CacheAwarePolicy``).
@@ -119,6 +120,10 @@ class Policy(ABC):
     def __len__(self) -> int:
         """Queued requests."""
 
+    def cache_pressure(self, evicting: bool) -> None:
+        """Learn whether the engine has been evicting cached prefixes lately (ignored unless the policy uses it)."""
+        return None
+
 
 class FifoPolicy(Policy):
     """First come, first served (the baseline)."""
@@ -190,7 +195,13 @@ class CacheAwarePolicy(Policy):
        it pushed prefill from about 1.1x to 1.5x the lower bound). The soft aging term below only reorders
        requests within these bounds; it is weak on purpose: on a saturated engine every reused prefix
        shortens the wait of everything queued behind it, so trading reuse for order early lengthens waits
-       rather than shortening them.
+       rather than shortening them. For the same reason the bound is suspended under cache pressure (the
+       scheduler reports that the engine evicted a cached prefix within its last few decisions): there,
+       order decides which prefixes survive, recomputing them lengthens every wait, and only
+       ``max_wait_s`` holds. Without pressure every prefix stays cached whatever the order, reordering
+       buys no reuse, and FIFO's longest wait bounds ours. (On ``bench/kv_scheduler.py --quick``: with the
+       bound always on, prefill at 16 MB was 1.6x the lower bound instead of 1.3x; with it always off, the
+       longest wait at 512 MB was 1.8x FIFO's.)
     3. **Deadlines.** The earliest deadline whose slack is below ``deadline_slack_s`` runs next.
     4. **Fan-out siblings back to back.** After a request of fan-out group ``g`` is dispatched, the best
        queued request of ``g`` runs next while any is queued (their shared prefix is hot).
@@ -246,6 +257,8 @@ class CacheAwarePolicy(Policy):
         self._dispatched = 0
         # Queue positions at arrival of the queued requests: (-ahead, seq, item), stale entries popped lazily.
         self._positions: list[tuple[int, int, QueuedRequest]] = []
+        # Whether the engine is evicting lately (set by the scheduler before each decision): suspends the bound.
+        self._evicting = False
         # Deadline heap: (deadline, seq, item) for requests that have one.
         self._deadlines: list[tuple[float, int, QueuedRequest]] = []
         # Per fan-out group score heaps; a group's heap is dropped when it runs empty.
@@ -298,7 +311,7 @@ class CacheAwarePolicy(Policy):
         due = self._due
         while due and not due[0][2].queued:
             heapq.heappop(due)
-        if due and due[0][0] <= self._dispatched:
+        if due and due[0][0] <= self._dispatched and not self._evicting:
             return due[0][2]
         deadlines = self._deadlines
         while deadlines and not deadlines[0][2].queued:
@@ -330,6 +343,10 @@ class CacheAwarePolicy(Policy):
 
     def __len__(self) -> int:
         return self._live
+
+    def cache_pressure(self, evicting: bool) -> None:
+        """Suspend the slowdown bound while the engine is evicting cached prefixes (see the class docstring)."""
+        self._evicting = evicting
 
     def _compact(self) -> None:
         self._heap = [e for e in self._heap if e[3].queued and e[2] == e[3].version]

@@ -66,6 +66,11 @@ __all__ = ["CacheModel", "NoCache", "Scheduler"]
 DEFAULT_GAMMA = 1e-3
 """PTE gamma used when none is given: SmolLM2-135M on a CPU (``gamma_from_shape`` gives 8.5e-4)."""
 
+PRESSURE_WINDOW = 8
+"""The engine is under cache pressure while it evicted a cached prefix within this many dispatches."""
+PRESSURE_MIN_TOKENS = 32
+"""An eviction, for cache pressure: at least this many cached tokens lost (a short tail does not count)."""
+
 
 class CacheModel(Protocol):
     """What the scheduler needs from a model of the engine's prefix cache (``RadixTree``, ``BlockLRU``).
@@ -340,6 +345,8 @@ class Scheduler:
         # Decision accounting for the overhead benchmark.
         self._decisions = 0
         self._decision_s = 0.0
+        # Decision count at the engine's last eviction of a cached prefix (mirror events); None: none yet.
+        self._last_eviction: int | None = None
         self._prediction_error = 0
         self._closed = False
 
@@ -624,6 +631,8 @@ class Scheduler:
         now = self._clock()
         self._retry_after = math.inf
         policy = self._policy
+        last = self._last_eviction
+        policy.cache_pressure(last is not None and self._decisions - last <= PRESSURE_WINDOW)
         while self._in_flight < self._max_concurrency:
             started = time.perf_counter()
             item = policy.peek(now)
@@ -759,6 +768,8 @@ class Scheduler:
         caps = self._engine.capabilities
         self._cache = self._default_cache_model(caps)
         self._cache.on_match_change = self._on_match_change
+        if caps.prefix_cache == "exact" and caps.cache_bytes == 0:
+            self._last_eviction = 0  # only the live context: every switch of prefix evicts one
         if self._slots_from_engine and caps.slots >= 1:
             self._max_concurrency = caps.slots  # e.g. 1 once OpenAIEngine has found a llama.cpp server
 
@@ -795,12 +806,20 @@ class Scheduler:
                 cache.insert(tokens)  # type: ignore[attr-defined]
             elif kind == "evict":
                 cache.remove(tokens)  # type: ignore[attr-defined]
+                self._note_loss(tokens)
             elif kind == "live":
-                if self._live:
-                    cache.remove(self._live)  # type: ignore[attr-defined]
-                self._live = tokens
+                previous, self._live = self._live, tokens
                 if tokens:
                     cache.insert(tokens)  # type: ignore[attr-defined]
+                if previous:
+                    cache.remove(previous)  # type: ignore[attr-defined]
+                    self._note_loss(previous)  # replaced without being saved in a snapshot
+
+    def _note_loss(self, tokens: tuple[int, ...]) -> None:
+        """Record an eviction when at least ``PRESSURE_MIN_TOKENS`` of ``tokens`` are no longer cached
+        (not when a longer snapshot or the live context still holds them)."""
+        if len(tokens) - self._cache.match(tokens) >= PRESSURE_MIN_TOKENS:
+            self._last_eviction = self._decisions
 
     def _on_match_change(self, key: Hashable, length: int) -> None:
         ticket = self._queued.get(key)  # type: ignore[call-overload]

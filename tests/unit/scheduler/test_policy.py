@@ -245,3 +245,15 @@ def test_make_policy_names_and_errors() -> None:
         CacheAwarePolicy(max_wait_s=0)
     with pytest.raises(ConfigError, match="max_slowdown >= 1"):
         CacheAwarePolicy(max_slowdown=0.5)
+
+
+def test_ours_suspends_the_slowdown_bound_while_the_engine_is_evicting() -> None:
+    policy = make_policy("ours", max_slowdown=1.0, max_wait_s=60.0)
+    policy.push(QueuedRequest(0, 0.0, 400, 0, ahead=0))  # due at once
+    policy.push(QueuedRequest(1, 0.0, 400, 300))
+    policy.cache_pressure(True)
+    assert policy.peek(0.0).seq == 1  # type: ignore[union-attr]
+    policy.cache_pressure(False)
+    assert policy.peek(0.0).seq == 0  # type: ignore[union-attr]
+    policy.cache_pressure(True)
+    assert policy.peek(60.0).seq == 0  # type: ignore[union-attr]  # max_wait_s still holds
