@@ -99,7 +99,7 @@ class RunProgress:
         elif isinstance(event, LLMCall):
             self.llm_calls += 1
             self.prompt_tokens += event.prompt_tokens
-            self.cached_tokens += event.cached_tokens
+            self.cached_tokens += event.cached_tokens or 0
             self.completion_tokens += event.completion_tokens
 
     def _line(self, kind: str, path: str) -> None:

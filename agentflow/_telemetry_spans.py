@@ -277,7 +277,6 @@ class _Builder:
             "gen_ai.usage.output_tokens": e.completion_tokens,
             "gen_ai.request.max_tokens": e.max_tokens,
             "gen_ai.request.temperature": e.temperature,
-            "agentflow.usage.cached_tokens": e.cached_tokens,
             "agentflow.usage.computed_tokens": e.computed_tokens,
             "agentflow.queue_wait_s": e.queue_s,
             "agentflow.ttft_s": e.ttft_s,
@@ -288,6 +287,8 @@ class _Builder:
             "agentflow.engine": e.engine,
             "agentflow.step.path": e.path,
         }
+        if e.cached_tokens is not None:  # None: the engine did not say
+            attrs["agentflow.usage.cached_tokens"] = e.cached_tokens
         if e.finish_reason:
             attrs["gen_ai.response.finish_reasons"] = (e.finish_reason,)
         if e.schema:

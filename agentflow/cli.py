@@ -425,7 +425,11 @@ def _run_command(
             for key, item in value.items():
                 shown = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False, default=str)
                 console.print(f"[bold]{key}[/]: {_escape(shown)}", markup=True)
-        hit = f"{100 * usage.cached_tokens / usage.prompt_tokens:.0f}%" if usage.prompt_tokens else "-"
+        hit = (
+            f"{100 * usage.cached_tokens / usage.prompt_tokens:.0f}%"
+            if usage.prompt_tokens and usage.cached_tokens is not None
+            else "-"
+        )
         _err_console().print(
             f"[dim]{name} {'ok' if ok else 'FAILED'} in {finished - started:.2f}s · "
             f"{calls.llm_calls} LLM calls, "

@@ -12,7 +12,10 @@ policy on fresh actors (cold caches, the model loaded and warmed before the cloc
 
 Reported per policy: makespan, prompt tokens prefilled (computed) and reused (cached) as the engines report them,
 requests per replica; the ratios round-robin / affinity for prefill tokens and makespan; and the lower bound on
-prefill (tokens in the union trie of all prompts: each distinct prefix token computed once). Usage::
+prefill (tokens in the union trie of all prompts: each distinct prefix token computed once). The policies run
+``--repetitions`` times (3 with ``--quick``), in a rotated order each time so load drift hits all of them:
+every figure is the median over the repetitions, ratios are medians of per-repetition ratios, and the JSON
+keeps the min-max and every run. Usage::
 
     python bench/affinity_routing.py [--quick] [--json PATH] [--replicas N]
 """
@@ -21,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
-import platform
 import random
 import time
 from pathlib import Path
 
 import anyio
+from _harness import Machine, add_repetition_args, combine, ranges, repetitions_of, summarize, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -186,20 +187,39 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     requests = workload(args.seed, groups, questions, doc_words)
     ray.init(num_cpus=args.replicas, include_dashboard=False, log_to_driver=False)
     tokenizer = LlamaCppEngine(n_ctx=1024, n_threads=1)
+    reps = repetitions_of(args)
+    per_rep: list[dict[str, dict[str, object]]] = []
     try:
         bound = await lower_bound(requests, tokenizer)
-        runs = []
-        for policy in POLICIES:
-            runs.append(
-                await run_policy(
+        for rep in range(reps):
+            order = POLICIES[rep % len(POLICIES) :] + POLICIES[: rep % len(POLICIES)]
+            done: dict[str, dict[str, object]] = {}
+            for policy in order:
+                done[policy] = await run_policy(
                     policy, requests, tokenizer, args.replicas, args.threads, in_flight=2 * args.replicas
                 )
-            )
+            per_rep.append({policy: done[policy] for policy in POLICIES})
     finally:
         await tokenizer.aclose()
         ray.shutdown()
-    by = {r["policy"]: r for r in runs}
-    aff, rr = by["affinity"], by["round_robin"]
+    ratio_samples: dict[str, list[float]] = {
+        "prefill_round_robin_over_affinity": [],
+        "makespan_round_robin_over_affinity": [],
+        "prefill_affinity_over_lower_bound": [],
+    }
+    for by in per_rep:
+        aff, rr = by["affinity"], by["round_robin"]
+        ratio_samples["prefill_round_robin_over_affinity"].append(
+            _ratio(rr["computed_tokens"], aff["computed_tokens"])
+        )
+        ratio_samples["makespan_round_robin_over_affinity"].append(
+            _ratio(rr["makespan_s"], aff["makespan_s"])
+        )
+        ratio_samples["prefill_affinity_over_lower_bound"].append(_ratio(aff["computed_tokens"], bound))
+    medians = combine(per_rep)
+    spans = ranges(per_rep)
+    assert isinstance(medians, dict)
+    ratio_stats = {k: summarize(v) for k, v in ratio_samples.items()}
     return {
         "bench": "affinity_routing",
         "quick": args.quick,
@@ -214,18 +234,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "llama_threads_per_replica": args.threads,
             "max_tokens": 4,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "repetitions": reps,
         "union_trie_tokens": bound,
-        "runs": runs,
-        "ratios": {
-            "prefill_round_robin_over_affinity": _ratio(rr["computed_tokens"], aff["computed_tokens"]),
-            "makespan_round_robin_over_affinity": _ratio(rr["makespan_s"], aff["makespan_s"]),
-            "prefill_affinity_over_lower_bound": _ratio(aff["computed_tokens"], bound),
-        },
+        "runs": [medians[policy] for policy in POLICIES],
+        "ratios": {k: v["median"] for k, v in ratio_stats.items()},
+        "ratio_stats": ratio_stats,
+        "ranges": spans,
+        "samples": per_rep,
     }
 
 
@@ -236,7 +251,9 @@ def _ratio(a: object, b: object) -> float:
 
 def render(result: dict[str, object], console: Console) -> None:
     """Print the runs and ratios as tables."""
-    table = Table(title=f"prefix-affinity vs round-robin routing ({result['config']})")
+    table = Table(
+        title=f"prefix-affinity vs round-robin routing ({result['config']}); median of {result['repetitions']}"
+    )
     for col in ("policy", "makespan s", "prefill (computed)", "reused (cached)", "hit rate", "per replica"):
         table.add_column(col, justify="right")
     runs = result["runs"]
@@ -253,11 +270,11 @@ def render(result: dict[str, object], console: Console) -> None:
     console.print(table)
     ratios = Table(title=f"ratios (union-trie lower bound: {result['union_trie_tokens']} tokens)")
     ratios.add_column("ratio")
-    ratios.add_column("value", justify="right")
-    rs = result["ratios"]
+    ratios.add_column("median (min-max)", justify="right")
+    rs = result["ratio_stats"]
     assert isinstance(rs, dict)
     for k, v in rs.items():
-        ratios.add_row(k, f"{v:.2f}")
+        ratios.add_row(k, f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})")
     console.print(ratios)
 
 
@@ -270,11 +287,15 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=6)
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per replica")
+    add_repetition_args(parser, quick=3, full=5)
     args = parser.parse_args()
+    console = Console()
+    machine = Machine.now()
+    machine.print(console)
     result = anyio.run(main_async, args)
-    render(result, Console())
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
+    result["machine"] = machine.finish()
+    render(result, console)
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+from _harness import Machine, add_repetition_args, repetitions_of, span, summarize, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -87,13 +88,8 @@ def concrete_calls(
     return calls, notes
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the BFCL files")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--quick", action="store_true", help="only the first 40 questions of each file")
-    opts = parser.parse_args()
-
+def check(data: Path, quick: bool) -> dict[str, object]:
+    """One full pass: load every spec, validate every gold call; the fractions and lists are deterministic."""
     started = time.perf_counter()
     specs_total = specs_loaded = 0
     raw_specs_valid = 0
@@ -103,9 +99,9 @@ def main() -> int:
     unreachable: list[dict[str, object]] = []
     per_file: dict[str, dict[str, int]] = {}
     for filename in FILES:
-        questions = read_jsonl(opts.data / filename)
-        answers = {a["id"]: a for a in read_jsonl(opts.data / "possible_answer" / filename)}
-        if opts.quick:
+        questions = read_jsonl(data / filename)
+        answers = {a["id"]: a for a in read_jsonl(data / "possible_answer" / filename)}
+        if quick:
             questions = questions[:40]
         stats = {"questions": len(questions), "specs": 0, "gold_calls": 0, "gold_valid": 0}
         for question in questions:
@@ -164,7 +160,7 @@ def main() -> int:
         per_file[filename] = stats
     elapsed = time.perf_counter() - started
 
-    result = {
+    return {
         "specs_loaded_fraction": specs_loaded / specs_total if specs_total else 0.0,
         "gold_calls_valid_fraction": calls_valid / calls_total if calls_total else 0.0,
         "gold_calls_with_some_valid_alternative_fraction": some_valid / calls_total if calls_total else 0.0,
@@ -179,10 +175,27 @@ def main() -> int:
         "rejected": rejected,
         "unreachable_gold_alternatives": unreachable,
         "seconds": round(elapsed, 3),
-        "quick": opts.quick,
+        "quick": quick,
     }
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the BFCL files")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="only the first 40 questions of each file")
+    add_repetition_args(parser, quick=3, full=5)
+    opts = parser.parse_args()
+    machine = Machine.now()
     console = Console()
+    machine.print(console)
+
+    runs = [check(opts.data, opts.quick) for _ in range(repetitions_of(opts))]
+    seconds = [float(r.pop("seconds")) for r in runs]  # type: ignore[arg-type]
+    if any(r != runs[0] for r in runs[1:]):
+        raise SystemExit("bfcl_schemas: repetitions disagree on deterministic results; this is a bug")
+    result = {**runs[0], "seconds": summarize(seconds), "repetitions": len(runs), "machine": machine.finish()}
+
     table = Table(title="BFCL specs -> tool registry -> gold-call validation")
     table.add_column("measure")
     table.add_column("ours (normalized)", justify="right")
@@ -203,20 +216,21 @@ def main() -> int:
         "",
     )
     table.add_row(
-        "specs / gold calls / concrete calls", f"{specs_total} / {calls_total} / {concrete_total}", ""
+        "specs / gold calls / concrete calls",
+        f"{result['specs']} / {result['gold_calls']} / {result['concrete_calls_checked']}",
+        "",
     )
     console.print(table)
-    for item in unreachable:
+    for item in result["unreachable_gold_alternatives"]:  # type: ignore[attr-defined]
         console.print(
             f"[yellow]unreachable alternative[/yellow] {item['id']} {item['function']}: {item['note']}"
         )
-    for item in rejected:
+    for item in result["rejected"]:  # type: ignore[attr-defined]
         console.print(
             f"[red]rejected[/red] {item['id']} {item['function']} ({item['stage']}): {item['reason']}"
         )
-    if opts.json:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(result, indent=2))
+    console.print(f"check time: {span(result['seconds'], '{:.3f}')} s over {len(runs)} repetitions")  # type: ignore[arg-type]
+    write_json(opts.json, result)
     return 0
 
 

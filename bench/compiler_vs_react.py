@@ -19,11 +19,23 @@ Both agents get the same few-shot guidance for the domain, as in the LLMCompiler
 
 Before each workload, each agent answers one unmeasured question, so that both agents' fixed prompt
 prefixes (system prompt, tool list, guide) are in the engine's cache, as in a running service. The llama.cpp
-engine uses all CPUs (``--threads``), since nothing else runs during the bench.
+engine uses half the CPUs (``--threads``; at most 8): with every CPU it spins on thread barriers whenever
+anything else runs, and one question's decoding then takes several times as long as the next one's (on a
+shared 2-core machine, 2 threads made one compiler question take 50 s; 1 thread, 7.6-9.6 s for all eight).
 
 Reports per workload and mode the mean end-to-end latency of each agent and the speedup (ReAct /
 LLMCompiler), the seconds spent in LLM calls, LLM calls, tokens, PTE (prefill token equivalents, gamma from
-SmolLM2-135M's shape) and tool calls. The speedup is bounded by how much of ReAct's time is tool waiting:
+SmolLM2-135M's shape) and tool calls.
+
+Each question is one paired repetition: both agents answer it back to back (which goes first alternates), so
+a load spike on a shared machine hits one pair, not one agent. The speedup is the median of the per-question
+speedups (min-max beside it; the ratio of mean latencies is kept too), over 8 questions per workload with
+``--quick`` (16 by default): with 2, one run gave 6.64x and the next 1.46x. The JSON also holds a split-half
+check (the speedup on the even and on the odd questions) and, per question, where its time went: LLM
+seconds, decoded and prefilled tokens, and the tool latencies drawn (their sum is what ReAct waits, their
+maximum what the compiler's parallel calls wait). Questions of the same gold plan shape still differ: the
+titles or entities differ in length, so the plan and every observation decode and prefill different token
+counts; each question draws its own tool latencies; and on a shared machine the load moves under each run. The speedup is bounded by how much of ReAct's time is tool waiting:
 where the LLM's time dominates (a 135M model decoding on two CPU cores), both agents spend it alike;
 ``--tool-median`` shows how the speedup grows as tools get slower relative to the LLM.
 
@@ -47,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _harness import Machine, span, summarize, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -71,9 +84,12 @@ class Latency:
         self.mu = math.log(median_s)
         self.sigma = sigma
         self.cap = 5.0 * median_s
+        self.draws: list[float] = []  # every latency drawn, in order (for the per-question breakdown)
 
     def draw(self) -> float:
-        return min(self.cap, self.rng.lognormvariate(self.mu, self.sigma))
+        value = min(self.cap, self.rng.lognormvariate(self.mu, self.sigma))
+        self.draws.append(value)
+        return value
 
 
 def movie_tools(latency: Latency) -> ToolRegistry:
@@ -340,6 +356,8 @@ async def run_agent(
     out = await run(agent, engine=engine)
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {"seconds": seconds, "ok": not isinstance(out, Err), **_usage(out.trace)}
+    record["tool_latency_sum_s"] = sum(latency.draws)
+    record["tool_latency_max_s"] = max(latency.draws, default=0.0)
     if isinstance(out, Err):
         record["error"] = str(out.error)[:300]
         record["answer"] = ""
@@ -352,7 +370,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data)
     movies = json.loads((data_dir / "movie_recommendations_formatted.json").read_text())
     movies = [q for q in movies if len(movie_gold(q["question"])[0]) == 8]  # the gold plan: eight searches
-    n = 2 if args.quick else args.questions
+    n = args.questions if args.questions is not None else (8 if args.quick else 16)
     rng = random.Random(args.seed)
     workloads = {
         "movie": [{"question": q["question"], "answer": q["answer"]} for q in rng.sample(movies, n)],
@@ -388,7 +406,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for kind in ("compiler", "react"):
                     await run_agent(kind, workload, warmups[workload], engine, 1, 12, mode, args.tool_median)
                 for qi, q in enumerate(questions):
-                    for kind in ("compiler", "react"):
+                    for kind in ("compiler", "react") if qi % 2 == 0 else ("react", "compiler"):
                         rec = await run_agent(
                             kind, workload, q, engine, args.seed * 1000 + qi, 12, mode, args.tool_median
                         )
@@ -405,6 +423,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     def mean(workload: str, kind: str, key: str) -> float:
         return statistics.fmean(float(r[key]) for r in results[workload][kind])
 
+    def mean_ratio(workload: str, indices: range) -> float:
+        react_s = [float(results[workload]["react"][i]["seconds"]) for i in indices]
+        compiler_s = [float(results[workload]["compiler"][i]["seconds"]) for i in indices]
+        return sum(react_s) / sum(compiler_s)
+
     summary: dict[str, Any] = {
         "ratios": {},
         "llm_calls": {},
@@ -413,11 +436,30 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "latency_s": {},
         "tool_calls": {},
         "llm_s": {},
+        "speedup_stats": {},
+        "split_half": {},
     }
     for workload in results:
-        speed = mean(workload, "react", "seconds") / mean(workload, "compiler", "seconds")
+        react_runs, compiler_runs = results[workload]["react"], results[workload]["compiler"]
+        paired = [
+            float(r["seconds"]) / float(c["seconds"]) for r, c in zip(react_runs, compiler_runs, strict=True)
+        ]
+        stats = summarize(paired)
         mode, name = workload.split("/")
-        summary["ratios"][f"{name}_speedup" if mode == "gold" else f"{name}_speedup_{mode}"] = speed
+        suffix = "" if mode == "gold" else f"_{mode}"
+        summary["ratios"][f"{name}_speedup{suffix}"] = stats["median"]
+        summary["ratios"][f"{name}_speedup_mean_ratio{suffix}"] = mean_ratio(workload, range(len(paired)))
+        summary["speedup_stats"][workload] = stats
+        halves = [
+            mean_ratio(workload, range(0, len(paired), 2)),
+            mean_ratio(workload, range(1, len(paired), 2)),
+        ]
+        if len(paired) < 2:
+            halves = halves[:1]
+        summary["split_half"][workload] = {
+            "even_odd_speedups": halves,
+            "relative_gap": abs(halves[0] - halves[-1]) / statistics.fmean(halves),
+        }
         for kind in ("compiler", "react"):
             key = f"{workload}/{kind}"
             summary["llm_calls"][key] = mean(workload, kind, "llm_calls")
@@ -432,6 +474,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             summary["llm_s"][key] = mean(workload, kind, "llm_s")
     summary["per_question"] = results
     summary["config"] = {
+        "repetitions_per_workload": n,
         "engine": args.engine,
         "threads": args.threads,
         "tool_median_s": args.tool_median,
@@ -446,8 +489,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="2 questions per workload")
-    parser.add_argument("--questions", type=int, default=6, help="questions per workload (default 6)")
+    parser.add_argument("--quick", action="store_true", help="8 questions per workload")
+    parser.add_argument(
+        "--questions",
+        type=int,
+        default=None,
+        help="questions per workload, each a paired repetition (default 16; 8 with --quick; at least 3)",
+    )
     parser.add_argument("--engine", default="llamacpp:default", help="engine spec")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the LLMCompiler data sets")
     parser.add_argument("--seed", type=int, default=7)
@@ -457,8 +505,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--threads",
         type=int,
-        default=os.cpu_count() or 1,
-        help="llama.cpp threads for a llamacpp engine (default: all CPUs; the bench runs nothing else)",
+        default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+        help="llama.cpp threads for a llamacpp engine (default: half the CPUs, at most 8)",
     )
     parser.add_argument(
         "--tool-median",
@@ -469,9 +517,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--json", metavar="PATH", help="write results as JSON here")
     args = parser.parse_args(argv)
+    if args.questions is not None and args.questions < 3:
+        parser.error(
+            f"--questions must be >= 3 (each question is one paired repetition), got {args.questions}"
+        )
+    machine = Machine.now(engine=args.engine, llama_threads=args.threads)
+    machine.print(Console(width=140))
     summary = anyio.run(bench, args)
+    summary["machine"] = machine.finish()
 
-    table = Table(title="LLMCompiler vs ReAct (means per question)")
+    table = Table(title="LLMCompiler vs ReAct (means per question; speedup: median of per-question speedups)")
     for col in (
         "mode/workload",
         "agent",
@@ -485,8 +540,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ):
         table.add_column(col, justify="right")
     for workload in summary["per_question"]:
-        mode, name = workload.split("/")
-        ratio = summary["ratios"][f"{name}_speedup" if mode == "gold" else f"{name}_speedup_{mode}"]
         for kind in ("compiler", "react"):
             key = f"{workload}/{kind}"
             table.add_row(
@@ -498,11 +551,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{summary['tool_calls'][key]:.1f}",
                 f"{summary['tokens'][key]['prompt']:.0f}",
                 f"{summary['pte'][key]:.0f}",
-                f"{ratio:.2f}x" if kind == "compiler" else "",
+                f"{span(summary['speedup_stats'][workload])}x" if kind == "compiler" else "",
             )
     Console(width=140).print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    breakdown = Table(title="Per question: where the time went (tools: sum / max of the latencies drawn)")
+    for col in (
+        "mode/workload",
+        "q",
+        "agent",
+        "latency s",
+        "LLM s",
+        "decoded",
+        "prefilled",
+        "tools s",
+        "speedup",
+    ):
+        breakdown.add_column(col, justify="right")
+    for workload, by_kind in summary["per_question"].items():
+        for qi, (c, r) in enumerate(zip(by_kind["compiler"], by_kind["react"], strict=True)):
+            for kind, rec in (("compiler", c), ("react", r)):
+                breakdown.add_row(
+                    workload,
+                    str(qi),
+                    kind,
+                    f"{rec['seconds']:.1f}",
+                    f"{rec['llm_s']:.1f}",
+                    str(rec["completion_tokens"]),
+                    str(rec["computed_tokens"]),
+                    f"{rec['tool_latency_sum_s']:.1f} / {rec['tool_latency_max_s']:.1f}",
+                    f"{r['seconds'] / c['seconds']:.2f}x" if kind == "compiler" else "",
+                )
+    Console(width=140).print(breakdown)
+    for workload, half in summary["split_half"].items():
+        Console(width=140).print(
+            f"{workload}: speedup on even / odd questions {' / '.join(f'{h:.2f}' for h in half['even_odd_speedups'])}"
+            f" (gap {half['relative_gap']:.0%})"
+        )
+    write_json(args.json, summary)
     return summary
 
 

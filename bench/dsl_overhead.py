@@ -6,7 +6,8 @@ Shapes (all steps trivial, so only the orchestration cost is measured):
 - tree: a depth-10 binary tree of parallel nodes (1,024 leaves)
 
 Ratios: ours / anyio (how much the DSL costs over writing the same shape by hand) and
-LangGraph / ours. Each shape is timed ``--repeats`` times and the median is reported.
+LangGraph / ours. Each shape is timed ``--repetitions`` times (after one warm-up); the median is reported
+with the min-max, and the JSON keeps every sample.
 
     python bench/dsl_overhead.py [--quick] [--json PATH]
 """
@@ -14,7 +15,6 @@ LangGraph / ours. Each shape is timed ``--repeats`` times and the median is repo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from _harness import Machine, add_repetition_args, repetitions_of, summarize, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -119,7 +120,7 @@ def langgraph_shapes() -> dict[str, Callable[[], object]] | None:
     return {"seq": lambda: lg_seq.invoke(N), "par": lambda: lg_par.invoke(N)}
 
 
-def time_async(make: Callable[[], Awaitable[object]], repeats: int) -> float:
+def time_async(make: Callable[[], Awaitable[object]], repeats: int) -> list[float]:
     async def once() -> float:
         t0 = time.perf_counter()
         await make()
@@ -129,12 +130,13 @@ def time_async(make: Callable[[], Awaitable[object]], repeats: int) -> float:
         await once()  # warm-up
         return [await once() for _ in range(repeats)]
 
-    return statistics.median(anyio.run(all_runs))
+    samples: list[float] = anyio.run(all_runs)
+    return samples
 
 
-def time_sync(fn: Callable[[], object], repeats: int) -> tuple[float, int]:
-    """Median seconds of successful runs, and how many runs failed inside the library and were re-run
-    (LangGraph's fan-out intermittently raises "dictionary changed size during iteration")."""
+def time_sync(fn: Callable[[], object], repeats: int) -> tuple[list[float], int]:
+    """Seconds of each successful run after a warm-up, and how many runs failed inside the library and were
+    re-run (LangGraph's fan-out intermittently raises "dictionary changed size during iteration")."""
     failures = 0
     samples: list[float] = []
     while len(samples) < repeats + 1:
@@ -147,7 +149,7 @@ def time_sync(fn: Callable[[], object], repeats: int) -> tuple[float, int]:
                 raise
             continue
         samples.append(time.perf_counter() - t0)
-    return statistics.median(samples[1:]), failures
+    return samples[1:], failures
 
 
 async def _check(f: Flow[Any], expected: object) -> object:
@@ -160,24 +162,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--json", metavar="PATH", help="write results as JSON here")
+    add_repetition_args(parser, quick=3, full=9)
     args = parser.parse_args(argv)
-    repeats = 3 if args.quick else 9
+    repeats = repetitions_of(args)
+    machine = Machine.now()
+    machine.print(Console())
 
-    seconds: dict[str, dict[str, float]] = {"ours": {}, "anyio": {}, "langgraph": {}}
-    seconds["ours"]["seq"] = time_async(lambda: _check(af_seq(N), N), repeats)
-    seconds["ours"]["par"] = time_async(lambda: _check(af_par(N), [i + 1 for i in range(N)]), repeats)
-    seconds["ours"]["tree"] = time_async(lambda: _check(af_tree(DEPTH), 2**DEPTH), repeats)
-    seconds["anyio"]["seq"] = time_async(lambda: raw_seq(N), repeats)
-    seconds["anyio"]["par"] = time_async(lambda: raw_par(N), repeats)
-    seconds["anyio"]["tree"] = time_async(lambda: raw_tree(DEPTH), repeats)
+    samples: dict[str, dict[str, list[float]]] = {"ours": {}, "anyio": {}, "langgraph": {}}
+    samples["ours"]["seq"] = time_async(lambda: _check(af_seq(N), N), repeats)
+    samples["ours"]["par"] = time_async(lambda: _check(af_par(N), [i + 1 for i in range(N)]), repeats)
+    samples["ours"]["tree"] = time_async(lambda: _check(af_tree(DEPTH), 2**DEPTH), repeats)
+    samples["anyio"]["seq"] = time_async(lambda: raw_seq(N), repeats)
+    samples["anyio"]["par"] = time_async(lambda: raw_par(N), repeats)
+    samples["anyio"]["tree"] = time_async(lambda: raw_tree(DEPTH), repeats)
     lg = langgraph_shapes()
     lg_failures: dict[str, int] = {}
     if lg is not None:
-        lg_repeats = max(1, repeats // 3)
-        seconds["langgraph"]["seq"], lg_failures["seq"] = time_sync(lg["seq"], lg_repeats)
-        seconds["langgraph"]["par"], lg_failures["par"] = time_sync(lg["par"], lg_repeats)
+        lg_repeats = max(3, repeats // 3)
+        samples["langgraph"]["seq"], lg_failures["seq"] = time_sync(lg["seq"], lg_repeats)
+        samples["langgraph"]["par"], lg_failures["par"] = time_sync(lg["par"], lg_repeats)
+    seconds = {impl: {k: statistics.median(v) for k, v in shapes.items()} for impl, shapes in samples.items()}
+    stats = {impl: {k: summarize(v) for k, v in shapes.items()} for impl, shapes in samples.items()}
 
     ours, raw, lgs = seconds["ours"], seconds["anyio"], seconds["langgraph"]
     ratios: dict[str, float | None] = {
@@ -191,32 +198,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios,
         "us_per_step": {"seq": ours["seq"] / N * 1e6, "par": ours["par"] / N * 1e6},
         "seconds": seconds,
+        "seconds_stats": stats,
         "shapes": {"seq_steps": N, "par_width": N, "tree_depth": DEPTH, "tree_leaves": 2**DEPTH},
-        "repeats": repeats,
+        "repetitions": repeats,
+        "machine": machine.finish(),
         "langgraph_installed": lg is not None,
         "langgraph_failed_runs_retried": lg_failures,
         "python": sys.version.split()[0],
     }
 
-    table = Table(title="DSL overhead (median seconds)")
+    table = Table(title=f"DSL overhead (median ms of {repeats} repetitions, min-max)")
     for col in ("shape", "agentflow", "anyio by hand", "langgraph", "ours/anyio", "langgraph/ours"):
         table.add_column(col, justify="right")
+
+    def ms(impl: str, shape: str) -> str:
+        st = stats[impl].get(shape)
+        if st is None:
+            return "-"
+        return f"{float(st['median']) * 1e3:.2f} ({float(st['min']) * 1e3:.2f}-{float(st['max']) * 1e3:.2f})"  # type: ignore[arg-type]
+
     for shape in ("seq", "par", "tree"):
         lg_s = lgs.get(shape)
         table.add_row(
             shape,
-            f"{ours[shape] * 1e3:.2f} ms",
-            f"{raw[shape] * 1e3:.2f} ms",
-            "-" if lg_s is None else f"{lg_s * 1e3:.1f} ms",
+            ms("ours", shape),
+            ms("anyio", shape),
+            ms("langgraph", shape),
             f"{ours[shape] / raw[shape]:.2f}x",
             "-" if lg_s is None else f"{lg_s / ours[shape]:.1f}x",
         )
-    Console().print(table)
+    Console(width=130).print(table)
     if lg is None:
         Console().print("langgraph is not installed (pip install 'agentflow[bench]'): its columns are empty")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+    write_json(args.json, result)
     return result
 
 

@@ -19,14 +19,19 @@ training fitness against the starting best fit, candidates evaluated per minute,
 attempts (kept / worse / failed / rejected and why), and the fittest commit's excess on OR3 (and on
 Weibull 5k without ``--quick``) next to best fit's.
 
+Parts 2 and 3 are repeated (``--repetitions``, 3 with ``--quick``) with seeds ``--seed``, ``--seed + 1``, ...:
+an evolution is a random search, so one run says little. The summary gives the median and min-max of the
+best fitness, the test excess, candidates per minute and the wall time; every run is kept in the JSON.
+Part 1 is deterministic and runs once.
+
     python bench/evogit_binpacking.py [--quick] [--json PATH] [--engine SPEC] [--agents N] [--generations G]
+                                      [--repetitions R]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import sys
 import tempfile
@@ -35,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+from _harness import Machine, add_repetition_args, repetitions_of, summarize, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -221,6 +227,27 @@ def pipeline_check(console: Console, args: argparse.Namespace) -> dict[str, obje
     }
 
 
+_SUMMARY_KEYS = ("best_fitness", "evaluated", "per_minute", "elapsed_s")
+
+
+def repeated_summary(runs: list[dict[str, object]]) -> dict[str, object]:
+    """Median and min-max over the runs of their headline numbers (runs without a number are left out)."""
+    out: dict[str, object] = {}
+    for key in _SUMMARY_KEYS:
+        values = [float(r[key]) for r in runs if isinstance(r.get(key), int | float)]  # type: ignore[arg-type]
+        if values:
+            out[key] = summarize(values)
+    or3 = [
+        float(r["test"]["OR3"]["evolved_percent"])  # type: ignore[index]
+        for r in runs
+        if isinstance(r.get("test"), dict) and "OR3" in r["test"]  # type: ignore[operator]
+    ]
+    or3 += [float(r["or3_excess_percent_best"]) for r in runs if "or3_excess_percent_best" in r]  # type: ignore[arg-type]
+    if or3:
+        out["or3_excess_percent_best"] = summarize(or3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -231,18 +258,39 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=None)
     parser.add_argument("--generations", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    add_repetition_args(parser, quick=3, full=3)
     args = parser.parse_args()
     args.agents = args.agents or (2 if args.quick else 4)
     args.generations = args.generations or (1 if args.quick else 6)
     console = Console()
+    machine = Machine.now(engine=args.engine)
+    machine.print(console)
+    seeds = [args.seed + rep for rep in range(repetitions_of(args))]
+    evolutions = [evolution(console, argparse.Namespace(**{**vars(args), "seed": s})) for s in seeds]
+    checks = [pipeline_check(console, argparse.Namespace(**{**vars(args), "seed": s})) for s in seeds]
+    summary = {
+        "evolution": repeated_summary(evolutions),
+        "pipeline_check_synthetic_mutator": repeated_summary(checks),
+    }
+    table = Table(title=f"Over {len(seeds)} seeds {seeds}: median (min-max)")
+    for col in ("part", "metric", "median (min-max)"):
+        table.add_column(col)
+    for part, stats in summary.items():
+        for key, stat in stats.items():
+            assert isinstance(stat, dict)
+            table.add_row(part, key, f"{stat['median']:.3f} ({stat['min']:.3f}-{stat['max']:.3f})")
+    console.print(table)
     result = {
         "baselines": baselines(console),
-        "evolution": evolution(console, args),
-        "pipeline_check_synthetic_mutator": pipeline_check(console, args),
+        "summary": summary,
+        "evolution": evolutions,
+        "pipeline_check_synthetic_mutator": checks,
+        "seeds": seeds,
         "quick": args.quick,
+        "machine": machine.finish(),
     }
     if args.json_path:
-        args.json_path.write_text(json.dumps(result, indent=2))
+        write_json(args.json_path, result)
         console.print(f"wrote {args.json_path}")
     return 0
 

@@ -11,7 +11,9 @@ Also measured: inserts per second (one transaction per turn, no LLM summaries, s
 and FULL; and one transaction per session) and the p50/p95 latency of ``search`` on a synthetic
 100,000-leaf tree (1,000 sessions of 100 leaves, Zipf-distributed words; a quarter of the queries
 carry a ``since`` filter). Wall-clock rates depend on how busy the machine is: the load average is
-recorded, and inserts per CPU-second are reported next to inserts per second.
+recorded, and inserts per CPU-second are reported next to inserts per second. Recall is deterministic and
+measured once; the timings are repeated (``--repetitions``, 3 with ``--quick``) into fresh SQLite files and
+reported as medians, with the min-max and every sample in the JSON.
 
 Usage: python bench/locomo_recall.py [--data DIR] [--json PATH] [--quick]
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import random
 import statistics
@@ -32,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from _harness import Machine, add_repetition_args, combine, ranges, repetitions_of, write_json
 from rank_bm25 import BM25Okapi
 from rich.console import Console
 from rich.table import Table
@@ -205,8 +207,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo folder (or one file)")
     parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--quick", action="store_true", help="2 conversations, 10k synthetic leaves")
+    add_repetition_args(parser, quick=3, full=5)
     args = parser.parse_args(argv)
     console = Console()
+    machine = Machine.now()
+    machine.print(console)
     conversations = load_locomo(args.data)
     if args.quick:  # one tuning conversation and one held out
         dev = [c for c in conversations if c.conv_id in DEV_CONVERSATIONS][:1]
@@ -218,13 +223,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "tree: + neighbor": ScoringWeights(session=0.0, period=0.0, neighbor=0.3),
         "tree: + period 0.2": ScoringWeights(session=0.5, period=0.2, neighbor=0.3),
     }
+    reps = repetitions_of(args)
+    runs: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="locomo-bench-") as tmp:
         work = Path(tmp)
-        recall = evaluate(conversations, work, ablations)
-        normal = insert_rate(conversations, work, "NORMAL", 5000 if args.quick else 20_000, batch=False)
-        batched = insert_rate(conversations, work, "NORMAL", 5000 if args.quick else 20_000, batch=True)
-        full = insert_rate(conversations, work, "FULL", 200 if args.quick else 500, batch=False)
-        speed = synthetic_query_p95(work, n_synthetic, 200 if args.quick else 500)
+        recall = evaluate(conversations, work, ablations)  # deterministic: measured once
+        for rep in range(reps):  # timings: repeated, each into fresh SQLite files
+            here = work / f"rep{rep}"
+            here.mkdir()
+            runs.append(
+                {
+                    "normal": insert_rate(
+                        conversations, here, "NORMAL", 5000 if args.quick else 20_000, batch=False
+                    ),
+                    "batched": insert_rate(
+                        conversations, here, "NORMAL", 5000 if args.quick else 20_000, batch=True
+                    ),
+                    "full": insert_rate(conversations, here, "FULL", 200 if args.quick else 500, batch=False),
+                    "speed": synthetic_query_p95(here, n_synthetic, 200 if args.quick else 500),
+                }
+            )
+    medians = combine(runs)
+    spans = ranges(runs)
+    assert isinstance(medians, dict) and isinstance(spans, dict)
+    normal, batched, full, speed = (medians[k] for k in ("normal", "batched", "full", "speed"))
 
     load = os.getloadavg()[0]
     table = Table(title=f"LoCoMo evidence recall ({len(conversations)} conversations)")
@@ -241,7 +263,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         f"FULL {full['per_s']:,.0f}; one txn per session {batched['per_s']:,.0f}; load average {load:.1f}; "
         f"query p50/p95 at {n_synthetic:,} leaves: {speed['query_p50_ms']:.2f} / {speed['query_p95_ms']:.2f} ms "
         f"(p95 CPU time {speed['query_p95_cpu_ms']:.2f} ms) "
-        f"(build {speed['build_s']:.1f} s, first search incl. index load {speed['first_search_s']:.1f} s)"
+        f"(build {speed['build_s']:.1f} s, first search incl. index load {speed['first_search_s']:.1f} s); "
+        f"medians of {reps} repetitions, min-max: insert/s {spans['normal']['per_s'][0]:,.0f}-"
+        f"{spans['normal']['per_s'][1]:,.0f}, query p95 {spans['speed']['query_p95_ms'][0]:.2f}-"
+        f"{spans['speed']['query_p95_ms'][1]:.2f} ms"
     )
     result: dict[str, object] = {
         f"recall@{k}": {
@@ -273,11 +298,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
             "conversations": len(conversations),
             "synthetic_leaves": n_synthetic,
             "quick": args.quick,
+            "repetitions": reps,
+            "timing_ranges": spans,
+            "timing_samples": runs,
+            "machine": machine.finish(),
         }
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

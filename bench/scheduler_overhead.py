@@ -10,6 +10,9 @@ Two measurements, each for ``fifo`` (the baseline) and ``ours``:
   50 agents (300-token shared system prompts, 40-token private tails) are queued behind a held first
   request, then drained; the scheduler's own per-decision timer is reported.
 
+Both are repeated (``--repetitions``, 3 with ``--quick``; fifo and ours alternate which goes first): every
+figure is the median over the repetitions, with the min-max and every sample in the JSON.
+
 Usage::
 
     python bench/scheduler_overhead.py [--quick] [--json PATH]
@@ -18,15 +21,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
+from _harness import Machine, add_repetition_args, combine, ranges, repetitions_of, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -138,27 +139,37 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--seed", type=int, default=3)
+    add_repetition_args(parser, quick=3, full=5)
     args = parser.parse_args()
+    machine = Machine.now()
+    machine.print(Console(width=120))
     queued = 1000
     decisions = 5_000 if args.quick else 50_000
-    results: dict[str, dict[str, float]] = {}
-    for name in ("fifo", "ours"):
-        policy_us = bench_policy(name, queued, decisions, args.seed)
-        sched = anyio.run(bench_scheduler, name, queued, args.seed)
-        results[name] = {
-            "policy_decision_us": round(policy_us, 2),
-            **{f"scheduler_{k}": v for k, v in sched.items()},
-        }
+    runs: list[dict[str, dict[str, float]]] = []
+    for rep in range(repetitions_of(args)):
+        run: dict[str, dict[str, float]] = {}
+        for name in ("fifo", "ours") if rep % 2 == 0 else ("ours", "fifo"):
+            policy_us = bench_policy(name, queued, decisions, args.seed)
+            sched = anyio.run(bench_scheduler, name, queued, args.seed)
+            run[name] = {
+                "policy_decision_us": round(policy_us, 2),
+                **{f"scheduler_{k}": v for k, v in sched.items()},
+            }
+        runs.append({name: run[name] for name in ("fifo", "ours")})
+    results = combine(runs)
+    spans = ranges(runs)
+    assert isinstance(results, dict) and isinstance(spans, dict)
     out = {
         "bench": "scheduler_overhead",
         "quick": args.quick,
         "seed": args.seed,
         "queued": queued,
         "policy_decisions": decisions,
-        "machine": platform.platform(),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-        "cpus": os.cpu_count(),
+        "machine": machine.finish(),
+        "repetitions": len(runs),
         "results": results,
+        "ranges": spans,
+        "samples": runs,
         "ratios": {
             "ours_over_fifo_policy": round(
                 results["ours"]["policy_decision_us"] / results["fifo"]["policy_decision_us"], 2
@@ -170,20 +181,23 @@ def main() -> None:
         },
         "goal_us": 100,
     }
-    table = Table(title=f"scheduling overhead with {queued} queued requests (microseconds per decision)")
+    table = Table(
+        title=f"scheduling overhead with {queued} queued requests (us per decision; median of {len(runs)}, min-max)"
+    )
     for col in ("policy", "policy only", "scheduler dispatch", "drain wall / request"):
         table.add_column(col, justify="right")
     for name, r in results.items():
-        table.add_row(
-            name,
-            f"{r['policy_decision_us']:.1f}",
-            f"{r['scheduler_decision_us_mean']:.1f}",
-            f"{r['scheduler_drain_wall_us_per_request']:.1f}",
-        )
+        cells = [
+            f"{r[k]:.1f} ({spans[name][k][0]:.1f}-{spans[name][k][1]:.1f})"
+            for k in (
+                "policy_decision_us",
+                "scheduler_decision_us_mean",
+                "scheduler_drain_wall_us_per_request",
+            )
+        ]
+        table.add_row(name, *cells)
     Console(width=120).print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ class LLMCall(EventBase):
         valid: For calls whose answer is checked (``infer``, plans): whether it was valid.
         finish_reason: ``stop``, ``length`` or ``error`` as the engine reported it.
         prompt_tokens: Prompt tokens (``cached_tokens + computed_tokens``).
-        cached_tokens: Prompt tokens reused from a cache.
+        cached_tokens: Prompt tokens reused from a cache (``None``: the engine did not say).
         computed_tokens: Prompt tokens prefilled.
         completion_tokens: Generated tokens.
         queue_s: Seconds queued before the engine ran it.
@@ -195,7 +195,7 @@ class LLMCall(EventBase):
     valid: bool | None = None
     finish_reason: str | None = None
     prompt_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int | None = 0
     computed_tokens: int = 0
     completion_tokens: int = 0
     queue_s: float = 0.0

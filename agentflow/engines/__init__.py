@@ -27,6 +27,8 @@ from ._snapshots import (
 from ._spec import ENGINE_SPEC_FORMS, EngineScheme, EngineSpecParts, engine_from_spec, parse_engine_spec
 from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
 from ._types import (
+    DEFAULT_BLOCK_SIZE,
+    CacheSalting,
     Capabilities,
     Chunk,
     Completion,
@@ -52,10 +54,12 @@ if TYPE_CHECKING:
     from ._vllm import VLLMEngine
 
 __all__ = [
+    "DEFAULT_BLOCK_SIZE",
     "ENGINE_SPEC_FORMS",
     "CacheEvent",
     "CacheEventKind",
     "CacheListener",
+    "CacheSalting",
     "Capabilities",
     "Chunk",
     "Completion",

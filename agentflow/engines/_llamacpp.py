@@ -678,7 +678,7 @@ class LlamaCppEngine:
         c = self._counters
         c.requests += 1
         c.prompt_tokens += usage.prompt_tokens
-        c.cached_tokens += usage.cached_tokens
+        c.cached_tokens += usage.cached_tokens or 0
         c.computed_tokens += usage.computed_tokens
         c.completion_tokens += usage.completion_tokens
 
@@ -739,9 +739,10 @@ class LlamaCppEngine:
         # Invariant: self._live == list(llama.input_ids[:llama.n_tokens]) and the KV holds exactly those tokens.
         plan = self._plan(tuple(self._live), tokens)
         kept = 0 if plan.snapshot is not None else plan.reuse
-        # Saving the live context can evict (or supersede) the snapshot the plan chose, so plan again
-        # against the store as it is after the spill; the live context is still in the KV either way.
-        if len(self._live) - kept >= self._min_snapshot_tokens and self._spill(llama):
+        # Saving the live context never evicts the snapshot the plan chose (a spill that needs its room is
+        # skipped: the prompt at hand gains more from the restore than a later one may from the spill), but
+        # it can supersede it, so plan again against the store as it is after the spill.
+        if len(self._live) - kept >= self._min_snapshot_tokens and self._spill(llama, keep=plan.snapshot):
             plan = self._plan(tuple(self._live), tokens)
         if plan.snapshot is not None:
             match = self._store.best_match(tokens, touch=True)
@@ -752,7 +753,7 @@ class LlamaCppEngine:
         del self._live[plan.reuse :]
         return plan.reuse
 
-    def _spill(self, llama: Llama) -> bool:
+    def _spill(self, llama: Llama, keep: tuple[int, ...] | None = None) -> bool:
         import llama_cpp
 
         live = tuple(self._live)
@@ -766,7 +767,7 @@ class LlamaCppEngine:
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
         if written == 0:
             raise RuntimeError("llama_state_seq_get_data wrote no bytes")
-        stored = self._store.insert(live, bytes(buf)[:written], written)
+        stored = self._store.insert(live, bytes(buf)[:written], written, keep=keep)
         if stored:
             self._counters.spills += 1
         return stored

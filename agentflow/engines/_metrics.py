@@ -25,6 +25,13 @@ vLLM metric names read (v1 engine, ``vllm/v1/metrics/loggers.py``):
     vllm:num_requests_running              gauge
     vllm:num_requests_waiting              gauge
     vllm:kv_cache_usage_perc               gauge    (older: vllm:gpu_cache_usage_perc)
+    vllm:cache_config_info                 gauge    1, its labels are the CacheConfig's fields as strings
+                                                    (block_size, num_gpu_blocks, enable_prefix_caching,
+                                                    prefix_match_unit and kv_cache_size_tokens in 0.34),
+                                                    one sample per engine (data-parallel rank)
+
+``VLLMCacheConfig.from_scrape`` reads the last one: the block size the server's prefix cache hashes by, its
+capacity, and whether prefix caching is on.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ __all__ = [
     "MetricType",
     "PrometheusText",
     "Sample",
+    "VLLMCacheConfig",
     "VLLMMetrics",
     "VLLMMetricsDelta",
     "parse_prometheus_text",
@@ -405,4 +413,64 @@ class VLLMMetrics:
             cached_prompt_tokens=cached,
             generation_tokens=_counter_delta(before.generation_tokens, after.generation_tokens),
             preemptions=_counter_delta(before.preemptions, after.preemptions),
+        )
+
+
+def _int_label(labels: Mapping[str, str], name: str) -> int | None:
+    """A label holding a positive int (``str(value)`` of a CacheConfig field), else ``None`` ("None", junk)."""
+    raw = labels.get(name, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class VLLMCacheConfig:
+    """A vLLM server's KV cache configuration, from its ``vllm:cache_config_info`` gauge.
+
+    Attributes:
+        block_size: Tokens per KV block.
+        prefix_match_unit: The finest token boundary a prefix-cache hit can land on, when set finer than the
+            block size (vLLM 0.34's ``--prefix-match-unit``; ``None`` otherwise).
+        enable_prefix_caching: Whether prefix caching is on (``None``: not reported).
+        capacity_tokens: KV tokens the cache holds over all engines: ``kv_cache_size_tokens`` (0.34) or
+            ``num_gpu_blocks * block_size``; ``None`` when not reported.
+        engines: How many engines (data-parallel ranks) reported.
+    """
+
+    block_size: int | None
+    prefix_match_unit: int | None
+    enable_prefix_caching: bool | None
+    capacity_tokens: int | None
+    engines: int
+
+    @property
+    def hash_block_size(self) -> int | None:
+        """Tokens per prefix-cache hash block: the granularity of hits, KV events and ``cached_tokens``."""
+        return self.prefix_match_unit or self.block_size
+
+    @classmethod
+    def from_scrape(cls, scrape: PrometheusText) -> VLLMCacheConfig | None:
+        """The cache configuration in a scrape, or ``None`` when it has no ``vllm:cache_config_info``."""
+        samples = scrape.samples("vllm:cache_config_info")
+        if not samples:
+            return None
+        first = samples[0].labels
+        block = _int_label(first, "block_size")
+        capacity = 0
+        for sample in samples:
+            tokens = _int_label(sample.labels, "kv_cache_size_tokens")
+            blocks = _int_label(sample.labels, "num_gpu_blocks")
+            size = _int_label(sample.labels, "block_size")
+            if tokens is None and blocks is not None and size is not None:
+                tokens = blocks * size
+            if tokens is None:
+                capacity = -1
+                break
+            capacity += tokens
+        caching = first.get("enable_prefix_caching")
+        return cls(
+            block_size=block,
+            prefix_match_unit=_int_label(first, "prefix_match_unit"),
+            enable_prefix_caching=None if caching not in ("True", "False") else caching == "True",
+            capacity_tokens=capacity if capacity > 0 else None,
+            engines=len(samples),
         )

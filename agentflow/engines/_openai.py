@@ -11,9 +11,12 @@ The server kind (``vllm``, ``llamacpp`` or plain ``openai``) is given or detecte
 ``/v1/models`` (``owned_by``) and ``/version``. It decides:
 
     feature                 vllm                        llamacpp (llama-cpp-python)   openai
-    structured output       response_format json_schema response_format json_object   json_schema
-                            (also on /v1/completions)   + schema; prompt: GBNF grammar
+    structured output       chat: response_format       response_format json_object   json_schema
+                            json_schema; prompt:        + schema; prompt: GBNF grammar
+                            structured_outputs {json}
     priority, cache_salt    sent                        never sent                    never sent
+    prefix cache            block, block size and       exact                         none
+                            capacity from /metrics
     tokenize                POST /tokenize              POST /extras/tokenize         POST /tokenize
                                                         (then /tokenize, C++ server)  if present
     default concurrency     64                          1 (the server serializes and  64
@@ -31,6 +34,16 @@ Native tool calling: ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (sen
 in OpenAI's shapes, with the conversation's calls on assistant messages and results as ``tool`` messages;
 calls come back in ``message.tool_calls``, or streamed as ``delta.tool_calls`` pieces that are put
 together by index and handed out whole (``Chunk.tool_calls``) as soon as each call is complete.
+
+vLLM specifics: on ``/v1/completions`` vLLM 0.11 ignores ``response_format`` (its chat endpoint honours it),
+so prompt requests carry ``structured_outputs: {"json": schema}``, which 0.11 and 0.34 both apply. The
+block size of vLLM's prefix cache (64 tokens by default since 0.34, per attention backend; 16 before), its
+capacity and whether it is on are read once, at the first request, from ``vllm:cache_config_info`` on
+``/metrics``; a server without it is assumed to use ``DEFAULT_BLOCK_SIZE``. ``usage.prompt_tokens_details.
+cached_tokens`` is sent only by a vLLM started with ``--enable-prompt-tokens-details``; without it the
+engine reports ``cached_tokens=None`` (unknown), never 0. vLLM honours ``priority`` only under
+``--scheduling-policy priority`` (under the default FCFS it accepts and ignores it), which HTTP does not
+show: say so with ``priority_scheduling=True`` and ``capabilities.priority`` is true.
 
 API keys come only from an environment variable (``api_key_env``, by default ``OPENAI_API_KEY``
 when set) or from a secret handle with a ``reveal()`` method; the key never appears in ``repr``,
@@ -67,7 +80,7 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentflow.engines._metrics import PrometheusText, VLLMMetrics, parse_prometheus_text
+from agentflow.engines._metrics import PrometheusText, VLLMCacheConfig, VLLMMetrics, parse_prometheus_text
 from agentflow.engines._retry import RETRYABLE_STATUS, RetryEvent, RetryPolicy, parse_retry_after
 from agentflow.engines._testing import render_messages
 from agentflow.engines._tools import (
@@ -79,6 +92,7 @@ from agentflow.engines._tools import (
     plain_messages,
 )
 from agentflow.engines._types import (
+    DEFAULT_BLOCK_SIZE,
     Capabilities,
     Chunk,
     Completion,
@@ -204,6 +218,7 @@ class _RequestBody(BaseModel):
     stream: bool = False
     stream_options: dict[str, bool] | None = None
     response_format: dict[str, object] | None = None
+    structured_outputs: dict[str, object] | None = None
     grammar: str | None = None
     logit_bias: dict[str, float] | None = None
     tools: list[dict[str, object]] | None = None
@@ -373,15 +388,16 @@ def _message_body(message: Message) -> _MessageBody:
 
 
 def usage_from_body(body: _UsageBody | None, *, queue_s: float, ttft_s: float, total_s: float) -> Usage:
-    """Usage from an OpenAI ``usage`` object; without ``cached_tokens``, cached=0, computed=prompt."""
+    """Usage from an OpenAI ``usage`` object; without ``cached_tokens`` it is unknown (``None``) and
+    ``computed_tokens`` counts the whole prompt (an upper bound)."""
     prompt = body.prompt_tokens if body is not None else 0
     details = body.prompt_tokens_details if body is not None else None
-    cached = details.cached_tokens if details is not None and details.cached_tokens is not None else 0
-    cached = max(0, min(cached, prompt))
+    reported = details.cached_tokens if details is not None else None
+    cached = None if reported is None else max(0, min(reported, prompt))
     return Usage(
         prompt_tokens=prompt,
         cached_tokens=cached,
-        computed_tokens=prompt - cached,
+        computed_tokens=prompt - (cached or 0),
         completion_tokens=body.completion_tokens if body is not None else 0,
         queue_s=queue_s,
         ttft_s=ttft_s,
@@ -434,6 +450,8 @@ def build_body(request: GenerationRequest, options: _Options, *, stream: bool) -
     if request.json_schema is not None:
         if request.prompt is not None and options.kind == "llamacpp":
             body.grammar = _gbnf_for(request.json_schema)
+        elif request.prompt is not None and options.kind == "vllm":
+            body.structured_outputs = {"json": dict(request.json_schema)}
         else:
             body.response_format = response_format_for(request.json_schema, options.structured_output)
     if options.kind == "vllm":
@@ -520,6 +538,7 @@ class OpenAIEngine:
         tool_calling: bool | Literal["auto"] = "auto",
         cache_salt_per_tenant: bool = False,
         cache_salt_secret: SecretHandle | None = None,
+        priority_scheduling: bool = False,
         retry: RetryPolicy | None = None,
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
@@ -554,6 +573,8 @@ class OpenAIEngine:
                 never share cached prefixes.
             cache_salt_secret: Key for deriving tenant salts; without it each engine draws a random
                 key, so two engines (or a restarted process) do not share a tenant's cache.
+            priority_scheduling: The vLLM server runs ``--scheduling-policy priority``, so it honours
+                ``hints.priority`` (``capabilities.priority``); the hint is sent either way.
             retry: Retry policy (default ``RetryPolicy()``: 4 attempts).
             timeout: Total seconds for one attempt: connecting, headers and the whole body or
                 stream together (a missed deadline is retried like a read timeout).
@@ -613,6 +634,10 @@ class OpenAIEngine:
                 else os.urandom(32)
             )
         self._salt_secret = salt_secret
+        self._priority_scheduling = priority_scheduling
+        # vLLM's cache configuration from /metrics, read once by probe() on a vLLM server (None: unknown).
+        self._cache_config: VLLMCacheConfig | None = None
+        self._cache_config_read = False
         # identity: a compressed body would be inflated before the byte cap sees it.
         headers = {"Accept-Encoding": "identity"}
         if key is not None:
@@ -687,11 +712,17 @@ class OpenAIEngine:
         tools = self._tool_calling is True
         match self._kind:
             case "vllm":
+                config = self._cache_config
+                block = config.hash_block_size if config is not None else None
                 return Capabilities(
-                    prefix_cache="block",
+                    prefix_cache="none"
+                    if config is not None and config.enable_prefix_caching is False
+                    else "block",
                     slots=self._concurrency(),
                     structured_output=True,
-                    priority=True,
+                    priority=self._priority_scheduling,
+                    block_size=block or DEFAULT_BLOCK_SIZE,
+                    cache_tokens=None if config is None else config.capacity_tokens,
                     tool_calling=tools,
                 )
             case "llamacpp":
@@ -908,13 +939,43 @@ class OpenAIEngine:
     # ---- server kind and vLLM extras ---------------------------------------------------
 
     async def probe(self) -> ServerKind:
-        """Detect the server kind once (``/v1/models`` ``owned_by``, then ``/version``)."""
-        if self._kind is None:
+        """Detect the server kind once (``/v1/models`` ``owned_by``, then ``/version``); on vLLM, read its
+        cache configuration from ``/metrics`` too."""
+        if self._kind is None or (self._kind == "vllm" and not self._cache_config_read):
             async with self._probe_lock:
                 if self._kind is None:
                     self._kind = await self._detect_kind()
                     logger.debug("%s: detected server kind %s", self.name, self._kind)
+                if self._kind == "vllm" and not self._cache_config_read:
+                    self._cache_config = await self._read_cache_config()
+                    self._cache_config_read = True
         return self._kind
+
+    def cache_salt(self, tenant: str | None) -> str | None:
+        """The ``cache_salt`` sent for ``tenant``'s requests (``None``: not salted, or not a vLLM server)."""
+        if self._salt_secret is None or tenant is None or self._kind != "vllm":
+            return None
+        return cache_salt_for(self._salt_secret, tenant)
+
+    async def _read_cache_config(self) -> VLLMCacheConfig | None:
+        """vLLM's ``vllm:cache_config_info`` from ``/metrics``; ``None`` (and a log line) when unavailable."""
+        try:
+            config = VLLMCacheConfig.from_scrape(await self.prometheus())
+        except EngineError as exc:
+            logger.warning(
+                "%s: cannot read vLLM's cache configuration from /metrics (%s); assuming %d-token blocks",
+                self.name,
+                exc,
+                DEFAULT_BLOCK_SIZE,
+            )
+            return None
+        if config is None or config.block_size is None:
+            logger.warning(
+                "%s: /metrics has no vllm:cache_config_info block_size; assuming %d-token blocks",
+                self.name,
+                DEFAULT_BLOCK_SIZE,
+            )
+        return config
 
     async def _detect_kind(self) -> ServerKind:
         response = await self._send("GET", f"{self._root}/v1/models", None, missing_ok=True)
@@ -1115,7 +1176,10 @@ class OpenAIEngine:
         elif status == 404:
             hint = f"; check base_url {self._root!r} and model {self._model!r}"
         elif status == 400:
-            hint = "; the server refused a request field (vLLM refuses `priority` unless started with --scheduling-policy priority)"
+            hint = (
+                "; the server refused a request field (vLLM's v0 engine refused `priority` unless started "
+                "with --scheduling-policy priority; newer vLLM accepts and ignores it)"
+            )
         raise EngineRequestError(
             f"{response.method} {url} was rejected with HTTP {status} "
             f"({response.reason_phrase}) on attempt {attempt}: {snippet!r}{hint}"

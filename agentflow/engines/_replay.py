@@ -76,7 +76,7 @@ def request_key(request: GenerationRequest) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def _usage_dict(usage: Usage) -> dict[str, float | int]:
+def _usage_dict(usage: Usage) -> dict[str, float | int | None]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "cached_tokens": usage.cached_tokens,
@@ -298,7 +298,7 @@ class ReplayEngine:
             )
             usage = Usage(
                 int(u["prompt_tokens"]),
-                int(u["cached_tokens"]),
+                None if u["cached_tokens"] is None else int(u["cached_tokens"]),
                 int(u["computed_tokens"]),
                 int(u["completion_tokens"]),
                 float(u["queue_s"]),

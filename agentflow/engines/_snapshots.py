@@ -212,7 +212,9 @@ class SnapshotStore(Generic[S]):
         """Whether some snapshot already holds all of ``tokens`` (its key starts with them)."""
         return len(tokens) > 0 and self.match_len(tokens) == len(tokens)
 
-    def insert(self, tokens: Sequence[int], state: S, nbytes: int) -> bool:
+    def insert(
+        self, tokens: Sequence[int], state: S, nbytes: int, *, keep: Sequence[int] | None = None
+    ) -> bool:
         """Store a snapshot of the KV for ``tokens``, evicting least recently used ones to make room.
 
         Snapshots whose keys are prefixes of ``tokens`` are dropped (the new one serves all their prompts).
@@ -223,10 +225,12 @@ class SnapshotStore(Generic[S]):
             tokens: The token prefix the state holds.
             state: The opaque state object.
             nbytes: Its size in bytes.
+            keep: The key of a snapshot that must survive this insert (the one an engine is about to
+                restore); it is never evicted to make room, as if pinned.
 
         Returns:
             ``True`` if the snapshot was stored; ``False`` if it was redundant, empty, larger than the
-            whole budget, or room could only be made by evicting pinned snapshots.
+            whole budget, or room could only be made by evicting pinned (or ``keep``) snapshots.
         """
         key = tuple(tokens)
         if nbytes < 0:
@@ -239,15 +243,15 @@ class SnapshotStore(Generic[S]):
                     self._entries.move_to_end(other)
                     return False
             self._expire_pins()
+            kept = None if keep is None else tuple(keep)
             dominated = [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]
-            freeable = sum(
-                e.nbytes for k, e in self._entries.items() if k in dominated or not self._protected(k)
-            )
+            evictable = [k for k in self._entries if k != kept and not self._protected(k)]
+            freeable = sum(self._entries[k].nbytes for k in set(dominated) | set(evictable))
             if self._used - freeable + nbytes > self._capacity:
-                return False  # only pinned snapshots are left to evict: keep them, skip this one
+                return False  # only pinned (or kept) snapshots are left to evict: keep them, skip this one
             for k in dominated:
                 self._drop(k)
-            victims = iter([k for k in self._entries if not self._protected(k)])
+            victims = iter([k for k in evictable if k in self._entries])
             while self._used + nbytes > self._capacity:
                 self._drop(next(victims))
             self._entries[key] = _Entry(state, nbytes)

@@ -225,12 +225,16 @@ def _check_tools(request: GenerationRequest) -> None:
 class Usage:
     """Token accounting and timings of one completion.
 
-    Invariant: ``prompt_tokens == cached_tokens + computed_tokens``.
+    Invariant: ``prompt_tokens == (cached_tokens or 0) + computed_tokens``.
 
     Attributes:
         prompt_tokens: Tokens in the prompt.
-        cached_tokens: Prompt tokens whose KV was reused from a cache.
-        computed_tokens: Prompt tokens actually prefilled.
+        cached_tokens: Prompt tokens whose KV was reused from a cache; ``None`` when the engine did not say
+            (an OpenAI-compatible server without ``usage.prompt_tokens_details``; vLLM sends it only when
+            started with ``--enable-prompt-tokens-details``). Unknown is not 0: nothing may conclude from it
+            that the cache missed.
+        computed_tokens: Prompt tokens actually prefilled (all of them when ``cached_tokens`` is unknown:
+            an upper bound).
         completion_tokens: Generated tokens.
         queue_s: Seconds waiting in the scheduler / engine queue.
         ttft_s: Seconds from submission to the first generated token.
@@ -238,7 +242,7 @@ class Usage:
     """
 
     prompt_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int | None = 0
     computed_tokens: int = 0
     completion_tokens: int = 0
     queue_s: float = 0.0
@@ -246,9 +250,15 @@ class Usage:
     total_s: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
+        """Sums; the cached tokens of a sum are unknown when those of both parts are (else unknown counts 0)."""
+        cached = (
+            None
+            if self.cached_tokens is None and other.cached_tokens is None
+            else (self.cached_tokens or 0) + (other.cached_tokens or 0)
+        )
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
-            self.cached_tokens + other.cached_tokens,
+            cached,
             self.computed_tokens + other.computed_tokens,
             self.completion_tokens + other.completion_tokens,
             self.queue_s + other.queue_s,
@@ -297,6 +307,10 @@ class Chunk:
     tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
+DEFAULT_BLOCK_SIZE = 64
+"""Tokens per KV block assumed for a block prefix cache whose block size is unknown (vLLM 0.34's default)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What an engine declares it can do.
@@ -307,7 +321,8 @@ class Capabilities:
         structured_output: Whether ``json_schema`` constrained decoding is supported.
         priority: Whether per-request priority is honoured.
         streaming: Whether ``stream`` yields incremental chunks.
-        block_size: Prefix-cache block size in tokens (``block`` caches).
+        block_size: Prefix-cache block size in tokens (``block`` caches): what the server reports, else
+            ``DEFAULT_BLOCK_SIZE`` (vLLM's default KV block since 0.34; it was 16 before).
         cache_bytes: Approximate bytes of KV cache available to reuse, if known.
         tool_calling: Whether the engine does native tool calling: the model is shown the tools and calls
             them in its trained format (chat template tools, a server's tool-call parser). Agents use
@@ -315,6 +330,7 @@ class Capabilities:
             emulates calls with a grammar over the tools (the embedded llama.cpp engine) still serves
             requests with ``tools`` but does not set it: the agents' JSON plans are that same grammar,
             tuned for small models.
+        cache_tokens: Tokens of KV the prefix cache holds, if known (a vLLM server reports it).
     """
 
     prefix_cache: PrefixCacheKind = "none"
@@ -322,9 +338,22 @@ class Capabilities:
     structured_output: bool = False
     priority: bool = False
     streaming: bool = True
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_SIZE
     cache_bytes: int | None = None
     tool_calling: bool = False
+    cache_tokens: int | None = None
+
+
+@runtime_checkable
+class CacheSalting(Protocol):
+    """An engine that salts its prefix cache per tenant (vLLM's ``cache_salt``), so tenants never share it.
+
+    The scheduler's block model keys blocks by the same salt, so it never predicts a hit across tenants.
+    """
+
+    def cache_salt(self, tenant: str | None) -> str | None:
+        """The salt this engine sends for ``tenant``'s requests (``None``: unsalted, shared with all)."""
+        ...
 
 
 @runtime_checkable

@@ -17,7 +17,9 @@ The translation from agentflow's request to vLLM's is a set of pure functions (`
     json_schema                    SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))
                                    (vLLM < 0.11: guided_decoding=GuidedDecodingParams(json=schema))
     hints.priority                 generate(..., priority=p)  (only with scheduling_policy="priority")
-    usage.cached_tokens            RequestOutput.num_cached_tokens
+    usage.cached_tokens            RequestOutput.num_cached_tokens (None when vLLM gives none: unknown)
+    capabilities.block_size        engine_args["block_size"], then the started engine's
+                                   vllm_config.cache_config (``cache_facts``); 64 until known
     tools                          the chat template's ``tools`` (OpenAI function dicts), and the answer
                                    constrained like vLLM's server does for tool_choice: a named tool's
                                    arguments, or [{"name", "arguments"}...] (``auto`` also admits
@@ -44,6 +46,7 @@ from typing import Literal
 
 import anyio
 
+from agentflow.engines._metrics import VLLMCacheConfig
 from agentflow.engines._openai import SecretHandle, _reveal, cache_salt_for
 from agentflow.engines._tools import (
     ToolOutputReader,
@@ -54,6 +57,7 @@ from agentflow.engines._tools import (
     uses_tools,
 )
 from agentflow.engines._types import (
+    DEFAULT_BLOCK_SIZE,
     Capabilities,
     Chunk,
     Completion,
@@ -76,6 +80,7 @@ __all__ = [
     "SamplingSpec",
     "VLLMApi",
     "VLLMEngine",
+    "cache_facts",
     "chat_template_kwargs",
     "chat_template_messages",
     "finish_reason_from_vllm",
@@ -272,17 +277,44 @@ def usage_from_output(
     ttft_s: float,
     total_s: float,
 ) -> Usage:
-    """Usage from a vLLM ``RequestOutput``: ``num_cached_tokens`` is the prefix-cache hit."""
+    """Usage from a vLLM ``RequestOutput``: ``num_cached_tokens`` is the prefix-cache hit (``None``: unknown)."""
     prompt = len(prompt_token_ids) if prompt_token_ids is not None else 0
-    cached = max(0, min(num_cached_tokens or 0, prompt))
+    cached = None if num_cached_tokens is None else max(0, min(num_cached_tokens, prompt))
     return Usage(
         prompt_tokens=prompt,
         cached_tokens=cached,
-        computed_tokens=prompt - cached,
+        computed_tokens=prompt - (cached or 0),
         completion_tokens=completion_tokens,
         queue_s=queue_s,
         ttft_s=ttft_s,
         total_s=total_s,
+    )
+
+
+def cache_facts(vllm_config: object) -> VLLMCacheConfig:
+    """The KV cache configuration of a started vLLM engine (``AsyncLLM.vllm_config``), read defensively.
+
+    vLLM resolves ``cache_config.block_size`` for its attention backend and fills ``num_gpu_blocks`` once
+    the cache is allocated; anything missing or not a positive int is ``None``.
+    """
+    cache = getattr(vllm_config, "cache_config", None)
+
+    def positive(name: str) -> int | None:
+        value = getattr(cache, name, None)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    block = positive("block_size")
+    tokens = positive("kv_cache_size_tokens")
+    blocks = positive("num_gpu_blocks")
+    if tokens is None and blocks is not None and block is not None:
+        tokens = blocks * block
+    caching = getattr(cache, "enable_prefix_caching", None)
+    return VLLMCacheConfig(
+        block_size=block,
+        prefix_match_unit=positive("prefix_match_unit"),
+        enable_prefix_caching=caching if isinstance(caching, bool) else None,
+        capacity_tokens=tokens,
+        engines=1,
     )
 
 
@@ -354,8 +386,10 @@ class VLLMEngine:
         self._slots = max_concurrency or (max_num_seqs if isinstance(max_num_seqs, int) else 256)
         self._priority = args.get("scheduling_policy") == "priority"
         block = args.get("block_size")
-        self._block_size = block if isinstance(block, int) else 16
+        self._block_size = block if isinstance(block, int) else DEFAULT_BLOCK_SIZE
         self._prefix_cache = args.get("enable_prefix_caching", True) is not False
+        # The started engine's cache configuration (block size, capacity); None until start().
+        self._cache_config: VLLMCacheConfig | None = None
         self._salt_secret: bytes | None = None
         if cache_salt_per_tenant:
             self._salt_secret = (
@@ -380,16 +414,29 @@ class VLLMEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Block prefix cache, structured outputs, tool calls; priority only with
-        ``scheduling_policy="priority"``."""
+        """Block prefix cache (its block size and capacity from the started engine's config), structured
+        outputs, tool calls; priority only with ``scheduling_policy="priority"``."""
+        config = self._cache_config
+        caching = (
+            self._prefix_cache
+            if config is None or config.enable_prefix_caching is None
+            else (config.enable_prefix_caching)
+        )
         return Capabilities(
-            prefix_cache="block" if self._prefix_cache else "none",
+            prefix_cache="block" if caching else "none",
             slots=self._slots,
             structured_output=True,
             priority=self._priority,
-            block_size=self._block_size,
+            block_size=(config.hash_block_size if config is not None else None) or self._block_size,
+            cache_tokens=None if config is None else config.capacity_tokens,
             tool_calling=True,
         )
+
+    def cache_salt(self, tenant: str | None) -> str | None:
+        """The ``cache_salt`` sent for ``tenant``'s requests (``None``: tenants are not salted)."""
+        if self._salt_secret is None or tenant is None:
+            return None
+        return cache_salt_for(self._salt_secret, tenant)
 
     async def start(self) -> None:
         """Load the model (``AsyncLLM.from_engine_args``) unless already loaded."""
@@ -412,6 +459,7 @@ class VLLMEngine:
                 ) from exc
             self._api = api
             self._llm = llm
+            self._cache_config = cache_facts(getattr(llm, "vllm_config", None))
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """Run one request to completion."""
@@ -513,11 +561,7 @@ class VLLMEngine:
             tokenizer = await self._get_tokenizer()
             encode: Callable[..., list[int]] = tokenizer.encode  # type: ignore[attr-defined]
             prompt = encode(prompt, add_special_tokens=False)
-        salt = (
-            cache_salt_for(self._salt_secret, request.hints.tenant)
-            if self._salt_secret is not None and request.hints.tenant is not None
-            else None
-        )
+        salt = self.cache_salt(request.hints.tenant)
         params = make_sampling_params(sampling_spec(request, stream=stream), self._api)
         priority = request.hints.priority if self._priority and request.hints.priority is not None else 0
         request_id = f"agentflow-{uuid.uuid4().hex}"

@@ -146,7 +146,8 @@ def _timeline(spans: Sequence[Span], t0: float, t1: float) -> str:
         tip = f"{span.path} · {span.label} · {span.end - span.start:.3f}s"
         if span.llm is not None:
             prompt, cached = span.llm.prompt_tokens, span.llm.cached_tokens
-            tip += f" · prompt {prompt} tok, cached {cached} ({_pct(cached, prompt)})"
+            shown = "unknown" if cached is None else f"{cached} ({_pct(cached, prompt)})"
+            tip += f" · prompt {prompt} tok, cached {shown}"
         if not span.ok and span.error:
             tip += f" · {span.error}"
         out.append(
@@ -253,7 +254,7 @@ def render_report(record: RunRecord) -> str:
     tools = [s.tool for s in spans if s.tool is not None]
     steps = [s for s in spans if s.kind == "step"]
     prompt = sum(c.prompt_tokens for c in llm)
-    cached = sum(c.cached_tokens for c in llm)
+    cached = sum(c.cached_tokens or 0 for c in llm)  # unknown counts as none reused
     completion = sum(c.completion_tokens for c in llm)
     failed_tools = sum(1 for t in tools if not t.ok)
     status = '<span class="ok">succeeded</span>' if record.ok else '<span class="failed">failed</span>'
@@ -278,8 +279,8 @@ def render_report(record: RunRecord) -> str:
             f"{(c.started or c.time - c.total_s) - t0:.3f}",
             f"{c.time - (c.started or c.time - c.total_s):.3f}",
             str(c.prompt_tokens),
-            str(c.cached_tokens),
-            _pct(c.cached_tokens, c.prompt_tokens),
+            "?" if c.cached_tokens is None else str(c.cached_tokens),
+            "?" if c.cached_tokens is None else _pct(c.cached_tokens, c.prompt_tokens),
             str(c.completion_tokens),
             f"{c.ttft_s:.3f}",
             c.finish_reason or "",

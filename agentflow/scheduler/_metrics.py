@@ -79,7 +79,7 @@ class RequestMetrics:
         agent: ``hints.agent`` (``""`` if none).
         kind: ``"request"`` or ``"prewarm"``.
         prompt_tokens: Prompt length.
-        cached_tokens: Prompt tokens the engine reported as reused.
+        cached_tokens: Prompt tokens the engine reported as reused (``None``: it did not say).
         computed_tokens: Prompt tokens the engine prefilled.
         predicted_cached_tokens: The cache model's prediction at dispatch.
         completion_tokens: Generated tokens.
@@ -96,7 +96,7 @@ class RequestMetrics:
     agent: str
     kind: str
     prompt_tokens: int
-    cached_tokens: int
+    cached_tokens: int | None
     computed_tokens: int
     predicted_cached_tokens: int
     completion_tokens: int
@@ -116,17 +116,19 @@ class WorkflowMetrics:
         workflow_id: The workflow (``"*"`` for the totals).
         requests: Completed requests (prewarms included).
         prompt_tokens: Sum of prompt tokens.
-        cached_tokens: Sum of reused prompt tokens.
+        cached_tokens: Sum of reused prompt tokens, over the requests whose engine reported them.
         computed_tokens: Sum of prefilled prompt tokens.
         completion_tokens: Sum of generated tokens.
-        hit_rate: ``cached_tokens / prompt_tokens`` (0 when no prompt).
-        mean_queue_s: Mean queue wait.
-        max_queue_s: Longest queue wait.
-        mean_ttft_s: Mean time to first token.
-        mean_latency_s: Mean end-to-end latency.
+        hit_rate: ``cached_tokens`` over the prompt tokens of the requests that reported them (0 when none).
+        mean_queue_s: Mean queue wait of requests (prewarms are left out of the four latency figures: they
+            run only when the engine is idle and nobody waits for them).
+        max_queue_s: Longest queue wait of a request.
+        mean_ttft_s: Mean time to first token of requests.
+        mean_latency_s: Mean end-to-end latency of requests.
         pte: Sum of PTE.
         makespan_s: First arrival to last completion.
         lower_bound_prefill_tokens: Tokens in the union trie of this workflow's prompts.
+        cache_unreported: Requests whose engine did not report cached tokens (left out of ``hit_rate``).
     """
 
     workflow_id: str
@@ -143,13 +145,18 @@ class WorkflowMetrics:
     pte: float
     makespan_s: float
     lower_bound_prefill_tokens: int
+    cache_unreported: int = 0
 
     @classmethod
     def of(cls, workflow_id: str, rows: list[RequestMetrics], lower_bound: int) -> WorkflowMetrics:
         """Aggregate ``rows``."""
         n = len(rows)
         prompt = sum(r.prompt_tokens for r in rows)
-        cached = sum(r.cached_tokens for r in rows)
+        reported = [r for r in rows if r.cached_tokens is not None]
+        cached = sum(r.cached_tokens or 0 for r in reported)
+        reported_prompt = sum(r.prompt_tokens for r in reported)
+        waited = [r for r in rows if r.kind == "request"]
+        k = len(waited)
         return cls(
             workflow_id=workflow_id,
             requests=n,
@@ -157,14 +164,15 @@ class WorkflowMetrics:
             cached_tokens=cached,
             computed_tokens=sum(r.computed_tokens for r in rows),
             completion_tokens=sum(r.completion_tokens for r in rows),
-            hit_rate=cached / prompt if prompt else 0.0,
-            mean_queue_s=sum(r.queue_s for r in rows) / n if n else 0.0,
-            max_queue_s=max((r.queue_s for r in rows), default=0.0),
-            mean_ttft_s=sum(r.ttft_s for r in rows) / n if n else 0.0,
-            mean_latency_s=sum(r.latency_s for r in rows) / n if n else 0.0,
+            hit_rate=cached / reported_prompt if reported_prompt else 0.0,
+            mean_queue_s=sum(r.queue_s for r in waited) / k if k else 0.0,
+            max_queue_s=max((r.queue_s for r in waited), default=0.0),
+            mean_ttft_s=sum(r.ttft_s for r in waited) / k if k else 0.0,
+            mean_latency_s=sum(r.latency_s for r in waited) / k if k else 0.0,
             pte=sum(r.pte for r in rows),
             makespan_s=(max(r.finish_s for r in rows) - min(r.arrival_s for r in rows)) if n else 0.0,
             lower_bound_prefill_tokens=lower_bound,
+            cache_unreported=n - len(reported),
         )
 
 

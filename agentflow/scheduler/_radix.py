@@ -161,8 +161,9 @@ class RadixTree:
         """Tokens on paths of in-flight requests and live pins (the working set that cannot be evicted)."""
         return self._locked
 
-    def match(self, tokens: Sequence[int]) -> int:
+    def match(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Length of the longest prefix of ``tokens`` that is cached. No side effects."""
+        _unsalted(namespace)
         return self._walk(tuple(tokens))[0]
 
     def sequences(self) -> list[tuple[int, ...]]:
@@ -216,7 +217,7 @@ class RadixTree:
         self._flush()
         return before - self._total
 
-    def acquire(self, tokens: Sequence[int]) -> int:
+    def acquire(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Lock ``tokens`` for an in-flight request: its prefix can no longer be evicted.
 
         The path is created if missing (the engine is about to compute and hold it). Call ``release`` with the
@@ -225,6 +226,7 @@ class RadixTree:
         Returns:
             The cached-prefix length before the call (the model's prediction of reused tokens).
         """
+        _unsalted(namespace)
         self.expire_pins()
         seq = tuple(tokens)
         end, _, cached = self._insert_path(seq, lock=True)
@@ -236,13 +238,19 @@ class RadixTree:
         return cached
 
     def release(
-        self, tokens: Sequence[int], *, predicted: int | None = None, reported: int | None = None
+        self,
+        tokens: Sequence[int],
+        *,
+        predicted: int | None = None,
+        reported: int | None = None,
+        namespace: str | None = None,
     ) -> None:
         """Unlock what ``acquire(tokens)`` locked (in mirror mode, prune it unless the engine reported it).
 
         ``predicted``/``reported`` cached tokens are accepted for the ``CacheModel`` protocol; an exact model
         is corrected by engine events (mirror mode), not by these numbers.
         """
+        _unsalted(namespace)
         seq = tuple(tokens)
         end = self._lock_path(seq, -1)
         if self._mirror:
@@ -251,12 +259,13 @@ class RadixTree:
             self._evict_to_budget()
         self._flush()
 
-    def pin(self, tokens: Sequence[int], ttl_s: float) -> None:
+    def pin(self, tokens: Sequence[int], ttl_s: float, *, namespace: str | None = None) -> None:
         """Keep ``tokens`` cached until ``ttl_s`` seconds from now (re-pinning extends the deadline).
 
         In non-mirror mode a missing sequence is inserted first; in mirror mode only the part the engine
         holds is pinned (the model cannot keep what the engine dropped).
         """
+        _unsalted(namespace)
         if ttl_s <= 0:
             raise ConfigError(f"pin ttl_s must be > 0 seconds, got {ttl_s}; use unpin() to release early")
         self.expire_pins()
@@ -277,8 +286,9 @@ class RadixTree:
             self._evict_to_budget()
         self._flush()
 
-    def unpin(self, tokens: Sequence[int]) -> bool:
+    def unpin(self, tokens: Sequence[int], *, namespace: str | None = None) -> bool:
         """Release a pin early; ``False`` if ``tokens`` was not pinned."""
+        _unsalted(namespace)
         seq = tuple(tokens)
         if self._mirror:
             seq = next((p for p in self._pins if p == seq[: len(p)] and len(p) <= len(seq)), seq)
@@ -310,11 +320,12 @@ class RadixTree:
 
     # ------------------------------------------------------------------ watches
 
-    def watch(self, key: Hashable, tokens: Sequence[int]) -> int:
+    def watch(self, key: Hashable, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Track the cached-prefix length of ``tokens`` under ``key``; returns its current value.
 
         Later changes are reported through ``on_match_change(key, length)`` until ``unwatch(key)``.
         """
+        _unsalted(namespace)
         self.unwatch(key)
         seq = tuple(tokens)
         length, node = self._walk(seq)
@@ -511,3 +522,12 @@ class RadixTree:
             self._attach(key, w)
             if self.on_match_change is not None and length != old_length:
                 self.on_match_change(key, length)
+
+
+def _unsalted(namespace: str | None) -> None:
+    """A radix tree models an exact cache without salts (llama.cpp); salted caches are block caches."""
+    if namespace is not None:
+        raise ConfigError(
+            f"RadixTree models an unsalted exact prefix cache but got cache salt namespace {namespace!r}; "
+            "model a salted (vLLM) cache with BlockLRU"
+        )

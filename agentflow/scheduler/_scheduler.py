@@ -20,9 +20,14 @@ The cache model (``CacheModel``) mirrors the engine's prefix cache:
 * ``prefix_cache == "exact"`` with a ``cache_listener`` attribute (the llama.cpp engine, ``TestEngine``):
   a ``RadixTree`` in mirror mode replays the engine's ``insert``/``evict``/``live`` events;
 * ``"exact"`` without events: a ``RadixTree`` with LRU eviction under ``cache_budget_tokens``;
-* ``"block"`` (vLLM, OpenAI-compatible servers): a ``BlockLRU`` corrected by reported ``cached_tokens``,
-  or driven by the server's KV cache events while a ``KVEventSubscriber(scheduler, endpoint)`` runs;
+* ``"block"`` (vLLM, OpenAI-compatible servers): a ``BlockLRU`` of ``capabilities.block_size``-token blocks
+  corrected by reported ``cached_tokens``, or driven by the server's KV cache events while a
+  ``KVEventSubscriber(scheduler, endpoint)`` runs; requests are keyed by the cache salt the engine sends for
+  their tenant (``CacheSalting``), so one tenant's blocks never count as another's hits;
 * ``"none"``: nothing is ever cached.
+
+The model is chosen on first use (``prepare``), after the engine's first tokenize: remote engines learn what
+they are talking to then (``OpenAIEngine`` probes the server kind and reads vLLM's block size).
 """
 
 from __future__ import annotations
@@ -39,7 +44,15 @@ from typing import Literal, Protocol
 import anyio
 
 from agentflow.engines._snapshots import CacheEvent, CacheListener
-from agentflow.engines._types import Capabilities, Chunk, Completion, Engine, GenerationRequest, Usage
+from agentflow.engines._types import (
+    CacheSalting,
+    Capabilities,
+    Chunk,
+    Completion,
+    Engine,
+    GenerationRequest,
+    Usage,
+)
 from agentflow.errors import ConfigError, SchedulerError
 
 from ._admission import TokenBucket
@@ -53,11 +66,17 @@ __all__ = ["CacheModel", "NoCache", "Scheduler"]
 DEFAULT_GAMMA = 1e-3
 """PTE gamma used when none is given: SmolLM2-135M on a CPU (``gamma_from_shape`` gives 8.5e-4)."""
 
+PRESSURE_WINDOW = 8
+"""The engine is under cache pressure while it evicted a cached prefix within this many dispatches."""
+PRESSURE_MIN_TOKENS = 32
+"""An eviction, for cache pressure: at least this many cached tokens lost (a short tail does not count)."""
+
 
 class CacheModel(Protocol):
     """What the scheduler needs from a model of the engine's prefix cache (``RadixTree``, ``BlockLRU``).
 
-    All methods are called from the scheduler's event loop.
+    All methods are called from the scheduler's event loop. ``namespace`` is the cache salt the engine sends
+    with the request (``None``: unsalted); a model keys blocks by it, so namespaces never share a prefix.
     """
 
     on_match_change: MatchListener | None
@@ -77,11 +96,11 @@ class CacheModel(Protocol):
         """Tokens the model believes are cached."""
         ...
 
-    def match(self, tokens: Sequence[int]) -> int:
+    def match(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Cached-prefix length of ``tokens`` now."""
         ...
 
-    def watch(self, key: Hashable, tokens: Sequence[int]) -> int:
+    def watch(self, key: Hashable, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Start reporting changes of ``tokens``' cached-prefix length under ``key``; returns it."""
         ...
 
@@ -89,21 +108,26 @@ class CacheModel(Protocol):
         """Stop reporting ``key``."""
         ...
 
-    def acquire(self, tokens: Sequence[int]) -> int:
+    def acquire(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """A request with this prompt is dispatched; returns the predicted cached tokens."""
         ...
 
     def release(
-        self, tokens: Sequence[int], *, predicted: int | None = None, reported: int | None = None
+        self,
+        tokens: Sequence[int],
+        *,
+        predicted: int | None = None,
+        reported: int | None = None,
+        namespace: str | None = None,
     ) -> None:
-        """The request finished; ``reported`` is the engine's ``cached_tokens``."""
+        """The request finished; ``reported`` is the engine's ``cached_tokens`` (``None``: it did not say)."""
         ...
 
-    def pin(self, tokens: Sequence[int], ttl_s: float) -> None:
+    def pin(self, tokens: Sequence[int], ttl_s: float, *, namespace: str | None = None) -> None:
         """Keep ``tokens`` for ``ttl_s`` seconds."""
         ...
 
-    def unpin(self, tokens: Sequence[int]) -> bool:
+    def unpin(self, tokens: Sequence[int], *, namespace: str | None = None) -> bool:
         """Release a pin early."""
         ...
 
@@ -134,32 +158,37 @@ class NoCache:
         """Always 0."""
         return 0
 
-    def match(self, tokens: Sequence[int]) -> int:
+    def match(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Always 0."""
         return 0
 
-    def watch(self, key: Hashable, tokens: Sequence[int]) -> int:
+    def watch(self, key: Hashable, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Always 0 (never changes)."""
         return 0
 
     def unwatch(self, key: Hashable) -> None:
         """Nothing to stop."""
 
-    def acquire(self, tokens: Sequence[int]) -> int:
+    def acquire(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Count the prompt as in flight; predicts 0 cached tokens."""
         self._locked += len(tokens)
         return 0
 
     def release(
-        self, tokens: Sequence[int], *, predicted: int | None = None, reported: int | None = None
+        self,
+        tokens: Sequence[int],
+        *,
+        predicted: int | None = None,
+        reported: int | None = None,
+        namespace: str | None = None,
     ) -> None:
         """Uncount the prompt."""
         self._locked -= len(tokens)
 
-    def pin(self, tokens: Sequence[int], ttl_s: float) -> None:
+    def pin(self, tokens: Sequence[int], ttl_s: float, *, namespace: str | None = None) -> None:
         """Nothing can be kept."""
 
-    def unpin(self, tokens: Sequence[int]) -> bool:
+    def unpin(self, tokens: Sequence[int], *, namespace: str | None = None) -> bool:
         """Nothing is pinned."""
         return False
 
@@ -182,6 +211,7 @@ class _Ticket:
         "item",
         "kind",
         "metrics",
+        "namespace",
         "predicted",
         "request",
         "t_arrival",
@@ -191,11 +221,17 @@ class _Ticket:
     )
 
     def __init__(
-        self, item: QueuedRequest, request: GenerationRequest, tokens: tuple[int, ...], kind: RequestKind
+        self,
+        item: QueuedRequest,
+        request: GenerationRequest,
+        tokens: tuple[int, ...],
+        kind: RequestKind,
+        namespace: str | None,
     ):
         self.item = item
         self.request = request
         self.tokens = tokens
+        self.namespace = namespace
         self.kind: RequestKind = kind
         self.event = anyio.Event()
         self.dispatched = False
@@ -265,6 +301,8 @@ class Scheduler:
             make_policy(policy, **dict(policy_options or {})) if isinstance(policy, str) else policy
         )
         self._max_concurrency = concurrency
+        # Whether max_concurrency follows the engine's slots (re-read once the engine knows them).
+        self._slots_from_engine = max_concurrency is None
         self._rpm = None if rpm is None else TokenBucket(rpm, clock=clock)
         self._tpm = None if tpm is None else TokenBucket(tpm, clock=clock)
         self._budget = cache_budget_tokens
@@ -281,8 +319,13 @@ class Scheduler:
         # The listener the engine had before we chained ours in front of it; restored by aclose().
         self._prev_listener: CacheListener | None = None
         self._mirrored = False
-        self._cache: CacheModel = cache_model if cache_model is not None else self._default_cache_model(caps)
+        # The cache model: the one given, else chosen from the engine's capabilities by _ensure_cache() on
+        # first use (a remote engine knows its capabilities only after its first call); NoCache until then.
+        self._cache: CacheModel = cache_model if cache_model is not None else NoCache()
+        self._cache_ready = cache_model is not None
         self._cache.on_match_change = self._on_match_change
+        # The engine's tenant -> cache salt, when it salts its cache per tenant (requests' namespaces).
+        self._salt_of = engine.cache_salt if isinstance(engine, CacheSalting) else None
 
         # Arrival sequence numbers (also the cache model's watch keys).
         self._seq = itertools.count()
@@ -302,6 +345,8 @@ class Scheduler:
         # Decision accounting for the overhead benchmark.
         self._decisions = 0
         self._decision_s = 0.0
+        # Decision count at the engine's last eviction of a cached prefix (mirror events); None: none yet.
+        self._last_eviction: int | None = None
         self._prediction_error = 0
         self._closed = False
 
@@ -319,7 +364,23 @@ class Scheduler:
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """Tokenize with the wrapped engine."""
-        return await self._engine.tokenize(text)
+        tokens = await self._engine.tokenize(text)
+        self._ensure_cache()
+        return tokens
+
+    def cache_salt(self, tenant: str | None) -> str | None:
+        """The wrapped engine's cache salt for ``tenant`` (``None`` if it does not salt)."""
+        return None if self._salt_of is None else self._salt_of(tenant)
+
+    async def prepare(self) -> CacheModel:
+        """Let the engine learn what it is (one tokenize call), then choose the cache model; returns it.
+
+        The first request does this by itself. Call it first when something needs the model before any
+        request, as ``KVEventSubscriber`` does: an ``OpenAIEngine`` reports a block cache (and its block
+        size) only once it has probed the server.
+        """
+        await self.tokenize("prepare")
+        return self.cache_model
 
     async def render(self, request: GenerationRequest) -> str:
         """Render with the wrapped engine."""
@@ -384,7 +445,7 @@ class Scheduler:
             engine_pin(tokens, ttl)
         elif self._mirrored:
             return tokens  # the engine cannot keep it: a model-side pin would only falsify the mirror
-        self._cache.pin(tokens, ttl)
+        self._cache.pin(tokens, ttl, namespace=self._namespace_of(prefix))
         self._pump()
         return tokens
 
@@ -394,7 +455,7 @@ class Scheduler:
         engine_unpin = getattr(self._engine, "unpin_prefix", None)
         if callable(engine_unpin):
             engine_unpin(tokens)
-        released = self._cache.unpin(tokens)
+        released = self._cache.unpin(tokens, namespace=self._namespace_of(prefix))
         self._pump()
         return released
 
@@ -407,8 +468,11 @@ class Scheduler:
         ``prefill(request)`` when it has one (the llama.cpp engine), else as a ``max_tokens=1`` generation.
 
         Returns:
-            ``True`` if the prefill ran; ``False`` if it was dropped because the prompt was already cached or
-            a request starting with it arrived first.
+            ``True`` if the prefill ran; ``False`` if it was dropped because the prompt was already cached, or
+            the request it prepares for arrived first: one starting with its tokens, or any request of the
+            same agent (equal ``hints.workflow_id`` and ``hints.agent``; a tokenizer may split the text at
+            the prefix's end differently in the longer prompt). That request computes the prefix itself;
+            a prewarm left waiting would only run later, for nobody.
         """
         req = replace(request, max_tokens=1)
         async with self._admitted(req, "prewarm") as ticket:
@@ -432,7 +496,8 @@ class Scheduler:
 
     @property
     def cache_model(self) -> CacheModel:
-        """The model of the engine's prefix cache."""
+        """The model of the engine's prefix cache (chosen now if no request has run yet; see ``prepare``)."""
+        self._ensure_cache()
         self._drain_events()
         return self._cache
 
@@ -496,8 +561,17 @@ class Scheduler:
 
     async def _tokens_of(self, prefix: GenerationRequest | Sequence[int]) -> tuple[int, ...]:
         if isinstance(prefix, GenerationRequest):
-            return tuple(await self._engine.tokenize(await self._engine.render(prefix)))
-        return tuple(prefix)
+            tokens = tuple(await self._engine.tokenize(await self._engine.render(prefix)))
+        else:
+            tokens = tuple(prefix)
+        self._ensure_cache()
+        return tokens
+
+    def _namespace_of(self, prefix: GenerationRequest | Sequence[int]) -> str | None:
+        """The cache salt of a request's tenant (raw tokens: unsalted)."""
+        if self._salt_of is None or not isinstance(prefix, GenerationRequest):
+            return None
+        return self._salt_of(prefix.hints.tenant)
 
     def _enqueue(self, request: GenerationRequest, tokens: tuple[int, ...], kind: RequestKind) -> _Ticket:
         n = len(tokens)
@@ -516,18 +590,22 @@ class Scheduler:
             steps=hints.steps_to_execution,
             deadline=hints.deadline,
             group=hints.fanout_group,
+            ahead=len(self._queued),
         )
-        ticket = _Ticket(item, request, tokens, kind)
+        namespace = self._namespace_of(request)
+        ticket = _Ticket(item, request, tokens, kind, namespace)
         if kind == "prewarm":
-            if n == 0 or self._cache.match(tokens) >= n - 1:
+            if n == 0 or self._cache.match(tokens, namespace=namespace) >= n - 1:
                 ticket.dropped = True
             else:
                 self._prewarms[seq] = ticket
             return ticket
         for pseq, pre in list(self._prewarms.items()):
-            if tokens[: len(pre.tokens)] == pre.tokens:
+            if pre.namespace == namespace and (
+                tokens[: len(pre.tokens)] == pre.tokens or _same_agent(pre.request, request)
+            ):
                 self._drop_prewarm(pseq)
-        item.cached = _cap(self._cache.watch(seq, tokens), n)
+        item.cached = _cap(self._cache.watch(seq, tokens, namespace=namespace), n)
         self._queued[seq] = ticket
         self._policy.push(item)
         return ticket
@@ -553,6 +631,8 @@ class Scheduler:
         now = self._clock()
         self._retry_after = math.inf
         policy = self._policy
+        last = self._last_eviction
+        policy.cache_pressure(last is not None and self._decisions - last <= PRESSURE_WINDOW)
         while self._in_flight < self._max_concurrency:
             started = time.perf_counter()
             item = policy.peek(now)
@@ -569,7 +649,7 @@ class Scheduler:
             self._decisions += 1
         if self._in_flight == 0 and not self._queued and self._prewarms:
             seq, ticket = next(iter(self._prewarms.items()))
-            if self._cache.match(ticket.tokens) >= len(ticket.tokens) - 1:
+            if self._cache.match(ticket.tokens, namespace=ticket.namespace) >= len(ticket.tokens) - 1:
                 self._drop_prewarm(seq)
             elif self._admit(ticket) == 0:
                 del self._prewarms[seq]
@@ -581,7 +661,7 @@ class Scheduler:
         item = ticket.item
         if self._budget is not None and self._in_flight > 0:
             cached = (
-                _cap(self._cache.match(ticket.tokens), item.n_tokens)
+                _cap(self._cache.match(ticket.tokens, namespace=ticket.namespace), item.n_tokens)
                 if ticket.kind == "prewarm"
                 else item.cached
             )
@@ -603,7 +683,9 @@ class Scheduler:
         seq = ticket.item.seq
         self._queued.pop(seq, None)
         self._cache.unwatch(seq)
-        ticket.predicted = _cap(self._cache.acquire(ticket.tokens), len(ticket.tokens))
+        ticket.predicted = _cap(
+            self._cache.acquire(ticket.tokens, namespace=ticket.namespace), len(ticket.tokens)
+        )
         self._in_flight += 1
         ticket.t_dispatch = now
         ticket.dispatched = True
@@ -632,7 +714,9 @@ class Scheduler:
         usage = ticket.usage if ok else None
         reported = None if usage is None else usage.cached_tokens
         self._drain_events()
-        self._cache.release(ticket.tokens, predicted=ticket.predicted, reported=reported)
+        self._cache.release(
+            ticket.tokens, predicted=ticket.predicted, reported=reported, namespace=ticket.namespace
+        )
         if self._tpm is not None:
             used = 0 if usage is None else usage.completion_tokens
             self._tpm.give_back(max(0, ticket.request.max_tokens - used))
@@ -649,7 +733,8 @@ class Scheduler:
         if ticket.kind == "request":
             self._union.insert(ticket.tokens)
             self._union_by_workflow.setdefault(workflow, RadixTree()).insert(ticket.tokens)
-        self._prediction_error += abs(ticket.predicted - usage.cached_tokens)
+        if usage.cached_tokens is not None:
+            self._prediction_error += abs(ticket.predicted - usage.cached_tokens)
         queue_s = ticket.t_dispatch - ticket.t_arrival
         engine_ttft = usage.ttft_s if ticket.engine_ttft_s is None else ticket.engine_ttft_s
         row = RequestMetrics(
@@ -674,6 +759,20 @@ class Scheduler:
 
     # ------------------------------------------------------------------ internals: cache model
 
+    def _ensure_cache(self) -> None:
+        """Choose the cache model (and, unless given, the concurrency) from the engine's capabilities, once
+        (nothing is queued before this)."""
+        if self._cache_ready:
+            return
+        self._cache_ready = True
+        caps = self._engine.capabilities
+        self._cache = self._default_cache_model(caps)
+        self._cache.on_match_change = self._on_match_change
+        if caps.prefix_cache == "exact" and caps.cache_bytes == 0:
+            self._last_eviction = 0  # only the live context: every switch of prefix evicts one
+        if self._slots_from_engine and caps.slots >= 1:
+            self._max_concurrency = caps.slots  # e.g. 1 once OpenAIEngine has found a llama.cpp server
+
     def _default_cache_model(self, caps: Capabilities) -> CacheModel:
         if caps.prefix_cache == "exact":
             if hasattr(self._engine, "cache_listener"):
@@ -683,7 +782,8 @@ class Scheduler:
                 return RadixTree(mirror=True, clock=self._clock)
             return RadixTree(budget_tokens=self._budget, clock=self._clock)
         if caps.prefix_cache == "block":
-            blocks = None if self._budget is None else max(1, self._budget // caps.block_size)
+            limits = [t // caps.block_size for t in (self._budget, caps.cache_tokens) if t is not None]
+            blocks = max(1, min(limits)) if limits else None
             return BlockLRU(block_size=caps.block_size, capacity_blocks=blocks, clock=self._clock)
         return NoCache()
 
@@ -706,12 +806,20 @@ class Scheduler:
                 cache.insert(tokens)  # type: ignore[attr-defined]
             elif kind == "evict":
                 cache.remove(tokens)  # type: ignore[attr-defined]
+                self._note_loss(tokens)
             elif kind == "live":
-                if self._live:
-                    cache.remove(self._live)  # type: ignore[attr-defined]
-                self._live = tokens
+                previous, self._live = self._live, tokens
                 if tokens:
                     cache.insert(tokens)  # type: ignore[attr-defined]
+                if previous:
+                    cache.remove(previous)  # type: ignore[attr-defined]
+                    self._note_loss(previous)  # replaced without being saved in a snapshot
+
+    def _note_loss(self, tokens: tuple[int, ...]) -> None:
+        """Record an eviction when at least ``PRESSURE_MIN_TOKENS`` of ``tokens`` are no longer cached
+        (not when a longer snapshot or the live context still holds them)."""
+        if len(tokens) - self._cache.match(tokens) >= PRESSURE_MIN_TOKENS:
+            self._last_eviction = self._decisions
 
     def _on_match_change(self, key: Hashable, length: int) -> None:
         ticket = self._queued.get(key)  # type: ignore[call-overload]
@@ -722,6 +830,14 @@ class Scheduler:
         if new != item.cached:
             item.cached = new
             self._policy.update(item)
+
+
+def _same_agent(a: GenerationRequest, b: GenerationRequest) -> bool:
+    """Whether two requests come from the same agent of the same workflow (per their hints)."""
+    return a.hints.agent is not None and (a.hints.agent, a.hints.workflow_id) == (
+        b.hints.agent,
+        b.hints.workflow_id,
+    )
 
 
 def _cap(cached: int, n_tokens: int) -> int:

@@ -12,10 +12,9 @@ from contextlib import asynccontextmanager
 import anyio
 import msgspec
 import pytest
-from _vllm_kv_wire import LAYOUTS, Cleared, Layout, Removed, Stored, VllmPublisher
+from _vllm_kv_wire import LAYOUTS, Cleared, Layout, Removed, Stored, VllmPublisher, rank_publishers
 
 from agentflow.engines import Capabilities, FunctionEngine, GenerationRequest
-from agentflow.errors import ConfigError
 from agentflow.scheduler import BlockLRU, KVEventStats, KVEventSubscriber, Scheduler
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -37,9 +36,10 @@ def publisher() -> Iterator[VllmPublisher]:
     pub.close()
 
 
-@pytest.fixture
-def replay_publisher() -> Iterator[VllmPublisher]:
-    pub = VllmPublisher("maps", replay=True)
+@pytest.fixture(params=["maps", "v034"])
+def replay_publisher(request: pytest.FixtureRequest) -> Iterator[VllmPublisher]:
+    """Replies [b"", seq, payload] (before vLLM 0.34) or [b"", topic, seq, payload] (0.34)."""
+    pub = VllmPublisher(request.param, replay=True)
     yield pub
     pub.close()
 
@@ -112,7 +112,7 @@ async def test_events_for_other_media_groups_and_adapters_are_skipped(publisher:
             Stored(h[:1], None, PROMPT[:4], BS, medium="CPU"),
             Stored(h[:1], None, PROMPT[:4], BS, group_idx=1),
             Stored(h[:1], None, PROMPT[:4], BS, lora_id=7, lora_name="sql"),
-            Stored(h[:1], None, PROMPT[:4], BS, extra_keys=[("mm-hash",)]),
+            Stored(h[:1], None, PROMPT[:4], BS, extra_keys=[(("mm-hash", 0),)]),  # (identifier, offset)
         )
         await wait_until(sub, lambda s: s.skipped_events == 4)
         assert model.match(PROMPT) == 0
@@ -213,13 +213,80 @@ async def test_publisher_restart_clears_the_model(publisher: VllmPublisher) -> N
         assert model.match((7, 7, 7, 7, 0)) == 4
 
 
-async def test_block_size_mismatch_raises_config_error_naming_both_sizes(publisher: VllmPublisher) -> None:
-    model = BlockLRU(block_size=16)
-    with pytest.raises(ConfigError, match=r"block_size=4 tokens.*block_size=16"):
-        async with subscribed(publisher, model):
-            publisher.publish(Stored(blocks(PROMPT)[:1], None, PROMPT[:4], BS))
-            await anyio.sleep_forever()  # cancelled by the subscriber's failure
-    assert model.match(PROMPT) == 0
+async def test_first_event_of_a_default_server_rebases_the_model_instead_of_failing(
+    publisher: VllmPublisher,
+) -> None:
+    model = BlockLRU(block_size=16)  # assumed; the server publishes 4-token blocks
+    model.acquire(PROMPT)  # an in-flight request, re-keyed with the model
+    async with subscribed(publisher, model) as sub:
+        publisher.publish(Stored(blocks(PROMPT)[:2], None, PROMPT[:8], BS))
+        await wait_until(sub, lambda s: s.events == 1)
+        assert model.block_size == BS
+        assert model.match(PROMPT) == 12  # the request's own blocks (in flight) and the stored ones
+        model.release(PROMPT)
+        assert model.match(PROMPT) == 8  # the engine reported two blocks; the rest was only a prediction
+
+
+async def test_default_64_token_blocks_are_followed_without_configuration() -> None:
+    pub = VllmPublisher("v034")
+    try:
+        model = BlockLRU()
+        assert model.block_size == 64
+        prompt = tuple(range(1000, 1200))
+        h = [hash((0, prompt[: i + 64])) & (2**64 - 1) for i in range(0, 192, 64)]
+        async with subscribed(pub, model) as sub:
+            pub.publish(Stored(h, None, prompt[:192], 64))
+            await wait_until(sub, lambda s: s.events == 1)
+            assert model.match(prompt) == 192
+    finally:
+        pub.close()
+
+
+async def test_salted_blocks_count_only_for_their_tenant(publisher: VllmPublisher) -> None:
+    pub = VllmPublisher("v034")
+    try:
+        model = BlockLRU(block_size=BS)
+        h = blocks(PROMPT, salt=9)
+        async with subscribed(pub, model) as sub:
+            pub.publish(Stored(h[:2], None, PROMPT[:8], BS, extra_keys=[("salt-a",), None]))
+            pub.publish(Stored(h[2:3], h[1], PROMPT[8:12], BS))
+            await wait_until(sub, lambda s: s.events == 2)
+            assert model.match(PROMPT, namespace="salt-a") == 12
+            assert model.match(PROMPT, namespace="salt-b") == 0
+            assert model.match(PROMPT) == 0
+    finally:
+        pub.close()
+
+
+async def test_subscriber_follows_two_data_parallel_ranks() -> None:
+    rank0, rank1 = rank_publishers("v034", 2)
+    try:
+        model = BlockLRU(block_size=BS)
+        other = (7, 7, 7, 7, 8, 8, 8, 8, 9)
+        async with KVEventSubscriber(
+            model, rank0.endpoint, topic=rank0.topic, data_parallel_size=2, poll_interval_s=0.02
+        ) as sub:
+            with anyio.fail_after(10):  # join both streams (ZMQ drops what is sent before SUB connects)
+                while None in sub.stats().last_seq_by_rank:
+                    for pub in (rank0, rank1):
+                        pub.publish()
+                    await anyio.sleep(0.02)
+            rank0.publish(Stored(blocks(PROMPT)[:2], None, PROMPT[:8], BS))
+            rank1.publish(Stored(blocks(other)[:2], None, other[:8], BS))
+            await wait_until(sub, lambda s: s.events == 2)
+            assert (model.match(PROMPT), model.match(other)) == (8, 8)
+            # Rank 1 caches PROMPT's first block too; rank 0 evicts it: rank 1 still holds it.
+            rank1.publish(Stored(blocks(PROMPT)[:1], None, PROMPT[:4], BS))
+            rank0.publish(Removed(blocks(PROMPT)[:2]))
+            stats = await wait_until(sub, lambda s: s.events == 4)
+            assert (model.match(PROMPT), model.match(other)) == (4, 8)
+            rank1.publish(Cleared())
+            await wait_until(sub, lambda s: s.events == 5)
+            assert (model.match(PROMPT), model.match(other)) == (0, 0)
+            assert stats.gaps == 0 and len(stats.last_seq_by_rank) == 2
+    finally:
+        rank0.close()
+        rank1.close()
 
 
 async def test_exceptions_of_the_body_propagate_unchanged(publisher: VllmPublisher) -> None:

@@ -78,3 +78,20 @@ async def test_pinned_prefix_survives_other_agents_and_is_reused() -> None:
             await scheduler.aclose()
     assert cached[False] <= 2  # at most the shared first token(s): A's snapshot was evicted
     assert cached[True] >= prompt_len - 2  # A's whole prompt came back from the pinned snapshot
+
+
+async def test_spill_never_evicts_the_snapshot_the_request_restores() -> None:
+    size = await _one_snapshot_size()
+    # Room for one snapshot: A is saved when B arrives. Restoring A for the third request needs B's live
+    # context saved first, which would evict A: that spill is skipped, and A is restored.
+    engine = LlamaCppEngine(snapshot_bytes=int(size * 1.5))
+    try:
+        await engine.generate(GenerationRequest(prompt=A, max_tokens=1))
+        await engine.generate(GenerationRequest(prompt=B, max_tokens=1))
+        a_tokens = len(await engine.tokenize(A))
+        out = await engine.generate(GenerationRequest(prompt=A + "Later,", max_tokens=1))
+        assert out.usage.cached_tokens is not None
+        assert out.usage.cached_tokens >= a_tokens - 2  # all of A but the seam's token(s)
+        assert engine.stats().restores == 1
+    finally:
+        await engine.aclose()

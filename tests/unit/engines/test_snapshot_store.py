@@ -69,6 +69,22 @@ def test_insert_evicts_least_recently_used_when_over_budget() -> None:
     assert events[-2:] == [CacheEvent("evict", (2,)), CacheEvent("insert", (3,))]
 
 
+def test_insert_never_evicts_the_kept_snapshot_and_evicts_another_instead() -> None:
+    store, _ = _store(25)
+    store.insert((1,), FakeState("a"), 10)  # least recently used: the victim without keep
+    store.insert((2,), FakeState("b"), 10)
+    assert store.insert((3,), FakeState("c"), 10, keep=(1,))
+    assert [e.tokens for e in store.entries()] == [(1,), (3,)]
+
+
+def test_insert_is_skipped_when_only_the_kept_snapshot_could_make_room() -> None:
+    store, events = _store(15)
+    store.insert((1,), FakeState("a"), 10)
+    assert not store.insert((2,), FakeState("b"), 10, keep=(1,))
+    assert [e.tokens for e in store.entries()] == [(1,)]
+    assert events == [CacheEvent("insert", (1,))]
+
+
 def test_insert_drops_dominated_prefixes_when_a_longer_key_arrives() -> None:
     store, events = _store(1000)
     store.insert((1, 2), FakeState("short"), 10)

@@ -46,6 +46,8 @@ class Server:
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "m", "owned_by": self.owned_by}]})
+        if request.method == "GET":  # e.g. vLLM's /metrics, read once while probing: none here
+            return httpx.Response(404)
         self.bodies.append(json.loads(request.content))
         if isinstance(self.answer, bytes):
             return httpx.Response(200, content=self.answer, headers=SSE_HEADERS)

@@ -144,9 +144,9 @@ def test_usage_from_output_splits_cached_tokens_when_vllm_reports_them() -> None
     assert (usage.queue_s, usage.ttft_s, usage.total_s) == (0.1, 0.2, 0.5)
 
 
-def test_usage_from_output_treats_missing_counts_as_uncached_when_absent() -> None:
+def test_usage_from_output_reports_cached_tokens_unknown_when_vllm_gives_none() -> None:
     usage = usage_from_output([1, 2, 3], None, 0, queue_s=0.0, ttft_s=0.0, total_s=0.0)
-    assert (usage.prompt_tokens, usage.cached_tokens, usage.computed_tokens) == (3, 0, 3)
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.computed_tokens) == (3, None, 3)
     clamped = usage_from_output([1, 2], 99, 1, queue_s=0.0, ttft_s=0.0, total_s=0.0)
     assert (clamped.cached_tokens, clamped.computed_tokens) == (2, 0)
 
@@ -156,3 +156,24 @@ def test_usage_from_output_treats_missing_counts_as_uncached_when_absent() -> No
 )
 def test_finish_reason_maps_vllm_reasons_when_given(reason: str | None, expected: str) -> None:
     assert finish_reason_from_vllm(reason) == expected
+
+
+def test_cache_facts_read_the_started_engines_block_size_and_capacity() -> None:
+    from types import SimpleNamespace
+
+    from agentflow.engines._vllm import cache_facts
+
+    config = SimpleNamespace(
+        cache_config=SimpleNamespace(
+            block_size=64, num_gpu_blocks=100, enable_prefix_caching=True, prefix_match_unit=None
+        )
+    )
+    facts = cache_facts(config)
+    assert (facts.hash_block_size, facts.capacity_tokens, facts.enable_prefix_caching) == (64, 6400, True)
+    finer = cache_facts(
+        SimpleNamespace(
+            cache_config=SimpleNamespace(block_size=1024, prefix_match_unit=32, num_gpu_blocks=None)
+        )
+    )
+    assert (finer.hash_block_size, finer.capacity_tokens) == (32, None)
+    assert cache_facts(None).block_size is None

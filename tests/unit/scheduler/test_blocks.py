@@ -95,6 +95,59 @@ def test_pin_protects_blocks_until_unpinned() -> None:
     assert cache.match((1, 2, 3, 4, 0)) == 0
 
 
+def test_namespaces_never_share_blocks_even_for_identical_tokens() -> None:
+    cache = BlockLRU(block_size=2)
+    cache.insert((1, 2, 3, 4), namespace="salt-a")
+    assert cache.match((1, 2, 3, 4, 5), namespace="salt-a") == 4
+    assert cache.match((1, 2, 3, 4, 5), namespace="salt-b") == 0
+    assert cache.match((1, 2, 3, 4, 5)) == 0
+    predicted = cache.acquire((1, 2, 3, 4, 5), namespace="salt-b")
+    assert predicted == 0
+    cache.release((1, 2, 3, 4, 5), namespace="salt-b")
+    assert cache.match((1, 2, 3, 4, 5), namespace="salt-b") == 4
+
+
+def test_unreported_cached_tokens_neither_correct_nor_count() -> None:
+    cache = BlockLRU(block_size=2, capacity_blocks=10)
+    predicted = cache.acquire((1, 2, 3, 4, 5))
+    cache.release((1, 2, 3, 4, 5), predicted=predicted + 4, reported=None)
+    stats = cache.stats()
+    assert (stats.capacity_blocks, stats.predictions, stats.abs_error_tokens) == (10, 0, 0)
+
+
+def test_release_without_acquire_takes_no_reference() -> None:
+    cache = BlockLRU(block_size=2)
+    cache.acquire((1, 2, 3))
+    cache.release((7, 8, 9))  # never acquired
+    assert cache.locked_tokens == 2
+    cache.release((1, 2, 3))
+    assert cache.locked_tokens == 0
+
+
+def test_rebase_rekeys_in_flight_requests_pins_and_watches() -> None:
+    changes: dict[Hashable, int] = {}
+    cache = BlockLRU(block_size=4, on_match_change=changes.__setitem__)
+    cache.acquire(tuple(range(9)))
+    cache.pin((50, 51, 52, 53, 54), ttl_s=60)
+    assert cache.watch("q", tuple(range(12))) == 8
+    cache.rebase(2)
+    assert cache.block_size == 2
+    assert cache.match(tuple(range(12))) == 8  # blocks 0..7 of the in-flight prompt, now 2-token blocks
+    assert cache.match((50, 51, 52, 53, 0)) == 4
+    assert changes["q"] == 8 and cache.watched("q") == 8
+    cache.release(tuple(range(9)))
+    cache.unpin((50, 51, 52, 53, 54))
+    assert cache.locked_tokens == 0
+
+
+def test_blocks_predicted_but_never_stored_go_once_released_when_following_events() -> None:
+    cache = BlockLRU(block_size=2)
+    cache.on_block_stored([11], None, [1, 2])  # the engine holds block (1, 2)
+    cache.acquire((1, 2, 3, 4, 5))
+    cache.release((1, 2, 3, 4, 5))  # no event for (3, 4): only our prediction
+    assert cache.match((1, 2, 3, 4, 5)) == 2
+
+
 SEQS = st.lists(st.lists(st.integers(0, 1), min_size=0, max_size=9).map(tuple), min_size=1, max_size=12)
 
 

@@ -22,6 +22,7 @@ from agentflow.scheduler._kv_events import (
     StoredBlocks,
     block_hash_key,
     decode_batch,
+    rank_endpoint,
 )
 
 UINT64 = st.integers(0, 2**64 - 1)
@@ -42,9 +43,14 @@ def events(draw: st.DrawFn, layout: Layout) -> Event:
     block_hashes = draw(st.lists(hashes(layout), max_size=3))
     if kind == "removed":
         return Removed(block_hashes, medium=medium, group_idx=group)
-    bs = draw(st.sampled_from([1, 4, 16]))
+    bs = draw(st.sampled_from([1, 4, 16, 64]))
     n = len(block_hashes)
-    extra = draw(st.sampled_from([None, [None] * n, [("salt",)] * n])) if newer else None
+    first_salted: list[tuple[Any, ...] | None] = [("salt",), *([None] * (n - 1))] if n else []
+    extra = (
+        draw(st.sampled_from([None, [None] * n, [("salt",)] * n, first_salted, [(("mm-hash", 0),)] * n]))
+        if newer
+        else None
+    )
     return Stored(
         block_hashes,
         draw(st.none() | hashes(layout)),
@@ -54,11 +60,13 @@ def events(draw: st.DrawFn, layout: Layout) -> Event:
         medium=medium,
         group_idx=group,
         extra_keys=extra,
+        locality=draw(st.sampled_from([None, "LOCAL", "REMOTE"])) if layout == "v034" else None,
     )
 
 
 def expected(event: Event) -> KVEvent | None:
-    """What the model must apply: GPU blocks of group 0 without adapters or extra keys (module docstring)."""
+    """What the model must apply: local GPU blocks of group 0 without adapters or extra keys other than a
+    cache salt on a prompt's first block (module docstring)."""
     if isinstance(event, Cleared):
         return ClearedBlocks()
     if event.medium not in (None, "GPU") or event.group_idx not in (None, 0):
@@ -66,10 +74,17 @@ def expected(event: Event) -> KVEvent | None:
     keys = tuple(block_hash_key(h) for h in event.block_hashes)
     if isinstance(event, Removed):
         return RemovedBlocks(keys)
-    if event.lora_id is not None or (event.extra_keys and any(k is not None for k in event.extra_keys)):
+    if event.lora_id is not None or event.locality not in (None, "LOCAL"):
         return None
+    salt = None
+    for index, extra in enumerate(event.extra_keys or []):
+        if extra is None:
+            continue
+        if index != 0 or event.parent_block_hash is not None or extra != ("salt",):
+            return None
+        salt = "salt"
     parent = None if event.parent_block_hash is None else block_hash_key(event.parent_block_hash)
-    return StoredBlocks(keys, parent, tuple(event.token_ids), event.block_size)
+    return StoredBlocks(keys, parent, tuple(event.token_ids), event.block_size, salt)
 
 
 @settings(deadline=None)
@@ -165,10 +180,13 @@ def test_decode_rejects_batches_that_break_the_schema(batch: Any) -> None:
         decode_batch(msgspec.msgpack.encode(batch))
 
 
-def test_subscriber_rejects_a_scheduler_without_a_block_cache_model() -> None:
+@pytest.mark.anyio
+async def test_subscriber_rejects_a_scheduler_without_a_block_cache_model() -> None:
     scheduler = Scheduler(TestEngine(prefix_cache=True))
+    subscriber = KVEventSubscriber(scheduler, "tcp://127.0.0.1:5557")
     with pytest.raises(ConfigError, match=r"needs a BlockLRU.*RadixTree"):
-        KVEventSubscriber(scheduler, "tcp://127.0.0.1:5557")
+        async with subscriber:
+            pass
 
 
 def test_subscriber_names_the_extra_to_install_when_pyzmq_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,3 +208,37 @@ async def test_subscriber_rejects_an_endpoint_zmq_cannot_use() -> None:
     with pytest.raises(ConfigError, match=r"'tcp://vllm-host': .*'tcp://vllm-host:5557'"):
         async with KVEventSubscriber(BlockLRU(), "tcp://vllm-host"):
             pass
+
+
+def test_decode_keys_a_vllm_034_salted_prompt_by_its_salt() -> None:
+    salted = Stored([1, 2], None, [5, 6, 7, 8], 2, extra_keys=[("tenant-salt",), None])
+    later = Stored([3], 2, [9, 10], 2, extra_keys=[None])
+    multimodal = Stored([4], None, [1, 1], 2, extra_keys=[(("img", 0),)])
+    decoded = decode_batch(encode_batch("v034", [salted, later, multimodal]))
+    assert decoded.events == (
+        StoredBlocks((1, 2), None, (5, 6, 7, 8), 2, "tenant-salt"),
+        StoredBlocks((3,), 2, (9, 10), 2, None),
+    )
+    assert decoded.skipped == 1
+
+
+def test_decode_skips_blocks_that_are_remote_to_the_publisher() -> None:
+    remote = Stored([1], None, [5, 6], 2, locality="REMOTE")
+    local = Stored([1], None, [5, 6], 2, locality="LOCAL")
+    decoded = decode_batch(encode_batch("v034", [remote, local]))
+    assert decoded.events == (StoredBlocks((1,), None, (5, 6), 2),)
+    assert decoded.skipped == 1
+
+
+def test_rank_endpoint_adds_the_rank_to_the_port_as_vllm_does() -> None:
+    assert rank_endpoint("tcp://vllm-host:5557", 0) == "tcp://vllm-host:5557"
+    assert rank_endpoint("tcp://vllm-host:5557", 3) == "tcp://vllm-host:5560"
+    assert rank_endpoint("tcp://*:5557", 1) == "tcp://*:5558"
+    assert rank_endpoint("inproc://kv", 2) == "inproc://kv_dp2"
+    with pytest.raises(ConfigError, match="tcp://host:port"):
+        rank_endpoint("tcp://vllm-host", 1)
+
+
+def test_subscriber_rejects_a_data_parallel_size_below_one() -> None:
+    with pytest.raises(ConfigError, match="data_parallel_size"):
+        KVEventSubscriber(BlockLRU(), "tcp://127.0.0.1:5557", data_parallel_size=0)

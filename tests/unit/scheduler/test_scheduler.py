@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import anyio
@@ -16,7 +17,7 @@ from agentflow.engines import (
     TestEngine,
 )
 from agentflow.errors import SchedulerError
-from agentflow.scheduler import BlockLRU, RequestMetrics, Scheduler
+from agentflow.scheduler import BlockLRU, FifoPolicy, QueuedRequest, RequestMetrics, Scheduler
 
 SYSTEMS = {
     name: f"You are agent {name}. " + " ".join(f"rule{i}-{name}" for i in range(40))
@@ -53,7 +54,10 @@ class GatedEngine(FunctionEngine):
 
 async def _run_interleaved(policy: str) -> tuple[GatedEngine, Scheduler]:
     engine = GatedEngine()
-    scheduler = Scheduler(engine, policy=policy)
+    # The first request holds the engine while the rest queue, then all run at once: wall-clock waits
+    # mean nothing here, so the wait bound relative to FIFO is off (it has tests of its own).
+    options = {"max_slowdown": math.inf} if policy == "ours" else {}
+    scheduler = Scheduler(engine, policy=policy, policy_options=options)
     async with anyio.create_task_group() as tg:
         for i in range(3):
             for agent in ("a", "b", "c"):
@@ -235,11 +239,13 @@ async def test_prewarm_runs_when_idle_and_next_request_reuses_it() -> None:
     assert kinds == ["prewarm", "request"]
 
 
-@pytest.mark.anyio
-async def test_prewarm_is_dropped_when_a_covering_request_arrives_first() -> None:
+async def _prewarm_then_request(
+    prefix: GenerationRequest, request: GenerationRequest
+) -> tuple[bool, list[str]]:
+    """While agent "a" holds the engine, queue a prewarm of ``prefix``, then ``request``; release the engine.
+    Returns whether the prewarm ran and the agents the engine served, in order."""
     engine = GatedEngine()
     scheduler = Scheduler(engine)
-    prefix = GenerationRequest(prompt=SYSTEMS["b"], hints=RequestHints(agent="b"))
     results: list[bool] = []
 
     async def prewarm() -> None:
@@ -250,14 +256,21 @@ async def test_prewarm_is_dropped_when_a_covering_request_arrives_first() -> Non
         await anyio.wait_all_tasks_blocked()
         tg.start_soon(prewarm)
         await anyio.wait_all_tasks_blocked()
-        tg.start_soon(
-            scheduler.generate,
-            GenerationRequest(prompt=SYSTEMS["b"] + " more", hints=RequestHints(agent="b")),
-        )
+        tg.start_soon(scheduler.generate, request)
         await anyio.wait_all_tasks_blocked()
         engine.gate.set()
-    assert results == [False]
-    assert engine.served == ["a", "b"]
+    return results[0], engine.served
+
+
+@pytest.mark.anyio
+async def test_prewarm_is_dropped_when_a_covering_request_arrives_first() -> None:
+    hints = RequestHints(agent="b")
+    ran, served = await _prewarm_then_request(
+        GenerationRequest(prompt=SYSTEMS["b"], hints=hints),
+        GenerationRequest(prompt=SYSTEMS["b"] + " more", hints=hints),
+    )
+    assert not ran
+    assert served == ["a", "b"]
 
 
 @pytest.mark.anyio
@@ -321,3 +334,61 @@ async def test_block_model_shrinks_capacity_when_engine_reports_fewer_cached_tok
     assert stats.predictions == 3
     assert stats.capacity_blocks is not None and before is not None and stats.capacity_blocks < before
     assert scheduler.metrics().prediction_abs_error_tokens > 0
+
+
+@pytest.mark.anyio
+async def test_prewarm_is_dropped_when_its_agent_sends_a_request_that_tokenizes_differently() -> None:
+    hints = RequestHints(workflow_id="w", agent="writer")
+    # The request does not start with the prewarm's tokens (a tokenizer may split the seam differently),
+    # but it is the request the prewarm prepared for: it computes the prefix itself.
+    ran, served = await _prewarm_then_request(
+        GenerationRequest(prompt=SYSTEMS["b"] + " Findings", hints=hints),
+        GenerationRequest(prompt=SYSTEMS["b"] + " Findings:", hints=hints),
+    )
+    assert not ran
+    assert served == ["a", "writer"]
+
+
+@pytest.mark.anyio
+async def test_wait_statistics_leave_out_prewarms() -> None:
+    now = [0.0]
+    engine = TestEngine(prefix_cache=True)
+    scheduler = Scheduler(engine, clock=lambda: now[0])
+    prefix = GenerationRequest(prompt=SYSTEMS["c"], hints=RequestHints(workflow_id="w", agent="c"))
+    assert await scheduler.prewarm(prefix)
+    await scheduler.generate(_request("a", "q"))
+    rows = scheduler.metrics().requests
+    assert [r.kind for r in rows] == ["prewarm", "request"]
+    total = scheduler.metrics().total
+    assert total.requests == 2 and total.max_queue_s == rows[1].queue_s
+
+
+class RecordingPolicy(FifoPolicy):
+    """FIFO that keeps every queued request, to check what the scheduler tells a policy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[QueuedRequest] = []
+
+    def push(self, item: QueuedRequest) -> None:
+        self.pushed.append(item)
+        super().push(item)
+
+
+@pytest.mark.anyio
+async def test_scheduler_tells_the_policy_each_requests_fifo_position() -> None:
+    gate = anyio.Event()
+
+    async def answer(request: GenerationRequest) -> str:
+        await gate.wait()
+        return "ok"
+
+    policy = RecordingPolicy()
+    scheduler = Scheduler(FunctionEngine(answer), policy=policy)
+    async with anyio.create_task_group() as tg:
+        for agent in ("a", "b", "c", "a"):
+            tg.start_soon(scheduler.generate, _request(agent, "q"))
+            await anyio.wait_all_tasks_blocked()
+        gate.set()
+    # The first runs at once; the others queue behind 0, 1 and 2 queued requests (FIFO positions).
+    assert [item.ahead for item in policy.pushed] == [0, 0, 1, 2]
