@@ -1,7 +1,7 @@
-"""The git boundary of EvoGit: one command runner over GitPython with lock-contention retries.
+"""The git boundary of EvoGit: one command runner over the ``git`` executable with lock-contention retries.
 
 Every git operation EvoGit performs goes through ``GitRepo``. Commands run in a worker thread
-(``anyio.to_thread.run_sync``) through GitPython's ``Git.execute``; failures are translated to
+(``anyio.to_thread.run_sync``) as ``git`` subprocesses; failures are translated to
 ``EvoGitError`` here and nowhere else. Several agents, in one process or in many, share one
 repository, so a command that failed because another writer held a lock (``index.lock``, a ref
 lock, ``packed-refs.lock``) is retried with jittered backoff.
@@ -13,7 +13,9 @@ run in a tight loop) and a fixed fallback identity.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,6 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-import git
 
 from agentflow.errors import ConfigError, RuntimeFailure
 
@@ -97,8 +98,6 @@ class GitRepo:
     def __init__(self, path: Path | str, *, attempts: int = 60) -> None:
         self.path = Path(path).resolve()
         self._attempts = attempts
-        # GitPython's command runner; stateless between calls, so safe to use from worker threads.
-        self._git = git.Git(str(self.path))
         probe = self.run_blocking("rev-parse", "--git-common-dir", "--show-toplevel", check=False)
         if probe.status != 0:
             raise ConfigError(
@@ -143,15 +142,15 @@ class GitRepo:
         command = ["git", *_BASE_CONFIG, *args]
         delay = 0.01
         result = GitResult(0, "", "")
+        environment = {**os.environ, **env} if env else None
         for attempt in range(self._attempts):
-            status, out, err = self._git.execute(
-                command,
-                with_extended_output=True,
-                with_exceptions=False,
-                env=dict(env) if env else None,
-                strip_newline_in_stdout=False,
-            )
-            result = GitResult(int(status), str(out).rstrip("\n"), str(err))
+            try:
+                done = subprocess.run(
+                    command, cwd=self.path, env=environment, capture_output=True, text=True, errors="replace"
+                )
+            except OSError as exc:
+                raise ConfigError(f"cannot run git ({exc.strerror}); install git and put it on PATH") from exc
+            result = GitResult(done.returncode, done.stdout.rstrip("\n"), done.stderr)
             if result.status in ok_codes:
                 return result
             if not (retry and _is_contention(result.stderr)) or attempt == self._attempts - 1:
@@ -221,16 +220,22 @@ class GitRepo:
         return {name: oid for name, oid in pairs}
 
     async def read_blobs(self, oids: Sequence[str]) -> dict[str, bytes]:
-        """The contents of many blobs at once (one ``cat-file --batch`` through GitPython's object DB)."""
+        """The contents of many blobs at once (one ``git cat-file --batch``)."""
         if not oids:
             return {}
 
         def read() -> dict[str, bytes]:
-            repo = git.Repo(str(self.path))
-            try:
-                return {oid: repo.odb.stream(bytes.fromhex(oid)).read() for oid in oids}
-            finally:
-                repo.close()
+            done = subprocess.run(
+                ["git", *_BASE_CONFIG, "cat-file", "--batch"],
+                cwd=self.path,
+                input="".join(f"{oid}\n" for oid in oids).encode(),
+                capture_output=True,
+            )
+            if done.returncode != 0:
+                raise EvoGitError(
+                    f"git cat-file --batch failed in {self.path}: {done.stderr.decode(errors='replace')[:800]}"
+                )
+            return _parse_batch(done.stdout, oids)
 
         return await anyio.to_thread.run_sync(read)
 
@@ -241,3 +246,20 @@ class GitRepo:
     async def is_clean(self) -> bool:
         """Whether the working tree has no changes (tracked or untracked)."""
         return (await self.out("status", "--porcelain", "--untracked-files=all")).strip() == ""
+
+
+def _parse_batch(out: bytes, oids: Sequence[str]) -> dict[str, bytes]:
+    """``git cat-file --batch`` output: ``<oid> <type> <size>\n<content>\n`` per object (``<oid> missing``)."""
+    blobs: dict[str, bytes] = {}
+    pos = 0
+    for oid in oids:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].decode()
+        pos = end + 1
+        parts = header.split()
+        if len(parts) != 3:
+            raise EvoGitError(f"git has no object {oid} ({header})")
+        size = int(parts[2])
+        blobs[oid] = out[pos : pos + size]
+        pos += size + 1
+    return blobs
