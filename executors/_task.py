@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import JsonValue
+from pydantic_core import to_jsonable_python
 
 from agentflow.dsl import ToolCall, ToolStatus
 from agentflow.errors import PlanError, StepTimeout, ToolError
@@ -119,13 +120,19 @@ class TaskResult:
         return None if self.started_at is None else self.finished_at - self.started_at
 
     def observation(self) -> str:
-        """The result as text for a prompt: the value (JSON for lists and dicts) or ``Error: ...``."""
+        """The result as text for a prompt: the value as JSON (a string as it is; models, dataclasses, dates...
+        in their JSON form) or ``Error: ...``.
+
+        The text of a value and of its JSON round trip are the same, so a result replayed from a journal
+        shows the model what the live result showed it.
+        """
         if self.status is TaskStatus.OK:
-            if isinstance(self.value, str):
-                return self.value
+            data = to_jsonable_python(self.value, fallback=str)
+            if isinstance(data, str):
+                return data
             try:
-                return json.dumps(self.value, ensure_ascii=False, default=str)
-            except (TypeError, ValueError):
+                return json.dumps(data, ensure_ascii=False)
+            except (TypeError, ValueError):  # NaN keys and the like
                 return str(self.value)
         if self.status is TaskStatus.CANCELLED:
             return "Error: cancelled"
