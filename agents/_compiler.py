@@ -10,9 +10,14 @@ allowed tools are offered with ``tool_choice="required"``; every call of the ans
 order, and each starts the moment the engine hands it over whole), else as LLMCompiler text
 (``1. search("x")`` ... ``join()``) or, for small models, as JSON under grammar-constrained decoding
 (``plan_format="json"``; the schema lists only the allowed tools with typed arguments). In every form an
-argument may be ``"$k"``, the result of call k. Each planning round, the execution and the join are named
-steps, so retry, timeouts and the journal apply. Tool outputs enter the joiner's and replanner's prompts
+argument may be ``"$k"``, the result of call k. Tool outputs enter the joiner's and replanner's prompts
 as delimited data (native: as the calls' ``tool`` messages), never as instructions.
+
+Journal. Each planning round (``plan``), each planner answer inside it (``plan/planner``), each tool call
+(``[id]/tool``, journaled the moment it ends, while the plan may still stream) and each join decision is a
+named step, so a resumed run asks the model nothing it answered and calls no tool that ended. A round
+replayed from the journal puts its tasks and results back into the run's execution, so later rounds' ``$N``
+references and the joiner see what the live round gave them.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ under a JSON Schema that only admits an allowed tool with typed arguments or a f
 per turn), so even small models produce well-formed steps. ``tool_choice`` can force or forbid calls,
 per turn, on both paths. It runs on the same engines and tools as the LLMCompiler agent, for
 comparisons (``bench/compiler_vs_react.py``).
+
+Journal. Each turn (``think``), each turn's calls (``act``) and each tool call in them (``act/[id]/tool``)
+are named steps with declared result types, so a resumed run asks the model nothing it answered and calls
+no tool that ended; replayed tool results come back as their tools' return types.
 """
 
 from __future__ import annotations

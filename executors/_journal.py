@@ -26,7 +26,7 @@ from typing import Annotated, Protocol, runtime_checkable
 from pydantic import AfterValidator
 
 from agentflow.dsl import StepJournal, StepReplayed, StepScope
-from agentflow.errors import ResumeError
+from agentflow.errors import AgentflowError, ResumeError
 
 from ._registry import ToolRegistry, ToolView
 from ._task import Task, TaskResult, TaskStatus
@@ -103,7 +103,11 @@ class StepTaskJournal:
 
     async def commit(self, result: TaskResult) -> None:
         task = result.task
-        await self._journal.commit(self.path(task), task.tool, result, None, TaskResult)
+        path = self.path(task)
+        try:
+            await self._journal.commit(path, task.tool, result, None, TaskResult)
+        except AgentflowError as exc:
+            raise exc.at(path)
 
 
 def task_journal(scope: StepScope) -> StepTaskJournal | None:
