@@ -107,7 +107,8 @@ class StepTaskJournal:
         try:
             await self._journal.commit(path, task.tool, result, None, TaskResult)
         except AgentflowError as exc:
-            raise exc.at(path)
+            exc.at(path)  # name the call whose result could not be recorded
+            raise
 
 
 def task_journal(scope: StepScope) -> StepTaskJournal | None:
