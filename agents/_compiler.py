@@ -52,6 +52,7 @@ from agentflow.executors import (
     TaskResult,
     ToolRegistry,
     ToolView,
+    check_refusals,
     task_event,
     task_journal,
     with_tool_types,
@@ -439,6 +440,7 @@ def llm_compiler(
             if error is None:
                 assert isinstance(answer, Completion)
                 results = [await execution.result(t.id) for t in added[mark:]]
+                check_refusals(results)
                 text = format_plan(reader.tasks, join=False) if fmt == "native" else answer.text
                 return _Round(
                     text,

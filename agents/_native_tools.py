@@ -23,6 +23,7 @@ from agentflow.executors import (
     TaskResult,
     ToolRegistry,
     ToolView,
+    check_refusals,
     task_event,
     task_journal,
 )
@@ -152,6 +153,7 @@ def run_calls(
             execution.close()
             report = await execution.wait()
         results = {tid: r for tid, r in report.results.items() if tid in ids}
+        check_refusals(results.values())
         for tid, result in results.items():
             observations[ids[tid]] = redact(result.observation())
         return CallOutcome(results, observations)

@@ -31,6 +31,7 @@ from agentflow.executors import (
     TaskResult,
     ToolRegistry,
     ToolView,
+    check_refusals,
     task_event,
     task_journal,
     with_tool_types,
@@ -291,6 +292,7 @@ def _execute(executor: Executor, task: Task) -> Flow[dict[int, TaskResult] | str
             )
         except PlanError as exc:
             return redact(exc.message)
+        check_refusals(report.results.values())
         return dict(report.results)
 
     return leaf(body)

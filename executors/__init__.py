@@ -16,7 +16,7 @@ from __future__ import annotations
 from ._budget import StepBudget, charge_step, current_step_budget, limit_steps, step_budget
 from ._dag import PlanGraph
 from ._executor import Execution, ExecutionReport, Executor
-from ._journal import StepTaskJournal, TaskJournal, task_journal, with_tool_types
+from ._journal import StepTaskJournal, TaskJournal, check_refusals, task_journal, with_tool_types
 from ._ray import RayExecutor, await_object_ref, on_ray, ray_step, ray_tools
 from ._refs import REF_PATTERN, Ref, find_refs, ref_ids, substitute
 from ._registry import ToolRegistry, ToolView
@@ -47,6 +47,7 @@ __all__ = [
     "ToolView",
     "await_object_ref",
     "charge_step",
+    "check_refusals",
     "clipped",
     "current_step_budget",
     "find_refs",

@@ -19,7 +19,7 @@ Plan mistakes (duplicate ids, unknown tools, dependency cycles, references that 
 In a journaled run (``journal``: a :class:`~agentflow.executors.TaskJournal`) every tool call is a step of its own:
 a task whose result the journal holds from an earlier attempt of the run is not called again (its recorded result
 is used, read back as its tool's declared return type), and every call that ends is recorded durably before any
-dependent sees its result. :meth:`Execution.restore` puts a result replayed by the caller (a journaled round of
+dependent sees its result. A call the run's step budget refused was not made, and is not recorded. :meth:`Execution.restore` puts a result replayed by the caller (a journaled round of
 an agent) back into the execution without running anything.
 
 Example:
@@ -370,7 +370,7 @@ class Execution:
                     result, notify = _replayed(recorded, tool, ready_at), False
                 else:
                     result = await self._call(task, tool, arguments, ready_at)
-                    if self._journal is not None:
+                    if self._journal is not None and result.budget_refusal is None:
                         # The call ended: its outcome is recorded before any dependent sees it, and a
                         # cancellation arriving now does not lose it.
                         with anyio.CancelScope(shield=True):

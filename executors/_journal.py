@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from functools import partial
 from typing import Annotated, Protocol, runtime_checkable
 
@@ -31,7 +32,7 @@ from agentflow.errors import AgentflowError, ResumeError
 from ._registry import ToolRegistry, ToolView
 from ._task import Task, TaskResult, TaskStatus
 
-__all__ = ["StepTaskJournal", "TaskJournal", "task_journal", "with_tool_types"]
+__all__ = ["StepTaskJournal", "TaskJournal", "check_refusals", "task_journal", "with_tool_types"]
 
 
 @runtime_checkable
@@ -109,6 +110,22 @@ class StepTaskJournal:
         except AgentflowError as exc:
             exc.at(path)  # name the call whose result could not be recorded
             raise
+
+
+def check_refusals(results: Iterable[TaskResult]) -> None:
+    """Fail the step whose calls these are if the run's step budget refused one of them.
+
+    An agent's step that holds a refused call must not be journaled with it: the call was never made, and a
+    run resumed with a larger budget (``max_steps``) must make it. The run fails with the budget's error
+    either way (its next LLM call would meet the same spent budget).
+
+    Raises:
+        StepBudgetExceededError: the first refusal.
+    """
+    for result in results:
+        refusal = result.budget_refusal
+        if refusal is not None:
+            raise refusal
 
 
 def task_journal(scope: StepScope) -> StepTaskJournal | None:

@@ -14,7 +14,7 @@ from pydantic import JsonValue, PlainSerializer
 from pydantic_core import to_jsonable_python
 
 from agentflow.dsl import ToolCall, ToolStatus
-from agentflow.errors import PlanError, StepTimeout, ToolError
+from agentflow.errors import PlanError, StepBudgetExceededError, StepTimeout, ToolError
 from agentflow.secrets import redact
 
 from ._refs import ref_ids
@@ -118,6 +118,13 @@ class TaskResult:
     def ok(self) -> bool:
         """Whether the tool returned a value."""
         return self.status is TaskStatus.OK
+
+    @property
+    def budget_refusal(self) -> StepBudgetExceededError | None:
+        """The error of the run's step budget (``max_steps``) when it refused this call: the tool was not
+        called. Such a result is never journaled, so a run resumed with a larger budget makes the call."""
+        cause = self.error.__cause__ if self.error is not None else None
+        return cause if isinstance(cause, StepBudgetExceededError) else None
 
     @property
     def dispatch_latency(self) -> float | None:

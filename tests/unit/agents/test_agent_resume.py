@@ -32,7 +32,7 @@ from agentflow.engines import (
     Usage,
     render_messages,
 )
-from agentflow.errors import EngineError
+from agentflow.errors import EngineError, StepBudgetExceededError
 from agentflow.executors import TaskResult, ToolRegistry
 from agentflow.runtime import show_run
 
@@ -210,13 +210,16 @@ AGENTS: dict[str, tuple[Agent, Callable[[GenerationRequest], str | Completion], 
 }
 
 
-async def attempt(world: World, agent: str, run_id: str, journal: str) -> Ok[object] | Err | None:
+async def attempt(
+    world: World, agent: str, run_id: str, journal: str, max_steps: int | None = None
+) -> Ok[object] | Err | None:
     """One attempt of the run (``None`` when it was cancelled)."""
     make, model, native = AGENTS[agent]
     engine = CountingEngine(world, model, tool_calling=native)
     with anyio.CancelScope() as scope:
         world.scope = scope
-        return await run(make(tools_for(world)), engine=engine, run_id=run_id, journal=journal)
+        flow = make(tools_for(world))
+        return await run(flow, engine=engine, run_id=run_id, journal=journal, max_steps=max_steps)
     return None
 
 
@@ -303,6 +306,27 @@ async def test_completed_agent_run_replays_typed_results_without_calls(agent: st
     assert isinstance(value, ReactResult | CompilerResult)
     looked_up = [r.value for r in value.results.values() if r.task.tool == "population"]
     assert looked_up and all(isinstance(v, Population) for v in looked_up)
+
+
+# max_steps that refuses a tool call, and the calls made before it (LLM calls count too).
+STEP_BUDGETS = {"compiler": (3, 2), "react": (3, 1), "react-native": (2, 1)}
+
+
+@pytest.mark.parametrize("agent", list(AGENTS))
+async def test_agent_stopped_by_its_step_budget_resumes_with_a_larger_one_and_makes_the_refused_call(
+    agent: str, db: str
+) -> None:
+    """The budget refused a tool call (it was not made): the step holding it is not journaled, so the
+    resumed run makes the call, and each call is made once."""
+    base, want = await baseline(agent, db)
+    world = World()
+    budget, calls_made = STEP_BUDGETS[agent]
+    stopped = await attempt(world, agent, "budget", db, max_steps=budget)
+    assert isinstance(stopped, Err) and isinstance(stopped.error, StepBudgetExceededError), stopped
+    assert "a call of tool" in stopped.error.message
+    assert sum(world.calls.values()) == calls_made
+    resumed = await attempt(world, agent, "budget", db)
+    check_exactly_once(world, base, resumed, want)
 
 
 async def test_compiler_round_replayed_from_the_journal_restores_results_for_later_rounds(db: str) -> None:
