@@ -100,8 +100,10 @@ def tools_for(world: World) -> ToolRegistry:
 class CountingEngine(FunctionEngine):
     """A scripted engine that counts the requests it began and finished (by prompt) and fails one on cue."""
 
-    def __init__(self, world: World, fn: Callable[[GenerationRequest], str | Completion], **kw: bool) -> None:
-        super().__init__(fn, **kw)
+    def __init__(
+        self, world: World, fn: Callable[[GenerationRequest], str | Completion], *, tool_calling: bool
+    ) -> None:
+        super().__init__(fn, tool_calling=tool_calling)
         self.world = world
 
     def _start(self, request: GenerationRequest) -> str:
@@ -216,11 +218,12 @@ async def attempt(
     """One attempt of the run (``None`` when it was cancelled)."""
     make, model, native = AGENTS[agent]
     engine = CountingEngine(world, model, tool_calling=native)
+    out: Ok[object] | Err | None = None
     with anyio.CancelScope() as scope:
         world.scope = scope
         flow = make(tools_for(world))
-        return await run(flow, engine=engine, run_id=run_id, journal=journal, max_steps=max_steps)
-    return None
+        out = await run(flow, engine=engine, run_id=run_id, journal=journal, max_steps=max_steps)
+    return out
 
 
 def results_of(value: object) -> dict[int, tuple[str, object]]:

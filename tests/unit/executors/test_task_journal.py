@@ -222,7 +222,7 @@ def test_with_tool_types_reads_results_inside_a_step_value_as_their_tools_types(
         2: TaskResult(Task(2, "gone"), TaskStatus.OK, {"km": 1}),
     }
     plain = TypeAdapter(dict[int, TaskResult])
-    typed = TypeAdapter(with_tool_types(dict[int, TaskResult], TOOLS))
+    typed: TypeAdapter[dict[int, TaskResult]] = TypeAdapter(with_tool_types(dict[int, TaskResult], TOOLS))  # type: ignore[arg-type]
     text = plain.dump_json(stored)
     assert plain.validate_json(text)[1].value == {"km": 8.0}
     back = typed.validate_json(text)
