@@ -155,19 +155,7 @@ class Execution:
         """
         # Invariant: every id in self._waiting has exactly self._waiting[id] entries in self._dependents lists,
         # one per dependency without a result yet.
-        if self._closed:
-            raise PlanError(f"cannot add task {task.id} ({task.tool}): the execution is closed")
-        if task.id in self._tasks:
-            raise PlanError(f"task id {task.id} is used twice ({self._tasks[task.id].tool} and {task.tool})")
-        try:
-            tool = self._tools.get(task.tool)
-            arguments: dict[str, object] = dict(tool.bind(task.args, task.kwargs))
-        except ToolError as exc:
-            raise PlanError(f"task {task.id}: {exc.message}") from exc
-        self._check_cycle(task)
-        self._tasks[task.id] = task
-        self._bound[task.id] = (tool, arguments)
-        self._done[task.id] = anyio.Event()
+        self._bound[task.id] = self._accept(task, "add")
         if self._cancelled:
             self._finish(TaskResult(task, TaskStatus.CANCELLED, ready_at=_now(), finished_at=_now()))
             return
@@ -186,22 +174,31 @@ class Execution:
         read as its tool's declared return type, and the result's times are this execution's (now).
 
         Raises:
-            PlanError: The execution is closed, the id is used already, the tool is unknown, or the task closes a
-                dependency cycle.
+            PlanError: The execution is closed, the id is used already, the tool is unknown or the arguments do
+                not bind to its parameters, or the task closes a dependency cycle.
         """
-        task = result.task
+        tool, _ = self._accept(result.task, "restore")
+        self._finish(_replayed(result, tool, _now()), notify=False)
+
+    def _accept(self, task: Task, verb: str) -> tuple[Tool, dict[str, object]]:
+        """Check ``task`` and take it in (no result yet); its tool and bound arguments.
+
+        Raises:
+            PlanError: as :meth:`add` says.
+        """
         if self._closed:
-            raise PlanError(f"cannot restore task {task.id} ({task.tool}): the execution is closed")
+            raise PlanError(f"cannot {verb} task {task.id} ({task.tool}): the execution is closed")
         if task.id in self._tasks:
             raise PlanError(f"task id {task.id} is used twice ({self._tasks[task.id].tool} and {task.tool})")
         try:
             tool = self._tools.get(task.tool)
+            arguments: dict[str, object] = dict(tool.bind(task.args, task.kwargs))
         except ToolError as exc:
             raise PlanError(f"task {task.id}: {exc.message}") from exc
         self._check_cycle(task)
         self._tasks[task.id] = task
         self._done[task.id] = anyio.Event()
-        self._finish(_replayed(result, tool, _now()), notify=False)
+        return tool, arguments
 
     def _check_cycle(self, task: Task) -> None:
         cycle = self._dag.add(task.id, task.deps)
