@@ -19,8 +19,9 @@ Plan mistakes (duplicate ids, unknown tools, dependency cycles, references that 
 In a journaled run (``journal``: a :class:`~agentflow.executors.TaskJournal`) every tool call is a step of its own:
 a task whose result the journal holds from an earlier attempt of the run is not called again (its recorded result
 is used, read back as its tool's declared return type), and every call that ends is recorded durably before any
-dependent sees its result. A call the run's step budget refused was not made, and is not recorded. :meth:`Execution.restore` puts a result replayed by the caller (a journaled round of
-an agent) back into the execution without running anything.
+dependent sees its result. A call the run's step budget refused was not made, and is not recorded.
+:meth:`Execution.restore` puts a result replayed by the caller (a journaled round of an agent) back into the
+execution without running anything.
 
 Example:
     >>> import anyio
