@@ -34,6 +34,7 @@ with ``raise X(...) from exc``.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,10 @@ class PlanError(UserError):
         column: 1-based column number, if known.
     """
 
+    file: str | None
+    line: int | None
+    column: int | None
+
     def __init__(
         self,
         message: str,
@@ -113,6 +118,8 @@ class PlanError(UserError):
 
 class SerializationError(UserError):
     """A value could not be serialized; ``path`` names the bad value (``state.notes[3].when``)."""
+
+    path: str
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
@@ -143,6 +150,9 @@ class InferenceError(RuntimeFailure):
         attempts: How many generations were tried.
     """
 
+    raw: str
+    attempts: int
+
     def __init__(self, message: str, *, raw: str, attempts: int, where: str | None = None) -> None:
         self.raw = raw
         self.attempts = attempts
@@ -151,6 +161,8 @@ class InferenceError(RuntimeFailure):
 
 class ToolError(RuntimeFailure):
     """A tool failed, timed out, or was called with invalid arguments."""
+
+    tool: str
 
     def __init__(self, tool: str, message: str, *, where: str | None = None) -> None:
         self.tool = tool
@@ -167,6 +179,15 @@ class ToolCallError(ToolError):
         completion: The whole completion, valid calls included, so a caller can answer every call (an
             agent sends each problem back as that call's result).
     """
+
+    problems: dict[str, str]
+    completion: Completion
+
+    @classmethod
+    def _attribute_types(cls) -> dict[str, object]:
+        from agentflow.engines import Completion  # late: agentflow.engines imports this module
+
+        return typing.get_type_hints(cls, localns={"Completion": Completion})
 
     def __init__(
         self,
@@ -205,6 +226,9 @@ class ResumeError(RuntimeFailure):
 class BudgetExceededError(RuntimeFailure):
     """A run used up its LLM token budget (``agentflow.run(..., max_llm_tokens=N)``)."""
 
+    used: int
+    limit: int
+
     def __init__(self, used: int, limit: int, *, where: str | None = None) -> None:
         self.used = used
         self.limit = limit
@@ -216,6 +240,9 @@ class BudgetExceededError(RuntimeFailure):
 
 class StepBudgetExceededError(RuntimeFailure):
     """A run took as many steps (tool calls, LLM calls, plan map items) as its budget allows (``max_steps``)."""
+
+    limit: int
+    call: str
 
     def __init__(self, limit: int, call: str, *, where: str | None = None) -> None:
         self.limit = limit

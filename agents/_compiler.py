@@ -10,9 +10,14 @@ allowed tools are offered with ``tool_choice="required"``; every call of the ans
 order, and each starts the moment the engine hands it over whole), else as LLMCompiler text
 (``1. search("x")`` ... ``join()``) or, for small models, as JSON under grammar-constrained decoding
 (``plan_format="json"``; the schema lists only the allowed tools with typed arguments). In every form an
-argument may be ``"$k"``, the result of call k. Each planning round, the execution and the join are named
-steps, so retry, timeouts and the journal apply. Tool outputs enter the joiner's and replanner's prompts
+argument may be ``"$k"``, the result of call k. Tool outputs enter the joiner's and replanner's prompts
 as delimited data (native: as the calls' ``tool`` messages), never as instructions.
+
+Journal. Each planning round (``plan``), each planner answer inside it (``plan/planner``), each tool call
+(``[id]/tool``, journaled the moment it ends, while the plan may still stream) and each join decision is a
+named step, so a resumed run asks the model nothing it answered and calls no tool that ended. A round
+replayed from the journal puts its tasks and results back into the run's execution, so later rounds' ``$N``
+references and the joiner see what the live round gave them.
 """
 
 from __future__ import annotations
@@ -25,11 +30,34 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
-from agentflow.dsl import Flow, LoopLimitError, PlanInvalid, StepScope, ask, current_scope, flow, leaf, named
+from agentflow.dsl import (
+    Flow,
+    LoopLimitError,
+    PlanInvalid,
+    StepScope,
+    ask,
+    current_scope,
+    flow,
+    leaf,
+    named,
+    pure,
+    recover,
+)
 from agentflow.engines import Completion, GenerationRequest, Message, RequestHints, ToolCallRequest, Usage
-from agentflow.errors import ConfigError, PlanError, ToolError
-from agentflow.executors import Execution, Executor, Task, TaskResult, ToolRegistry, ToolView, task_event
-from agentflow.memory import TaskMemoryTree
+from agentflow.errors import AgentflowError, ConfigError, PlanError, ToolError
+from agentflow.executors import (
+    Execution,
+    Executor,
+    Task,
+    TaskResult,
+    ToolRegistry,
+    ToolView,
+    check_refusals,
+    task_event,
+    task_journal,
+    with_tool_types,
+)
+from agentflow.memory import TaskMemoryTree, TaskStatus
 from agentflow.runtime import RunContext, call_llm, infer
 from agentflow.secrets import redact
 
@@ -164,111 +192,155 @@ def _bounded(schema: dict[str, JsonValue], max_calls: int, max_string: int) -> d
     return bounded
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Round:
-    text: str
-    tasks: list[Task]
-    results: dict[int, TaskResult]
-    messages: tuple[Message, ...]  # the planner's prompt; the joiner continues this conversation
-    calls: tuple[
-        ToolCallRequest, ...
-    ] = ()  # native plans: the calls, in task order (task id = first + index)
+    """One planning round, as its ``plan`` step returns (and the journal records) it.
 
-
-async def _plan_and_execute(
-    scope: StepScope,
-    tools: ToolRegistry | ToolView,
-    execution: Execution,
-    request: GenerationRequest,
-    fmt: PlanFormat | Literal["native"],
-    first_id: int,
-    added: list[Task],
-    max_calls: int | None = None,
-) -> _Round:
-    """Stream the planner's output into the run's execution: each task starts as soon as its line (or JSON
-    object, or native tool call) is complete and its dependencies are done; then wait for this round's tasks.
-
-    Every task added is appended to ``added`` (also when a later line turns out invalid, so the caller
-    knows which ids are taken). The planner call is recorded (and charged) by ``call_llm`` whether the plan
-    is valid or not; a plan that goes wrong mid-stream stops generation at once (no more tokens spent on
-    it) and its call is recorded as aborted. Text after the plan's end is ignored. Raises ``PlanError`` for
-    an invalid plan; tasks added before the bad line keep running and their results stay referencable.
+    Attributes:
+        text: The plan as text (the planner's answer; a native plan rendered as plan lines).
+        plan: The ids of the valid plan's tasks, in order.
+        added: Every task the round added to the execution, with its result, in the order added: the valid
+            plan's, and those of invalid answers sent back for repair (they ran, and their ids are taken).
+        messages: The planner's prompt; the joiner continues this conversation.
+        calls: Native plans: the calls, in task order (task id = first + index).
     """
-    known = [t.id for t in added]
-    parser: PlanParser | JsonPlanParser = (
-        PlanParser(tools, first_id=first_id, known_ids=known, strict=False)
-        if fmt == "text"
-        else JsonPlanParser(tools, first_id=first_id, known_ids=known, positional_ids=True)
-    )
-    round_tasks: list[Task] = []
 
-    def accept(tasks: list[Task]) -> None:
+    text: str
+    plan: tuple[int, ...]
+    added: tuple[TaskResult, ...]
+    messages: tuple[Message, ...]
+    calls: tuple[ToolCallRequest, ...] = ()
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The valid plan's tasks, in order."""
+        ids = set(self.plan)
+        return [r.task for r in self.added if r.task.id in ids]
+
+    @property
+    def results(self) -> dict[int, TaskResult]:
+        """The valid plan's results, by task id."""
+        ids = set(self.plan)
+        return {r.task.id: r for r in self.added if r.task.id in ids}
+
+
+class _PlanReader:
+    """Reads one planner answer into the run's execution: each task starts as soon as its line (or JSON object,
+    or native tool call) is complete and its dependencies are done.
+
+    Every task added is appended to ``added`` (also when a later line turns out invalid, so the caller knows
+    which ids are taken). A plan that goes wrong mid-stream raises ``PlanError`` from the reader, which stops
+    generation at once (no more tokens spent on it; ``call_llm`` records the call as aborted). Text after the
+    plan's end is ignored. Tasks added before a bad line keep running and their results stay referencable.
+    """
+
+    def __init__(
+        self,
+        tools: ToolRegistry | ToolView,
+        execution: Execution,
+        fmt: PlanFormat | Literal["native"],
+        first_id: int,
+        added: list[Task],
+        max_calls: int | None,
+    ) -> None:
+        known = [t.id for t in added]
+        self.fmt = fmt
+        self.parser: PlanParser | JsonPlanParser = (
+            PlanParser(tools, first_id=first_id, known_ids=known, strict=False)
+            if fmt == "text"
+            else JsonPlanParser(tools, first_id=first_id, known_ids=known, positional_ids=True)
+        )
+        self.execution = execution
+        self.added = added
+        self.max_calls = max_calls
+        self.tasks: list[Task] = []  # this answer's tasks
+        self.calls: list[ToolCallRequest] = []  # native: this answer's calls
+        self.invalid: list[PlanError] = []  # what the whole answer got wrong (set by judge)
+        self.judged = False
+
+    def accept(self, tasks: list[Task]) -> None:
         for task in tasks:
-            execution.add(task)
-            added.append(task)
-            round_tasks.append(task)
+            self.execution.add(task)
+            self.added.append(task)
+            self.tasks.append(task)
 
-    def feed(text: str) -> None:
-        if not parser.joined:
-            accept(parser.feed(text))
+    def feed(self, text: str) -> None:
+        if not self.parser.joined:
+            self.accept(self.parser.feed(text))
 
-    def feed_call(call: ToolCallRequest) -> None:
+    def feed_call(self, call: ToolCallRequest) -> None:
         # A native call is one item of a JSON plan (one per line, so errors name the call by line).
-        if max_calls is not None and len(calls) >= max_calls:
+        if self.max_calls is not None and len(self.calls) >= self.max_calls:
             raise PlanError(
-                f"the plan makes more than max_calls={max_calls} calls; make fewer, distinct calls"
+                f"the plan makes more than max_calls={self.max_calls} calls; make fewer, distinct calls"
             )
         try:
             args = call.parsed_arguments()
         except ToolError as exc:
             raise PlanError(exc.message) from None
         item = json.dumps({"tool": call.name, "args": args}, ensure_ascii=False)
-        feed(("[\n" if not calls else ",\n") + item)
-        calls.append(call)
+        self.feed(("[\n" if not self.calls else ",\n") + item)
+        self.calls.append(call)
 
-    calls: list[ToolCallRequest] = []
-    invalid: list[PlanError] = []
-
-    def judge(completion: Completion) -> str | None:
+    def judge(self, completion: Completion) -> str | None:
+        """Finish the plan; ``None`` when it is valid, else what is wrong (``call_llm`` records it)."""
+        self.judged = True
         try:
-            if fmt == "native" and calls and not parser.joined:
-                accept(parser.feed("\n]"))
-            if fmt != "native" or calls:
-                accept(parser.finish())
+            if self.fmt == "native" and self.calls and not self.parser.joined:
+                self.accept(self.parser.feed("\n]"))
+            if self.fmt != "native" or self.calls:
+                self.accept(self.parser.finish())
         except PlanError as exc:
             # A plan cut off by max_tokens still has its complete calls; run those rather than nothing.
-            if completion.finish_reason != "length" or not round_tasks:
-                invalid.append(exc)
-        if not invalid and not round_tasks:
-            invalid.append(PlanError("the plan has no tool calls; call at least one tool"))
-        return str(invalid[0]) if invalid else None
+            if completion.finish_reason != "length" or not self.tasks:
+                self.invalid.append(exc)
+        if not self.invalid and not self.tasks:
+            self.invalid.append(PlanError("the plan has no tool calls; call at least one tool"))
+        return str(self.invalid[0]) if self.invalid else None
 
-    if fmt == "native":
-        # The plan parser checks each call against its tool (schema, $k references), so call_llm need not.
-        completion = await call_llm(
-            request, scope=scope, role="planner", on_tool_call=feed_call, judge=judge, check_tool_calls=False
-        )
-    else:
-        completion = await call_llm(request, scope=scope, role="planner", on_text=feed, judge=judge)
-    if invalid:
-        raise invalid[0]
-    results = {t.id: await execution.result(t.id) for t in round_tasks}
-    text = format_plan(round_tasks, join=False) if fmt == "native" else completion.text
-    return _Round(text, round_tasks, results, request.messages or (), tuple(calls[: len(round_tasks)]))
+    def replay(self, completion: Completion) -> None:
+        """Read an answer the journal recorded (it was streamed in an earlier attempt): the same tasks are
+        added, and the execution's task journal gives back the results of those that ran."""
+        if self.fmt == "native":
+            for call in completion.tool_calls:
+                self.feed_call(call)
+        else:
+            self.feed(completion.text)
+        self.judge(completion)
+
+    async def call(self, scope: StepScope, request: GenerationRequest) -> Completion:
+        """The planner call, streamed into this reader (the body of the ``planner`` step)."""
+        if self.fmt == "native":
+            # The plan parser checks each call against its tool (schema, $k references), so call_llm need not.
+            return await call_llm(
+                request,
+                scope=scope,
+                role="planner",
+                on_tool_call=self.feed_call,
+                judge=self.judge,
+                check_tool_calls=False,
+            )
+        return await call_llm(request, scope=scope, role="planner", on_text=self.feed, judge=self.judge)
+
+
+def _as_value(error: AgentflowError) -> Flow[AgentflowError]:
+    return pure(error)
 
 
 async def _record_tasks(tree: TaskMemoryTree, root: str, rnd: _Round) -> None:
-    """One node per task under the question's node, with its dependencies, filled with its outcome."""
+    """One node per task under the question's node, with its dependencies, filled with its outcome (again
+    when a resumed run replays the round: the tree keeps each node once)."""
     for task in rnd.tasks:
         node = f"{root}/{task.id}"
-        await tree.add_task(
+        added = await tree.add_task(
             task.call_text(),
             input=json.dumps({"args": list(task.args), "kwargs": dict(task.kwargs)}, default=str),
             parent=root,
             deps=[f"{root}/{d}" for d in sorted(task.deps) if d in rnd.results or d < task.id],
             node_id=node,
         )
-        await tree.start(node)
+        if added.status is TaskStatus.PENDING:  # else an earlier attempt of this run recorded it
+            await tree.start(node)
         result = rnd.results[task.id]
         if result.ok:
             await tree.complete(node, redact(result.observation()))
@@ -320,20 +392,25 @@ def llm_compiler(
     if len(tools) == 0:
         raise ConfigError("llm_compiler needs at least one tool")
 
+    @flow
     async def plan_round(
-        scope: StepScope,
-        *,
         execution: Execution,
         added: list[Task],
         history: tuple[tuple[str, Mapping[int, TaskResult], str], ...],
     ) -> _Round:
-        ctx = scope.ctx
-        if not isinstance(ctx, RunContext) or ctx.engine is None:
+        """Plan (repairing an invalid plan), run the plan's tasks as they stream in, and wait for every task
+        the round added. Each planner answer is a step of its own (``planner``, ``planner[1]``...), so a
+        resumed round reads a finished answer from the journal instead of asking again."""
+        ctx = await ask(RunContext)
+        scope = current_scope()
+        assert scope is not None  # a @flow body always has one
+        if ctx.engine is None:
             raise ConfigError("llm_compiler needs an engine: run with agentflow.run(..., engine=...)")
         repair: str | None = None
         fmt: PlanFormat | Literal["native"] = (
             "native" if uses_native_tools(ctx.engine, native_tools) else plan_format
         )
+        mark = len(added)
         for attempt in range(1, max_plan_repairs + 2):
             first_id = max((t.id for t in added), default=0) + 1
             request = GenerationRequest(
@@ -345,15 +422,37 @@ def llm_compiler(
                 tool_choice="required" if fmt == "native" else "auto",
                 hints=RequestHints(workflow_id=ctx.run_id or None, agent="planner"),
             )
-            try:
-                return await _plan_and_execute(
-                    scope, tools, execution, request, fmt, first_id, added, max_calls=max_calls
+            reader = _PlanReader(tools, execution, fmt, first_id, added, max_calls)
+            # The call is recorded (and charged) by call_llm whether the plan is valid or not; a plan that
+            # goes wrong mid-stream fails the step (the call was aborted, so a resumed run asks again).
+            answer = await recover(
+                named("planner", leaf(partial(reader.call, request=request)), result_type=Completion),
+                _as_value,
+                on=PlanError,
+            )
+            if isinstance(answer, Completion) and not reader.judged:
+                reader.replay(answer)
+            error: AgentflowError | None = None
+            if isinstance(answer, AgentflowError):
+                error = answer
+            elif reader.invalid:
+                error = reader.invalid[0]
+            if error is None:
+                assert isinstance(answer, Completion)
+                results = [await execution.result(t.id) for t in added[mark:]]
+                check_refusals(results)
+                text = format_plan(reader.tasks, join=False) if fmt == "native" else answer.text
+                return _Round(
+                    text,
+                    tuple(t.id for t in reader.tasks),
+                    tuple(results),
+                    request.messages or (),
+                    tuple(reader.calls[: len(reader.tasks)]),
                 )
-            except PlanError as exc:
-                scope.emit(PlanInvalid(path=scope.path, error=redact(str(exc)), attempt=attempt))
-                if attempt > max_plan_repairs:
-                    raise
-                repair = str(exc)
+            scope.emit(PlanInvalid(path=scope.path, error=redact(str(error)), attempt=attempt))
+            if attempt > max_plan_repairs:
+                raise error
+            repair = str(error)
         raise PlanError("planner made no attempt")  # unreachable: the loop returns or raises
 
     def join_messages(rnd: _Round, results: Mapping[int, TaskResult], final: bool) -> tuple[Message, ...]:
@@ -388,6 +487,7 @@ def llm_compiler(
         return (*rnd.messages, Message("assistant", rnd.text), Message("user", text))
 
     executor = Executor(tools, max_concurrency=max_concurrency, timeout=task_timeout)
+    round_type = with_tool_types(_Round, tools)
     plan_schema = _bounded(plan_json_schema(tools, ids=False), max_calls, max_string)
 
     @flow
@@ -408,12 +508,23 @@ def llm_compiler(
         plans: list[str] = []
         history: list[tuple[str, Mapping[int, TaskResult], str]] = []
         # One execution for the whole run: replans continue the task ids and may reference earlier results.
-        async with executor.open(on_result=record) as execution:
+        # In a journaled run each tool call is a step of its own (compiler/[id]/tool), so a resumed round
+        # calls no tool again that ended before the crash.
+        async with executor.open(on_result=record, journal=task_journal(scope)) as execution:
             for replans in range(max_replans + 1):
                 rnd = await named(
                     "plan",
-                    leaf(partial(plan_round, execution=execution, added=added, history=tuple(history))),
+                    plan_round(execution=execution, added=added, history=tuple(history)),
+                    result_type=round_type,
                 )
+                known = execution.results
+                for result in rnd.added:
+                    if result.task.id not in known:
+                        # The journal replayed the round: its tasks ran in an earlier attempt, and go back into
+                        # the execution as they ended there, so later rounds' $N references and the joiner
+                        # see what the live round gave them.
+                        execution.restore(result)
+                        added.append(result.task)
                 if task_memory is not None:
                     await _record_tasks(task_memory, root, rnd)
                 plans.append(rnd.text)
@@ -427,6 +538,7 @@ def llm_compiler(
                         schema_in_system=False,
                         role="joiner",
                     ),
+                    result_type=JoinDecision,
                 )
                 if decision.action == "finish" or final:
                     execution.close()
@@ -444,4 +556,4 @@ def llm_compiler(
                 history.append((format_plan(rnd.tasks, join=False), rnd.results, decision.feedback))
         raise LoopLimitError("compiler", max_replans, "replan")
 
-    return named("compiler", run_compiler())
+    return named("compiler", run_compiler(), result_type=with_tool_types(CompilerResult, tools))

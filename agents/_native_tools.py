@@ -17,7 +17,16 @@ from pydantic import JsonValue
 from agentflow.dsl import Flow, StepScope, leaf
 from agentflow.engines import Completion, Engine, Message, NamedToolChoice, ToolChoice, ToolSpec
 from agentflow.errors import ConfigError, PlanError, ToolError
-from agentflow.executors import Executor, Task, TaskResult, ToolRegistry, ToolView, task_event
+from agentflow.executors import (
+    Executor,
+    Task,
+    TaskResult,
+    ToolRegistry,
+    ToolView,
+    check_refusals,
+    task_event,
+    task_journal,
+)
 from agentflow.runtime import RunContext
 from agentflow.secrets import redact
 
@@ -113,7 +122,8 @@ def run_calls(
     A call with a problem (``problems``, from ``ToolCallError``), arguments that are not a JSON object, a
     ``$N`` reference (native calls pass values, not references) or a tool the executor refuses (unknown,
     not allowed, arguments that do not bind) is not run: its observation says why, so the model can
-    correct it. Each call that runs is recorded as a ``ToolCall`` event when it ends.
+    correct it. Each call that runs is recorded as a ``ToolCall`` event when it ends, and, in a journaled
+    run, as a step of its own: a resumed run does not make a call again that ended before it stopped.
     """
 
     async def body(scope: StepScope) -> CallOutcome:
@@ -122,7 +132,8 @@ def run_calls(
         observations: dict[str, str] = {}
         ids: dict[int, str] = {}  # task id -> call id
         async with executor.open(
-            on_result=lambda r: scope.emit(task_event(r, scope.path, capture=capture))
+            on_result=lambda r: scope.emit(task_event(r, scope.path, capture=capture)),
+            journal=task_journal(scope),
         ) as execution:
             for offset, call in enumerate(completion.tool_calls):
                 if call.id in problems:
@@ -142,6 +153,7 @@ def run_calls(
             execution.close()
             report = await execution.wait()
         results = {tid: r for tid, r in report.results.items() if tid in ids}
+        check_refusals(results.values())
         for tid, result in results.items():
             observations[ids[tid]] = redact(result.observation())
         return CallOutcome(results, observations)

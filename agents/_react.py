@@ -7,6 +7,10 @@ under a JSON Schema that only admits an allowed tool with typed arguments or a f
 per turn), so even small models produce well-formed steps. ``tool_choice`` can force or forbid calls,
 per turn, on both paths. It runs on the same engines and tools as the LLMCompiler agent, for
 comparisons (``bench/compiler_vs_react.py``).
+
+Journal. Each turn (``think``), each turn's calls (``act``) and each tool call in them (``act/[id]/tool``)
+are named steps with declared result types, so a resumed run asks the model nothing it answered and calls
+no tool that ended; replayed tool results come back as their tools' return types.
 """
 
 from __future__ import annotations
@@ -21,12 +25,23 @@ from pydantic import JsonValue
 from agentflow.dsl import Flow, StepScope, ask, flow, leaf, named
 from agentflow.engines import Completion, GenerationRequest, Message, NamedToolChoice, ToolChoice, ToolSpec
 from agentflow.errors import AgentflowError, ConfigError, PlanError, ToolCallError
-from agentflow.executors import Executor, Task, TaskResult, ToolRegistry, ToolView, task_event
+from agentflow.executors import (
+    Executor,
+    Task,
+    TaskResult,
+    ToolRegistry,
+    ToolView,
+    check_refusals,
+    task_event,
+    task_journal,
+    with_tool_types,
+)
 from agentflow.runtime import RunContext, call_llm, generate
 from agentflow.secrets import redact
 
 from ._compiler import describe_tools
 from ._native_tools import (
+    CallOutcome,
     TurnChoices,
     check_choices,
     choice_for_turn,
@@ -140,6 +155,9 @@ def react(
         "question, reply with the answer as plain text."
     )
     executor = Executor(tools, timeout=task_timeout)
+    # What the journal reads back for a step holding tool results (values as their tools' return types).
+    act_type = with_tool_types(dict[int, TaskResult] | str, tools)
+    outcome_type = with_tool_types(CallOutcome, tools)
 
     @flow
     async def loop() -> ReactResult:
@@ -151,7 +169,9 @@ def react(
         for step_no in range(1, max_steps + 1):
             schema = react_turn_schema(tools, choice_for_turn(tool_choice, step_no))
             completion = await named(
-                "think", generate(messages, max_tokens=max_tokens, json_schema=schema, role="react")
+                "think",
+                generate(messages, max_tokens=max_tokens, json_schema=schema, role="react"),
+                result_type=Completion,
             )
             messages.append(Message("assistant", completion.text))
             try:
@@ -176,7 +196,7 @@ def react(
                     Message("user", f"That call is invalid: {exc}. Call an allowed tool correctly.")
                 )
                 continue
-            report = await named("act", _execute(executor, task))
+            report = await named("act", _execute(executor, task), result_type=act_type)
             if isinstance(report, str):
                 messages.append(
                     Message("user", f"That call is invalid: {report}. Call an allowed tool correctly.")
@@ -218,12 +238,16 @@ def react(
                 messages.append(Message("assistant", completion.text))
                 messages.append(Message("user", "Answer the question, or call a tool."))
                 continue
-            outcome = await named("act", run_calls(executor, completion, turn.problems, len(results) + 1))
+            outcome = await named(
+                "act",
+                run_calls(executor, completion, turn.problems, len(results) + 1),
+                result_type=outcome_type,
+            )
             results.update(outcome.results)
             messages.extend(tool_messages(completion, outcome.observations))
         return ReactResult("", max_steps, results, False, native=True)
 
-    return named("react", loop())
+    return named("react", loop(), result_type=with_tool_types(ReactResult, tools))
 
 
 @dataclass(frozen=True)
@@ -262,10 +286,13 @@ def _execute(executor: Executor, task: Task) -> Flow[dict[int, TaskResult] | str
         capture = ctx.capture_content if isinstance(ctx, RunContext) else True
         try:
             report = await executor.run(
-                [task], on_result=lambda r: scope.emit(task_event(r, scope.path, capture=capture))
+                [task],
+                on_result=lambda r: scope.emit(task_event(r, scope.path, capture=capture)),
+                journal=task_journal(scope),
             )
         except PlanError as exc:
             return redact(exc.message)
+        check_refusals(report.results.values())
         return dict(report.results)
 
     return leaf(body)

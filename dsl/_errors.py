@@ -7,15 +7,30 @@ for the whole tree.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
 
 class AgentflowError(Exception):
     """Root of every error agentflow raises or returns as an ``Err`` value.
 
+    Errors are pydantic-serializable, so values holding them can be journaled: a field typed with an error
+    class stores the error's class name, message, location and declared attributes, and reads it back as
+    that class of ``agentflow.errors`` (see ``agentflow.dsl._error_record``). The attributes a class stores
+    are its class annotations.
+
     Attributes:
+        message: What went wrong (without the location).
         where: The step path (``research/search[2]``) or file location the error belongs to, if known.
     """
+
+    message: str
+    where: str | None
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
         self.message = message
@@ -28,6 +43,21 @@ class AgentflowError(Exception):
             self.where = where
             self.args = (f"{where}: {self.message}",)
         return self
+
+    @classmethod
+    def _attribute_types(cls) -> dict[str, object]:
+        """The attributes a stored error of this class keeps, with their types (its class annotations).
+
+        A class whose annotations name types imported only for type checking overrides this.
+        """
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[object], handler: GetCoreSchemaHandler) -> CoreSchema:
+        from ._error_record import error_schema
+
+        assert isinstance(source, type) and issubclass(source, AgentflowError)
+        return error_schema(source)
 
 
 class UserError(AgentflowError):
@@ -45,6 +75,8 @@ class RuntimeFailure(AgentflowError):
 class StepError(RuntimeFailure):
     """A step's own code raised an exception; the original is kept as ``__cause__`` and ``cause``."""
 
+    cause: BaseException
+
     def __init__(self, path: str, cause: BaseException) -> None:
         self.cause = cause
         super().__init__(f"step raised {type(cause).__name__}: {cause}", where=path or "<root>")
@@ -52,6 +84,8 @@ class StepError(RuntimeFailure):
 
 class StepTimeout(RuntimeFailure):
     """A step did not finish within its time limit."""
+
+    seconds: float
 
     def __init__(self, path: str, seconds: float) -> None:
         self.seconds = seconds
@@ -63,6 +97,9 @@ class StepTimeout(RuntimeFailure):
 
 class MergeConflict(RuntimeFailure):
     """Parallel branches wrote the same state field and the field declares no merge rule."""
+
+    field: str
+    branches: tuple[int, ...]
 
     def __init__(self, path: str, field: str, branches: Sequence[int], detail: str = "") -> None:
         self.field = field
@@ -80,6 +117,8 @@ class MergeConflict(RuntimeFailure):
 class LoopLimitError(RuntimeFailure):
     """A loop (or replan, retry, generation) ran into its iteration limit."""
 
+    limit: int
+
     def __init__(self, path: str, limit: int, what: str = "loop") -> None:
         self.limit = limit
         super().__init__(f"{what} reached its limit of {limit} iterations", where=path or "<root>")
@@ -87,6 +126,8 @@ class LoopLimitError(RuntimeFailure):
 
 class RaceLostError(RuntimeFailure):
     """Every contender of a ``race`` failed; ``errors`` holds each branch's error in order."""
+
+    errors: tuple[AgentflowError, ...]
 
     def __init__(self, path: str, errors: Sequence[AgentflowError]) -> None:
         self.errors = tuple(errors)

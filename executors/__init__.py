@@ -7,6 +7,8 @@
   references run the moment their dependencies finish, with typed single-pass substitution.
 - :class:`PlanGraph`: DAG analysis (cycles, critical path, steps-to-execution, DOT/JSON export).
 - :class:`StepBudget`: the tool and LLM calls a run may make in all (``max_steps``), charged by every tool call.
+- :class:`TaskJournal`, :func:`task_journal`: each tool call journaled as a step of its own, so a resumed run
+  calls no tool twice; :func:`with_tool_types` reads replayed results back as their tools' return types.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from ._budget import StepBudget, charge_step, current_step_budget, limit_steps, step_budget
 from ._dag import PlanGraph
 from ._executor import Execution, ExecutionReport, Executor
+from ._journal import StepTaskJournal, TaskJournal, check_refusals, task_journal, with_tool_types
 from ._ray import RayExecutor, await_object_ref, on_ray, ray_step, ray_tools
 from ._refs import REF_PATTERN, Ref, find_refs, ref_ids, substitute
 from ._registry import ToolRegistry, ToolView
@@ -33,7 +36,9 @@ __all__ = [
     "RayExecutor",
     "Ref",
     "StepBudget",
+    "StepTaskJournal",
     "Task",
+    "TaskJournal",
     "TaskResult",
     "TaskStatus",
     "Tool",
@@ -42,6 +47,7 @@ __all__ = [
     "ToolView",
     "await_object_ref",
     "charge_step",
+    "check_refusals",
     "clipped",
     "current_step_budget",
     "find_refs",
@@ -55,6 +61,8 @@ __all__ = [
     "step_budget",
     "substitute",
     "task_event",
+    "task_journal",
     "tool",
     "tool_call_event",
+    "with_tool_types",
 ]

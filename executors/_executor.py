@@ -16,6 +16,13 @@ concurrency cap and per-task timeout apply, and every failure becomes the task's
 Plan mistakes (duplicate ids, unknown tools, dependency cycles, references that are never defined) are raised as
 :class:`PlanError` from :meth:`Execution.add` / :meth:`Execution.close`.
 
+In a journaled run (``journal``: a :class:`~agentflow.executors.TaskJournal`) every tool call is a step of its own:
+a task whose result the journal holds from an earlier attempt of the run is not called again (its recorded result
+is used, read back as its tool's declared return type), and every call that ends is recorded durably before any
+dependent sees its result. A call the run's step budget refused was not made, and is not recorded.
+:meth:`Execution.restore` puts a result replayed by the caller (a journaled round of an agent) back into the
+execution without running anything.
+
 Example:
     >>> import anyio
     >>> from agentflow.executors import Executor, Task, ToolRegistry, tool
@@ -33,7 +40,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import anyio.abc
@@ -42,6 +49,7 @@ import anyio.lowlevel
 from agentflow.errors import ConfigError, PlanError, StepBudgetExceededError, StepTimeout, ToolError
 
 from ._dag import IncrementalDag, PlanGraph, describe_cycle
+from ._journal import TaskJournal
 from ._refs import UnresolvedFieldError, substitute
 from ._registry import ToolRegistry, ToolView
 from ._task import Task, TaskResult, TaskStatus
@@ -102,11 +110,13 @@ class Execution:
         max_concurrency: int | None,
         timeout: float | None,
         on_result: Callable[[TaskResult], None] | None,
+        journal: TaskJournal | None = None,
     ) -> None:
         self._tools = tools
         self._tg = task_group  # the Executor.open() task group; lives as long as the execution
         self._timeout = timeout
         self._on_result = on_result
+        self._journal = journal
         self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency is not None else None
         # Per-task state, filled by add() and kept until the execution ends.
         self._tasks: dict[int, Task] = {}
@@ -121,6 +131,8 @@ class Execution:
         self._ready_at: dict[int, float] = {}
         # Cancel scopes of launched tasks; added by _launch, removed when the task's coroutine ends.
         self._scopes: dict[int, anyio.CancelScope] = {}
+        # When each running task's tool call started; set by _call, removed when the task's coroutine ends.
+        self._started: dict[int, float] = {}
         # Skipped task id -> the failed task its skipping started from; kept until the execution ends.
         self._skip_cause: dict[int, int] = {}
         # Every dependency edge added so far, in a topological order kept up to date (cycle checks).
@@ -144,19 +156,7 @@ class Execution:
         """
         # Invariant: every id in self._waiting has exactly self._waiting[id] entries in self._dependents lists,
         # one per dependency without a result yet.
-        if self._closed:
-            raise PlanError(f"cannot add task {task.id} ({task.tool}): the execution is closed")
-        if task.id in self._tasks:
-            raise PlanError(f"task id {task.id} is used twice ({self._tasks[task.id].tool} and {task.tool})")
-        try:
-            tool = self._tools.get(task.tool)
-            arguments: dict[str, object] = dict(tool.bind(task.args, task.kwargs))
-        except ToolError as exc:
-            raise PlanError(f"task {task.id}: {exc.message}") from exc
-        self._check_cycle(task)
-        self._tasks[task.id] = task
-        self._bound[task.id] = (tool, arguments)
-        self._done[task.id] = anyio.Event()
+        self._bound[task.id] = self._accept(task, "add")
         if self._cancelled:
             self._finish(TaskResult(task, TaskStatus.CANCELLED, ready_at=_now(), finished_at=_now()))
             return
@@ -168,6 +168,38 @@ class Execution:
         self._waiting[task.id] = len(pending)
         for dep in pending:
             self._dependents.setdefault(dep, []).append(task.id)
+
+    def restore(self, result: TaskResult) -> None:
+        """Add a task that already ran, with its result (replayed from a journal): no tool is called and
+        ``on_result`` is not told; dependents see the result as if the task had just finished. The value is
+        read as its tool's declared return type, and the result's times are this execution's (now).
+
+        Raises:
+            PlanError: The execution is closed, the id is used already, the tool is unknown or the arguments do
+                not bind to its parameters, or the task closes a dependency cycle.
+        """
+        tool, _ = self._accept(result.task, "restore")
+        self._finish(_replayed(result, tool, _now()), notify=False)
+
+    def _accept(self, task: Task, verb: str) -> tuple[Tool, dict[str, object]]:
+        """Check ``task`` and take it in (no result yet); its tool and bound arguments.
+
+        Raises:
+            PlanError: as :meth:`add` says.
+        """
+        if self._closed:
+            raise PlanError(f"cannot {verb} task {task.id} ({task.tool}): the execution is closed")
+        if task.id in self._tasks:
+            raise PlanError(f"task id {task.id} is used twice ({self._tasks[task.id].tool} and {task.tool})")
+        try:
+            tool = self._tools.get(task.tool)
+            arguments: dict[str, object] = dict(tool.bind(task.args, task.kwargs))
+        except ToolError as exc:
+            raise PlanError(f"task {task.id}: {exc.message}") from exc
+        self._check_cycle(task)
+        self._tasks[task.id] = task
+        self._done[task.id] = anyio.Event()
+        return tool, arguments
 
     def _check_cycle(self, task: Task) -> None:
         cycle = self._dag.add(task.id, task.deps)
@@ -326,32 +358,56 @@ class Execution:
         tool, arguments = self._bound.pop(task_id)
         ready_at = self._ready_at.pop(task_id)
         scope = self._scopes[task_id]
-        started_at: float | None = None
         result: TaskResult | None = None
+        notify = True
         try:
             with scope:
                 await anyio.lowlevel.checkpoint_if_cancelled()
-                if self._limiter is not None:
-                    await self._limiter.acquire()
+                recorded = await self._journal.replay(task) if self._journal is not None else None
+                if recorded is not None:
+                    result, notify = _replayed(recorded, tool, ready_at), False
+                else:
+                    result = await self._call(task, tool, arguments, ready_at)
+                    if self._journal is not None and result.budget_refusal is None:
+                        # The call ended: its outcome is recorded before any dependent sees it, and a
+                        # cancellation arriving now does not lose it.
+                        with anyio.CancelScope(shield=True):
+                            try:
+                                await self._journal.commit(result)
+                            except BaseException:
+                                result = None
+                                raise
+        finally:
+            del self._scopes[task_id]
+            started_at = self._started.pop(task_id, None)
+            if result is None:
+                result = TaskResult(
+                    task, TaskStatus.CANCELLED, ready_at=ready_at, started_at=started_at, finished_at=_now()
+                )
+            self._finish(result, notify=notify)
+
+    async def _call(
+        self, task: Task, tool: Tool, arguments: dict[str, object], ready_at: float
+    ) -> TaskResult:
+        """Call the tool; a failure or timeout becomes the result (cancellation propagates)."""
+        started_at: float | None = None
+        try:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            try:
+                values = {d: self._results[d].value for d in task.deps}
                 try:
-                    values = {d: self._results[d].value for d in task.deps}
-                    try:
-                        call_args = {k: substitute(v, values) for k, v in arguments.items()}  # type: ignore[arg-type]
-                    except UnresolvedFieldError as exc:
-                        raise ToolError(task.tool, f"task {task_id}: {exc}") from exc
-                    started_at = _now()
-                    value = await self._invoke(tool, call_args)
-                    result = TaskResult(
-                        task,
-                        TaskStatus.OK,
-                        value,
-                        ready_at=ready_at,
-                        started_at=started_at,
-                        finished_at=_now(),
-                    )
-                finally:
-                    if self._limiter is not None:
-                        self._limiter.release()
+                    call_args = {k: substitute(v, values) for k, v in arguments.items()}  # type: ignore[arg-type]
+                except UnresolvedFieldError as exc:
+                    raise ToolError(task.tool, f"task {task.id}: {exc}") from exc
+                started_at = self._started[task.id] = _now()
+                value = await self._invoke(tool, call_args)
+                return TaskResult(
+                    task, TaskStatus.OK, value, ready_at=ready_at, started_at=started_at, finished_at=_now()
+                )
+            finally:
+                if self._limiter is not None:
+                    self._limiter.release()
         except (ToolError, StepBudgetExceededError) as exc:
             if isinstance(exc, ToolError):
                 error = exc
@@ -360,7 +416,7 @@ class Execution:
                 # LLM call meets the same budget and ends the run.
                 error = ToolError(task.tool, exc.message)
                 error.__cause__ = exc
-            result = TaskResult(
+            return TaskResult(
                 task,
                 TaskStatus.ERROR,
                 error=error,
@@ -369,7 +425,7 @@ class Execution:
                 finished_at=_now(),
             )
         except StepTimeout as exc:
-            result = TaskResult(
+            return TaskResult(
                 task,
                 TaskStatus.TIMEOUT,
                 error=exc,
@@ -377,13 +433,6 @@ class Execution:
                 started_at=started_at,
                 finished_at=_now(),
             )
-        finally:
-            del self._scopes[task_id]
-            if result is None:
-                result = TaskResult(
-                    task, TaskStatus.CANCELLED, ready_at=ready_at, started_at=started_at, finished_at=_now()
-                )
-            self._finish(result)
 
     async def _invoke(self, tool: Tool, arguments: dict[str, object]) -> object:
         if self._timeout is None:
@@ -395,18 +444,20 @@ class Execution:
             raise StepTimeout(f"task {tool.name}", self._timeout)
         return value
 
-    def _finish(self, result: TaskResult) -> None:
+    def _finish(self, result: TaskResult, *, notify: bool = True) -> None:
         # Invariant: records each task's result exactly once, synchronously, and starts every dependent whose
         # count hits zero. Dependents that finish at once (skipped or cancelled) go on a work list, not into
         # a recursive call: a chain of thousands of tasks whose first fails must not exhaust the stack.
+        # ``notify=False`` (a replayed result) keeps ``on_result`` from hearing of a call that was not made.
         work = [result]
         while work:
             result = work.pop()
             task_id = result.task.id
             self._results[task_id] = result
             self._done[task_id].set()
-            if self._on_result is not None:
+            if self._on_result is not None and notify:
                 self._on_result(result)
+            notify = True
             for dependent in self._dependents.pop(task_id, ()):
                 left = self._waiting[dependent] - 1
                 if left:
@@ -466,11 +517,16 @@ class Executor:
 
     @asynccontextmanager
     async def open(
-        self, *, on_result: Callable[[TaskResult], None] | None = None
+        self,
+        *,
+        on_result: Callable[[TaskResult], None] | None = None,
+        journal: TaskJournal | None = None,
     ) -> AsyncIterator[Execution]:
         """Open an execution to feed tasks into while the plan streams.
 
-        ``on_result`` (default: the executor's own) is called with each result as it is recorded.
+        ``on_result`` (default: the executor's own) is called with each result as it is recorded. With a
+        ``journal`` (see :func:`~agentflow.executors.task_journal`) each call is journaled as a step of its own,
+        and a call an earlier attempt of the run recorded is not made again.
         On normal exit the execution is closed (if the body did not) and awaited. If the body raises, every
         unfinished task is cancelled and the body's exception propagates unchanged.
 
@@ -485,6 +541,7 @@ class Executor:
                 max_concurrency=self._max_concurrency,
                 timeout=self._timeout,
                 on_result=on_result if on_result is not None else self._on_result,
+                journal=journal,
             )
             try:
                 yield execution
@@ -508,16 +565,18 @@ class Executor:
         tasks: Iterable[Task] | AsyncIterable[Task],
         *,
         on_result: Callable[[TaskResult], None] | None = None,
+        journal: TaskJournal | None = None,
     ) -> ExecutionReport:
         """Execute every task (a list, or an async iterator that yields tasks as the planner emits them).
 
-        ``on_result`` (default: the executor's own) is called with each result as it is recorded.
+        ``on_result`` (default: the executor's own) is called with each result as it is recorded; ``journal``
+        as for :meth:`open`.
 
         Raises:
             PlanError: A plan mistake (see :meth:`Execution.add` and :meth:`Execution.close`); the tasks already
                 running are cancelled.
         """
-        async with self.open(on_result=on_result) as execution:
+        async with self.open(on_result=on_result, journal=journal) as execution:
             if isinstance(tasks, AsyncIterable):
                 async for task in tasks:
                     execution.add(task)
@@ -527,3 +586,10 @@ class Executor:
             execution.close()
             report = await execution.wait()
         return report
+
+
+def _replayed(result: TaskResult, tool: Tool, ready_at: float) -> TaskResult:
+    """A result recorded by an earlier attempt, as this execution holds it: the value read as the tool's declared
+    return type, and the times this execution's (ready at ``ready_at``, finished now, no call started)."""
+    value = tool.typed_result(result.value) if result.status is TaskStatus.OK else result.value
+    return replace(result, value=value, ready_at=ready_at, started_at=None, finished_at=_now())

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import JsonValue
+from pydantic import JsonValue, PlainSerializer
+from pydantic_core import to_jsonable_python
 
 from agentflow.dsl import ToolCall, ToolStatus
-from agentflow.errors import PlanError, StepTimeout, ToolError
+from agentflow.errors import PlanError, StepBudgetExceededError, StepTimeout, ToolError
 from agentflow.secrets import redact
 
 from ._refs import ref_ids
 
-__all__ = ["MAX_RESULT_CHARS", "Task", "TaskResult", "TaskStatus", "clipped", "task_event", "tool_call_event"]
+__all__ = [
+    "MAX_RESULT_CHARS",
+    "Task",
+    "TaskResult",
+    "TaskStatus",
+    "clipped",
+    "task_event",
+    "tool_call_event",
+]
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ class TaskResult:
 
     task: Task
     status: TaskStatus
-    value: object = None
+    value: Annotated[object, PlainSerializer(lambda v: _json_form(v), when_used="json")] = None
     error: ToolError | StepTimeout | None = None
     ready_at: float = 0.0
     started_at: float | None = None
@@ -107,6 +118,13 @@ class TaskResult:
     def ok(self) -> bool:
         """Whether the tool returned a value."""
         return self.status is TaskStatus.OK
+
+    @property
+    def budget_refusal(self) -> StepBudgetExceededError | None:
+        """The error of the run's step budget (``max_steps``) when it refused this call: the tool was not
+        called. Such a result is never journaled, so a run resumed with a larger budget makes the call."""
+        cause = self.error.__cause__ if self.error is not None else None
+        return cause if isinstance(cause, StepBudgetExceededError) else None
 
     @property
     def dispatch_latency(self) -> float | None:
@@ -119,17 +137,39 @@ class TaskResult:
         return None if self.started_at is None else self.finished_at - self.started_at
 
     def observation(self) -> str:
-        """The result as text for a prompt: the value (JSON for lists and dicts) or ``Error: ...``."""
+        """The result as text for a prompt: the value as JSON (a string as it is; models, dataclasses, dates...
+        in their JSON form) or ``Error: ...``.
+
+        The text of a value and of its JSON round trip are the same, so a result replayed from a journal
+        shows the model what the live result showed it.
+        """
         if self.status is TaskStatus.OK:
-            if isinstance(self.value, str):
-                return self.value
-            try:
-                return json.dumps(self.value, ensure_ascii=False, default=str)
-            except (TypeError, ValueError):
-                return str(self.value)
+            data = _json_form(self.value, fallback=str)
+            return data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
         if self.status is TaskStatus.CANCELLED:
             return "Error: cancelled"
         return f"Error: {self.error}"
+
+
+def _json_form(value: object, *, fallback: Callable[[object], object] | None = None) -> JsonValue:
+    """``value`` as plain JSON data, the form a result has in the journal and in prompts: models, dataclasses,
+    dates... as pydantic writes them, and the floats JSON lacks as the strings ``"Infinity"``, ``"-Infinity"``
+    and ``"NaN"`` (pydantic would write ``null``, and a replayed result would differ from the live one).
+
+    Raises:
+        PydanticSerializationError: a part of ``value`` has no JSON form (and there is no ``fallback``).
+    """
+    return _finite(to_jsonable_python(value, fallback=fallback))
+
+
+def _finite(data: object) -> JsonValue:
+    if isinstance(data, float) and not math.isfinite(data):
+        return "NaN" if math.isnan(data) else "Infinity" if data > 0 else "-Infinity"
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    if isinstance(data, dict):
+        return {str(k): _finite(v) for k, v in data.items()}
+    return data  # type: ignore[return-value]  # to_jsonable_python gives JSON data
 
 
 MAX_RESULT_CHARS = 16_000

@@ -157,6 +157,7 @@ class Tool:
         max_concurrency: int | None = None,
         retries: int = 0,
         retry_backoff: float = 0.0,
+        returns: object = None,
     ) -> None:
         self._name = _check_name(name)
         if timeout is not None and not timeout > 0:
@@ -181,6 +182,11 @@ class Tool:
         self._retries = retries
         self._retry_backoff = retry_backoff
         self._is_async = fn is not None and _is_async_callable(fn)
+        self._returns = returns
+        # Reads results back from JSON (a journal) as ``returns``: built on first use and kept with the tool;
+        # ``_typed_results`` turns off when there is no type to read as (or pydantic cannot read it).
+        self._typed_results = returns is not None and returns is not Any
+        self._result_adapter: TypeAdapter[Any] | None = None
         # One limiter per running event loop (anyio limiters belong to one loop); lives as long as the loop.
         self._limiters: weakref.WeakKeyDictionary[object, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
         props = self._parameters.get("properties")
@@ -282,6 +288,7 @@ class Tool:
             max_concurrency=max_concurrency,
             retries=retries,
             retry_backoff=retry_backoff,
+            returns=hints.get("return"),
         )
 
     @classmethod
@@ -375,6 +382,7 @@ class Tool:
             max_concurrency=max_concurrency if max_concurrency is not None else self._max_concurrency,
             retries=retries if retries is not None else self._retries,
             retry_backoff=retry_backoff if retry_backoff is not None else self._retry_backoff,
+            returns=self._returns,
         )
 
     # -- description ----------------------------------------------------------------------------------------------
@@ -423,6 +431,30 @@ class Tool:
     def fn(self) -> ToolFunction | None:
         """The implementation (``None`` for a spec-only tool)."""
         return self._fn
+
+    @property
+    def returns(self) -> object:
+        """The declared return type (a function tool's return annotation), or ``None`` when it declares none."""
+        return self._returns
+
+    def typed_result(self, value: object) -> object:
+        """A result read back from JSON (a journal) as the declared return type: a model returned by the tool
+        comes back as that model, not as its dict. ``value`` is returned unchanged when the tool declares no
+        return type or ``value`` does not fit it (the tool returned something else than it declared)."""
+        if not self._typed_results:
+            return value
+        adapter = self._result_adapter
+        if adapter is None:
+            form: Any = self._returns
+            try:
+                adapter = self._result_adapter = TypeAdapter(form)
+            except Exception:  # a return annotation pydantic cannot build a schema for
+                self._typed_results = False
+                return value
+        try:
+            return adapter.validate_python(value)
+        except ValidationError:
+            return value
 
     @property
     def has_implementation(self) -> bool:
