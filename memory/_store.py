@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
+from agentflow._sqlite import sqlite_hint
 from agentflow.errors import ConfigError, MemoryStoreError
 from agentflow.memory._index import TreeIndex
 from agentflow.memory._models import StoreStats, TreeStats
@@ -99,11 +100,7 @@ def translate_errors(what: str, path: str) -> Iterator[None]:
             "text.encode('utf-8', 'replace').decode('utf-8')"
         ) from exc
     except sqlite3.Error as exc:
-        hint = (
-            "another process holds the write lock for longer than busy_timeout_s; raise it or retry"
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-            else "check that the file is a memory store, readable and writable, on a local disk"
-        )
+        hint = sqlite_hint(exc, "a memory store")
         raise MemoryStoreError(f"{what} failed on memory store {path!r}: {exc}; {hint}") from exc
 
 

@@ -44,6 +44,7 @@ from typing import Literal, TypeVar
 import anyio
 import anyio.to_thread
 
+from agentflow._sqlite import sqlite_hint
 from agentflow.errors import ConfigError, JournalError
 
 from ._journal import (
@@ -333,12 +334,7 @@ class SqliteJournal(Journal):
         try:
             return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
         except sqlite3.Error as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
-                hint = "the journal is damaged (a table was dropped): restore it from a backup"
-            elif isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                hint = "another process holds the write lock; raise busy_timeout_s or retry"
-            else:
-                hint = "check that the file is an agentflow journal on a writable local disk"
+            hint = sqlite_hint(exc, "an agentflow journal")
             raise JournalError(f"journal {str(self.path)!r} failed: {exc}; {hint}") from exc
 
     @contextmanager

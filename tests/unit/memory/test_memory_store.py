@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,27 +11,19 @@ import pytest
 
 from agentflow.errors import ConfigError, MemoryStoreError
 from agentflow.memory import MemoryStore, StoreCore, TaskTreeCore, TemporalTreeCore
+from agentflow.memory._schema import V1_SCHEMA
 
-# The version-1 schema as it shipped, copied here on purpose: the test must keep reading files in the
-# old format even if the code's own copy were edited.
-V1_SCHEMA = """
-CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL);
-CREATE TABLE trees (tree_id TEXT PRIMARY KEY, kind TEXT NOT NULL, created_at REAL NOT NULL);
-CREATE TABLE tnodes (
-    id INTEGER PRIMARY KEY,
-    tree_id TEXT NOT NULL REFERENCES trees(tree_id),
-    key TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    parent INTEGER REFERENCES tnodes(id),
-    ts REAL NOT NULL,
-    position INTEGER NOT NULL DEFAULT 0,
-    speaker TEXT,
-    text TEXT NOT NULL DEFAULT '',
-    meta TEXT NOT NULL DEFAULT '{}',
-    UNIQUE (tree_id, key)
-);
-CREATE INDEX tnodes_parent ON tnodes(parent);
-"""
+# Files written by version 1 are built from the code's own copy of its schema, pinned by its hash: editing
+# that copy (which would change what "a version-1 file" means, and hide a migration bug) fails
+# test_the_version_1_schema_is_frozen instead of silently drifting.
+V1_SCHEMA_SHA256 = "77ea99c918e4b9cb091271c5f3abb60965bc7046eb908a61677d882af97d6ba0"
+
+
+def test_the_version_1_schema_is_frozen() -> None:
+    assert hashlib.sha256(V1_SCHEMA.encode()).hexdigest() == V1_SCHEMA_SHA256, (
+        "memory/_schema.py's V1_SCHEMA changed: version 1 files exist in the wild with the old schema; "
+        "add a migration instead of editing it"
+    )
 
 
 def _v1_file(path: Path) -> None:
