@@ -13,7 +13,7 @@ from ._compile import (
     call_tool,
     compile_plan,
     condition_holds,
-    dependency_levels,
+    sibling_needs,
 )
 from ._dump import dump_plan, plan_to_data
 from ._graph import plan_graph, render_svg
@@ -96,7 +96,6 @@ __all__ = [
     "children_of",
     "compile_plan",
     "condition_holds",
-    "dependency_levels",
     "dump_plan",
     "infer_json",
     "load_plan",
@@ -109,5 +108,6 @@ __all__ = [
     "referenced_steps",
     "render_svg",
     "resolve_tool",
+    "sibling_needs",
     "walk_steps",
 ]

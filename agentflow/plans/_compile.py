@@ -13,11 +13,13 @@ runs as a sub-workflow of any flow, whatever that flow's state.
 
 from __future__ import annotations
 
+import graphlib
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import anyio
 from pydantic import JsonValue
 
 from agentflow.dsl import (
@@ -28,6 +30,7 @@ from agentflow.dsl import (
     branch,
     fail,
     flow,
+    from_async,
     leaf,
     loop,
     named,
@@ -61,7 +64,7 @@ __all__ = [
     "call_tool",
     "compile_plan",
     "condition_holds",
-    "dependency_levels",
+    "sibling_needs",
 ]
 
 StepResult = tuple[object, dict[str, object]]
@@ -163,28 +166,29 @@ def _number(value: object, cond: Condition) -> float:
     )
 
 
-def dependency_levels(step: ParallelStep) -> list[list[Step]]:
-    """The children of a parallel block in levels: each level needs only results of earlier levels."""
-    import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+def sibling_needs(step: ParallelStep) -> dict[str, frozenset[str]]:
+    """For each child of a parallel block, the siblings whose results it needs (``needs:`` or a template
+    reference to a step inside them), in declaration order.
 
+    Raises:
+        PlanError: The children need each other in a cycle.
+    """
     owner: dict[str, str] = {}
     for child in step.parallel:
         for inner in walk_steps([child]):
             owner[inner.id] = child.id
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    by_id = {child.id: child for child in step.parallel}
+    needs: dict[str, frozenset[str]] = {}
     for child in step.parallel:
-        graph.add_node(child.id)
-        for need in child.needs:
-            graph.add_edge(need, child.id)
-        for ref in referenced_steps(child):
-            if ref in owner and owner[ref] != child.id:
-                graph.add_edge(owner[ref], child.id)
-    order = {child.id: i for i, child in enumerate(step.parallel)}
-    return [
-        [by_id[n] for n in sorted(level, key=order.__getitem__)]
-        for level in nx.topological_generations(graph)
-    ]
+        wanted = set(child.needs) | {owner[r] for r in referenced_steps(child) if r in owner}
+        wanted.discard(child.id)
+        needs[child.id] = frozenset(wanted)
+    try:
+        graphlib.TopologicalSorter(needs).prepare()
+    except graphlib.CycleError as exc:
+        raise PlanError(
+            f"parallel block {step.id!r}: steps {exc.args[1]} need each other in a cycle"
+        ) from None
+    return needs
 
 
 class _Compiler:
@@ -292,18 +296,32 @@ class _Compiler:
         return make
 
     def _parallel(self, s: ParallelStep) -> Compiled:
-        levels = [[(child.id, self.step(child)) for child in level] for level in dependency_levels(s)]
+        """Every child starts the moment the siblings it needs have finished (a dataflow, like the tool-call
+        executor), not level by level: one slow chain holds up only what depends on it. The children run
+        as one ``par`` (branch ``[i]`` is the i-th child as declared), so the first failure cancels the rest."""
+        needs = sibling_needs(s)
+        children = [(child.id, self.step(child)) for child in s.parallel]
         ids = [child.id for child in s.parallel]
 
         def make(scope: Scope) -> Flow[StepResult]:
             @flow
             async def body() -> StepResult:
-                results: dict[str, object] = {}
-                for level in levels:
-                    current = scope.with_results(results)
-                    outs = await par(*[c(current) for _, c in level])
-                    for _, made in outs:
+                results: dict[str, object] = {}  # every finished child's results, as they finish
+                done = {cid: anyio.Event() for cid in ids}
+
+                def branch(cid: str, compiled: Compiled) -> Flow[StepResult]:
+                    @flow
+                    async def child() -> StepResult:
+                        for need in sorted(needs[cid]):
+                            await from_async(done[need].wait)
+                        value, made = await compiled(scope.with_results(dict(results)))
                         results.update(made)
+                        done[cid].set()
+                        return value, made
+
+                    return child()
+
+                await par(*[branch(cid, compiled) for cid, compiled in children])
                 return {i: results[i] for i in ids}, results
 
             return body()

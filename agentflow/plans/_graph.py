@@ -8,11 +8,12 @@ The layout is layered (longest path from the start) with a barycentre pass to re
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-from ._compile import dependency_levels
+from ._compile import sibling_needs
 from ._loader import referenced_steps, walk_steps
 from ._schema import BranchStep, LLMStep, LoopStep, MapStep, ParallelStep, Plan, SequenceStep, Step, ToolStep
 
@@ -73,11 +74,19 @@ class _Builder:
             self.edges(preds, s.id)
             exits: dict[str, set[str]] = {}
             used: set[str] = set()
-            for level in dependency_levels(s):
-                for child in level:
+            by_id = {child.id: child for child in s.parallel}
+            needs = sibling_needs(s)
+            order = {child.id: i for i, child in enumerate(s.parallel)}
+            sorter = graphlib.TopologicalSorter(needs)
+            sorter.prepare()
+            while sorter.is_active():
+                ready = sorted(sorter.get_ready(), key=order.__getitem__)  # declaration order among peers
+                for cid in ready:
+                    child = by_id[cid]
                     wait = self._waits(s, child, exits)
                     used |= wait
                     exits[child.id] = self.step(child, wait or {s.id})
+                    sorter.done(cid)
             self.node(join, "join", "join", "")
             for ends in exits.values():
                 if not (ends & used):

@@ -69,3 +69,29 @@ def flaky(text: str) -> str:
         FLAKY["left"] -= 1
         raise RuntimeError("transient failure")
     return text
+
+
+GATE: dict[str, anyio.Event] = {}
+"""``GATE["open"]``: set by ``open_gate``; ``wait_gate`` blocks until then (tests create the event)."""
+
+
+async def wait_gate(label: str) -> str:
+    """Block until ``open_gate`` runs, then record the label.
+
+    Args:
+        label: What to record.
+    """
+    await GATE["open"].wait()
+    CALLS.append(label)
+    return label
+
+
+async def open_gate(label: str) -> str:
+    """Record the label and let every ``wait_gate`` call go on.
+
+    Args:
+        label: What to record.
+    """
+    CALLS.append(label)
+    GATE["open"].set()
+    return label

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import anyio
 import plan_tools
 import pytest
 from pydantic import BaseModel
@@ -379,3 +380,29 @@ async def test_json_is_written_into_text_templates() -> None:
     )
     await run(loaded.workflow, engine=FunctionEngine(lambda r: seen.append(_last_user(r)) or "ok"))
     assert seen == [f"items: {json.dumps(['a', 'b'], separators=(', ', ': '))}"]
+
+
+@pytest.mark.anyio
+async def test_a_parallel_child_starts_when_its_own_needs_are_done_not_a_whole_level() -> None:
+    # Two chains: slow_a -> after_a, and fast_b -> after_b. slow_a blocks until after_b has run. Run level by
+    # level ({slow_a, fast_b} then {after_a, after_b}), after_b would wait for slow_a and nothing could ever
+    # finish; run as a dataflow, the fast chain completes while the slow one waits (no clock involved).
+    plan_tools.CALLS.clear()
+    plan_tools.GATE["open"] = anyio.Event()
+    loaded = _plan(
+        """tools: [plan_tools:record, plan_tools:wait_gate, plan_tools:open_gate]
+steps:
+  - id: both
+    parallel:
+      - {id: slow_a, tool: wait_gate, args: {label: slow_a}}
+      - {id: after_a, tool: record, args: {label: "after {{steps.slow_a}}"}}
+      - {id: fast_b, tool: record, args: {label: fast_b}}
+      - {id: after_b, tool: open_gate, args: {label: "after {{steps.fast_b}}"}}
+"""
+    )
+    with anyio.fail_after(60):  # a deadlock fails here; nothing is timed
+        out = await run(loaded.workflow)
+    assert isinstance(out, Ok), out
+    assert plan_tools.CALLS == ["fast_b", "after fast_b", "slow_a", "after slow_a"]
+    starts = [e.path for e in out.trace if isinstance(e, StepStarted)]
+    assert "t/both/[3]/after_b" in starts and "t/both/[1]/after_a" in starts  # branch = declared position
