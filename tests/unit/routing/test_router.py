@@ -145,7 +145,8 @@ async def test_concurrent_requests_all_finish_and_leave_nothing_outstanding() ->
 @pytest.mark.anyio
 async def test_stream_yields_replica_chunks_and_counts_usage() -> None:
     router = PrefixRouter(replicas(2))
-    chunks = [c async for c in router.stream(ask("a", "hello"))]
+    async with router.stream(ask("a", "hello")) as stream:
+        chunks = [c async for c in stream]
     assert "".join(c.text for c in chunks) == "echo: hello"
     assert sum(s.usage.prompt_tokens for s in router.stats()) > 0
     assert all(s.outstanding == 0 for s in router.stats())

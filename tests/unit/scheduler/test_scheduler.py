@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 import anyio
@@ -187,11 +188,12 @@ class PinningEngine(TestEngine):
         super().__init__(prefix_cache=True)
         self.pins: dict[tuple[int, ...], float] = {}
 
-    def pin_prefix(self, tokens: tuple[int, ...], ttl_s: float) -> None:
-        self.pins[tokens] = ttl_s
+    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
+        self.pins[tuple(tokens)] = ttl_s
+        return True
 
-    def unpin_prefix(self, tokens: tuple[int, ...]) -> None:
-        self.pins.pop(tokens, None)
+    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
+        return self.pins.pop(tuple(tokens), None) is not None
 
 
 @pytest.mark.anyio
@@ -276,20 +278,23 @@ async def test_prewarm_is_dropped_when_a_covering_request_arrives_first() -> Non
 @pytest.mark.anyio
 async def test_stream_yields_chunks_and_final_usage_with_queue_wait() -> None:
     scheduler = Scheduler(TestEngine(response="one two three", prefix_cache=True))
-    chunks = [c async for c in scheduler.stream(replace(_request("a", "q"), max_tokens=16))]
+    async with scheduler.stream(replace(_request("a", "q"), max_tokens=16)) as stream:
+        chunks = [c async for c in stream]
     assert "".join(c.text for c in chunks) == "one two three"
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
     assert scheduler.metrics().total.requests == 1
 
 
 @pytest.mark.anyio
-async def test_closed_scheduler_refuses_requests() -> None:
+async def test_closed_scheduler_refuses_requests_and_unsubscribes_from_cache_events() -> None:
     engine = TestEngine(prefix_cache=True)
     scheduler = Scheduler(engine)
+    await scheduler.generate(_request("a", "q"))
+    assert engine.cache_subscribers == 1
     await scheduler.aclose()
     with pytest.raises(SchedulerError, match="closed"):
         await scheduler.generate(_request("a", "q"))
-    assert engine.cache_listener is None
+    assert engine.cache_subscribers == 0
 
 
 @pytest.mark.anyio
