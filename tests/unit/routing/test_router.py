@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import anyio
 import httpx
 import pytest
 
 import agentflow.routing as routing
-from agentflow.engines import Engine, FunctionEngine, GenerationRequest, Message, TestEngine
+from agentflow.engines import Engine, FunctionEngine, GenerationRequest, Message, TestEngine, Usage
 from agentflow.errors import ConfigError, EngineRequestError
 from agentflow.routing import PrefixRouter
 
@@ -238,3 +239,56 @@ async def test_openai_endpoints_are_routed_by_text_pieces_when_they_cannot_token
     assert len(set(answers["a"])) == 1 and len(set(answers["b"])) == 1  # each document stays on one endpoint
     assert answers["a"][0] != answers["b"][0]
     assert [s.chats for s in servers] == [3, 3]
+
+
+class PinningReplica(TestEngine):
+    """A replica that pins prefixes (records them) and prefills natively."""
+
+    __test__ = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, prefix_cache=True)
+        self.pins: dict[tuple[int, ...], float] = {}
+        self.prefills = 0
+
+    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
+        self.pins[tuple(tokens)] = ttl_s
+        return True
+
+    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
+        return self.pins.pop(tuple(tokens), None) is not None
+
+    async def prefill(self, request: GenerationRequest) -> Usage:
+        self.prefills += 1
+        return Usage(prompt_tokens=2, cached_tokens=0, computed_tokens=2)
+
+
+@pytest.mark.anyio
+async def test_pins_go_to_the_replica_that_holds_the_prefix() -> None:
+    engines = [PinningReplica("r0"), PinningReplica("r1")]
+    router = PrefixRouter(engines)
+    await router.generate(ask("a", "one?"))
+    await router.generate(ask("b", "two?"))
+    held = [i for i, s in enumerate(router.stats()) if s.reasons]
+    tokens = tuple(await router.tokenize(await router.render(ask("b", "two?"))))
+    owner = router.choose(tokens).replica
+    assert router.pin_prefix(tokens, 9.0)
+    assert [tokens in e.pins for e in engines] == [i == owner for i in range(2)]
+    assert sorted(held) == [0, 1]
+    assert router.unpin_prefix(tokens) and all(not e.pins for e in engines)
+    assert not router.unpin_prefix(tokens)
+
+
+@pytest.mark.anyio
+async def test_router_prefills_on_a_routed_replica_and_reports_no_cache_events() -> None:
+    engines = [PinningReplica("r0"), PinningReplica("r1")]
+    router = PrefixRouter(engines)
+    usage = await router.prefill(ask("a", "warm?"))
+    assert usage.computed_tokens == 2
+    assert sum(e.prefills for e in engines) == 1
+    assert all(s.outstanding == 0 for s in router.stats())
+    assert router.subscribe_cache_events(lambda event: None) is None
+    assert router.cache_salt("tenant") is None
+    plain = PrefixRouter(replicas(2))
+    assert not plain.pin_prefix((1, 2), 1.0)
+    assert (await plain.prefill(ask("a", "warm?"))).completion_tokens == 1
