@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable
 
 import pytest
+from _engines import PinningEngine
 
 from agentflow._ray_engine import RayEngine
 from agentflow._routing import PrefixRouter
@@ -26,7 +27,6 @@ from agentflow.engines import (
     RecordingEngine,
     ReplayEngine,
     TestEngine,
-    Usage,
     VLLMEngine,
     WrapperEngine,
     closing_stream,
@@ -57,28 +57,6 @@ def test_engine_classes_satisfy_exactly_the_protocols_they_claim(cls: type[objec
     assert {p for p in OPTIONAL if issubclass(cls, p)} == CLAIMS[cls]
 
 
-class PinningEngine(TestEngine):
-    """A TestEngine with a pin table and a native prefill, like an engine with a pinnable snapshot store."""
-
-    __test__ = False
-
-    def __init__(self) -> None:
-        super().__init__(prefix_cache=True)
-        self.pins: dict[tuple[int, ...], float] = {}
-        self.prefilled: list[GenerationRequest] = []
-
-    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
-        self.pins[tuple(tokens)] = ttl_s
-        return True
-
-    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
-        return self.pins.pop(tuple(tokens), None) is not None
-
-    async def prefill(self, request: GenerationRequest) -> Usage:
-        self.prefilled.append(request)
-        return Usage(prompt_tokens=3, cached_tokens=0, computed_tokens=3)
-
-
 def test_instances_satisfy_the_protocols_of_their_class() -> None:
     assert isinstance(PinningEngine(), PrefixPinning) and isinstance(PinningEngine(), Prefilling)
     assert not isinstance(TestEngine(), PrefixPinning) and not isinstance(TestEngine(), Prefilling)
@@ -91,8 +69,8 @@ async def test_wrapper_passes_the_optional_protocols_of_the_wrapped_engine_on() 
     wrapper = WrapperEngine(inner)
     assert wrapper.pin_prefix((1, 2), 5.0) is True and inner.pins == {(1, 2): 5.0}
     assert wrapper.unpin_prefix((1, 2)) is True and inner.pins == {}
-    assert (await wrapper.prefill(GenerationRequest(prompt="p"))).computed_tokens == 3
-    assert [r.prompt for r in inner.prefilled] == ["p"]
+    assert (await wrapper.prefill(GenerationRequest(prompt="p q"))).computed_tokens == 3
+    assert [r.prompt for r in inner.prefilled] == ["p q"]
     events: list[CacheEvent] = []
     stop = wrapper.subscribe_cache_events(events.append)
     assert stop is not None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
 
 import anyio
 import httpx
 import pytest
+from _engines import PinningEngine
 
 import agentflow.routing as routing
-from agentflow.engines import Engine, FunctionEngine, GenerationRequest, Message, TestEngine, Usage
+from agentflow.engines import Engine, FunctionEngine, GenerationRequest, Message, TestEngine
 from agentflow.errors import ConfigError, EngineRequestError
 from agentflow.routing import PrefixRouter
 
@@ -241,31 +241,9 @@ async def test_openai_endpoints_are_routed_by_text_pieces_when_they_cannot_token
     assert [s.chats for s in servers] == [3, 3]
 
 
-class PinningReplica(TestEngine):
-    """A replica that pins prefixes (records them) and prefills natively."""
-
-    __test__ = False
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name=name, prefix_cache=True)
-        self.pins: dict[tuple[int, ...], float] = {}
-        self.prefills = 0
-
-    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
-        self.pins[tuple(tokens)] = ttl_s
-        return True
-
-    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
-        return self.pins.pop(tuple(tokens), None) is not None
-
-    async def prefill(self, request: GenerationRequest) -> Usage:
-        self.prefills += 1
-        return Usage(prompt_tokens=2, cached_tokens=0, computed_tokens=2)
-
-
 @pytest.mark.anyio
 async def test_pins_go_to_the_replica_that_holds_the_prefix() -> None:
-    engines = [PinningReplica("r0"), PinningReplica("r1")]
+    engines = [PinningEngine(name="r0"), PinningEngine(name="r1")]
     router = PrefixRouter(engines)
     await router.generate(ask("a", "one?"))
     await router.generate(ask("b", "two?"))
@@ -281,11 +259,11 @@ async def test_pins_go_to_the_replica_that_holds_the_prefix() -> None:
 
 @pytest.mark.anyio
 async def test_router_prefills_on_a_routed_replica_and_reports_no_cache_events() -> None:
-    engines = [PinningReplica("r0"), PinningReplica("r1")]
+    engines = [PinningEngine(name="r0"), PinningEngine(name="r1")]
     router = PrefixRouter(engines)
     usage = await router.prefill(ask("a", "warm?"))
-    assert usage.computed_tokens == 2
-    assert sum(e.prefills for e in engines) == 1
+    assert usage.computed_tokens == len(await router.tokenize(await router.render(ask("a", "warm?"))))
+    assert sum(len(e.prefilled) for e in engines) == 1
     assert all(s.outstanding == 0 for s in router.stats())
     assert router.subscribe_cache_events(lambda event: None) is None
     assert router.cache_salt("tenant") is None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import replace
 
 import anyio
 import pytest
+from _engines import PinningEngine
 
 from agentflow.engines import (
     Capabilities,
@@ -177,23 +177,6 @@ async def test_request_larger_than_tpm_is_scheduler_error() -> None:
     scheduler = Scheduler(TestEngine(), tpm=50)
     with pytest.raises(SchedulerError, match="raise tpm or lower max_tokens"):
         await scheduler.generate(_request("a", "q"))
-
-
-class PinningEngine(TestEngine):
-    """A TestEngine that accepts pins (records them), like an engine with a pinnable snapshot store."""
-
-    __test__ = False
-
-    def __init__(self) -> None:
-        super().__init__(prefix_cache=True)
-        self.pins: dict[tuple[int, ...], float] = {}
-
-    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
-        self.pins[tuple(tokens)] = ttl_s
-        return True
-
-    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
-        return self.pins.pop(tuple(tokens), None) is not None
 
 
 @pytest.mark.anyio

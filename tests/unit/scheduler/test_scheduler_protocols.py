@@ -5,12 +5,12 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
+from _engines import PinningEngine
 
 import agentflow
 from agentflow.engines import (
@@ -19,7 +19,6 @@ from agentflow.engines import (
     RecordingEngine,
     RequestHints,
     TestEngine,
-    Usage,
     WrapperEngine,
 )
 from agentflow.routing import PrefixRouter
@@ -128,29 +127,6 @@ async def test_cancelled_stream_releases_its_admission(anyio_backend: str) -> No
     assert scheduler.in_flight == 0 and scheduler.cache_model.locked_tokens == 0
 
 
-class PinningEngine(TestEngine):
-    """A TestEngine with a pin table and a native prefill (what the llama.cpp engine offers the scheduler)."""
-
-    __test__ = False
-
-    def __init__(self) -> None:
-        super().__init__(prefix_cache=True)
-        self.pins: dict[tuple[int, ...], float] = {}
-        self.prefills = 0
-
-    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
-        self.pins[tuple(tokens)] = ttl_s
-        return True
-
-    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
-        return self.pins.pop(tuple(tokens), None) is not None
-
-    async def prefill(self, request: GenerationRequest) -> Usage:
-        self.prefills += 1
-        tokens = await self.tokenize(await self.render(request))
-        return Usage(prompt_tokens=len(tokens), cached_tokens=0, computed_tokens=len(tokens))
-
-
 @pytest.mark.anyio
 async def test_scheduler_reaches_the_engine_protocols_through_wrappers(tmp_path: Path) -> None:
     engine = PinningEngine()
@@ -164,7 +140,7 @@ async def test_scheduler_reaches_the_engine_protocols_through_wrappers(tmp_path:
     assert engine.pins == {tokens: 60}
     assert scheduler.metrics().pinned_prefixes == 1
     assert await scheduler.prewarm(_request("next step", agent="c"))
-    assert engine.prefills == 1
+    assert len(engine.prefilled) == 1
     assert await scheduler.unpin(tokens) and engine.pins == {}
     await scheduler.aclose()
     assert engine.cache_subscribers == 0
@@ -193,6 +169,6 @@ async def test_scheduler_implements_the_protocols_through_its_admission() -> Non
     assert scheduler.cache_model.locked_tokens == len(tokens)
     assert scheduler.unpin_prefix(tokens) is True and engine.pins == {}
     usage = await scheduler.prefill(replace(_request("warm"), max_tokens=8))
-    assert engine.prefills == 1 and usage.completion_tokens == 0
+    assert len(engine.prefilled) == 1 and usage.completion_tokens == 0
     assert [r.kind for r in scheduler.metrics().requests] == ["request", "request"]
     assert scheduler.cache_salt("tenant") is None
