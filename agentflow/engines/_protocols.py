@@ -14,8 +14,8 @@ asks with ``isinstance(engine, Protocol)``, never by probing attributes. Who cal
 * ``CacheMirror`` (``RadixTree`` in mirror mode): ``Scheduler``, before every decision, with the engine's cache
   events received since the last one.
 
-Every ``WrapperEngine`` implements all of them and answers with the wrapped engine's answer, or with what an
-engine without the feature answers: no subscription (``None``), a pin not kept (``False``), a prefill run as a
+Every ``WrapperEngine`` implements the four engine protocols and answers with the wrapped engine's answer, or
+with what an engine without the feature answers: no subscription (``None``), a pin not kept (``False``), a prefill run as a
 one-token generation, no salt (``None``).
 
 Cache events are one frozen class per kind (``SnapshotStored``, ``SnapshotEvicted``, ``LiveContext``); the union

@@ -277,7 +277,7 @@ class TestEngine(_SimulatedEngine):
     Args:
         response: Fixed answer text or ``fn(request) -> str``; ``None`` echoes ``"echo: <last user text>"``.
         name: The engine name.
-        prefix_cache: Simulate one live context with exact prefix reuse (usage and ``live`` cache events).
+        prefix_cache: Simulate one live context with exact prefix reuse (usage and ``LiveContext`` cache events).
         tool_calling: Declare ``Capabilities.tool_calling`` (agents then use native tool calls).
 
     Example:

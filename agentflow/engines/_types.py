@@ -1,7 +1,10 @@
 """The engine protocol: requests, completions, usage accounting and declared capabilities.
 
 Every engine (embedded llama.cpp, OpenAI-compatible HTTP, in-process vLLM, test doubles) implements
-``Engine``. The scheduler and ``infer`` only talk to this protocol.
+``Engine``. ``agentflow.runtime.call_llm`` only talks to this protocol; the scheduler also asks for the
+optional protocols of ``_protocols`` (cache events, pins, prefill, cache salts). ``stream`` returns an async
+context manager (``ChunkStream``; engines build it with ``closing_stream``), so leaving its ``async with``
+ends the request there.
 
 Native tool calling: a request offers ``tools`` (``ToolSpec``: name, description, JSON Schema of the
 arguments) and says whether the model may, must or must not call them (``tool_choice``); the completion
