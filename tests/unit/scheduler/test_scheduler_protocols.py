@@ -14,6 +14,8 @@ from _engines import PinningEngine
 
 import agentflow
 from agentflow.engines import (
+    Capabilities,
+    FunctionEngine,
     GenerationRequest,
     Message,
     RecordingEngine,
@@ -172,3 +174,29 @@ async def test_scheduler_implements_the_protocols_through_its_admission() -> Non
     assert len(engine.prefilled) == 1 and usage.completion_tokens == 0
     assert [r.kind for r in scheduler.metrics().requests] == ["request", "request"]
     assert scheduler.cache_salt("tenant") is None
+
+
+class SaltingBlockEngine(FunctionEngine):
+    """A block-cache engine (like vLLM) that salts its cache per tenant (``CacheSalting``)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda request: "ok")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(prefix_cache="block", slots=1, block_size=4)
+
+    def cache_salt(self, tenant: str | None) -> str | None:
+        return None if tenant is None else f"salt-{tenant}"
+
+
+@pytest.mark.anyio
+async def test_tenant_salted_requests_never_count_as_hits_of_another_tenant(tmp_path: Path) -> None:
+    scheduler = Scheduler(RecordingEngine(SaltingBlockEngine(), tmp_path / "rec.jsonl"))
+    assert scheduler.cache_salt("a") == "salt-a"  # the salt passes through the wrapper
+    for tenant in ("a", "a", "b", None):
+        request = _request("the same question")
+        await scheduler.generate(replace(request, hints=replace(request.hints, tenant=tenant)))
+    predicted = [r.predicted_cached_tokens for r in scheduler.metrics().requests]
+    assert predicted[0] == 0 and predicted[1] > 0  # tenant a's second request hits its own blocks
+    assert predicted[2:] == [0, 0]  # neither tenant b nor an unsalted request hits tenant a's blocks
