@@ -13,13 +13,21 @@ one chunk (the capability says ``streaming=False``).
 from __future__ import annotations
 
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import anyio
 
-from agentflow.engines import Capabilities, Chunk, Completion, Engine, GenerationRequest
+from agentflow.engines import (
+    Capabilities,
+    Chunk,
+    ChunkStream,
+    Completion,
+    Engine,
+    GenerationRequest,
+    closing_stream,
+)
 from agentflow.errors import EngineUnavailableError
 from agentflow.executors._ray import (
     PackedError,
@@ -176,8 +184,11 @@ class RayEngine:
         """Run the request in the actor."""
         return typing.cast(Completion, await self._call("generate", request))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: GenerationRequest) -> ChunkStream:
         """The whole completion as one text chunk (with its tool calls), then the final chunk with usage."""
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         completion = await self.generate(request)
         yield Chunk(completion.text, tool_calls=completion.tool_calls)
         yield Chunk("", usage=completion.usage, finish_reason=completion.finish_reason)

@@ -26,22 +26,34 @@ Policy ``"affinity"``, per request:
 
 ``"round_robin"`` and ``"least_loaded"`` are the baselines. ``stats()`` reports per-replica counts and the
 engines' own cache usage (cached vs computed prompt tokens from each completion).
+
+The router is a ``WrapperEngine`` of its tokenizer engine (``render``/``tokenize``). Of the optional protocols it
+routes pins to the replica that holds the prefix and prefills like requests; it reports no cache events (the
+replicas' caches are several, no one mirror can follow them) and salts as the first replica does.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from agentflow.engines import (
+    CacheListener,
+    CacheSalting,
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     Engine,
     GenerationRequest,
+    Prefilling,
+    PrefixPinning,
+    Unsubscribe,
     Usage,
+    WrapperEngine,
+    closing_stream,
     simple_tokenize,
 )
 from agentflow.errors import ConfigError, UnsupportedFeatureError
@@ -114,7 +126,7 @@ class _Replica:
         self.reasons: dict[str, int] = {}
 
 
-class PrefixRouter:
+class PrefixRouter(WrapperEngine):
     """An ``Engine`` that spreads requests over replicas, keeping requests with a shared prefix together.
 
     Args:
@@ -171,6 +183,7 @@ class PrefixRouter:
                 raise ConfigError(f"PrefixRouter {label} must be >= 0, got {value}")
         if cache_tokens is not None and cache_tokens < 1:
             raise ConfigError(f"PrefixRouter cache_tokens must be >= 1 or None, got {cache_tokens}")
+        super().__init__(tokenizer if tokenizer is not None else replicas[0])
         self._replicas = [_Replica(e, cache_tokens) for e in replicas]
         self._policy: RoutingPolicy = policy
         self._tokenizer = tokenizer
@@ -205,14 +218,6 @@ class PrefixRouter:
         """The routing policy."""
         return self._policy
 
-    async def tokenize(self, text: str) -> Sequence[int]:
-        """Token ids from the tokenizer engine."""
-        return await self._token_engine.tokenize(text)
-
-    async def render(self, request: GenerationRequest) -> str:
-        """The prompt text from the tokenizer engine."""
-        return await self._token_engine.render(request)
-
     async def generate(self, request: GenerationRequest) -> Completion:
         """Route the request and run it on the chosen replica."""
         decision = await self.route(request)
@@ -224,15 +229,20 @@ class PrefixRouter:
         replica.usage = replica.usage + completion.usage
         return completion
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Route the request and stream it from the chosen replica."""
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Route the request and stream it from the chosen replica (outstanding there until the ``async with``
+        exits)."""
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         decision = await self.route(request)
         replica = self._replicas[decision.replica]
         try:
-            async for chunk in replica.engine.stream(request):
-                if chunk.usage is not None:
-                    replica.usage = replica.usage + chunk.usage
-                yield chunk
+            async with replica.engine.stream(request) as chunks:
+                async for chunk in chunks:
+                    if chunk.usage is not None:
+                        replica.usage = replica.usage + chunk.usage
+                    yield chunk
         finally:
             self.done(decision)
 
@@ -245,11 +255,46 @@ class PrefixRouter:
         if self._tokenizer is not None:
             await self._tokenizer.aclose()
 
-    # -- routing --------------------------------------------------------------------------------------------------
+    # -- optional protocols ---------------------------------------------------------------------------------------
 
-    @property
-    def _token_engine(self) -> Engine:
-        return self._tokenizer if self._tokenizer is not None else self._replicas[0].engine
+    def subscribe_cache_events(self, listener: CacheListener) -> Unsubscribe | None:
+        """``None``: the replicas' caches are several; no one mirror can follow them."""
+        return None
+
+    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
+        """Pin ``tokens`` on the replica expected to hold the longest part of them; whether it keeps them."""
+        matches = [r.tree.match(tokens) for r in self._replicas]
+        engine = self._replicas[max(range(len(matches)), key=lambda i: (matches[i], -i))].engine
+        return engine.pin_prefix(tokens, ttl_s) if isinstance(engine, PrefixPinning) else False
+
+    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
+        """Release a pin of ``tokens`` on every replica; whether one held it."""
+        released = [
+            r.engine.unpin_prefix(tokens) for r in self._replicas if isinstance(r.engine, PrefixPinning)
+        ]
+        return any(released)
+
+    async def prefill(self, request: GenerationRequest) -> Usage:
+        """Route the request like ``generate`` and prefill it on the chosen replica (without a native prefill:
+        a one-token generation)."""
+        decision = await self.route(request)
+        replica = self._replicas[decision.replica]
+        try:
+            if isinstance(replica.engine, Prefilling):
+                usage = await replica.engine.prefill(request)
+            else:
+                usage = (await replica.engine.generate(replace(request, max_tokens=1))).usage
+        finally:
+            self.done(decision)
+        replica.usage = replica.usage + usage
+        return usage
+
+    def cache_salt(self, tenant: str | None) -> str | None:
+        """The first replica's cache salt for ``tenant`` (the replicas serve one model, configured alike)."""
+        first = self._replicas[0].engine
+        return first.cache_salt(tenant) if isinstance(first, CacheSalting) else None
+
+    # -- routing --------------------------------------------------------------------------------------------------
 
     async def route(self, request: GenerationRequest) -> RouteDecision:
         """Choose the replica for ``request`` and count it as outstanding there.

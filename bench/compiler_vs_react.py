@@ -55,6 +55,7 @@ import random
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,15 @@ from rich.table import Table
 
 from agentflow import Err, Event, run
 from agentflow.agents import llm_compiler, react
-from agentflow.engines import Chunk, Completion, Engine, GenerationRequest, engine_from_spec
+from agentflow.engines import (
+    Chunk,
+    ChunkStream,
+    Completion,
+    Engine,
+    GenerationRequest,
+    WrapperEngine,
+    engine_from_spec,
+)
 from agentflow.executors import ToolRegistry
 from agentflow.plans.builtin_tools import calculator
 from agentflow.scheduler import gamma_from_shape, pte
@@ -222,24 +231,20 @@ Plan: [{"tool": "lookup", "args": {"entity": "Nile"}}, {"tool": "lookup", "args"
 Look up every entity separately, one per call, then combine the results with math."""
 
 
-class GoldConstrained:
+class GoldConstrained(WrapperEngine):
     """An engine wrapper that decodes each turn under a grammar admitting only the gold answer."""
 
     def __init__(
         self, inner: Engine, plan: list[dict[str, Any]], steps: list[dict[str, Any]], answer: str
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.plan = plan  # the compiler's gold plan (items without ids)
         self.steps = steps  # ReAct's gold actions, one per turn, the last a final answer
         self.answer = answer
 
     @property
     def name(self) -> str:
-        return f"gold({self.inner.name})"
-
-    @property
-    def capabilities(self) -> Any:
-        return self.inner.capabilities
+        return f"gold({self.wrapped.name})"
 
     def _gold(self, request: GenerationRequest) -> object | None:
         """The gold answer for this turn, or None for an unconstrained request."""
@@ -264,24 +269,22 @@ class GoldConstrained:
         gold = self._gold(request)
         if gold is None:
             return request
-        bos = len(await self.inner.tokenize(""))
-        tokens = list(await self.inner.tokenize(json.dumps(gold)))[bos:]
-        end = list(await self.inner.tokenize(END_TOKEN))[bos:]
+        bos = len(await self.wrapped.tokenize(""))
+        tokens = list(await self.wrapped.tokenize(json.dumps(gold)))[bos:]
+        end = list(await self.wrapped.tokenize(END_TOKEN))[bos:]
         bias = {t: 100.0 for t in [*tokens, *end]}
         return dataclasses.replace(request, json_schema={"const": gold}, logit_bias=bias)
 
     async def generate(self, request: GenerationRequest) -> Completion:
-        return await self.inner.generate(await self._constrain(request))
+        return await self.wrapped.generate(await self._constrain(request))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self.inner.stream(await self._constrain(request)):
-            yield chunk
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        @asynccontextmanager
+        async def constrained() -> AsyncIterator[AsyncIterator[Chunk]]:
+            async with self.wrapped.stream(await self._constrain(request)) as chunks:
+                yield chunks
 
-    async def tokenize(self, text: str) -> Sequence[int]:
-        return await self.inner.tokenize(text)
-
-    async def render(self, request: GenerationRequest) -> str:
-        return await self.inner.render(request)
+        return constrained()
 
     async def aclose(self) -> None:
         """The inner engine is shared across questions; its owner closes it."""

@@ -37,7 +37,7 @@ import argparse
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,23 @@ from rich.table import Table
 
 from agentflow.engines import (
     CacheEvent,
+    CacheListener,
+    CacheListeners,
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     Engine,
     GenerationRequest,
+    LiveContext,
     LlamaCppEngine,
     Message,
     RequestHints,
     SnapshotStore,
     TestEngine,
+    Unsubscribe,
     Usage,
+    closing_stream,
     common_prefix_len,
     engine_from_spec,
     simple_tokenize,
@@ -268,7 +274,7 @@ class SimEngine:
     """
 
     def __init__(self, budget_bytes: int, *, scale: float) -> None:
-        self.cache_listener: Any = None
+        self._listeners = CacheListeners()
         self._scale = scale
         self._live: tuple[int, ...] = ()
         self._events: list[CacheEvent] = []
@@ -288,7 +294,13 @@ class SimEngine:
     async def aclose(self) -> None:
         return None
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def subscribe_cache_events(self, listener: CacheListener) -> Unsubscribe:
+        return self._listeners.subscribe(listener)
+
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         c = await self.generate(request)
         yield Chunk(c.text, usage=c.usage, finish_reason="stop")
 
@@ -320,12 +332,11 @@ class SimEngine:
             self._n += 1
             out = tuple(1_000_000 + self._n * 100 + i for i in range(request.max_tokens))
             self._live = tokens + out
-            self._events.append(CacheEvent("live", self._live))
+            self._events.append(LiveContext(self._live))
             events = list(self._events)
             self._events.clear()
-            if self.cache_listener is not None:
-                for event in events:
-                    self.cache_listener(event)
+            for event in events:
+                self._listeners.emit(event)
             usage = Usage(
                 len(tokens),
                 reuse,

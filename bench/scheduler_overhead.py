@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 import anyio
@@ -31,7 +31,16 @@ from _harness import Machine, add_repetition_args, combine, ranges, repetitions_
 from rich.console import Console
 from rich.table import Table
 
-from agentflow.engines import Capabilities, Chunk, Completion, GenerationRequest, RequestHints, Usage
+from agentflow.engines import (
+    Capabilities,
+    Chunk,
+    ChunkStream,
+    Completion,
+    GenerationRequest,
+    RequestHints,
+    Usage,
+    closing_stream,
+)
 from agentflow.scheduler import QueuedRequest, Scheduler, make_policy
 
 
@@ -97,7 +106,10 @@ class InstantEngine:
         n = len((request.prompt or "").split())
         return Completion("ok", Usage(n, 0, n, 1))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         completion = await self.generate(request)
         yield Chunk(completion.text, usage=completion.usage, finish_reason="stop")
 

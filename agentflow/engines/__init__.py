@@ -1,5 +1,9 @@
 """LLM engines: the ``Engine`` protocol, the embedded llama.cpp engine, test doubles and engine specs.
 
+Beyond ``Engine``, an engine may implement optional protocols a scheduler uses (``CacheEventSource``,
+``PrefixPinning``, ``Prefilling``, ``CacheSalting``); middleware builds on ``WrapperEngine``. ``stream`` returns
+an async context manager: ``async with engine.stream(request) as chunks: async for chunk in chunks: ...``.
+
 Importing this package loads neither llama.cpp (the model loads on first use) nor the HTTP/vLLM adapters:
 ``OpenAIEngine`` and ``VLLMEngine`` are imported on first attribute access.
 """
@@ -11,12 +15,23 @@ from typing import TYPE_CHECKING
 from agentflow._lazy import lazy_attributes as _lazy_attributes
 
 from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
+from ._protocols import (
+    CacheEvent,
+    CacheEventSource,
+    CacheListener,
+    CacheListeners,
+    CacheMirror,
+    CacheSalting,
+    LiveContext,
+    Prefilling,
+    PrefixPinning,
+    SnapshotEvicted,
+    SnapshotStored,
+    Unsubscribe,
+)
 from ._replay import RecordingEngine, ReplayEngine, request_key
 from ._schema_example import example_from_schema
 from ._snapshots import (
-    CacheEvent,
-    CacheEventKind,
-    CacheListener,
     ReusePlan,
     SnapshotInfo,
     SnapshotMatch,
@@ -28,9 +43,9 @@ from ._spec import ENGINE_SPEC_FORMS, EngineScheme, EngineSpecParts, engine_from
 from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
 from ._types import (
     DEFAULT_BLOCK_SIZE,
-    CacheSalting,
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     Engine,
     FinishReason,
@@ -45,7 +60,9 @@ from ._types import (
     ToolChoice,
     ToolSpec,
     Usage,
+    closing_stream,
 )
+from ._wrapper import WrapperEngine
 
 if TYPE_CHECKING:
     from ._metrics import VLLMMetrics
@@ -57,11 +74,14 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "ENGINE_SPEC_FORMS",
     "CacheEvent",
-    "CacheEventKind",
+    "CacheEventSource",
     "CacheListener",
+    "CacheListeners",
+    "CacheMirror",
     "CacheSalting",
     "Capabilities",
     "Chunk",
+    "ChunkStream",
     "Completion",
     "Engine",
     "EngineScheme",
@@ -71,12 +91,15 @@ __all__ = [
     "FunctionHandler",
     "GenerationRequest",
     "JsonSchema",
+    "LiveContext",
     "LlamaCppEngine",
     "LlamaCppStats",
     "Message",
     "NamedToolChoice",
     "OpenAIEngine",
+    "Prefilling",
     "PrefixCacheKind",
+    "PrefixPinning",
     "RecordingEngine",
     "ReplayEngine",
     "RequestHints",
@@ -86,17 +109,22 @@ __all__ = [
     "Role",
     "SecretHandle",
     "ServerKind",
+    "SnapshotEvicted",
     "SnapshotInfo",
     "SnapshotMatch",
     "SnapshotStore",
+    "SnapshotStored",
     "StructuredOutputMode",
     "TestEngine",
     "ToolCallRequest",
     "ToolChoice",
     "ToolSpec",
+    "Unsubscribe",
     "Usage",
     "VLLMEngine",
     "VLLMMetrics",
+    "WrapperEngine",
+    "closing_stream",
     "common_prefix_len",
     "default_model_path",
     "engine_from_spec",

@@ -30,14 +30,15 @@ sampling step the logits of tokens the grammar forbids are set to ``-inf``, and 
 value is complete. Constraints the grammar cannot express are dropped from it (``Grammar.unenforced``) and left
 to the caller's check; a schema never makes the engine fail.
 
-Cache changes are reported to ``engine.cache_listener`` (on the event loop, in order) as ``CacheEvent``s:
-``insert``/``evict`` for snapshots and ``live`` for the tokens in the live context after each request.
+Cache changes are reported to the listeners of ``subscribe_cache_events`` (on the event loop, in order):
+``SnapshotStored``/``SnapshotEvicted`` for snapshots and ``LiveContext`` for the tokens in the live context after
+each request. The engine implements the scheduler's optional protocols ``CacheEventSource``, ``PrefixPinning``
+and ``Prefilling``.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import ctypes
 import importlib.util
 import os
@@ -54,18 +55,21 @@ import anyio.to_thread
 from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableError
 from agentflow.structured import Grammar, TokenMatcher, compile_grammar
 
-from ._snapshots import CacheEvent, CacheListener, ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
+from ._protocols import CacheEvent, CacheListener, CacheListeners, LiveContext, Unsubscribe
+from ._snapshots import ReusePlan, SnapshotInfo, SnapshotStore, plan_reuse
 from ._stops import StopBuffer
 from ._tools import ToolOutputReader, constrained_tool_request, has_tool_history
 from ._types import (
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     FinishReason,
     GenerationRequest,
     JsonSchema,
     ToolCallRequest,
     Usage,
+    closing_stream,
 )
 
 if TYPE_CHECKING:
@@ -204,9 +208,6 @@ class LlamaCppEngine:
     Raises:
         EngineUnavailableError: The model file does not exist (the message names the path).
         ConfigError: A numeric option is out of range.
-
-    Attributes:
-        cache_listener: Receives ``CacheEvent``s (on the event loop, in order); set it to mirror the cache.
     """
 
     def __init__(
@@ -260,8 +261,10 @@ class LlamaCppEngine:
         self._chat_template: Callable[[list[dict[str, str]]], str] | None = None
         # Tokens whose KV the live context holds (mirror of llama.input_ids[:llama.n_tokens]); worker-owned.
         self._live: list[int] = []
-        # Cache events produced on the worker thread, delivered to cache_listener on the event loop.
+        # Cache events produced on the worker thread, delivered to the listeners on the event loop.
         self._events: deque[CacheEvent] = deque()
+        # Subscribers to the cache events (subscribe_cache_events); each lives until its handle is called.
+        self._listeners = CacheListeners()
         self._store: SnapshotStore[bytes] = SnapshotStore(snapshot_bytes, listener=self._events.append)
         # The vocabulary as llguidance sees it, built on the first json_schema request; freed by aclose.
         self._lltokenizer: llguidance.LLTokenizer | None = None
@@ -269,7 +272,6 @@ class LlamaCppEngine:
         self._continuations = _Continuations(_CONTINUATIONS)
         self._counters = _Counters()
         self._closed = False
-        self.cache_listener: CacheListener | None = None
 
     # -- protocol -------------------------------------------------------------------------------------------
 
@@ -352,7 +354,7 @@ class LlamaCppEngine:
         calls: list[ToolCallRequest] = []
         usage = Usage()
         finish: FinishReason = "stop"
-        async with contextlib.aclosing(self.stream(request)) as chunks:
+        async with self.stream(request) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
                 calls.extend(chunk.tool_calls)
@@ -362,8 +364,11 @@ class LlamaCppEngine:
                     finish = chunk.finish_reason
         return Completion("".join(parts), usage, finish, self._name, tuple(calls))
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        """Run one request, yielding text as it is generated; the last chunk carries usage and finish reason.
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Run one request, handing out text as it is generated; the last chunk carries usage and finish reason.
+
+        The request holds the engine's slot from its prefill to its last decoding step; leaving the
+        ``async with`` early releases it there (the live context keeps what was evaluated so far).
 
         Raises:
             EngineRequestError: The prompt does not fit the context, the schema has no grammar, or llama.cpp
@@ -372,10 +377,11 @@ class LlamaCppEngine:
             UnsupportedFeatureError: The request has both ``tools`` and a ``json_schema``.
         """
         if request.tools or has_tool_history(request):
-            async with contextlib.aclosing(self._tool_stream(request)) as tool_chunks:
-                async for chunk in tool_chunks:
-                    yield chunk
-            return
+            return closing_stream(self._tool_chunks(request))
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The chunks of a request without tools (see ``stream``)."""
         submitted = time.perf_counter()
         prompt_text = await self.render(request)
         tokens = tuple(await self.tokenize(prompt_text))
@@ -448,7 +454,7 @@ class LlamaCppEngine:
         self._count(usage)
         yield Chunk("", usage=usage, finish_reason=finish)
 
-    async def _tool_stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    async def _tool_chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """A request with tools: decoded under the tools' JSON Schema and read back into tool calls.
 
         The JSON is not text for the caller: each call of a call array is handed out as soon as its item
@@ -456,7 +462,7 @@ class LlamaCppEngine:
         """
         inner = constrained_tool_request(request)
         if not request.tools:  # only the conversation holds calls: plain text generation
-            async with contextlib.aclosing(self.stream(inner)) as chunks:
+            async with closing_stream(self._chunks(inner)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
@@ -464,7 +470,7 @@ class LlamaCppEngine:
         reader = ToolOutputReader(request, seed="\n".join(f"{m.role}:{m.content}" for m in inner.messages))
         called = False
         last = Chunk("")
-        async with contextlib.aclosing(self.stream(inner)) as chunks:
+        async with closing_stream(self._chunks(inner)) as chunks:
             async for chunk in chunks:
                 calls = reader.feed(chunk.text)
                 if calls:
@@ -511,19 +517,35 @@ class LlamaCppEngine:
         """The stored KV snapshots (token prefix and bytes), least recently used first."""
         return self._store.entries()
 
-    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> None:
+    def subscribe_cache_events(self, listener: CacheListener) -> Unsubscribe:
+        """Deliver every later cache event to ``listener`` (on the event loop, in order); returns the handle
+        that stops it. Called by ``Scheduler`` to mirror the cache (``CacheEventSource``)."""
+        return self._listeners.subscribe(listener)
+
+    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
         """Keep the KV of ``tokens`` for ``ttl_s`` seconds (an agent paused on a tool call will resume it).
 
         While the prefix is live it stays as it is; when another request replaces the live context, the
         prefix is saved as a snapshot (as every discarded context of at least ``min_snapshot_tokens`` is),
         and that snapshot is exempt from LRU eviction until the pin expires or ``unpin_prefix``. Called by
         ``Scheduler.pin``; cheap and synchronous.
-        """
-        self._store.pin(tokens, ttl_s)
 
-    def unpin_prefix(self, tokens: Sequence[int]) -> None:
-        """Release a pin before its TTL."""
-        self._store.unpin(tokens)
+        Returns:
+            ``True``: the engine keeps it (``PrefixPinning``), unless the snapshot store is disabled.
+        """
+        if self._store.capacity_bytes == 0:
+            return False
+        self._store.pin(tokens, ttl_s)
+        return True
+
+    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
+        """Release a pin before its TTL; ``False`` if ``tokens`` were not pinned."""
+        return self._store.unpin(tokens)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request (or a prefill, a snapshot, ``aclose``) holds the engine's single slot now."""
+        return self._slot.borrowed_tokens > 0
 
     @property
     def live_tokens(self) -> tuple[int, ...]:
@@ -664,15 +686,12 @@ class LlamaCppEngine:
 
     def _publish_live(self) -> None:
         """Report the live context's tokens, then deliver all pending events (call with ``_slot`` held)."""
-        self._events.append(CacheEvent("live", tuple(self._live)))
+        self._events.append(LiveContext(tuple(self._live)))
         self._flush_events()
 
     def _flush_events(self) -> None:
-        listener = self.cache_listener
         while self._events:
-            event = self._events.popleft()
-            if listener is not None:
-                listener(event)
+            self._listeners.emit(self._events.popleft())
 
     def _count(self, usage: Usage) -> None:
         c = self._counters
@@ -840,7 +859,7 @@ class LlamaCppEngine:
             llama._ctx.kv_cache_clear()  # type: ignore[no-untyped-call]
             llama.n_tokens = 0
         self._live = []
-        self._events.append(CacheEvent("live", ()))
+        self._events.append(LiveContext(()))
 
 
 def _lltokenizer_sync(llama: Llama) -> llguidance.LLTokenizer:

@@ -72,7 +72,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self, TypeVar, runtime_checkable
 
@@ -95,6 +95,7 @@ from agentflow.engines._types import (
     DEFAULT_BLOCK_SIZE,
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     FinishReason,
     GenerationRequest,
@@ -102,6 +103,7 @@ from agentflow.engines._types import (
     Message,
     ToolCallRequest,
     Usage,
+    closing_stream,
 )
 from agentflow.errors import (
     ConfigError,
@@ -769,15 +771,20 @@ class OpenAIEngine:
             tool_calls=calls,
         )
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Run one request, yielding text chunks; the last chunk carries usage and finish reason.
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Run one request, handing out text chunks; the last chunk carries usage and finish reason.
 
         Failures before the first chunk are retried; a stream that breaks after chunks were
-        yielded ends in ``EngineRequestError`` (the chunks already yielded stay valid).
+        handed out ends in ``EngineRequestError`` (the chunks already handed out stay valid). Leaving the
+        ``async with`` early closes the response (the server stops generating) and frees the request's
+        concurrency slot.
 
         llama-cpp-python cannot stream a tool choice the model makes itself (``auto``, and ``required``,
         which it is sent as): such a request is sent unstreamed and its answer handed out whole.
         """
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         submitted = time.monotonic()
         kind = await self.probe()
         if kind == "llamacpp" and request.tools and request.tool_choice in ("auto", "required"):
@@ -806,7 +813,10 @@ class OpenAIEngine:
                             reason = f"HTTP {reply.status_code}"
                             await self._backoff(url, attempt, reason, retry_after, None, reply.text)
                             continue
-                        async for event in self._events(response, url, state, deadline):
+                        events = await stack.enter_async_context(
+                            contextlib.aclosing(self._events(response, url, state, deadline))
+                        )
+                        async for event in events:
                             for choice in event.choices[:1]:
                                 text = (choice.delta.content if choice.delta else choice.text) or ""
                                 state.finish = choice.finish_reason or state.finish
@@ -1090,7 +1100,7 @@ class OpenAIEngine:
             "misbehaving, or raise max_response_bytes=... if such answers are expected"
         )
 
-    async def _lines(self, response: httpx.Response, url: str, deadline: float) -> AsyncIterator[str]:
+    async def _lines(self, response: httpx.Response, url: str, deadline: float) -> AsyncGenerator[str, None]:
         """The lines of a streamed body, each read before ``deadline`` and at most ``max_event_bytes`` long."""
         chunks = response.aiter_bytes()  # closed with the response
         pending = bytearray()  # bytes after the last line break seen; at most max_event_bytes
@@ -1123,25 +1133,26 @@ class OpenAIEngine:
 
     async def _events(
         self, response: httpx.Response, url: str, state: _StreamState, deadline: float
-    ) -> AsyncIterator[_ResponseBody]:
+    ) -> AsyncGenerator[_ResponseBody, None]:
         """The JSON events of an SSE response until ``[DONE]``; records usage and ``[DONE]``."""
         decoder = _SSEDecoder(self._max_event)
-        async for line in self._lines(response, url, deadline):
-            try:
-                data = decoder.feed(line)
-            except ValueError as exc:
-                raise EngineRequestError(
-                    f"POST {url} streamed {exc} (max_event_bytes={self._max_event}); the server is misbehaving"
-                ) from None
-            if data is None:
-                continue
-            if data.strip() == "[DONE]":
-                state.done = True
-                return
-            event = self._parse_event(data, url)
-            if event.usage is not None:
-                state.usage = event.usage
-            yield event
+        async with contextlib.aclosing(self._lines(response, url, deadline)) as lines:
+            async for line in lines:
+                try:
+                    data = decoder.feed(line)
+                except ValueError as exc:
+                    raise EngineRequestError(
+                        f"POST {url} streamed {exc} (max_event_bytes={self._max_event}); the server is misbehaving"
+                    ) from None
+                if data is None:
+                    continue
+                if data.strip() == "[DONE]":
+                    state.done = True
+                    return
+                event = self._parse_event(data, url)
+                if event.usage is not None:
+                    state.usage = event.usage
+                yield event
 
     def _parse_event(self, data: str, url: str) -> _ResponseBody:
         try:

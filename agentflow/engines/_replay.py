@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 import anyio
@@ -25,6 +25,7 @@ from ._tools import openai_tool, openai_tool_call, openai_tool_choice
 from ._types import (
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     Engine,
     FinishReason,
@@ -32,7 +33,9 @@ from ._types import (
     Message,
     ToolCallRequest,
     Usage,
+    closing_stream,
 )
+from ._wrapper import WrapperEngine
 
 __all__ = ["RecordingEngine", "ReplayEngine", "request_key"]
 
@@ -88,8 +91,12 @@ def _usage_dict(usage: Usage) -> dict[str, float | int | None]:
     }
 
 
-class RecordingEngine:
+class RecordingEngine(WrapperEngine):
     """Wraps an engine and appends each finished request and its completion to a JSONL file.
+
+    A stream is recorded when its last chunk (the one with usage) arrives; one left earlier is not (its completion
+    is partial).
+    Everything else (tokenize, render, the optional protocols, ``aclose``) goes to the inner engine.
 
     Args:
         inner: The engine that really answers.
@@ -97,19 +104,14 @@ class RecordingEngine:
     """
 
     def __init__(self, inner: Engine, path: str | Path) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._path = Path(path)
         self._lock = anyio.Lock()
 
     @property
     def name(self) -> str:
         """``record:<inner name>``."""
-        return f"record:{self._inner.name}"
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The inner engine's capabilities."""
-        return self._inner.capabilities
+        return f"record:{self.wrapped.name}"
 
     @property
     def path(self) -> Path:
@@ -118,37 +120,28 @@ class RecordingEngine:
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """Forward to the inner engine and record the result."""
-        completion = await self._inner.generate(request)
+        completion = await self.wrapped.generate(request)
         await self._append(request, completion)
         return completion
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Forward the inner stream chunk by chunk; record the assembled completion at the end."""
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Forward the inner stream chunk by chunk; record the assembled completion at its end."""
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         parts: list[str] = []
         calls: list[ToolCallRequest] = []
-        usage = Usage()
-        finish: FinishReason = "stop"
-        async for chunk in self._inner.stream(request):
-            parts.append(chunk.text)
-            calls.extend(chunk.tool_calls)
-            if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
-            yield chunk
-        await self._append(request, Completion("".join(parts), usage, finish, self._inner.name, tuple(calls)))
-
-    async def tokenize(self, text: str) -> Sequence[int]:
-        """The inner engine's tokenizer."""
-        return await self._inner.tokenize(text)
-
-    async def render(self, request: GenerationRequest) -> str:
-        """The inner engine's rendering."""
-        return await self._inner.render(request)
-
-    async def aclose(self) -> None:
-        """Close the inner engine."""
-        await self._inner.aclose()
+        async with self.wrapped.stream(request) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                calls.extend(chunk.tool_calls)
+                if chunk.usage is not None:  # the last chunk: the completion is whole, record it first
+                    finish: FinishReason = chunk.finish_reason or "stop"
+                    completion = Completion(
+                        "".join(parts), chunk.usage, finish, self.wrapped.name, tuple(calls)
+                    )
+                    await self._append(request, completion)
+                yield chunk
 
     async def _append(self, request: GenerationRequest, completion: Completion) -> None:
         recorded: dict[str, object] = {
@@ -261,8 +254,11 @@ class ReplayEngine:
             completion.tool_calls,
         )
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: GenerationRequest) -> ChunkStream:
         """The recorded completion, split into word chunks (then its tool calls)."""
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         completion = await self.generate(request)
         for piece in _pieces(completion.text):
             yield Chunk(piece)

@@ -24,16 +24,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 from agentflow.errors import ConfigError
 
+from ._protocols import CacheEvent, CacheListener, SnapshotEvicted, SnapshotStored
+
 __all__ = [
-    "CacheEvent",
-    "CacheEventKind",
-    "CacheListener",
     "ReusePlan",
     "SnapshotInfo",
     "SnapshotMatch",
@@ -43,28 +42,6 @@ __all__ = [
 ]
 
 S = TypeVar("S")
-
-CacheEventKind = Literal["insert", "evict", "live"]
-
-
-class CacheEvent(NamedTuple):
-    """A change in what an engine holds in its KV cache.
-
-    ``insert``/``evict`` name a snapshot added to / dropped from the snapshot store; ``live`` names the tokens
-    now held by the engine's single live context (it replaces the previous ``live`` tokens). A scheduler
-    mirrors the engine's cache by replaying these events in order.
-
-    Attributes:
-        kind: ``"insert"``, ``"evict"`` or ``"live"``.
-        tokens: The token prefix the event is about.
-    """
-
-    kind: CacheEventKind
-    tokens: tuple[int, ...]
-
-
-CacheListener = Callable[[CacheEvent], None]
-"""Receives cache events in the order they happen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +112,8 @@ class SnapshotStore(Generic[S]):
 
     Args:
         capacity_bytes: Upper bound on the summed ``nbytes`` of stored snapshots (0 disables the store).
-        listener: Called with an ``insert``/``evict`` ``CacheEvent`` for every change, in order, while the
-            store's lock is held (keep it cheap: append to a queue).
+        listener: Called with a ``SnapshotStored``/``SnapshotEvicted`` event for every change, in order, while
+            the store's lock is held (keep it cheap: append to a queue).
     """
 
     def __init__(self, capacity_bytes: int, *, listener: CacheListener | None = None) -> None:
@@ -256,7 +233,7 @@ class SnapshotStore(Generic[S]):
                 self._drop(next(victims))
             self._entries[key] = _Entry(state, nbytes)
             self._used += nbytes
-            self._emit(CacheEvent("insert", key))
+            self._emit(SnapshotStored(key))
             return True
 
     def pin(self, tokens: Sequence[int], ttl_s: float) -> None:
@@ -307,7 +284,7 @@ class SnapshotStore(Generic[S]):
     def _drop(self, key: tuple[int, ...]) -> None:
         entry = self._entries.pop(key)
         self._used -= entry.nbytes
-        self._emit(CacheEvent("evict", key))
+        self._emit(SnapshotEvicted(key))
 
     def _emit(self, event: CacheEvent) -> None:
         if self._listener is not None:

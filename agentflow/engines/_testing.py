@@ -5,8 +5,9 @@ with a simple word/punctuation/whitespace tokenizer, measure real timings, suppo
 every request they served (``engine.requests``) so tests can assert on what was asked.
 
 ``TestEngine`` can also simulate an exact prefix cache with one live context (``prefix_cache=True``): each
-request reports as ``cached_tokens`` the prefix it shares with the previous prompt, and a ``cache_listener``
-receives the same ``live`` events the llama.cpp engine emits. Scheduler tests use this.
+request reports as ``cached_tokens`` the prefix it shares with the previous prompt, and the listeners of
+``subscribe_cache_events`` receive the same ``LiveContext`` events the llama.cpp engine emits. Scheduler tests
+use this.
 
 Tool calls: ``TestEngine`` answers a request whose ``tool_choice`` forces a call (``required``: the first
 tool; ``NamedToolChoice``: that tool) with one call whose arguments are an example of the tool's schema;
@@ -22,23 +23,26 @@ import re
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import anyio
 
 from agentflow.errors import EngineRequestError, EngineUnavailableError
 
+from ._protocols import CacheListener, CacheListeners, LiveContext, Unsubscribe
 from ._schema_example import example_from_schema
-from ._snapshots import CacheEvent, CacheListener, common_prefix_len
+from ._snapshots import common_prefix_len
 from ._types import (
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     FinishReason,
     GenerationRequest,
     NamedToolChoice,
     ToolCallRequest,
     Usage,
+    closing_stream,
 )
 
 __all__ = [
@@ -115,7 +119,8 @@ class _SimulatedEngine(ABC):
         # Tokens of the simulated live context (prefix_cache=True only).
         self._live: tuple[int, ...] = ()
         self._closed = False
-        self.cache_listener: CacheListener | None = None
+        # Subscribers to the simulated cache's events; each lives until its handle is called.
+        self._listeners = CacheListeners()
 
     @property
     def name(self) -> str:
@@ -149,6 +154,18 @@ class _SimulatedEngine(ABC):
             return 0
         return min(common_prefix_len(self._live, tokens), len(tokens) - 1)
 
+    def subscribe_cache_events(self, listener: CacheListener) -> Unsubscribe | None:
+        """Deliver the simulated cache's ``LiveContext`` events to ``listener``; ``None`` without
+        ``prefix_cache`` (there is no cache to report on)."""
+        if not self._prefix_cache:
+            return None
+        return self._listeners.subscribe(listener)
+
+    @property
+    def cache_subscribers(self) -> int:
+        """How many listeners receive the simulated cache's events now."""
+        return len(self._listeners)
+
     async def aclose(self) -> None:
         """Mark the engine closed; later requests fail."""
         self._closed = True
@@ -165,8 +182,11 @@ class _SimulatedEngine(ABC):
         finish: FinishReason = "tool_calls" if calls else "length" if truncated else "stop"
         return Completion(text, usage, finish, self._name, calls)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Yield the answer piece by piece; the last chunk carries usage and finish reason."""
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Hand out the answer piece by piece; the last chunk carries usage and finish reason."""
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         start, prompt_tokens, cached, answer = await self._begin(request)
         if isinstance(answer, Completion):
             yield Chunk(answer.text, tool_calls=answer.tool_calls)
@@ -225,8 +245,7 @@ class _SimulatedEngine(ABC):
             return 0
         cached = self.cached_prefix_len(prompt_tokens)
         self._live = tuple(prompt_tokens)
-        if self.cache_listener is not None:
-            self.cache_listener(CacheEvent("live", self._live))
+        self._listeners.emit(LiveContext(self._live))
         return cached
 
     def _check_open(self) -> None:
@@ -258,7 +277,7 @@ class TestEngine(_SimulatedEngine):
     Args:
         response: Fixed answer text or ``fn(request) -> str``; ``None`` echoes ``"echo: <last user text>"``.
         name: The engine name.
-        prefix_cache: Simulate one live context with exact prefix reuse (usage and ``live`` cache events).
+        prefix_cache: Simulate one live context with exact prefix reuse (usage and ``LiveContext`` cache events).
         tool_calling: Declare ``Capabilities.tool_calling`` (agents then use native tool calls).
 
     Example:

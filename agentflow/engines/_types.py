@@ -1,7 +1,10 @@
 """The engine protocol: requests, completions, usage accounting and declared capabilities.
 
 Every engine (embedded llama.cpp, OpenAI-compatible HTTP, in-process vLLM, test doubles) implements
-``Engine``. The scheduler and ``infer`` only talk to this protocol.
+``Engine``. ``agentflow.runtime.call_llm`` only talks to this protocol; the scheduler also asks for the
+optional protocols of ``_protocols`` (cache events, pins, prefill, cache salts). ``stream`` returns an async
+context manager (``ChunkStream``; engines build it with ``closing_stream``), so leaving its ``async with``
+ends the request there.
 
 Native tool calling: a request offers ``tools`` (``ToolSpec``: name, description, JSON Schema of the
 arguments) and says whether the model may, must or must not call them (``tool_choice``); the completion
@@ -12,10 +15,12 @@ conversation continues with an assistant message holding those calls and one ``t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
+import anyio
 from pydantic import JsonValue
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -344,21 +349,39 @@ class Capabilities:
     cache_tokens: int | None = None
 
 
-@runtime_checkable
-class CacheSalting(Protocol):
-    """An engine that salts its prefix cache per tenant (vLLM's ``cache_salt``), so tenants never share it.
+ChunkStream: TypeAlias = AbstractAsyncContextManager[AsyncIterator[Chunk]]
+"""What ``Engine.stream`` returns: entered, it gives the chunks; exited, the request is over and released."""
 
-    The scheduler's block model keys blocks by the same salt, so it never predicts a hit across tenants.
+
+@asynccontextmanager
+async def closing_stream(chunks: AsyncGenerator[Chunk, None]) -> AsyncIterator[AsyncIterator[Chunk]]:
+    """The ``ChunkStream`` of an async generator of chunks: what an engine's ``stream`` returns.
+
+    Leaving the ``async with`` closes the generator, under a shielded cancel scope, so its ``finally`` blocks
+    (releasing an engine slot, a scheduler admission, an HTTP response) run then and there, even when the
+    caller stopped reading half-way or was cancelled::
+
+        def stream(self, request: GenerationRequest) -> ChunkStream:
+            return closing_stream(self._chunks(request))
     """
-
-    def cache_salt(self, tenant: str | None) -> str | None:
-        """The salt this engine sends for ``tenant``'s requests (``None``: unsalted, shared with all)."""
-        ...
+    try:
+        yield chunks
+    finally:
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """An LLM engine. Implementations must be safe to call from many anyio tasks at once."""
+    """An LLM engine. Implementations must be safe to call from many anyio tasks at once.
+
+    Who calls what: ``agentflow.runtime.call_llm`` (every agent, plan step and summarizer) calls ``generate``
+    or ``stream``; middleware (``Scheduler``, ``PrefixRouter``, ``RecordingEngine``, all ``WrapperEngine``s)
+    calls ``render`` and ``tokenize`` to see a request's prompt tokens before it runs it, reads
+    ``capabilities`` when it is built and again after the first ``tokenize`` (a remote engine knows what it
+    talks to only then), and ``aclose`` when the owner is done. What a scheduler may use beyond this are
+    optional protocols: ``CacheEventSource``, ``PrefixPinning``, ``Prefilling``, ``CacheSalting``.
+    """
 
     @property
     def name(self) -> str:
@@ -374,8 +397,15 @@ class Engine(Protocol):
         """Run one request to completion."""
         ...
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Run one request, yielding chunks as they are produced."""
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Run one request, handing out chunks as they are produced; the last carries usage and finish reason.
+
+        Use it as ``async with engine.stream(request) as chunks: async for chunk in chunks: ...``. The request
+        starts when the chunks are first read and ends when the ``async with`` exits: an engine slot, a
+        scheduler admission or a connection held by it is released there, whether every chunk was read,
+        the reader stopped early (``break``), raised or was cancelled. Implementations return
+        ``closing_stream(generator)`` or an ``@asynccontextmanager`` that yields the chunks.
+        """
         ...
 
     async def tokenize(self, text: str) -> Sequence[int]:

@@ -40,7 +40,8 @@ import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,12 +61,14 @@ from agentflow.engines._types import (
     DEFAULT_BLOCK_SIZE,
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     FinishReason,
     GenerationRequest,
     JsonSchema,
     ToolCallRequest,
     Usage,
+    closing_stream,
 )
 from agentflow.errors import (
     ConfigError,
@@ -464,8 +467,9 @@ class VLLMEngine:
     async def generate(self, request: GenerationRequest) -> Completion:
         """Run one request to completion."""
         progress = _Progress(submitted=time.monotonic())
-        async for _ in self._run(request, progress, stream=False):
-            pass
+        async with aclosing(self._run(request, progress, stream=False)) as pieces:
+            async for _ in pieces:
+                pass
         text, calls = self._parse(request, progress)
         finish = finish_reason_from_vllm(progress.finish)
         return Completion(
@@ -476,22 +480,29 @@ class VLLMEngine:
             tool_calls=calls,
         )
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Run one request, yielding text as vLLM produces it; the last chunk carries usage."""
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Run one request, handing out text as vLLM produces it; the last chunk carries usage.
+
+        Leaving the ``async with`` early aborts the request in vLLM and frees its slot.
+        """
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         progress = _Progress(submitted=time.monotonic())
         # With tools the answer is constrained JSON: each call is handed out when its item closes, an
         # answer's content whole at the end.
         reader = ToolOutputReader(request, seed=_seed(request)) if request.tools else None
         called = False
-        async for piece in self._run(request, progress, stream=True):
-            if reader is None:
-                if piece:
-                    yield Chunk(text=piece)
-                continue
-            calls = reader.feed(piece)
-            if calls:
-                called = True
-                yield Chunk(text="", tool_calls=tuple(calls))
+        async with aclosing(self._run(request, progress, stream=True)) as pieces:
+            async for piece in pieces:
+                if reader is None:
+                    if piece:
+                        yield Chunk(text=piece)
+                    continue
+                calls = reader.feed(piece)
+                if calls:
+                    called = True
+                    yield Chunk(text="", tool_calls=tuple(calls))
         finish = finish_reason_from_vllm(progress.finish)
         if reader is not None:
             content, rest = reader.finish()
@@ -553,7 +564,7 @@ class VLLMEngine:
 
     async def _run(
         self, request: GenerationRequest, progress: _Progress, *, stream: bool
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         await self.start()
         assert self._llm is not None and self._api is not None
         prompt: str | Sequence[int] = await self.render(request)
@@ -565,16 +576,17 @@ class VLLMEngine:
         params = make_sampling_params(sampling_spec(request, stream=stream), self._api)
         priority = request.hints.priority if self._priority and request.hints.priority is not None else 0
         request_id = f"agentflow-{uuid.uuid4().hex}"
-        generate: Callable[..., AsyncIterator[object]] = self._llm.generate  # type: ignore[attr-defined]
+        generate: Callable[..., AsyncGenerator[object, None]] = self._llm.generate  # type: ignore[attr-defined]
         async with self._limiter:
             progress.started = time.monotonic()
             try:
-                async for output in generate(
-                    vllm_prompt(prompt, salt), params, request_id, priority=priority
-                ):
-                    piece = self._absorb(output, progress)
-                    if piece:
-                        yield piece
+                # Closing AsyncLLM's generator early aborts the request in vLLM.
+                outputs = generate(vllm_prompt(prompt, salt), params, request_id, priority=priority)
+                async with aclosing(outputs):
+                    async for output in outputs:
+                        piece = self._absorb(output, progress)
+                        if piece:
+                            yield piece
             except EngineError:
                 raise
             except Exception as exc:

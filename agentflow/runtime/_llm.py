@@ -234,9 +234,8 @@ async def _stream(
     calls: list[ToolCallRequest] = []
     sink = scope.sink if scope is not None else None
     on_text = readers.text
-    stream = engine.stream(request)
-    try:
-        async for chunk in stream:
+    async with engine.stream(request) as chunks:
+        async for chunk in chunks:
             if chunk.usage is not None:
                 usage = chunk.usage
             if chunk.finish_reason is not None:
@@ -260,11 +259,6 @@ async def _stream(
                 except BaseException as exc:
                     stopped.append(exc)
                     raise
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()
     return Completion(
         "".join(parts), usage if usage is not None else Usage(), finish, tool_calls=tuple(calls)
     )

@@ -17,8 +17,9 @@ The tree runs in one of two modes:
 * ``mirror=False`` (default): the tree *is* the cache model. ``insert``/``acquire`` add sequences, and
   least-recently-used unlocked leaves are evicted to keep ``total_tokens`` within the token/byte budget
   (SGLang's radix cache policy).
-* ``mirror=True``: the engine reports what it holds (``insert``/``evict``/``live`` events from the llama.cpp
-  snapshot store); the scheduler replays them with ``insert``/``remove`` and the tree never evicts on its own.
+* ``mirror=True``: the engine reports what it holds (``SnapshotStored``/``SnapshotEvicted``/``LiveContext``
+  events from the llama.cpp engine); the scheduler applies them with ``apply`` (the tree is a ``CacheMirror``)
+  and the tree never evicts on its own.
   ``acquire`` still adds the in-flight prompt as a prediction, pruned again at ``release`` unless the engine
   reported holding it.
 
@@ -33,8 +34,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
-from agentflow.engines import common_prefix_len
+from agentflow.engines import CacheEvent, LiveContext, SnapshotEvicted, SnapshotStored, common_prefix_len
 from agentflow.errors import ConfigError
 
 from ._pins import PinTable
@@ -88,7 +90,7 @@ class RadixTree:
 
     The scheduler owns one tree per engine and calls it from the event loop only (not thread-safe).
     Queued requests ``watch``; dispatch calls ``acquire``; completion calls ``release``; ``pin``/``unpin`` keep a
-    paused agent's prefix; ``insert``/``remove`` replay engine cache events in mirror mode.
+    paused agent's prefix; ``apply`` replays engine cache events in mirror mode.
 
     Args:
         budget_tokens: Most tokens the cache holds (``None``: unbounded).
@@ -138,6 +140,8 @@ class RadixTree:
         self._watches: dict[Hashable, _Watch] = {}
         # Keys whose match may have changed during the current operation; flushed at its end.
         self._dirty: set[Hashable] = set()
+        # The engine's live context per the last LiveContext event applied (mirror mode); replaced by the next.
+        self._live: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ queries
 
@@ -216,6 +220,32 @@ class RadixTree:
         self._prune(node)
         self._flush()
         return before - self._total
+
+    def apply(self, event: CacheEvent) -> int:
+        """Apply one engine cache event (``CacheMirror``): a stored snapshot is inserted, an evicted one
+        removed, and a new live context replaces the previous one.
+
+        Returns:
+            How many tokens of the prefix the event dropped are no longer cached (0 for a stored prefix, or
+            when a longer sequence, a lock or a pin still holds them).
+        """
+        match event:
+            case SnapshotStored(tokens):
+                self.insert(tokens)
+                return 0
+            case SnapshotEvicted(tokens):
+                self.remove(tokens)
+                return len(tokens) - self.match(tokens)
+            case LiveContext(tokens):
+                previous, self._live = self._live, tokens
+                if tokens:
+                    self.insert(tokens)
+                if not previous:
+                    return 0
+                self.remove(previous)
+                return len(previous) - self.match(previous)
+            case _:
+                assert_never(event)
 
     def acquire(self, tokens: Sequence[int], *, namespace: str | None = None) -> int:
         """Lock ``tokens`` for an in-flight request: its prefix can no longer be evicted.

@@ -17,8 +17,9 @@ the engine calls: no task lives outside its caller's task group.
 
 The cache model (``CacheModel``) mirrors the engine's prefix cache:
 
-* ``prefix_cache == "exact"`` with a ``cache_listener`` attribute (the llama.cpp engine, ``TestEngine``):
-  a ``RadixTree`` in mirror mode replays the engine's ``insert``/``evict``/``live`` events;
+* ``prefix_cache == "exact"`` from an engine that reports its cache events (``CacheEventSource``: the llama.cpp
+  engine, ``TestEngine``): a ``RadixTree`` in mirror mode (``CacheMirror``) applies the engine's
+  ``SnapshotStored``/``SnapshotEvicted``/``LiveContext`` events;
 * ``"exact"`` without events: a ``RadixTree`` with LRU eviction under ``cache_budget_tokens``;
 * ``"block"`` (vLLM, OpenAI-compatible servers): a ``BlockLRU`` of ``capabilities.block_size``-token blocks
   corrected by reported ``cached_tokens``, or driven by the server's KV cache events while a
@@ -28,6 +29,10 @@ The cache model (``CacheModel``) mirrors the engine's prefix cache:
 
 The model is chosen on first use (``prepare``), after the engine's first tokenize: remote engines learn what
 they are talking to then (``OpenAIEngine`` probes the server kind and reads vLLM's block size).
+
+What the scheduler uses beyond ``Engine`` it asks for with ``isinstance`` on the optional engine protocols
+(``CacheEventSource``, ``PrefixPinning``, ``Prefilling``, ``CacheSalting``); it never probes attributes. A
+stream holds its admission until its ``async with`` exits (``closing_stream``).
 """
 
 from __future__ import annotations
@@ -36,23 +41,33 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Literal, Protocol
 
 import anyio
 
-from agentflow.engines._snapshots import CacheEvent, CacheListener
-from agentflow.engines._types import (
+from agentflow.engines._protocols import (
+    CacheEvent,
+    CacheEventSource,
+    CacheMirror,
     CacheSalting,
+    Prefilling,
+    PrefixPinning,
+    Unsubscribe,
+)
+from agentflow.engines._types import (
     Capabilities,
     Chunk,
+    ChunkStream,
     Completion,
     Engine,
     GenerationRequest,
     Usage,
+    closing_stream,
 )
+from agentflow.engines._wrapper import WrapperEngine
 from agentflow.errors import ConfigError, SchedulerError
 
 from ._admission import TokenBucket
@@ -135,6 +150,10 @@ class CacheModel(Protocol):
         """Release expired pins."""
         ...
 
+    def pinned(self) -> Mapping[tuple[int, ...], float]:
+        """Live pins: tokens -> expiry time."""
+        ...
+
 
 class NoCache:
     """The cache model of an engine without a prefix cache: nothing is ever cached."""
@@ -196,6 +215,10 @@ class NoCache:
         """Nothing expires."""
         return 0
 
+    def pinned(self) -> Mapping[tuple[int, ...], float]:
+        """Nothing is pinned."""
+        return {}
+
 
 RequestKind = Literal["request", "prewarm"]
 
@@ -244,12 +267,14 @@ class _Ticket:
         self.metrics: RequestMetrics | None = None
 
 
-class Scheduler:
-    """A KV-reuse-aware scheduler in front of one engine; itself an ``Engine``.
+class Scheduler(WrapperEngine):
+    """A KV-reuse-aware scheduler in front of one engine; itself an ``Engine`` (a ``WrapperEngine``).
 
     Agents call ``generate``/``stream`` from any number of anyio tasks; each call tokenizes its prompt,
     waits in the policy's queue until dispatched, runs on the engine and records metrics. Agents paused on a
-    tool call may ``pin`` their prefix and ``prewarm`` the known part of their next prompt.
+    tool call may ``pin`` their prefix and ``prewarm`` the known part of their next prompt. ``name``,
+    ``capabilities``, ``tokenize``, ``render``, cache events and cache salts are the engine's; pins and
+    prefills go through the scheduler's cache model and admission.
 
     Args:
         engine: The engine to schedule for.
@@ -296,7 +321,7 @@ class Scheduler:
             )
         if pin_ttl_s <= 0:
             raise ConfigError(f"Scheduler pin_ttl_s must be > 0 seconds, got {pin_ttl_s}")
-        self._engine = engine
+        super().__init__(engine)
         self._policy = (
             make_policy(policy, **dict(policy_options or {})) if isinstance(policy, str) else policy
         )
@@ -312,13 +337,12 @@ class Scheduler:
         self._on_request_done = on_request_done
         self._t0 = clock()
 
-        # Engine cache events, appended from the engine's worker thread and replayed by _drain_events.
-        self._events: deque[tuple[str, tuple[int, ...]]] = deque()
-        # Tokens of the engine's live context per the last ``live`` event (mirror mode only).
-        self._live: tuple[int, ...] = ()
-        # The listener the engine had before we chained ours in front of it; restored by aclose().
-        self._prev_listener: CacheListener | None = None
-        self._mirrored = False
+        # Engine cache events, appended by the engine's delivery and applied to the mirror by _drain_events.
+        self._events: deque[CacheEvent] = deque()
+        # The cache model when it mirrors the engine's events (set with the model, by _ensure_cache), and the
+        # handle that ends the engine's delivery (called by aclose).
+        self._mirror: CacheMirror | None = None
+        self._unsubscribe: Unsubscribe | None = None
         # The cache model: the one given, else chosen from the engine's capabilities by _ensure_cache() on
         # first use (a remote engine knows its capabilities only after its first call); NoCache until then.
         self._cache: CacheModel = cache_model if cache_model is not None else NoCache()
@@ -352,19 +376,9 @@ class Scheduler:
 
     # ------------------------------------------------------------------ Engine protocol
 
-    @property
-    def name(self) -> str:
-        """The wrapped engine's name."""
-        return self._engine.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The wrapped engine's capabilities."""
-        return self._engine.capabilities
-
     async def tokenize(self, text: str) -> Sequence[int]:
         """Tokenize with the wrapped engine."""
-        tokens = await self._engine.tokenize(text)
+        tokens = await self.wrapped.tokenize(text)
         self._ensure_cache()
         return tokens
 
@@ -382,26 +396,32 @@ class Scheduler:
         await self.tokenize("prepare")
         return self.cache_model
 
-    async def render(self, request: GenerationRequest) -> str:
-        """Render with the wrapped engine."""
-        return await self._engine.render(request)
-
     async def generate(self, request: GenerationRequest) -> Completion:
         """Queue ``request``, run it on the engine when the policy and admission allow, and record metrics.
 
         The returned usage counts the scheduler's queue wait in ``queue_s``, ``ttft_s`` and ``total_s``.
         """
         async with self._admitted(request, "request") as ticket:
-            completion = await self._engine.generate(request)
+            completion = await self.wrapped.generate(request)
             ticket.usage = completion.usage
             ticket.engine_ttft_s = completion.usage.ttft_s
         assert ticket.metrics is not None
         return replace(completion, usage=_usage_of(ticket.metrics))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Like ``generate``, yielding the engine's chunks; the last chunk's usage includes the queue wait."""
-        async with self._admitted(request, "request") as ticket:
-            async for chunk in self._engine.stream(request):
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        """Like ``generate``, handing out the engine's chunks; the last chunk's usage includes the queue wait.
+
+        The request is queued when the chunks are first read and keeps its admission (its place among
+        ``max_concurrency``, its cache locks, its tokens per minute) until its last chunk or until the
+        ``async with`` exits, however early: then the engine's stream is closed and the next request is
+        dispatched.
+        """
+        return closing_stream(self._chunks(request))
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        last: Chunk | None = None
+        async with self._admitted(request, "request") as ticket, self.wrapped.stream(request) as chunks:
+            async for chunk in chunks:
                 if ticket.engine_ttft_s is None:
                     ticket.engine_ttft_s = self._clock() - ticket.t_dispatch
                 if chunk.usage is None:
@@ -410,18 +430,18 @@ class Scheduler:
                 ticket.usage = chunk.usage
                 last = chunk
                 break
-            else:
-                return
+        if last is None:
+            return
         assert ticket.metrics is not None
         yield replace(last, usage=_usage_of(ticket.metrics))
 
     async def aclose(self) -> None:
-        """Stop accepting requests, detach from the engine's cache events and close the engine."""
+        """Stop accepting requests, end the engine's cache-event delivery and close the engine."""
         self._closed = True
-        if self._mirrored:
-            self._engine.cache_listener = self._prev_listener  # type: ignore[attr-defined]
-            self._mirrored = False
-        await self._engine.aclose()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.wrapped.aclose()
 
     # ------------------------------------------------------------------ pins and prewarm
 
@@ -432,40 +452,54 @@ class Scheduler:
 
         Called by an agent right after a turn that ended in a tool call, with that turn's request (or its
         tokens). The cache model never evicts a pinned prefix, admission counts it in the working set, and
-        an engine with ``pin_prefix(tokens, ttl_s)`` is told too. Re-pinning extends the TTL.
+        an engine that pins (``PrefixPinning``) is told too. Re-pinning extends the TTL.
 
         Returns:
             The pinned tokens (pass them to ``unpin`` when the tool returns).
         """
         tokens = await self._tokens_of(prefix)
-        ttl = self._pin_ttl if ttl_s is None else ttl_s
-        self._drain_events()
-        engine_pin = getattr(self._engine, "pin_prefix", None)
-        if callable(engine_pin):
-            engine_pin(tokens, ttl)
-        elif self._mirrored:
-            return tokens  # the engine cannot keep it: a model-side pin would only falsify the mirror
-        self._cache.pin(tokens, ttl, namespace=self._namespace_of(prefix))
-        self._pump()
+        self._pin(tokens, self._pin_ttl if ttl_s is None else ttl_s, self._namespace_of(prefix))
         return tokens
 
     async def unpin(self, prefix: GenerationRequest | Sequence[int]) -> bool:
         """Release a pin before its TTL; ``False`` if it was not pinned."""
         tokens = await self._tokens_of(prefix)
-        engine_unpin = getattr(self._engine, "unpin_prefix", None)
-        if callable(engine_unpin):
-            engine_unpin(tokens)
-        released = self._cache.unpin(tokens, namespace=self._namespace_of(prefix))
-        self._pump()
-        return released
+        return self._unpin(tokens, self._namespace_of(prefix))
+
+    def pin_prefix(self, tokens: Sequence[int], ttl_s: float) -> bool:
+        """``PrefixPinning``: ``pin`` for raw (unsalted) tokens, synchronously.
+
+        Returns:
+            Whether the engine keeps the prefix (the cache model pins it as well unless it mirrors an engine
+            that cannot).
+        """
+        self._ensure_cache()
+        return self._pin(tuple(tokens), ttl_s, None)
+
+    def unpin_prefix(self, tokens: Sequence[int]) -> bool:
+        """``PrefixPinning``: ``unpin`` for raw (unsalted) tokens, synchronously."""
+        self._ensure_cache()
+        return self._unpin(tuple(tokens), None)
+
+    async def prefill(self, request: GenerationRequest) -> Usage:
+        """``Prefilling``: evaluate ``request``'s prompt on the engine, queued and admitted like a request.
+
+        Its usage counts the queue wait; ``prewarm`` is the prefill that runs only while the engine is idle.
+        """
+        async with self._admitted(replace(request, max_tokens=1), "request") as ticket:
+            usage = await self._engine_prefill(request)
+            ticket.usage = usage
+            ticket.engine_ttft_s = usage.ttft_s
+        assert ticket.metrics is not None
+        return _usage_of(ticket.metrics)
 
     async def prewarm(self, request: GenerationRequest) -> bool:
         """Prefill ``request``'s prompt while the engine is idle, so the next step finds it cached.
 
         Called by an agent paused on a tool call with the part of its next prompt it already knows, rendered
         so that it is a byte-exact prefix of the next prompt (a raw ``prompt`` built with ``PromptLayout``).
-        The prefill runs only when nothing else is queued or in flight, through the engine's
-        ``prefill(request)`` when it has one (the llama.cpp engine), else as a ``max_tokens=1`` generation.
+        The prefill runs only when nothing else is queued or in flight, through the engine's ``prefill`` when
+        it has one (``Prefilling``: the llama.cpp engine), else as a ``max_tokens=1`` generation.
 
         Returns:
             ``True`` if the prefill ran; ``False`` if it was dropped because the prompt was already cached, or
@@ -478,14 +512,33 @@ class Scheduler:
         async with self._admitted(req, "prewarm") as ticket:
             if ticket.dropped:
                 return False
-            prefill = getattr(self._engine, "prefill", None)
-            if callable(prefill):
-                usage = await prefill(request)
-            else:
-                usage = (await self._engine.generate(req)).usage
+            usage = await self._engine_prefill(request)
             ticket.usage = usage
             ticket.engine_ttft_s = usage.ttft_s
         return True
+
+    def _pin(self, tokens: tuple[int, ...], ttl_s: float, namespace: str | None) -> bool:
+        self._drain_events()
+        engine = self.wrapped
+        kept = engine.pin_prefix(tokens, ttl_s) if isinstance(engine, PrefixPinning) else False
+        if not kept and self._mirror is not None:
+            return False  # the engine cannot keep it: a model-side pin would only falsify the mirror
+        self._cache.pin(tokens, ttl_s, namespace=namespace)
+        self._pump()
+        return kept
+
+    def _unpin(self, tokens: tuple[int, ...], namespace: str | None) -> bool:
+        engine = self.wrapped
+        engine_released = engine.unpin_prefix(tokens) if isinstance(engine, PrefixPinning) else False
+        released = self._cache.unpin(tokens, namespace=namespace)
+        self._pump()
+        return released or engine_released
+
+    async def _engine_prefill(self, request: GenerationRequest) -> Usage:
+        engine = self.wrapped
+        if isinstance(engine, Prefilling):
+            return await engine.prefill(request)
+        return (await engine.generate(replace(request, max_tokens=1))).usage
 
     # ------------------------------------------------------------------ introspection
 
@@ -522,7 +575,6 @@ class Scheduler:
             for wf, wf_rows in sorted(by_workflow.items())
             if wf in self._union_by_workflow
         }
-        pins = getattr(self._cache, "pinned", None)
         return SchedulerMetrics(
             policy=self._policy.name,
             total=WorkflowMetrics.of("*", rows, self._union.total_tokens),
@@ -532,7 +584,7 @@ class Scheduler:
             decisions=self._decisions,
             decision_us_mean=self._decision_s * 1e6 / self._decisions if self._decisions else 0.0,
             prediction_abs_error_tokens=self._prediction_error,
-            pinned_prefixes=len(pins()) if callable(pins) else 0,
+            pinned_prefixes=len(self._cache.pinned()),
         )
 
     # ------------------------------------------------------------------ internals: queue and dispatch
@@ -561,7 +613,7 @@ class Scheduler:
 
     async def _tokens_of(self, prefix: GenerationRequest | Sequence[int]) -> tuple[int, ...]:
         if isinstance(prefix, GenerationRequest):
-            tokens = tuple(await self._engine.tokenize(await self._engine.render(prefix)))
+            tokens = tuple(await self.wrapped.tokenize(await self.wrapped.render(prefix)))
         else:
             tokens = tuple(prefix)
         self._ensure_cache()
@@ -765,7 +817,7 @@ class Scheduler:
         if self._cache_ready:
             return
         self._cache_ready = True
-        caps = self._engine.capabilities
+        caps = self.wrapped.capabilities
         self._cache = self._default_cache_model(caps)
         self._cache.on_match_change = self._on_match_change
         if caps.prefix_cache == "exact" and caps.cache_bytes == 0:
@@ -775,54 +827,38 @@ class Scheduler:
 
     def _default_cache_model(self, caps: Capabilities) -> CacheModel:
         if caps.prefix_cache == "exact":
-            if hasattr(self._engine, "cache_listener"):
-                self._prev_listener = self._engine.cache_listener
-                self._engine.cache_listener = self._on_cache_event
-                self._mirrored = True
-                return RadixTree(mirror=True, clock=self._clock)
-            return RadixTree(budget_tokens=self._budget, clock=self._clock)
+            engine = self.wrapped
+            unsubscribe = (
+                engine.subscribe_cache_events(self._events.append)
+                if isinstance(engine, CacheEventSource)
+                else None
+            )
+            if unsubscribe is None:
+                return RadixTree(budget_tokens=self._budget, clock=self._clock)
+            self._unsubscribe = unsubscribe
+            mirror = RadixTree(mirror=True, clock=self._clock)
+            self._mirror = mirror
+            return mirror
         if caps.prefix_cache == "block":
             limits = [t // caps.block_size for t in (self._budget, caps.cache_tokens) if t is not None]
             blocks = max(1, min(limits)) if limits else None
             return BlockLRU(block_size=caps.block_size, capacity_blocks=blocks, clock=self._clock)
         return NoCache()
 
-    def _on_cache_event(self, event: CacheEvent) -> None:
-        """The engine's cache listener: may run on the engine's worker thread, so it only appends."""
-        kind, tokens = event
-        self._events.append((kind, tuple(tokens)))
-        if self._prev_listener is not None:
-            self._prev_listener(event)
-
     def _drain_events(self) -> None:
-        """Replay engine cache events into the (mirror-mode) radix tree, in order."""
+        """Apply the engine's cache events to the mirror, in order; an event that loses at least
+        ``PRESSURE_MIN_TOKENS`` cached tokens (not still held by a longer snapshot or the live context) is an
+        eviction, for cache pressure."""
+        mirror = self._mirror
         events = self._events
-        if not events:
+        if mirror is None:
             return
-        cache = self._cache
         while events:
-            kind, tokens = events.popleft()
-            if kind == "insert":
-                cache.insert(tokens)  # type: ignore[attr-defined]
-            elif kind == "evict":
-                cache.remove(tokens)  # type: ignore[attr-defined]
-                self._note_loss(tokens)
-            elif kind == "live":
-                previous, self._live = self._live, tokens
-                if tokens:
-                    cache.insert(tokens)  # type: ignore[attr-defined]
-                if previous:
-                    cache.remove(previous)  # type: ignore[attr-defined]
-                    self._note_loss(previous)  # replaced without being saved in a snapshot
-
-    def _note_loss(self, tokens: tuple[int, ...]) -> None:
-        """Record an eviction when at least ``PRESSURE_MIN_TOKENS`` of ``tokens`` are no longer cached
-        (not when a longer snapshot or the live context still holds them)."""
-        if len(tokens) - self._cache.match(tokens) >= PRESSURE_MIN_TOKENS:
-            self._last_eviction = self._decisions
+            if mirror.apply(events.popleft()) >= PRESSURE_MIN_TOKENS:
+                self._last_eviction = self._decisions
 
     def _on_match_change(self, key: Hashable, length: int) -> None:
-        ticket = self._queued.get(key)  # type: ignore[call-overload]
+        ticket = self._queued.get(key) if isinstance(key, int) else None  # keys are arrival seqs
         if ticket is None:
             return
         item = ticket.item

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import assert_never
 
 import anyio
 import jsonschema
@@ -16,10 +16,13 @@ from agentflow.engines import (
     CacheEvent,
     Engine,
     GenerationRequest,
+    LiveContext,
     LlamaCppEngine,
     Message,
     RecordingEngine,
     ReplayEngine,
+    SnapshotEvicted,
+    SnapshotStored,
     Usage,
     default_model_path,
     engine_from_spec,
@@ -85,9 +88,8 @@ async def test_chat_completion_uses_gguf_chat_template(engine: LlamaCppEngine) -
 
 
 async def test_stream_yields_several_chunks_then_usage(engine: LlamaCppEngine) -> None:
-    chunks = [
-        c async for c in engine.stream(GenerationRequest(prompt="One, two, three, four,", max_tokens=10))
-    ]
+    async with engine.stream(GenerationRequest(prompt="One, two, three, four,", max_tokens=10)) as stream:
+        chunks = [c async for c in stream]
     text_chunks = [c for c in chunks if c.text]
     assert len(text_chunks) >= 2
     assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
@@ -140,16 +142,18 @@ async def test_second_request_with_shared_prefix_reuses_kv(engine: LlamaCppEngin
 
 async def test_snapshot_restore_after_interleaved_prompt_reuses_kv(engine: LlamaCppEngine) -> None:
     events: list[CacheEvent] = []
-    engine.cache_listener = events.append
+    unsubscribe = engine.subscribe_cache_events(events.append)
     try:
         await engine.generate(chat("Is the shop open on holidays?"))
         restores_before = engine.stats().restores
         other = await engine.generate(GenerationRequest(prompt="Lorem ipsum dolor sit amet", max_tokens=4))
         assert other.usage.cached_tokens == 0
-        assert any(e.kind == "insert" for e in events), "the bakery prefix should have been spilled"
+        assert any(isinstance(e, SnapshotStored) for e in events), (
+            "the bakery prefix should have been spilled"
+        )
         again = await engine.generate(chat("Is the shop open on Mondays?"))
     finally:
-        engine.cache_listener = None
+        unsubscribe()
     assert engine.stats().restores == restores_before + 1
     assert again.usage.cached_tokens > other.usage.prompt_tokens
     assert_consistent(again.usage)
@@ -183,21 +187,24 @@ async def test_cached_prefix_len_predicts_reported_cached_tokens(engine: LlamaCp
 async def test_cache_events_mirror_snapshot_store_and_live_context(engine: LlamaCppEngine) -> None:
     events: list[CacheEvent] = []
     mirrored = {info.tokens for info in engine.snapshots()}
-    engine.cache_listener = events.append
+    unsubscribe = engine.subscribe_cache_events(events.append)
     try:
         for question in ("Do you deliver?", "Do you bake gluten-free bread?"):
             await engine.generate(chat(question, max_tokens=4))
             await engine.generate(GenerationRequest(prompt=f"Filler prompt about {question}", max_tokens=2))
     finally:
-        engine.cache_listener = None
+        unsubscribe()
     live: tuple[int, ...] = ()
     for event in events:
-        if event.kind == "insert":
-            mirrored.add(event.tokens)
-        elif event.kind == "evict":
-            mirrored.remove(event.tokens)
-        else:
-            live = event.tokens
+        match event:
+            case SnapshotStored(tokens):
+                mirrored.add(tokens)
+            case SnapshotEvicted(tokens):
+                mirrored.remove(tokens)
+            case LiveContext(tokens):
+                live = tokens
+            case _:
+                assert_never(event)
     assert mirrored == {info.tokens for info in engine.snapshots()}
     assert live == engine.live_tokens
     assert sum(info.nbytes for info in engine.snapshots()) == engine.stats().snapshot_bytes
@@ -225,12 +232,12 @@ async def test_concurrent_generate_calls_are_serialized_and_all_succeed(engine: 
 
 
 async def test_abandoned_stream_releases_the_engine(engine: LlamaCppEngine) -> None:
-    async with contextlib.aclosing(
-        engine.stream(GenerationRequest(prompt="A long story:", max_tokens=32))
-    ) as chunks:
+    async with engine.stream(GenerationRequest(prompt="A long story:", max_tokens=32)) as chunks:
         async for chunk in chunks:
             if chunk.text:
+                assert engine.busy
                 break
+    assert not engine.busy  # released as the `async with` exits, not when the generator is collected
     with anyio.fail_after(120):
         completion = await engine.generate(GenerationRequest(prompt="A long story:", max_tokens=2))
     assert completion.usage.cached_tokens > 0
@@ -288,10 +295,12 @@ async def test_llamacpp_specs_build_engines_on_bundled_model() -> None:
 async def test_cancelled_stream_leaves_engine_usable(engine: LlamaCppEngine) -> None:
     before = engine.stats().requests
     with anyio.CancelScope() as scope:
-        async for chunk in engine.stream(GenerationRequest(prompt="List of fruits: apple,", max_tokens=32)):
-            if chunk.text:
-                scope.cancel()
+        async with engine.stream(GenerationRequest(prompt="List of fruits: apple,", max_tokens=32)) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    scope.cancel()
     assert scope.cancelled_caught
+    assert not engine.busy
     assert engine.stats().requests == before
     completion = await engine.generate(GenerationRequest(prompt="List of fruits: apple,", max_tokens=3))
     assert_consistent(completion.usage)

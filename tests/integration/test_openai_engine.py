@@ -74,7 +74,8 @@ async def test_chat_answers_when_messages_given(server: LlamaServer) -> None:
 async def test_stream_joins_to_the_generated_text_when_decoding_greedily(server: LlamaServer) -> None:
     async with OpenAIEngine(server.base_url, server.model_id) as engine:
         whole = await engine.generate(greedy(PROMPTS[1]))
-        chunks = [chunk async for chunk in engine.stream(greedy(PROMPTS[1]))]
+        async with engine.stream(greedy(PROMPTS[1])) as source:
+            chunks = [chunk async for chunk in source]
     assert "".join(c.text for c in chunks) == whole.text
     assert all(c.usage is None for c in chunks[:-1])
     final = chunks[-1]
@@ -122,7 +123,8 @@ async def test_concurrent_requests_match_sequential_results_when_sent_at_once(se
             concurrent[index] = await engine.generate(greedy(PROMPTS[index]))
 
         async def stream(index: int) -> None:
-            streamed[index] = [c async for c in engine.stream(greedy(PROMPTS[index]))]
+            async with engine.stream(greedy(PROMPTS[index])) as source:
+                streamed[index] = [c async for c in source]
 
         async with anyio.create_task_group() as group:
             for index in range(len(PROMPTS)):

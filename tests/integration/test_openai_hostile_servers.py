@@ -115,8 +115,9 @@ def _event(text: str) -> bytes:
 
 async def _drain(engine: OpenAIEngine) -> list[str]:
     pieces: list[str] = []
-    async for chunk in engine.stream(REQUEST):
-        pieces.append(chunk.text)
+    async with engine.stream(REQUEST) as chunks:
+        async for chunk in chunks:
+            pieces.append(chunk.text)
     return pieces
 
 
@@ -162,8 +163,9 @@ async def test_token_drip_past_max_tokens_is_cut_at_max_tokens() -> None:
         async with engine_for(server, timeout=60.0) as engine:
             pieces: list[str] = []
             with pytest.raises(EngineRequestError, match=r"more than max_tokens=8"):
-                async for chunk in engine.stream(REQUEST):
-                    pieces.append(chunk.text)
+                async with engine.stream(REQUEST) as chunks:
+                    async for chunk in chunks:
+                        pieces.append(chunk.text)
             assert pieces == ["la "] * REQUEST.max_tokens
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import anyio
 import pytest
 
@@ -79,3 +81,27 @@ async def test_cache_model_mirrors_engine_snapshots_and_predicts_reuse() -> None
     assert [r.cached_tokens > 20 for r in m.requests] == [False, False, True, True]
     assert m.prediction_abs_error_tokens <= 2 * len(m.requests)
     await scheduler.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_abandoned_stream_releases_the_engine_slot_and_the_admission(anyio_backend: str) -> None:
+    engine = LlamaCppEngine(n_ctx=1024)
+    scheduler = Scheduler(engine, max_concurrency=1, cache_budget_tokens=4096)
+    request = dataclasses.replace(_request("baker", "Tell me about your sourdough."), max_tokens=32)
+    try:
+        async with scheduler.stream(request) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    assert engine.busy and scheduler.in_flight == 1
+                    assert scheduler.cache_model.locked_tokens > 0
+                    break
+        # No checkpoint since the block exited: both were released there, not by the garbage collector.
+        assert not engine.busy
+        assert scheduler.in_flight == 0 and scheduler.cache_model.locked_tokens == 0
+        again = await scheduler.generate(dataclasses.replace(request, max_tokens=2))
+        assert again.usage.cached_tokens == again.usage.prompt_tokens - 1  # the abandoned prefill stayed
+        m = scheduler.metrics()
+        assert m.total.requests == 1  # the abandoned stream is not a finished request
+        assert m.prediction_abs_error_tokens == 0  # the mirror saw the abandoned request's live context
+    finally:
+        await scheduler.aclose()

@@ -104,7 +104,8 @@ async def test_server_returns_a_schema_valid_call_of_the_named_tool(server: Llam
 async def test_server_stream_assembles_the_call_that_generate_returns(server: LlamaServer) -> None:
     async with engine_for(server) as engine:
         whole = await engine.generate(ask_order())
-        chunks = [c async for c in engine.stream(ask_order())]
+        async with engine.stream(ask_order()) as stream:
+            chunks = [c async for c in stream]
     streamed = [call for c in chunks for call in c.tool_calls]
     assert [(c.name, c.arguments) for c in streamed] == [(c.name, c.arguments) for c in whole.tool_calls]
     assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None

@@ -18,7 +18,8 @@ def test_mypy_strict_is_clean_on_dsl_and_typing_checks(tmp_path: Path) -> None:
         pytest.fail("mypy is not installed: install the test extra (pip install -e '.[test]')")
     # dsl/ on its own (it depends on nothing else of ours), then the assert_type checks, run from a
     # neutral directory so `agentflow` resolves to the installed package rather than the checkout.
-    for target in (str(ROOT / "dsl"), str(ROOT / "tests" / "typing" / "flow_types.py")):
+    typing_checks = [str(path) for path in sorted((ROOT / "tests" / "typing").glob("*.py"))]
+    for target in (str(ROOT / "dsl"), *typing_checks):
         cmd = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), target]
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"mypy --strict {target}:\n{proc.stdout}{proc.stderr}"

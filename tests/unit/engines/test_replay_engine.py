@@ -75,10 +75,12 @@ async def test_recording_stream_records_assembled_completion(tmp_path: Path) -> 
     path = tmp_path / "rec.jsonl"
     recorder = RecordingEngine(TestEngine(response="streamed words here"), path)
     request = GenerationRequest(prompt="s")
-    text = "".join([c.text async for c in recorder.stream(request)])
+    async with recorder.stream(request) as stream:
+        text = "".join([c.text async for c in stream])
     line = json.loads(path.read_text())
     assert line["completion"]["text"] == text == "streamed words here"
-    replayed = [c async for c in ReplayEngine(path).stream(request)]
+    async with ReplayEngine(path).stream(request) as stream:
+        replayed = [c async for c in stream]
     assert "".join(c.text for c in replayed) == text
     assert replayed[-1].usage is not None
 

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentflow.engines import CacheEvent, ReusePlan, SnapshotStore, common_prefix_len, plan_reuse
+from agentflow.engines import (
+    CacheEvent,
+    ReusePlan,
+    SnapshotEvicted,
+    SnapshotStore,
+    SnapshotStored,
+    common_prefix_len,
+    plan_reuse,
+)
 from agentflow.errors import ConfigError
 
 
@@ -66,7 +74,7 @@ def test_insert_evicts_least_recently_used_when_over_budget() -> None:
     assert store.insert((3,), FakeState("c"), 10)
     assert [e.tokens for e in store.entries()] == [(1,), (3,)]
     assert store.used_bytes == 20
-    assert events[-2:] == [CacheEvent("evict", (2,)), CacheEvent("insert", (3,))]
+    assert events[-2:] == [SnapshotEvicted((2,)), SnapshotStored((3,))]
 
 
 def test_insert_never_evicts_the_kept_snapshot_and_evicts_another_instead() -> None:
@@ -82,7 +90,7 @@ def test_insert_is_skipped_when_only_the_kept_snapshot_could_make_room() -> None
     store.insert((1,), FakeState("a"), 10)
     assert not store.insert((2,), FakeState("b"), 10, keep=(1,))
     assert [e.tokens for e in store.entries()] == [(1,)]
-    assert events == [CacheEvent("insert", (1,))]
+    assert events == [SnapshotStored((1,))]
 
 
 def test_insert_drops_dominated_prefixes_when_a_longer_key_arrives() -> None:
@@ -91,7 +99,7 @@ def test_insert_drops_dominated_prefixes_when_a_longer_key_arrives() -> None:
     store.insert((1, 2, 3, 4), FakeState("long"), 30)
     assert [e.tokens for e in store.entries()] == [(1, 2, 3, 4)]
     assert store.used_bytes == 30
-    assert CacheEvent("evict", (1, 2)) in events
+    assert SnapshotEvicted((1, 2)) in events
 
 
 def test_insert_is_redundant_when_an_existing_key_covers_the_tokens() -> None:
@@ -101,7 +109,7 @@ def test_insert_is_redundant_when_an_existing_key_covers_the_tokens() -> None:
     assert not store.insert((1, 2, 3), FakeState("same"), 30)
     assert len(store) == 1
     assert store.covers((1, 2))
-    assert events == [CacheEvent("insert", (1, 2, 3))]
+    assert events == [SnapshotStored((1, 2, 3))]
 
 
 def test_insert_refuses_snapshot_larger_than_capacity() -> None:
@@ -109,7 +117,7 @@ def test_insert_refuses_snapshot_larger_than_capacity() -> None:
     store.insert((1,), FakeState("a"), 10)
     assert not store.insert((2,), FakeState("huge"), 51)
     assert [e.tokens for e in store.entries()] == [(1,)]
-    assert events == [CacheEvent("insert", (1,))]
+    assert events == [SnapshotStored((1,))]
 
 
 def test_zero_capacity_store_stores_nothing() -> None:
@@ -133,7 +141,10 @@ def test_remove_and_clear_report_evictions() -> None:
     store.clear()
     assert len(store) == 0
     assert store.used_bytes == 0
-    assert [e for e in events if e.kind == "evict"] == [CacheEvent("evict", (1,)), CacheEvent("evict", (2,))]
+    assert [e for e in events if isinstance(e, SnapshotEvicted)] == [
+        SnapshotEvicted((1,)),
+        SnapshotEvicted((2,)),
+    ]
 
 
 # --- model-based test against a brute-force reference --------------------------------------------------
@@ -221,7 +232,7 @@ def test_store_agrees_with_brute_force_model_for_any_operation_sequence(
                 assert a == b or b[: len(a)] != a, "no key may be a prefix of another"
     mirrored: set[tuple[int, ...]] = set()
     for event in events:
-        if event.kind == "insert":
+        if isinstance(event, SnapshotStored):
             mirrored.add(event.tokens)
         else:
             mirrored.remove(event.tokens)

@@ -13,6 +13,7 @@ from agentflow.engines import (
     Engine,
     FunctionEngine,
     GenerationRequest,
+    LiveContext,
     Message,
     TestEngine,
     Usage,
@@ -90,7 +91,8 @@ async def test_test_engine_answers_json_schema_with_valid_instance() -> None:
 
 async def test_test_engine_stream_yields_pieces_then_usage() -> None:
     engine = TestEngine(response="hello big world")
-    chunks = [c async for c in engine.stream(GenerationRequest(prompt="p"))]
+    async with engine.stream(GenerationRequest(prompt="p")) as stream:
+        chunks = [c async for c in stream]
     assert "".join(c.text for c in chunks) == "hello big world"
     assert len(chunks) > 2
     assert all(c.usage is None for c in chunks[:-1])
@@ -101,14 +103,15 @@ async def test_test_engine_stream_yields_pieces_then_usage() -> None:
 async def test_test_engine_prefix_cache_reports_shared_prefix_and_live_events() -> None:
     events: list[CacheEvent] = []
     engine = TestEngine(response="ok", prefix_cache=True)
-    engine.cache_listener = events.append
+    assert engine.subscribe_cache_events(events.append) is not None
     first = await engine.generate(_chat("first question"))
     second = await engine.generate(_chat("second question"))
     assert first.usage.cached_tokens == 0
     shared = simple_tokenize("<|system|>\nbe brief\n<|user|>\n")
     assert second.usage.cached_tokens == len(shared)
     assert second.usage.prompt_tokens == second.usage.cached_tokens + second.usage.computed_tokens
-    assert [e.kind for e in events] == ["live", "live"]
+    assert [type(e) for e in events] == [LiveContext, LiveContext]
+    assert events[-1] == LiveContext(tuple(simple_tokenize(await engine.render(_chat("second question")))))
     assert engine.capabilities.prefix_cache == "exact"
     assert engine.cached_prefix_len(simple_tokenize(await engine.render(_chat("second question")))) == (
         second.usage.prompt_tokens - 1
@@ -141,7 +144,8 @@ async def test_function_engine_passes_completion_through_unchanged() -> None:
     fixed = Completion("done", Usage(prompt_tokens=7, cached_tokens=3, computed_tokens=4), "length", "m")
     engine = FunctionEngine(lambda r: fixed)
     assert await engine.generate(GenerationRequest(prompt="x")) == fixed
-    chunks = [c async for c in engine.stream(GenerationRequest(prompt="x"))]
+    async with engine.stream(GenerationRequest(prompt="x")) as stream:
+        chunks = [c async for c in stream]
     assert chunks[-1].usage == fixed.usage
 
 

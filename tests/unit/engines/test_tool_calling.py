@@ -132,7 +132,8 @@ async def test_test_engine_answers_text_when_the_model_may_choose() -> None:
 async def test_test_engine_streams_the_call_then_usage_when_a_call_is_forced() -> None:
     engine = TestEngine()
     request = ask(tools=(ADD,), tool_choice="required")
-    chunks = [c async for c in engine.stream(request)]
+    async with engine.stream(request) as stream:
+        chunks = [c async for c in stream]
     assert [c.name for chunk in chunks for c in chunk.tool_calls] == ["add"]
     assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None
 
@@ -142,7 +143,8 @@ async def test_function_engine_passes_calls_through_when_its_function_returns_th
     engine = scripted((call,))
     assert engine.capabilities.tool_calling
     whole = await engine.generate(ask(tools=(ADD,)))
-    streamed = [c async for c in engine.stream(ask(tools=(ADD,)))]
+    async with engine.stream(ask(tools=(ADD,))) as stream:
+        streamed = [c async for c in stream]
     assert whole.tool_calls == (call,)
     assert tuple(c for chunk in streamed for c in chunk.tool_calls) == (call,)
 
@@ -188,12 +190,14 @@ async def test_replay_gives_back_recorded_calls_when_a_tool_conversation_is_repl
         ),
         tools=(ADD,),
     )
-    streamed = [c async for c in recorder.stream(follow_up)]
+    async with recorder.stream(follow_up) as stream:
+        streamed = [c async for c in stream]
     replay = ReplayEngine(path, tool_calling=True)
     assert replay.capabilities.tool_calling
     again = await replay.generate(ask(tools=(ADD,)))
     assert again.tool_calls == (call,) and again.finish_reason == "tool_calls"
-    replayed = [c async for c in replay.stream(follow_up)]
+    async with replay.stream(follow_up) as stream:
+        replayed = [c async for c in stream]
     assert "".join(c.text for c in replayed) == "".join(c.text for c in streamed) == "result was 5"
     line = json.loads(path.read_text().splitlines()[0])
     assert line["completion"]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
@@ -237,7 +241,8 @@ async def test_wrappers_pass_tool_fields_and_calls_through(wrap: str) -> None:
     request = ask(tools=(ADD,), tool_choice="required", parallel_tool_calls=False)
     assert engine.capabilities.tool_calling
     whole = await engine.generate(request)
-    chunks: list[Chunk] = [c async for c in engine.stream(request)]
+    async with engine.stream(request) as stream:
+        chunks: list[Chunk] = [c async for c in stream]
     assert whole.tool_calls == (call,) and whole.finish_reason == "tool_calls"
     assert tuple(c for chunk in chunks for c in chunk.tool_calls) == (call,)
     seen = inner.requests[-1]

@@ -333,8 +333,8 @@ async def test_stream_yields_chunks_then_usage_when_server_streams() -> None:
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
     server = FakeServer(routes={("POST", "/v1/chat/completions"): stream})
-    async with server.engine() as engine:
-        chunks = [chunk async for chunk in engine.stream(CHAT)]
+    async with server.engine() as engine, engine.stream(CHAT) as source:
+        chunks = [chunk async for chunk in source]
     assert [c.text for c in chunks] == ["Hel", "lo", ""]
     final = chunks[-1]
     assert final.finish_reason == "stop" and final.usage is not None
@@ -363,8 +363,9 @@ async def test_stream_error_keeps_received_chunks_when_connection_breaks_mid_str
     received: list[Chunk] = []
     async with server.engine() as engine:
         with pytest.raises(EngineRequestError, match="broke after 2 chunks"):
-            async for chunk in engine.stream(CHAT):
-                received.append(chunk)
+            async with engine.stream(CHAT) as source:
+                async for chunk in source:
+                    received.append(chunk)
     assert [c.text for c in received] == ["par", "tial"]
     assert len(server.bodies("/v1/chat/completions")) == 1
 
@@ -377,8 +378,8 @@ async def test_stream_is_retried_when_it_fails_before_the_first_chunk() -> None:
         return httpx.Response(200, content=sse(delta("ok", finish="stop"), "[DONE]"))
 
     server = FakeServer(routes={("POST", "/v1/chat/completions"): sequence(broken, good)})
-    async with server.engine() as engine:
-        chunks = [c async for c in engine.stream(CHAT)]
+    async with server.engine() as engine, engine.stream(CHAT) as source:
+        chunks = [c async for c in source]
     assert [c.text for c in chunks] == ["ok", ""]
     assert len(server.bodies("/v1/chat/completions")) == 2
 
@@ -390,7 +391,8 @@ async def test_stream_raises_when_it_ends_without_finish_reason() -> None:
     server = FakeServer(owned_by="me", routes={("POST", "/v1/chat/completions"): cut})
     async with server.engine() as engine:
         with pytest.raises(EngineRequestError, match=r"without a finish reason.*max_concurrency=1"):
-            _ = [c async for c in engine.stream(CHAT)]
+            async with engine.stream(CHAT) as source:
+                _ = [c async for c in source]
 
 
 async def test_stream_counts_tokens_when_server_sends_no_usage() -> None:
@@ -407,8 +409,8 @@ async def test_stream_counts_tokens_when_server_sends_no_usage() -> None:
             ("POST", "/extras/tokenize"): reply({"tokens": [1, 2, 3, 4]}),
         },
     )
-    async with server.engine() as engine:
-        chunks = [c async for c in engine.stream(PROMPT)]
+    async with server.engine() as engine, engine.stream(PROMPT) as source:
+        chunks = [c async for c in source]
     usage = chunks[-1].usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (4, 3)
     assert chunks[-1].finish_reason == "length"
@@ -599,7 +601,7 @@ def test_stream_reassembles_pieces_when_bytes_arrive_split_anywhere(
 
     async def run() -> list[str]:
         server = FakeServer(routes={("POST", "/v1/chat/completions"): split})
-        async with server.engine() as engine:
-            return [c.text async for c in engine.stream(CHAT) if c.text]
+        async with server.engine() as engine, engine.stream(CHAT) as source:
+            return [c.text async for c in source if c.text]
 
     assert anyio.run(run) == pieces

@@ -232,10 +232,11 @@ async def test_stream_hands_out_each_call_whole_as_soon_as_the_next_one_starts()
         "[DONE]",
     )
     server = Server(body)
-    async with server.engine() as engine:
-        chunks = [
-            c async for c in engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER, EMAIL)))
-        ]
+    async with (
+        server.engine() as engine,
+        engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER, EMAIL))) as stream,
+    ):
+        chunks = [c async for c in stream]
     handed = [c.tool_calls for c in chunks if c.tool_calls]
     assert handed == [
         (ToolCallRequest("a", "find_order", '{"order": 42}'),),
@@ -264,14 +265,11 @@ async def test_stream_reads_servers_that_repeat_id_and_name_in_every_piece() -> 
     )
     server = Server(body, owned_by="llamacpp")
     async with server.engine() as engine:
-        chunks: list[Chunk] = [
-            c
-            async for c in engine.stream(
-                GenerationRequest(
-                    messages=CONVERSATION[:2], tools=(ORDER,), tool_choice=NamedToolChoice("find_order")
-                )
-            )
-        ]
+        request = GenerationRequest(
+            messages=CONVERSATION[:2], tools=(ORDER,), tool_choice=NamedToolChoice("find_order")
+        )
+        async with engine.stream(request) as stream:
+            chunks: list[Chunk] = [c async for c in stream]
     assert [call for c in chunks for call in c.tool_calls] == [
         ToolCallRequest("call__0_find_order_x", "find_order", '{ "order": 42 }')
     ]
@@ -284,10 +282,9 @@ async def test_stream_keeps_text_and_calls_apart_when_a_server_sends_both() -> N
         delta(finish="tool_calls"),
         "[DONE]",
     )
-    async with Server(body).engine() as engine:
-        chunks = [
-            c async for c in engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,)))
-        ]
+    request = GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,))
+    async with Server(body).engine() as engine, engine.stream(request) as stream:
+        chunks = [c async for c in stream]
     assert "".join(c.text for c in chunks) == "Let me look."
     assert [call.name for c in chunks for call in c.tool_calls] == ["find_order"]
 
@@ -304,7 +301,8 @@ async def test_stream_refuses_a_piece_of_a_call_that_already_ended() -> None:
         with pytest.raises(
             EngineRequestError, match="streamed a bad tool call: a tool-call piece for call index 0"
         ):
-            [c async for c in engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,)))]
+            async with engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,))) as stream:
+                [c async for c in stream]
 
 
 async def test_stream_refuses_more_call_pieces_than_max_tokens() -> None:
@@ -315,12 +313,9 @@ async def test_stream_refuses_more_call_pieces_than_max_tokens() -> None:
     )
     async with Server(body).engine() as engine:
         with pytest.raises(EngineRequestError, match="more than max_tokens=4 pieces of text and tool calls"):
-            [
-                c
-                async for c in engine.stream(
-                    GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,), max_tokens=4)
-                )
-            ]
+            request = GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,), max_tokens=4)
+            async with engine.stream(request) as stream:
+                [c async for c in stream]
 
 
 # -- capabilities ------------------------------------------------------------------------------------------------
@@ -349,16 +344,16 @@ async def test_llamacpp_stream_of_a_choice_the_model_makes_is_sent_unstreamed() 
         owned_by="llamacpp",
     )
     async with server.engine() as engine:
-        chunks = [
-            c async for c in engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,)))
-        ]
+        async with engine.stream(GenerationRequest(messages=CONVERSATION[:2], tools=(ORDER,))) as stream:
+            chunks = [c async for c in stream]
         named = GenerationRequest(
             messages=CONVERSATION[:2], tools=(ORDER,), tool_choice=NamedToolChoice("find_order")
         )
         server.answer = sse(
             delta(calls=[piece(0, "{}", id="b", name="find_order")]), delta(finish="tool_calls"), "[DONE]"
         )
-        streamed = [c async for c in engine.stream(named)]
+        async with engine.stream(named) as stream:
+            streamed = [c async for c in stream]
     assert server.bodies[0]["stream"] is False and server.bodies[1]["stream"] is True
     assert [call.id for c in chunks for call in c.tool_calls] == ["a"]
     assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None

@@ -211,7 +211,8 @@ async def test_engine_streams_each_call_as_its_item_closes(monkeypatch: pytest.M
     ]
     engine, llm = engine_over(pieces, monkeypatch)
     request = GenerationRequest(messages=CONVERSATION, tools=(ORDER, EMAIL), tool_choice="required")
-    chunks = [c async for c in engine.stream(request)]
+    async with engine.stream(request) as stream:
+        chunks = [c async for c in stream]
     calls = [c.tool_calls for c in chunks if c.tool_calls]
     assert [[(t.name, t.parsed_arguments()) for t in group] for group in calls] == [
         [("find_order", {"order": 42})],
@@ -256,7 +257,8 @@ async def test_engine_calls_the_named_tool_from_its_arguments(monkeypatch: pytes
 
 async def test_engine_streams_plain_text_when_no_tools_are_offered(monkeypatch: pytest.MonkeyPatch) -> None:
     engine, llm = engine_over(["Hel", "lo"], monkeypatch)
-    chunks = [c async for c in engine.stream(GenerationRequest(messages=CONVERSATION))]
+    async with engine.stream(GenerationRequest(messages=CONVERSATION)) as stream:
+        chunks = [c async for c in stream]
     assert [c.text for c in chunks] == ["Hel", "lo", ""]
     params = llm.params[-1]
     assert isinstance(params, _SamplingParams) and params.structured_outputs is None

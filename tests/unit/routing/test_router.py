@@ -8,6 +8,7 @@ import sys
 import anyio
 import httpx
 import pytest
+from _engines import PinningEngine
 
 import agentflow.routing as routing
 from agentflow.engines import Engine, FunctionEngine, GenerationRequest, Message, TestEngine
@@ -145,7 +146,8 @@ async def test_concurrent_requests_all_finish_and_leave_nothing_outstanding() ->
 @pytest.mark.anyio
 async def test_stream_yields_replica_chunks_and_counts_usage() -> None:
     router = PrefixRouter(replicas(2))
-    chunks = [c async for c in router.stream(ask("a", "hello"))]
+    async with router.stream(ask("a", "hello")) as stream:
+        chunks = [c async for c in stream]
     assert "".join(c.text for c in chunks) == "echo: hello"
     assert sum(s.usage.prompt_tokens for s in router.stats()) > 0
     assert all(s.outstanding == 0 for s in router.stats())
@@ -237,3 +239,34 @@ async def test_openai_endpoints_are_routed_by_text_pieces_when_they_cannot_token
     assert len(set(answers["a"])) == 1 and len(set(answers["b"])) == 1  # each document stays on one endpoint
     assert answers["a"][0] != answers["b"][0]
     assert [s.chats for s in servers] == [3, 3]
+
+
+@pytest.mark.anyio
+async def test_pins_go_to_the_replica_that_holds_the_prefix() -> None:
+    engines = [PinningEngine(name="r0"), PinningEngine(name="r1")]
+    router = PrefixRouter(engines)
+    await router.generate(ask("a", "one?"))
+    await router.generate(ask("b", "two?"))
+    held = [i for i, s in enumerate(router.stats()) if s.reasons]
+    tokens = tuple(await router.tokenize(await router.render(ask("b", "two?"))))
+    owner = router.choose(tokens).replica
+    assert router.pin_prefix(tokens, 9.0)
+    assert [tokens in e.pins for e in engines] == [i == owner for i in range(2)]
+    assert sorted(held) == [0, 1]
+    assert router.unpin_prefix(tokens) and all(not e.pins for e in engines)
+    assert not router.unpin_prefix(tokens)
+
+
+@pytest.mark.anyio
+async def test_router_prefills_on_a_routed_replica_and_reports_no_cache_events() -> None:
+    engines = [PinningEngine(name="r0"), PinningEngine(name="r1")]
+    router = PrefixRouter(engines)
+    usage = await router.prefill(ask("a", "warm?"))
+    assert usage.computed_tokens == len(await router.tokenize(await router.render(ask("a", "warm?"))))
+    assert sum(len(e.prefilled) for e in engines) == 1
+    assert all(s.outstanding == 0 for s in router.stats())
+    assert router.subscribe_cache_events(lambda event: None) is None
+    assert router.cache_salt("tenant") is None
+    plain = PrefixRouter(replicas(2))
+    assert not plain.pin_prefix((1, 2), 1.0)
+    assert (await plain.prefill(ask("a", "warm?"))).completion_tokens == 1

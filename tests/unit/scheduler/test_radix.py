@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from agentflow.engines import CacheMirror, LiveContext, SnapshotEvicted, SnapshotStored
 from agentflow.errors import ConfigError
-from agentflow.scheduler import Eviction, RadixTree, common_prefix_len
+from agentflow.scheduler import BlockLRU, Eviction, NoCache, RadixTree, common_prefix_len
 
 
 class FakeClock:
@@ -124,6 +125,39 @@ def test_mirror_remove_prunes_only_unbacked_tokens() -> None:
     assert tree.match((1, 2, 3)) == 2
     assert tree.match((1, 2, 5)) == 3
     assert tree.remove((9, 9)) == 0
+
+
+def test_apply_replaces_the_live_context_and_reports_what_it_lost() -> None:
+    tree = RadixTree(mirror=True)
+    assert isinstance(tree, CacheMirror)
+    assert tree.apply(LiveContext((1, 2, 3, 4))) == 0
+    assert tree.apply(LiveContext((1, 2, 9))) == 2  # 3, 4 are gone; 1, 2 live on in the new context
+    assert tree.sequences() == [(1, 2, 9)]
+    assert tree.apply(LiveContext(())) == 3
+    assert tree.total_tokens == 0
+
+
+def test_apply_loses_nothing_when_a_snapshot_keeps_the_replaced_context() -> None:
+    tree = RadixTree(mirror=True)
+    tree.apply(LiveContext((1, 2, 3, 4)))
+    assert tree.apply(SnapshotStored((1, 2, 3, 4))) == 0
+    assert tree.apply(LiveContext((7, 8))) == 0
+    assert tree.match((1, 2, 3, 4)) == 4
+    assert tree.apply(SnapshotEvicted((1, 2, 3, 4))) == 4
+    assert tree.sequences() == [(7, 8)]
+
+
+def test_apply_of_an_evicted_snapshot_the_live_context_covers_loses_nothing() -> None:
+    tree = RadixTree(mirror=True)
+    tree.apply(SnapshotStored((1, 2)))
+    tree.apply(LiveContext((1, 2, 3)))
+    assert tree.apply(SnapshotEvicted((1, 2))) == 0
+    assert tree.match((1, 2, 3)) == 3
+
+
+def test_only_the_radix_tree_is_a_cache_mirror() -> None:
+    assert not isinstance(BlockLRU(block_size=4), CacheMirror)
+    assert not isinstance(NoCache(), CacheMirror)
 
 
 def test_mirror_acquire_is_pruned_at_release_unless_engine_reported_it() -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import anyio
 import pytest
+from _engines import PinningEngine
 
 from agentflow.engines import (
     Capabilities,
@@ -178,22 +179,6 @@ async def test_request_larger_than_tpm_is_scheduler_error() -> None:
         await scheduler.generate(_request("a", "q"))
 
 
-class PinningEngine(TestEngine):
-    """A TestEngine that accepts pins (records them), like an engine with a pinnable snapshot store."""
-
-    __test__ = False
-
-    def __init__(self) -> None:
-        super().__init__(prefix_cache=True)
-        self.pins: dict[tuple[int, ...], float] = {}
-
-    def pin_prefix(self, tokens: tuple[int, ...], ttl_s: float) -> None:
-        self.pins[tokens] = ttl_s
-
-    def unpin_prefix(self, tokens: tuple[int, ...]) -> None:
-        self.pins.pop(tokens, None)
-
-
 @pytest.mark.anyio
 async def test_pin_locks_prefix_in_engine_and_cache_model_until_unpinned() -> None:
     engine = PinningEngine()
@@ -276,20 +261,23 @@ async def test_prewarm_is_dropped_when_a_covering_request_arrives_first() -> Non
 @pytest.mark.anyio
 async def test_stream_yields_chunks_and_final_usage_with_queue_wait() -> None:
     scheduler = Scheduler(TestEngine(response="one two three", prefix_cache=True))
-    chunks = [c async for c in scheduler.stream(replace(_request("a", "q"), max_tokens=16))]
+    async with scheduler.stream(replace(_request("a", "q"), max_tokens=16)) as stream:
+        chunks = [c async for c in stream]
     assert "".join(c.text for c in chunks) == "one two three"
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
     assert scheduler.metrics().total.requests == 1
 
 
 @pytest.mark.anyio
-async def test_closed_scheduler_refuses_requests() -> None:
+async def test_closed_scheduler_refuses_requests_and_unsubscribes_from_cache_events() -> None:
     engine = TestEngine(prefix_cache=True)
     scheduler = Scheduler(engine)
+    await scheduler.generate(_request("a", "q"))
+    assert engine.cache_subscribers == 1
     await scheduler.aclose()
     with pytest.raises(SchedulerError, match="closed"):
         await scheduler.generate(_request("a", "q"))
-    assert engine.cache_listener is None
+    assert engine.cache_subscribers == 0
 
 
 @pytest.mark.anyio
