@@ -35,7 +35,7 @@ CHILD = textwrap.dedent(
 
     from agentflow import Ok, run
     from agentflow.agents import llm_compiler, react
-    from agentflow.engines import FunctionEngine, GenerationRequest, render_messages
+    from agentflow.engines import FunctionEngine, GenerationRequest, closing_stream, render_messages
     from agentflow.executors import ToolRegistry
 
     EFFECTS = Path(os.environ["EFFECTS"])
@@ -150,10 +150,14 @@ CHILD = textwrap.dedent(
             log("answered.log", key)
             return completion
 
-        async def stream(self, request):
+        def stream(self, request):
+            return closing_stream(self._logged_chunks(request))
+
+        async def _logged_chunks(self, request):
             key = self._start(request)
-            async for chunk in super().stream(request):
-                yield chunk
+            async with super().stream(request) as chunks:
+                async for chunk in chunks:
+                    yield chunk
             log("answered.log", key)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -25,11 +25,13 @@ from agentflow.agents import CompilerResult, ReactResult, llm_compiler, react
 from agentflow.dsl import Flow, StepReplayed
 from agentflow.engines import (
     Chunk,
+    ChunkStream,
     Completion,
     FunctionEngine,
     GenerationRequest,
     ToolCallRequest,
     Usage,
+    closing_stream,
     render_messages,
 )
 from agentflow.errors import EngineError, StepBudgetExceededError
@@ -123,10 +125,14 @@ class CountingEngine(FunctionEngine):
         self.world.answered[key] += 1
         return completion
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: GenerationRequest) -> ChunkStream:
+        return closing_stream(self._logged_chunks(request))
+
+    async def _logged_chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         key = self._start(request)
-        async for chunk in super().stream(request):
-            yield chunk
+        async with super().stream(request) as chunks:
+            async for chunk in chunks:
+                yield chunk
         self.world.answered[key] += 1
 
 
