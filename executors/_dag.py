@@ -1,23 +1,22 @@
-"""DAG analysis of a plan with networkx: cycles, critical path, steps-to-execution, and export for pictures.
+"""DAG analysis of a plan: cycles, critical path, steps-to-execution, and export for pictures.
 
-Edges run from a dependency to its dependent (``1 -> 3`` when task 3 references ``$1``). ``IncrementalDag``
-checks for cycles as tasks stream in, without networkx and without re-searching the whole graph per task.
+Edges run from a dependency to its dependent (``1 -> 3`` when task 3 references ``$1``). ``PlanGraph`` takes a
+whole plan at once (the standard library's ``graphlib`` finds its order and any cycle); ``IncrementalDag``
+checks for cycles as tasks stream in, without re-searching the whole graph per task.
 """
 
 from __future__ import annotations
 
+import graphlib
+import heapq
 import typing
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from pydantic import JsonValue
 
 from agentflow.errors import PlanError
 
 from ._task import Task
-
-if TYPE_CHECKING:
-    import networkx as nx
 
 __all__ = ["IncrementalDag", "PlanGraph"]
 
@@ -38,46 +37,37 @@ class PlanGraph:
         Raises:
             PlanError: Duplicate ids, a reference to a task that is not in the plan, or a cycle (naming its tasks).
         """
-        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
         self._tasks: dict[int, Task] = {}
-        graph: nx.DiGraph[int] = nx.DiGraph()
         for task in tasks:
             if task.id in self._tasks:
                 raise PlanError(
                     f"task id {task.id} is used twice ({self._tasks[task.id].tool} and {task.tool})"
                 )
             self._tasks[task.id] = task
-            graph.add_node(task.id)
+        self._preds: dict[int, list[int]] = {}
+        self._succs: dict[int, list[int]] = {node: [] for node in self._tasks}
         for task in self._tasks.values():
             for dep in sorted(task.deps):
                 if dep not in self._tasks:
                     raise PlanError(
                         f"task {task.id} ({task.tool}) references ${dep}, but the plan has no task {dep}"
                     )
-                graph.add_edge(dep, task.id)
-        try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            cycle = []
-        if cycle:
-            raise PlanError(f"the plan has a dependency cycle: {describe_cycle([u for u, _v in cycle])}")
-        self._graph = graph
+                self._succs[dep].append(task.id)
+            self._preds[task.id] = sorted(task.deps)
+        self._order = _lexicographic_order(self._preds)
 
     @property
     def tasks(self) -> dict[int, Task]:
         """Tasks by id."""
         return dict(self._tasks)
 
-    def graph(self) -> nx.DiGraph[int]:
-        """A copy of the networkx DiGraph (nodes are task ids)."""
-        return self._graph.copy()
+    def edges(self) -> list[tuple[int, int]]:
+        """Every ``(dependency, dependent)`` pair, sorted."""
+        return sorted((dep, node) for node, deps in self._preds.items() for dep in deps)
 
     def topological_order(self) -> list[int]:
         """Task ids so that every task comes after its dependencies (ties broken by id)."""
-        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
-        return list(nx.lexicographical_topological_sort(self._graph))
+        return list(self._order)
 
     def critical_path(self, durations: Mapping[int, float]) -> tuple[float, list[int]]:
         """The longest chain of dependent tasks when each task takes ``durations[id]`` seconds.
@@ -96,7 +86,7 @@ class PlanGraph:
         finish: dict[int, float] = {}
         best_pred: dict[int, int | None] = {}
         for node in self.topological_order():
-            preds = list(self._graph.predecessors(node))
+            preds = list(self._preds[node])
             pred = max(preds, key=lambda p: finish[p]) if preds else None
             start = finish[pred] if pred is not None else 0.0
             finish[node] = start + float(durations[node])
@@ -122,7 +112,7 @@ class PlanGraph:
             if node in done:
                 continue
             steps[node] = max(
-                (steps[p] + 1 for p in self._graph.predecessors(node) if p not in done), default=0
+                (steps[p] + 1 for p in self._preds[node] if p not in done), default=0
             )
         return steps
 
@@ -130,7 +120,7 @@ class PlanGraph:
         """For each task, the number of tasks on the longest chain from it to the end of the plan (itself included)."""
         height: dict[int, int] = {}
         for node in reversed(self.topological_order()):
-            height[node] = 1 + max((height[s] for s in self._graph.successors(node)), default=0)
+            height[node] = 1 + max((height[s] for s in self._succs[node]), default=0)
         return height
 
     def levels(self) -> list[list[int]]:
@@ -152,7 +142,7 @@ class PlanGraph:
             }
             for t in (self._tasks[i] for i in self.topological_order())
         ]
-        edges: list[JsonValue] = [[u, v] for u, v in sorted(self._graph.edges)]
+        edges: list[JsonValue] = [[u, v] for u, v in self.edges()]
         return {"nodes": nodes, "edges": edges}
 
     def to_dot(self, name: str = "plan") -> str:
@@ -161,7 +151,7 @@ class PlanGraph:
         for node in self.topological_order():
             task = self._tasks[node]
             lines.append(f"  {node} [label={_dot_id(f'{node}. {task.call_text()}')}];")
-        lines.extend(f"  {u} -> {v};" for u, v in sorted(self._graph.edges))
+        lines.extend(f"  {u} -> {v};" for u, v in self.edges())
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -279,6 +269,33 @@ def describe_cycle(nodes: list[int]) -> str:
         return " -> ".join(f"task {n}" for n in [*nodes, nodes[0]])
     head = " -> ".join(f"task {n}" for n in nodes[:8])
     return f"{head} -> ... -> task {nodes[-1]} -> task {nodes[0]} ({len(nodes)} tasks)"
+
+
+def _lexicographic_order(preds: Mapping[int, Iterable[int]]) -> list[int]:
+    """A topological order of ``preds`` (node -> the nodes it comes after), the smallest ready node first.
+
+    Raises:
+        PlanError: The nodes form a cycle (naming its tasks).
+    """
+    sorter = graphlib.TopologicalSorter(preds)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[int] = exc.args[1][:-1]  # in run order, the first node repeated at the end
+        start = cycle.index(min(cycle))
+        raise PlanError(
+            f"the plan has a dependency cycle: {describe_cycle(cycle[start:] + cycle[:start])}"
+        ) from None
+    ready = list(sorter.get_ready())
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        node = heapq.heappop(ready)
+        order.append(node)
+        sorter.done(node)
+        for unblocked in sorter.get_ready():
+            heapq.heappush(ready, unblocked)
+    return order
 
 
 def _dot_id(text: str) -> str:

@@ -89,9 +89,19 @@ def test_plan_graph_steps_to_execution_counts_unfinished_levels() -> None:
     assert graph.levels() == [[1], [2, 3], [4]]
 
 
+def test_plan_graph_topological_order_takes_the_smallest_ready_id_first() -> None:
+    graph = PlanGraph([Task(3, "c"), Task(2, "b", ("$1",)), Task(1, "a")])
+    assert graph.topological_order() == [1, 2, 3]  # 2 is ready once 1 is done, before 3
+    assert graph.edges() == [(1, 2)]
+
+
 def test_plan_graph_names_the_tasks_of_a_cycle() -> None:
-    with pytest.raises(PlanError, match=r"cycle: task (1 -> task 2 -> task 1|2 -> task 1 -> task 2)"):
+    with pytest.raises(PlanError, match=r"cycle: task 1 -> task 2 -> task 1$"):
         PlanGraph([Task(1, "a", ("$2",)), Task(2, "b", ("$1",))])
+    # Only the tasks on the cycle, in run order, starting from the smallest id; not the task that leads into it.
+    tail_and_loop = [Task(1, "a"), Task(4, "d", ("$3", "$1")), Task(2, "b", ("$4",)), Task(3, "c", ("$2",))]
+    with pytest.raises(PlanError, match=r"cycle: task 2 -> task 3 -> task 4 -> task 2$"):
+        PlanGraph(tail_and_loop)
     with pytest.raises(PlanError, match="has no task 9"):
         PlanGraph([Task(1, "a", ("$9",))])
     with pytest.raises(PlanError, match="used twice"):
