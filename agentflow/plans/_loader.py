@@ -16,6 +16,7 @@ Every problem is one ``PlanError`` that names file:line:column, the bad value an
 from __future__ import annotations
 
 import difflib
+import graphlib
 import os
 import stat
 import typing
@@ -755,8 +756,6 @@ class _Loader:
     def _parallel(
         self, step: ParallelStep, path: Path, visible: frozenset[str], names: frozenset[str]
     ) -> set[str]:
-        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
         children = step.parallel
         sibling_made: dict[str, set[str]] = {}
         for child in children:
@@ -766,11 +765,11 @@ class _Loader:
             sibling_made[child.id] = made
         all_made = set().union(*sibling_made.values())
         owner = {sid: cid for cid, ids in sibling_made.items() for sid in ids}
-        graph: nx.DiGraph[str] = nx.DiGraph()
+        waits: dict[str, set[str]] = {}  # child -> the siblings it waits for
         produced: set[str] = set()
         for i, child in enumerate(children):
             here = (*path, "parallel", i)
-            graph.add_node(child.id)
+            waits[child.id] = set()
             for j, need in enumerate(child.needs):
                 if need not in sibling_made or need == child.id:
                     siblings = sorted(s for s in sibling_made if s != child.id)
@@ -779,25 +778,25 @@ class _Loader:
                         f"{step.id!r}; siblings: {', '.join(siblings) or 'none'}",
                         (*here, "needs", j),
                     )
-                graph.add_edge(need, child.id)
+                waits[child.id].add(need)
             own = sibling_made[child.id]
             made, refs = self._step(child, here, visible | (all_made - own), names)
             produced |= made
-            for ref in refs:
-                if ref in owner and owner[ref] != child.id:
-                    graph.add_edge(owner[ref], child.id)
+            waits[child.id] |= {owner[ref] for ref in refs if ref in owner and owner[ref] != child.id}
         try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            return produced
-        order = [u for u, _ in cycle] + [cycle[0][0]]
-        first = order[0]
-        index = next(i for i, c in enumerate(children) if c.id == first)
-        raise self.fail(
-            f"steps {' -> '.join(order)} in parallel block {step.id!r} wait for each other (a cycle); "
-            "remove one of these references or move one step after the block",
-            (*path, "parallel", index),
-        )
+            graphlib.TopologicalSorter(waits).prepare()
+        except graphlib.CycleError as exc:
+            cycle: list[str] = exc.args[1][:-1]  # in run order, the first node repeated at the end
+            declared = [c.id for c in children]
+            index = min(declared.index(c) for c in cycle)  # point at the cycle's first child in the file
+            start = cycle.index(declared[index])
+            order = [*cycle[start:], *cycle[:start], declared[index]]
+            raise self.fail(
+                f"steps {' -> '.join(order)} in parallel block {step.id!r} wait for each other (a cycle); "
+                "remove one of these references or move one step after the block",
+                (*path, "parallel", index),
+            ) from None
+        return produced
 
     def _tool_step(
         self, step: ToolStep, path: Path, visible: frozenset[str], names: frozenset[str]

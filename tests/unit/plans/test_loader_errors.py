@@ -127,6 +127,23 @@ def test_load_rejects_cycle_in_parallel_block() -> None:
     assert "a -> b -> a" in err.message and "cycle" in err.message
 
 
+def test_load_rejects_cycle_in_parallel_block_naming_only_its_steps_from_the_first_in_the_file() -> None:
+    err = _error(
+        HEAD
+        + """steps:
+  - id: both
+    parallel:
+      - {id: lead, prompt: hi}
+      - {id: c, prompt: '{{steps.b}}'}
+      - {id: a, prompt: '{{steps.c}}', needs: [lead]}
+      - {id: b, prompt: x, needs: [a]}
+"""
+    )
+    assert err.line == 7  # step c, the cycle's first step in the file
+    assert "steps c -> a -> b -> c in parallel block 'both' wait for each other" in err.message
+    assert "lead" not in err.message
+
+
 def test_load_rejects_needs_of_non_sibling() -> None:
     err = _error(HEAD + "steps:\n  - id: p\n    parallel:\n      - {id: a, prompt: hi, needs: [zz]}\n")
     assert "needs 'zz', which is not a sibling" in err.message
