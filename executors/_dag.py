@@ -111,9 +111,7 @@ class PlanGraph:
         for node in self.topological_order():
             if node in done:
                 continue
-            steps[node] = max(
-                (steps[p] + 1 for p in self._preds[node] if p not in done), default=0
-            )
+            steps[node] = max((steps[p] + 1 for p in self._preds[node] if p not in done), default=0)
         return steps
 
     def steps_to_completion(self) -> dict[int, int]:

@@ -1,4 +1,4 @@
-"""The step DAG of a plan (``networkx``) and a dependency-free SVG picture of it (``agentflow graph``).
+"""The step DAG of a plan and a dependency-free SVG picture of it (``agentflow graph``).
 
 Nodes are steps; a composite step (parallel, sequence, map, branch, loop) is a node where its children
 start and gets a join node (``<id>.join``) where they end. Edges are "runs after". A loop's repeat edge
@@ -8,21 +8,21 @@ The layout is layered (longest path from the start) with a barycentre pass to re
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from html import escape
-from typing import TYPE_CHECKING
+from typing import Literal
 
 from ._compile import sibling_needs
-from ._loader import referenced_steps, walk_steps
 from ._schema import BranchStep, LLMStep, LoopStep, MapStep, ParallelStep, Plan, SequenceStep, Step, ToolStep
 
-if TYPE_CHECKING:
-    import networkx as nx
+__all__ = ["StepEdge", "StepGraph", "StepNode", "plan_graph", "render_svg"]
 
-__all__ = ["plan_graph", "render_svg"]
+StepKind = Literal["llm", "tool", "parallel", "sequence", "map", "branch", "loop", "join", "io"]
 
-_COLORS = {
+_COLORS: dict[StepKind, str] = {
     "llm": "#dbeafe",
     "tool": "#dcfce7",
     "parallel": "#fef3c7",
@@ -35,6 +35,49 @@ _COLORS = {
 }
 
 
+@dataclass(frozen=True)
+class StepNode:
+    """A box of the picture: a step, a join where a composite step's children end, or the plan's start/end."""
+
+    kind: StepKind
+    label: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class StepEdge:
+    """ "Runs after": ``label`` names a branch's ``then``/``else`` edge; ``back`` marks a loop's repeat edge."""
+
+    label: str = ""
+    back: bool = False
+
+
+@dataclass
+class StepGraph:
+    """A plan's step graph; a DAG once the ``back`` edges are left out."""
+
+    nodes: dict[str, StepNode] = field(default_factory=dict)
+    """Nodes by id, in document order."""
+    edges: dict[tuple[str, str], StepEdge] = field(default_factory=dict)
+    """Edges by ``(from, to)``, in the order they were added."""
+
+    def has_edge(self, source: str, target: str) -> bool:
+        """Whether ``target`` runs right after ``source``."""
+        return (source, target) in self.edges
+
+    def forward_predecessors(self) -> dict[str, list[str]]:
+        """For every node, the nodes it runs after, leaving out loop repeat edges."""
+        preds: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for (u, v), edge in self.edges.items():
+            if not edge.back:
+                preds[v].append(u)
+        return preds
+
+    def topological_order(self) -> list[str]:
+        """Node ids so that each comes after those it runs after (loop repeat edges left out)."""
+        return list(graphlib.TopologicalSorter(self.forward_predecessors()).static_order())
+
+
 def _short(text: str, limit: int = 28) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -42,16 +85,17 @@ def _short(text: str, limit: int = 28) -> str:
 
 class _Builder:
     def __init__(self) -> None:
-        import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
+        self.g = StepGraph()
 
-        self.g: nx.DiGraph[str] = nx.DiGraph()
-
-    def node(self, node_id: str, kind: str, label: str, detail: str = "") -> None:
-        self.g.add_node(node_id, kind=kind, label=label, detail=detail)
+    def node(self, node_id: str, kind: StepKind, label: str, detail: str = "") -> None:
+        self.g.nodes[node_id] = StepNode(kind, label, detail)
 
     def edges(self, preds: set[str], target: str) -> None:
         for p in sorted(preds):
-            self.g.add_edge(p, target)
+            self.g.edges.setdefault((p, target), StepEdge())
+
+    def label(self, source: str, target: str, label: str) -> None:
+        self.g.edges[source, target] = dataclasses.replace(self.g.edges[source, target], label=label)
 
     def sequence(self, steps: Sequence[Step], preds: set[str]) -> set[str]:
         for step in steps:
@@ -82,10 +126,9 @@ class _Builder:
             while sorter.is_active():
                 ready = sorted(sorter.get_ready(), key=order.__getitem__)  # declaration order among peers
                 for cid in ready:
-                    child = by_id[cid]
-                    wait = self._waits(s, child, exits)
+                    wait = set().union(*(exits[d] for d in needs[cid]))
                     used |= wait
-                    exits[child.id] = self.step(child, wait or {s.id})
+                    exits[cid] = self.step(by_id[cid], wait or {s.id})
                     sorter.done(cid)
             self.node(join, "join", "join", "")
             for ends in exits.values():
@@ -108,33 +151,26 @@ class _Builder:
             self.node(s.id, "branch", s.id, f"branch · {_short(s.branch.value, 20)}")
             self.edges(preds, s.id)
             ends = self.sequence(s.then, {s.id})
-            self.g.edges[s.id, s.then[0].id]["label"] = "then"
+            self.label(s.id, s.then[0].id, "then")
             ends |= self.sequence(s.else_, {s.id}) if s.else_ else {s.id}
             self.node(join, "join", "join", "")
             self.edges(ends, join)
-            self.g.edges[s.id, s.else_[0].id if s.else_ else join]["label"] = "else"
+            self.label(s.id, s.else_[0].id if s.else_ else join, "else")
             return {join}
         if isinstance(s, LoopStep):
             self.node(s.id, "loop", s.id, f"loop · ≤{s.loop.max_iter} times")
             self.edges(preds, s.id)
             ends = self.sequence(s.do, {s.id})
-            for e in ends:
-                self.g.add_edge(e, s.id, back=True)
+            for e in sorted(ends):
+                self.g.edges[e, s.id] = StepEdge(back=True)
             self.node(join, "join", "done", "")
             self.edges(ends, join)
             return {join}
         raise AssertionError(f"unknown step kind {type(s).__name__}")
 
-    def _waits(self, block: ParallelStep, child: Step, exits: dict[str, set[str]]) -> set[str]:
-        """Exit nodes of the siblings ``child`` depends on (already built)."""
-        owner = {inner.id: c.id for c in block.parallel for inner in walk_steps([c])}
-        deps = {owner[r] for r in referenced_steps(child) if r in owner and owner[r] != child.id}
-        deps |= set(child.needs)
-        return set().union(*(exits[d] for d in deps if d in exits)) if deps else set()
 
-
-def plan_graph(plan: Plan) -> nx.DiGraph[str]:
-    """The plan's step DAG: node attributes ``kind``, ``label``, ``detail``; loop repeat edges have ``back``."""
+def plan_graph(plan: Plan) -> StepGraph:
+    """The plan's step graph (see the module docstring)."""
     b = _Builder()
     b.node("start", "io", "start", ", ".join(f"inputs.{n}" for n in plan.inputs) or "no inputs")
     ends = b.sequence(plan.steps, {"start"})
@@ -143,16 +179,12 @@ def plan_graph(plan: Plan) -> nx.DiGraph[str]:
     return b.g
 
 
-def _layout(g: nx.DiGraph[str]) -> dict[str, tuple[int, int]]:
+def _layout(g: StepGraph) -> dict[str, tuple[int, int]]:
     """(layer, position in layer) of every node."""
-    import networkx as nx  # deferred: a heavy import (tests/unit/test_import_cost.py)
-
-    dag: nx.DiGraph[str] = nx.DiGraph()
-    dag.add_nodes_from(g.nodes)
-    dag.add_edges_from((u, v) for u, v, d in g.edges(data=True) if not d.get("back"))
+    preds = g.forward_predecessors()
     layer: dict[str, int] = {}
-    for n in nx.topological_sort(dag):
-        layer[n] = max((layer[p] + 1 for p in dag.predecessors(n)), default=0)
+    for n in g.topological_order():
+        layer[n] = max((layer[p] + 1 for p in preds[n]), default=0)
     layers: dict[int, list[str]] = {}
     for n in g.nodes:  # insertion order = document order
         layers.setdefault(layer[n], []).append(n)
@@ -162,7 +194,7 @@ def _layout(g: nx.DiGraph[str]) -> dict[str, tuple[int, int]]:
         if depth > 0:
 
             def bary(n: str) -> float:
-                ps = [pos[p][1] for p in dag.predecessors(n) if p in pos]
+                ps = [pos[p][1] for p in preds[n] if p in pos]
                 return sum(ps) / len(ps) if ps else 0.0
 
             row.sort(key=bary)
@@ -171,12 +203,10 @@ def _layout(g: nx.DiGraph[str]) -> dict[str, tuple[int, int]]:
     return pos
 
 
-def render_svg(g: nx.DiGraph[str], *, title: str = "plan") -> str:
+def render_svg(g: StepGraph, *, title: str = "plan") -> str:
     """A standalone SVG picture of a ``plan_graph``."""
     pos = _layout(g)
-    widths = {
-        n: max(90, 7 * max(len(str(d["label"])), len(str(d["detail"]))) + 24) for n, d in g.nodes(data=True)
-    }
+    widths = {n: max(90, 7 * max(len(d.label), len(d.detail)) + 24) for n, d in g.nodes.items()}
     layers: dict[int, list[str]] = {}
     for n, (depth, _) in pos.items():
         layers.setdefault(depth, []).append(n)
@@ -200,9 +230,9 @@ def render_svg(g: nx.DiGraph[str], *, title: str = "plan") -> str:
         f'<rect x="0" y="0" width="{total_w:.0f}" height="{total_h:.0f}" fill="#ffffff"/>',
         f'<text x="{margin}" y="{margin + 6}" font-size="15" font-weight="bold" fill="#0f172a">{escape(title)}</text>',
     ]
-    for u, v, d in g.edges(data=True):
+    for (u, v), edge in g.edges.items():
         (x1, y1), (x2, y2) = centre[u], centre[v]
-        if d.get("back"):
+        if edge.back:
             xr = max(x1 + widths[u] / 2, x2 + widths[v] / 2) + 18
             out.append(
                 f'<path d="M {x1 + widths[u] / 2:.1f} {y1:.1f} C {xr:.1f} {y1:.1f}, {xr:.1f} {y2:.1f}, '
@@ -216,35 +246,35 @@ def render_svg(g: nx.DiGraph[str], *, title: str = "plan") -> str:
             f'<path d="M {x1:.1f} {sy:.1f} C {x1:.1f} {mid:.1f}, {x2:.1f} {mid:.1f}, {x2:.1f} {ty:.1f}" '
             'fill="none" stroke="#64748b" stroke-width="1.4" marker-end="url(#arrow)"/>'
         )
-        if d.get("label"):
+        if edge.label:
             lx, ly = x1 + (x2 - x1) * 0.3, sy + (ty - sy) * 0.3
             out.append(
                 f'<text x="{lx + 6:.1f}" y="{ly:.1f}" font-size="11" font-style="italic" fill="#be123c">'
-                f"{escape(str(d['label']))}</text>"
+                f"{escape(edge.label)}</text>"
             )
-    for n, d in g.nodes(data=True):
+    for n, box in g.nodes.items():
         cx, cy = centre[n]
         w = widths[n]
-        kind = str(d["kind"])
+        kind = box.kind
         radius = 20 if kind in ("io", "join") else 8
-        out.append(f'<g class="step {escape(kind)}"><title>{escape(n)}: {escape(str(d["detail"]))}</title>')
+        out.append(f'<g class="step {escape(kind)}"><title>{escape(n)}: {escape(box.detail)}</title>')
         out.append(
             f'<rect x="{cx - w / 2:.1f}" y="{cy - box_h / 2:.1f}" width="{w:.1f}" height="{box_h}" rx="{radius}" '
-            f'fill="{_COLORS.get(kind, "#ffffff")}" stroke="#334155" stroke-width="1.2"/>'
+            f'fill="{_COLORS[kind]}" stroke="#334155" stroke-width="1.2"/>'
         )
-        if d["detail"]:
+        if box.detail:
             out.append(
                 f'<text x="{cx:.1f}" y="{cy - 4:.1f}" text-anchor="middle" font-size="13" font-weight="bold" '
-                f'fill="#0f172a">{escape(str(d["label"]))}</text>'
+                f'fill="#0f172a">{escape(box.label)}</text>'
             )
             out.append(
                 f'<text x="{cx:.1f}" y="{cy + 13:.1f}" text-anchor="middle" font-size="11" fill="#475569">'
-                f"{escape(str(d['detail']))}</text>"
+                f"{escape(box.detail)}</text>"
             )
         else:
             out.append(
                 f'<text x="{cx:.1f}" y="{cy + 4:.1f}" text-anchor="middle" font-size="12" fill="#334155">'
-                f"{escape(str(d['label']))}</text>"
+                f"{escape(box.label)}</text>"
             )
         out.append("</g>")
     out.append("</svg>")
