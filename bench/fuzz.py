@@ -10,7 +10,7 @@ crafted cases, each measured per case:
 - ``executor_chains``: deep dependency chains in the executor: a chain whose first (or middle) task fails (every
   later task must be skipped, no ``RecursionError``), tasks that reference later tasks (forward references; the
   incremental cycle check's visited-task count and the add time), both mixed with a shared backward reference;
-  baseline in the same run: the previous cycle check (a networkx ``find_cycle`` from each added task).
+  baseline in the same run: the previous cycle check (a depth-first search for a cycle from each added task).
 
     python bench/fuzz.py [--examples N] [--quick] [--json PATH] [--only NAME ...] [--seed N]
 
@@ -21,7 +21,6 @@ repeated runs with min-max; the 1-minute load average is printed and recorded, s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import importlib.util
 import json
@@ -276,20 +275,34 @@ def _execute(tasks: list[Any], registry: Any) -> dict[str, Any]:
 
 
 def _old_cycle_checks(tasks: list[Any]) -> float:
-    """The previous executor's cycle check (networkx find_cycle from every added task): seconds for the stream."""
-    import networkx as nx
-
-    graph: Any = nx.DiGraph()
+    """The previous executor's cycle check, a depth-first search for a cycle from every added task through all
+    it reaches (what networkx's ``find_cycle(graph, source=task)`` did): seconds for the stream."""
+    succ: dict[int, list[int]] = {}
     t0 = time.perf_counter()
     for task in tasks:
-        graph.add_node(task.id)
+        succ.setdefault(task.id, [])
         for dep in task.deps:
-            graph.add_edge(dep, task.id)
-        if graph.out_degree(task.id) == 0:
-            continue
-        with contextlib.suppress(nx.NetworkXNoCycle):
-            nx.find_cycle(graph, source=task.id)
+            succ.setdefault(dep, []).append(task.id)
+        if succ[task.id]:
+            _reaches_a_cycle(succ, task.id)
     return time.perf_counter() - t0
+
+
+def _reaches_a_cycle(succ: dict[int, list[int]], source: int) -> bool:
+    on_path = {source: True}  # False once every successor of the node is searched
+    stack = [(source, iter(succ[source]))]
+    while stack:
+        node, rest = stack[-1]
+        nxt = next(rest, None)
+        if nxt is None:
+            on_path[node] = False
+            stack.pop()
+        elif on_path.get(nxt):
+            return True
+        elif nxt not in on_path:
+            on_path[nxt] = True
+            stack.append((nxt, iter(succ[nxt])))
+    return False
 
 
 def run_executor_chains(quick: bool, seed: int) -> dict[str, Any]:

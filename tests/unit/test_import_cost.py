@@ -12,7 +12,7 @@ import pytest
 
 import agentflow
 
-HEAVY = ("networkx", "numpy", "jsonschema", "yaml", "opentelemetry.sdk", "mcp")
+HEAVY = ("numpy", "jsonschema", "yaml", "opentelemetry.sdk", "mcp")
 """Libraries only some features need; each costs tens to hundreds of milliseconds to import."""
 
 
