@@ -4,7 +4,7 @@
     agentflow run --goal "..." [--dry-run]                            let the meta-agent write (and run) a plan
     agentflow resume RUN [--answer JSON]                              continue a run (Ctrl-C'd, crashed, failed, waiting)
     agentflow validate PLAN...                                        check plans
-    agentflow graph PLAN -o FILE.svg|.png                             picture of the step DAG
+    agentflow graph PLAN [-o FILE.svg]                                picture of the step DAG (SVG)
     agentflow report RUN -o FILE.html                                 HTML report of a run
     agentflow schema                                                  JSON Schema of the plan format
 
@@ -23,10 +23,7 @@ import argparse
 import importlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -509,60 +506,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _svg_to_png(svg: str, target: Path) -> None:
-    """Screenshot the SVG with headless Chromium (no network, no downloads)."""
-    import re
-
-    browser = _find_chromium()
-    if browser is None:
-        raise ConfigError(
-            "PNG output needs a headless Chromium on PATH (Debian: apt-get install chromium); "
-            "write an .svg file instead"
-        )
-    size = re.search(r'width="(\d+)" height="(\d+)"', svg)
-    width, height = (int(size.group(1)), int(size.group(2))) if size else (1200, 800)
-    with tempfile.TemporaryDirectory() as tmp:
-        page = Path(tmp) / "graph.html"
-        page.write_text(
-            f"<!DOCTYPE html><html><head><style>body{{margin:0}}</style></head><body>{svg}</body></html>",
-            encoding="utf-8",
-        )
-        cmd = [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp}/profile",
-            f"--screenshot={target.resolve()}",
-            f"--window-size={width},{height}",
-            page.as_uri(),
-        ]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise ConfigError(
-                f"headless Chromium could not render the PNG ({exc}); write an .svg file instead"
-            ) from exc
-    if not target.is_file():
-        raise ConfigError("headless Chromium wrote no PNG; write an .svg file instead")
-
-
 def _cmd_graph(args: argparse.Namespace) -> int:
     from agentflow.plans import load_plan, plan_graph, render_svg
 
+    wanted = Path(args.output) if args.output not in (None, "-") else None
+    if wanted is not None and wanted.suffix.lower() != ".svg":
+        svg_path = str(wanted.with_suffix(".svg")) if wanted.name else "dag.svg"
+        return _fail(
+            f"-o {args.output!r}: agentflow graph writes SVG only; write {svg_path!r} and convert it "
+            f"if you need another format (e.g. rsvg-convert -o {args.output} {svg_path}, "
+            "or open it in a browser)"
+        )
     try:
         # Drawing sends nothing: the plan's engine and telemetry destinations are not used here.
         loaded = load_plan(
@@ -572,22 +526,15 @@ def _cmd_graph(args: argparse.Namespace) -> int:
             allow_mcp=_allow_mcp(args),
         )
         svg = render_svg(plan_graph(loaded.plan), title=loaded.name)
-        if args.output in (None, "-"):
+        if wanted is None:
             print(svg, end="")
             return 0
-        target = Path(args.output)
-        suffix = target.suffix.lower()
-        if suffix == ".svg":
-            target.write_text(svg, encoding="utf-8")
-        elif suffix == ".png":
-            _svg_to_png(svg, target)
-        else:
-            return _fail(f"-o {args.output!r}: the picture must be a .svg or .png file")
+        wanted.write_text(svg, encoding="utf-8")
     except UserError as exc:
         return _fail(_error_text(exc))
     except OSError as exc:
         return _fail(f"cannot write {args.output!r}: {exc.strerror}")
-    _err_console().print(f"wrote {_escape(str(target))}", markup=True)
+    _err_console().print(f"wrote {_escape(str(wanted))}", markup=True)
     return 0
 
 
@@ -931,10 +878,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
 
     graph = sub.add_parser(
-        "graph", help="draw a plan's step DAG", description="Draw a plan's step DAG as SVG or PNG."
+        "graph", help="draw a plan's step DAG", description="Draw a plan's step DAG as SVG."
     )
     graph.add_argument("plan", metavar="PLAN")
-    graph.add_argument("-o", "--output", help="FILE.svg or FILE.png (default: SVG on stdout)")
+    graph.add_argument("-o", "--output", help="FILE.svg (default: SVG on stdout)")
     _add_allow_tool(graph)
     graph.set_defaults(func=_cmd_graph)
 

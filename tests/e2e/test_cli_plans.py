@@ -1,7 +1,7 @@
 """The CLI as a user runs it (a subprocess), on the real embedded engine.
 
 Every example plan validates and runs; ``agentflow schema`` validates every example plan with the
-``jsonschema`` package; ``graph`` writes a valid SVG; ``report`` writes HTML that loads in headless
+``jsonschema`` package; ``graph`` writes a valid SVG (and refuses PNG); ``report`` writes HTML that loads in headless
 Chromium with no console errors (a screenshot is kept in the test's tmp dir); the meta-agent writes a
 plan that validates and runs.
 """
@@ -71,6 +71,14 @@ def test_every_example_plan_runs_on_the_embedded_engine(path: Path, tmp_path: Pa
     assert set(payload["outputs"]) == set(declared or {"result": None})
     assert payload["usage"]["llm_calls"] >= 1
     assert payload["journal"] == str(tmp_path / "j.db") and Path(payload["journal"]).is_file()
+
+
+def test_graph_refuses_png_and_says_how_to_convert_the_svg(tmp_path: Path) -> None:
+    proc = agentflow("graph", str(ROOT / "examples" / "topic_digest.yaml"), "-o", "digest.png", cwd=tmp_path)
+    assert proc.returncode == 2
+    err = " ".join(proc.stderr.split())
+    assert "writes SVG only" in err and "rsvg-convert -o digest.png digest.svg" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_graph_writes_a_valid_svg(tmp_path: Path) -> None:

@@ -179,9 +179,15 @@ def test_graph_writes_svg(tmp_path: Path) -> None:
     assert ET.fromstring(out.read_text(encoding="utf-8")).tag == "{http://www.w3.org/2000/svg}svg"
 
 
-def test_graph_rejects_other_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["graph", DIGEST, "-o", str(tmp_path / "g.gif")]) == 2
-    assert ".svg or .png" in capsys.readouterr().err
+@pytest.mark.parametrize("name", ["g.png", "g.gif", "g"])
+def test_graph_rejects_formats_other_than_svg_naming_the_conversion(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["graph", DIGEST, "-o", str(tmp_path / name)]) == 2
+    err = "".join(capsys.readouterr().err.split())  # the console may wrap long lines
+    svg = tmp_path / "g.svg"
+    assert f"writesSVGonly;write'{svg}'" in err and f"rsvg-convert-o{tmp_path / name}{svg}" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_report_writes_html_for_the_latest_journaled_run(
