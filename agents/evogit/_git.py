@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import anyio
 
-from agentflow.dsl import Backoff, Retrier
+from agentflow.dsl import Backoff, Retrier, RetryNotice
 from agentflow.errors import ConfigError, RuntimeFailure
 
 __all__ = ["EvoGitError", "GitRepo", "GitResult"]
@@ -101,14 +101,18 @@ class GitRepo:
     Args:
         path: The working tree (main checkout or a linked worktree).
         attempts: How many times a command failing on lock contention is tried.
+        on_retry: Called before each retry of a command that met a lock (logs, tests).
 
     Raises:
         ConfigError: ``path`` is not inside a git working tree.
     """
 
-    def __init__(self, path: Path | str, *, attempts: int = 60) -> None:
+    def __init__(
+        self, path: Path | str, *, attempts: int = 60, on_retry: Callable[[RetryNotice], None] | None = None
+    ) -> None:
         self.path = Path(path).resolve()
         self._attempts = attempts
+        self._on_retry = on_retry
         probe = self.run_blocking("rev-parse", "--git-common-dir", "--show-toplevel", check=False)
         if probe.status != 0:
             raise ConfigError(
@@ -128,7 +132,9 @@ class GitRepo:
 
     async def at(self, path: Path | str) -> GitRepo:
         """A ``GitRepo`` for another working tree of the same repository (e.g. an agent's worktree)."""
-        return await anyio.to_thread.run_sync(partial(GitRepo, path, attempts=self._attempts))
+        return await anyio.to_thread.run_sync(
+            partial(GitRepo, path, attempts=self._attempts, on_retry=self._on_retry)
+        )
 
     def run_blocking(
         self,
@@ -193,7 +199,7 @@ class GitRepo:
                 raise _Contended(result)
             return result
 
-        retrier = Retrier(attempts=self._attempts, backoff=_CONTENTION_BACKOFF)
+        retrier = Retrier(attempts=self._attempts, backoff=_CONTENTION_BACKOFF, on_retry=self._on_retry)
         try:
             result = await retrier.call(attempt)
         except _Contended as contended:
