@@ -53,16 +53,16 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ConfigError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+        if not self.max_retry_after >= 0:
+            raise ConfigError(f"RetryPolicy.max_retry_after must be >= 0 seconds, got {self.max_retry_after}")
+        try:
+            self.schedule  # noqa: B018 - the DSL Backoff checks the delay fields
+        except ConfigError:
             raise ConfigError(
-                "RetryPolicy delays must be >= 0, got "
-                f"initial_delay={self.initial_delay}, max_delay={self.max_delay}, "
-                f"max_retry_after={self.max_retry_after}"
-            )
-        if self.multiplier < 1:
-            raise ConfigError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier}")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigError(f"RetryPolicy.jitter must be within [0, 1], got {self.jitter}")
+                f"RetryPolicy(initial_delay={self.initial_delay}, multiplier={self.multiplier}, "
+                f"max_delay={self.max_delay}, jitter={self.jitter}) is invalid: need initial_delay >= 0, "
+                "multiplier >= 1, max_delay >= 0 and 0 <= jitter <= 1"
+            ) from None
 
     @property
     def schedule(self) -> Backoff:

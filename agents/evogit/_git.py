@@ -143,17 +143,8 @@ class GitRepo:
         env: Mapping[str, str] | None = None,
         ok_codes: Sequence[int] = (0,),
     ) -> GitResult:
-        """Run ``git <args>`` once in this working tree (no retries); blocks the thread.
-
-        Args:
-            *args: The git arguments.
-            check: Raise ``EvoGitError`` on an exit code not in ``ok_codes``.
-            env: Extra environment variables.
-            ok_codes: Exit codes that count as success.
-
-        Returns:
-            The command's ``GitResult``.
-        """
+        """Run ``git <args>`` once in this working tree, without retries, blocking the thread (the arguments
+        are ``run``'s); returns the command's ``GitResult``."""
         environment = {**os.environ, **env} if env else None
         try:
             done = subprocess.run(
