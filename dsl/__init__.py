@@ -11,7 +11,7 @@ The DSL depends on nothing else in agentflow.
 from __future__ import annotations
 
 from ._context import Context
-from ._control import Backoff, RateLimiter, branch, loop, rate_limit, recover, retry, timeout, when
+from ._control import RateLimiter, TokenBucket, branch, loop, rate_limit, recover, retry, timeout, when
 from ._do import current_scope, flow, step
 from ._errors import (
     AgentflowError,
@@ -74,6 +74,7 @@ from ._journal import StepJournal
 from ._merge import Append, Max, MergeRule, Min, Reducer, Replace, Union, merge_states
 from ._outcome import Err, Ok, Outcome, State, Trace
 from ._parallel import gather, par, race
+from ._retry import Backoff, Retrier, RetryNotice, StopReason
 
 __all__ = [
     "EVENT_FORMAT",
@@ -103,6 +104,8 @@ __all__ = [
     "RateLimiter",
     "Reducer",
     "Replace",
+    "Retrier",
+    "RetryNotice",
     "RetryScheduled",
     "RunJournaled",
     "RuntimeFailure",
@@ -116,7 +119,9 @@ __all__ = [
     "StepScope",
     "StepStarted",
     "StepTimeout",
+    "StopReason",
     "TimedOut",
+    "TokenBucket",
     "TokenDelta",
     "ToolCall",
     "ToolStatus",

@@ -1,12 +1,12 @@
-"""Control combinators: ``retry``, ``timeout``, ``recover``, ``when``/``branch``, ``loop``, ``rate_limit``."""
+"""Control combinators: ``retry``, ``timeout``, ``recover``, ``when``/``branch``, ``loop``, ``rate_limit``.
+
+``retry`` runs on the one retry loop of agentflow (``Retrier`` and ``Backoff`` in ``_retry``)."""
 
 from __future__ import annotations
 
 import math
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import anyio
@@ -15,6 +15,7 @@ from ._errors import AgentflowError, ConfigError, LoopLimitError, RuntimeFailure
 from ._events import RetryScheduled, TimedOut
 from ._flow import Env, Flow, Res, error_from
 from ._outcome import Err, Ok, State
+from ._retry import Backoff, Retrier, RetryNotice
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -22,35 +23,6 @@ B = TypeVar("B")
 RetryOn: TypeAlias = (
     type[AgentflowError] | tuple[type[AgentflowError], ...] | Callable[[AgentflowError], bool] | None
 )
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff: attempt ``n`` (1-based) waits ``min(max, initial * factor**(n-1))``,
-    scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
-
-    >>> Backoff(initial=0.5, factor=2.0, jitter=0.0).delay(3)
-    2.0
-    """
-
-    initial: float = 0.1
-    factor: float = 2.0
-    max: float = 30.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.initial < 0 or self.factor < 1 or self.max < 0 or not 0 <= self.jitter <= 1:
-            raise ConfigError(
-                f"invalid Backoff({self.initial}, {self.factor}, {self.max}, {self.jitter}): need initial >= 0, "
-                "factor >= 1, max >= 0, 0 <= jitter <= 1"
-            )
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait after failed attempt number ``attempt``."""
-        base = min(self.max, self.initial * self.factor ** max(0, attempt - 1))
-        if self.jitter:
-            base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, base)
 
 
 def _matches(on: RetryOn, error: AgentflowError) -> bool:
@@ -85,29 +57,30 @@ def retry(
     if isinstance(backoff, int | float) and backoff < 0:
         raise ConfigError(f"retry backoff must be >= 0 seconds, got {backoff}")
 
+    def matches(error: BaseException) -> bool:
+        return isinstance(error, AgentflowError) and _matches(on, error)
+
     async def leaf(env: Env, state: State) -> Res:
-        res: Res = Err(AgentflowError("retry made no attempt"), state)
-        for attempt in range(1, attempts + 1):
-            res = await inner._exec(env.fresh(), state)
-            if isinstance(res, Ok):
-                return res
-            assert isinstance(res, Err)
-            if attempt == attempts or not _matches(on, res.error):
-                return res
-            wait = backoff.delay(attempt) if isinstance(backoff, Backoff) else float(backoff)
+        def report(notice: RetryNotice) -> None:
             env.emit(
                 RetryScheduled(
                     path=env.path,
                     time=time.time(),
-                    attempt=attempt,
-                    wait_s=wait,
-                    error_type=type(res.error).__name__,
-                    error=str(res.error),
+                    attempt=notice.attempt,
+                    wait_s=notice.delay_s,
+                    error_type=type(notice.error).__name__,
+                    error=str(notice.error),
                 )
             )
-            if wait > 0:
-                await anyio.sleep(wait)
-        return res
+
+        retrier = Retrier(attempts=attempts, backoff=backoff, retryable=matches, on_retry=report)
+        while True:
+            res = await inner._exec(env.fresh(), state)
+            if isinstance(res, Ok):
+                return res
+            assert isinstance(res, Err)
+            if await retrier.failed(res.error) is not None:
+                return res
 
     return Flow(leaf)
 
@@ -242,35 +215,137 @@ def loop(
     return Flow(leaf)
 
 
+class TokenBucket:
+    """A token bucket refilled at ``rate`` tokens per ``per`` seconds, holding at most ``burst`` (default
+    ``rate``, one period's worth); it starts full. The one token bucket of agentflow: ``RateLimiter`` waits
+    on it, the scheduler's ``rpm``/``tpm`` admission limits are two of them.
+
+    "No capacity" is a return value: ``try_take(n)`` returns ``0.0`` when it took ``n`` and otherwise the
+    seconds until ``n`` will be available (``inf`` when ``n`` exceeds ``burst``), so callers know when to
+    look again.
+
+    Args:
+        rate: Tokens added per ``per`` seconds (> 0).
+        per: The period of ``rate`` in seconds (> 0): ``per=60`` makes ``rate`` a per-minute limit.
+        burst: Bucket size (> 0).
+        clock: Monotonic time source (a fake in tests).
+
+    Example:
+        >>> bucket = TokenBucket(60, per=60.0, burst=1, clock=lambda: 0.0)
+        >>> bucket.try_take(1), bucket.try_take(1)
+        (0.0, 1.0)
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        per: float = 1.0,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not (rate > 0 and math.isfinite(rate)) or not (per > 0 and math.isfinite(per)):
+            raise ConfigError(
+                f"a rate limit needs a positive, finite rate per {per:g} s, got rate={rate}; "
+                "e.g. TokenBucket(10, per=1.0) for 10 per second"
+            )
+        capacity = float(rate if burst is None else burst)
+        if not (capacity > 0 and math.isfinite(capacity)):
+            raise ConfigError(f"a rate limit burst must be a positive, finite number of tokens, got {burst}")
+        self._rate = float(rate)
+        self._per = float(per)
+        self._capacity = capacity
+        self._clock = clock
+        # Tokens available as of _stamp; refilled lazily on every call.
+        self._level = capacity
+        self._stamp = clock()
+
+    @property
+    def rate(self) -> float:
+        """Tokens added per ``per`` seconds."""
+        return self._rate
+
+    @property
+    def per(self) -> float:
+        """The period of ``rate``, in seconds."""
+        return self._per
+
+    @property
+    def capacity(self) -> float:
+        """The most the bucket holds (``burst``); a single take larger than this never succeeds."""
+        return self._capacity
+
+    def level(self) -> float:
+        """Tokens available now."""
+        self._refill()
+        return self._level
+
+    def try_take(self, n: float) -> float:
+        """Take ``n`` tokens if available; return ``0.0`` if taken, else seconds until they will be."""
+        self._refill()
+        if n <= self._level:
+            self._level -= n
+            return 0.0
+        if n > self._capacity:
+            return math.inf
+        return (n - self._level) * self._per / self._rate
+
+    def give_back(self, n: float) -> None:
+        """Return unused tokens (e.g. the part of a ``max_tokens`` estimate that was not generated)."""
+        self._refill()
+        self._level = min(self._capacity, self._level + n)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate / self._per)
+        self._stamp = now
+
+
 class RateLimiter:
-    """A token bucket shared by the flows it limits: at most ``rate`` starts per ``per`` seconds,
-    with bursts up to ``burst`` (default ``rate``).
+    """A ``TokenBucket`` shared by the flows it limits: at most ``rate`` starts per ``per`` seconds, with
+    bursts up to ``burst`` (default ``rate``). Waiters are served in arrival order.
 
     >>> RateLimiter(rate=10, per=1.0).rate
     10.0
     """
 
-    def __init__(self, rate: float, per: float = 1.0, burst: float | None = None) -> None:
-        if rate <= 0 or per <= 0:
-            raise ConfigError(f"RateLimiter needs rate > 0 and per > 0, got rate={rate}, per={per}")
-        self.rate = float(rate)
-        self.per = float(per)
-        self.burst = float(burst if burst is not None else rate)
-        self._tokens = self.burst  # lifetime: the limiter's; refilled lazily on acquire
-        self._last = time.monotonic()  # lifetime: the limiter's; time of the last refill
+    def __init__(
+        self,
+        rate: float,
+        per: float = 1.0,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if burst is not None and burst < 1:
+            raise ConfigError(f"RateLimiter burst must be >= 1 (one start), got {burst}")
+        self.bucket = TokenBucket(
+            rate, per, burst=burst if burst is not None else max(1.0, rate), clock=clock
+        )
+        self._sleep = sleep
         self._lock = anyio.Lock()  # serializes waiters so they are served in arrival order
+
+    @property
+    def rate(self) -> float:
+        """Starts allowed per ``per`` seconds."""
+        return self.bucket.rate
+
+    @property
+    def per(self) -> float:
+        """The period of ``rate``, in seconds."""
+        return self.bucket.per
+
+    @property
+    def burst(self) -> float:
+        """The most starts allowed at once."""
+        return self.bucket.capacity
 
     async def acquire(self) -> None:
         """Wait until one start is allowed."""
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate / self.per)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await anyio.sleep((1 - self._tokens) * self.per / self.rate)
+            while (wait := self.bucket.try_take(1)) > 0:
+                await self._sleep(wait)
 
 
 def rate_limit(limiter: RateLimiter, inner: Flow[A]) -> Flow[A]:

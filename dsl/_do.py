@@ -29,7 +29,7 @@ from ._flow import Env, Flow, Res, error_from, named
 from ._outcome import Err, Ok, State
 
 if TYPE_CHECKING:
-    from ._control import Backoff
+    from ._retry import Backoff
 
 A = TypeVar("A")
 P = ParamSpec("P")

@@ -21,7 +21,8 @@ from ._events import Event, Log, StepEnded, StepReplayed, StepStarted
 from ._outcome import Err, Ok, State
 
 if TYPE_CHECKING:
-    from ._control import Backoff, RetryOn
+    from ._control import RetryOn
+    from ._retry import Backoff
 
 A = TypeVar("A")
 B = TypeVar("B")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import re
 import typing
 import weakref
@@ -28,6 +29,7 @@ import anyio.lowlevel
 from pydantic import ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
+from agentflow.dsl import Backoff, Retrier
 from agentflow.errors import ConfigError, StepTimeout, ToolError
 
 from ._budget import current_step_budget
@@ -563,19 +565,20 @@ class Tool:
                 self._name, "has no implementation; pass fn= to Tool.from_spec or Tool.with_options"
             )
         limiter = self._limiter()
-        attempts = self._retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                if limiter is None:
-                    return await self._attempt(values)
-                async with limiter:
-                    return await self._attempt(values)
-            except (ToolError, StepTimeout):
-                if attempt == attempts:
-                    raise
-            if self._retry_backoff > 0:
-                await anyio.sleep(self._retry_backoff * 2 ** (attempt - 1))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def attempt(_: int) -> object:
+            if limiter is None:
+                return await self._attempt(values)
+            async with limiter:
+                return await self._attempt(values)
+
+        retrier = Retrier(
+            attempts=self._retries + 1,
+            # retry_backoff seconds before the first retry, doubled for each further one.
+            backoff=Backoff(initial=self._retry_backoff, factor=2.0, max=math.inf, jitter=0.0),
+            retryable=lambda error: isinstance(error, (ToolError, StepTimeout)),
+        )
+        return await retrier.call(attempt)
 
     async def _attempt(self, values: dict[str, object]) -> object:
         result: object = None

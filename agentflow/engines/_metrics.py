@@ -1,10 +1,9 @@
 """A reader of Prometheus text exposition (``/metrics``) and vLLM's prefix-cache counters.
 
-``parse_prometheus_text`` parses the text format 0.0.4 that ``prometheus_client`` writes (and vLLM
-serves): ``# HELP`` / ``# TYPE`` lines, samples with escaped label values, ``+Inf``/``-Inf``/``NaN``
-values and optional timestamps. Samples are grouped into families: ``name_total``/``name_created``
-belong to counter ``name``; ``name_bucket``/``name_sum``/``name_count`` to histogram or summary
-``name``.
+``parse_prometheus_text`` reads the text format 0.0.4 that ``prometheus_client`` writes (and vLLM
+serves) with ``prometheus_client``'s own parser, and hands out its families as typed values:
+``name_total`` samples belong to counter ``name``; ``name_bucket``/``name_sum``/``name_count`` to
+histogram or summary ``name``. A malformed line is an ``EngineRequestError`` naming it.
 
 ``VLLMMetrics.from_text`` picks vLLM's engine-side cache numbers out of a scrape, summing over
 label sets (several engines, several models); ``VLLMMetrics.delta(before, after)`` turns two
@@ -37,9 +36,11 @@ capacity, and whether prefix caching is on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TextIO, cast
+
+from prometheus_client.parser import text_fd_to_metric_families
 
 from agentflow.errors import EngineRequestError
 
@@ -61,15 +62,8 @@ _TYPES: Mapping[str, MetricType] = {
     "gauge": "gauge",
     "histogram": "histogram",
     "summary": "summary",
-    "untyped": "untyped",
 }
-_SUFFIXES: Mapping[str, tuple[str, ...]] = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("_sum", "_count", "_created"),
-    "gauge": (),
-    "untyped": (),
-}
+"""prometheus_client's family types as ours; the rest (``unknown``, OpenMetrics-only kinds) read as ``untyped``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,171 +109,68 @@ class PrometheusText:
         return math.fsum(matching) if matching else None
 
 
-class _Cursor:
-    """A position in one line of exposition text, for the label parser."""
+class _NumberedLines:
+    """The lines of a scrape, split at ``\\n`` only (label values may hold other line breaks), counted as read."""
 
-    def __init__(self, text: str, lineno: int) -> None:
-        self.text = text
-        self.pos = 0
-        self.lineno = lineno
+    def __init__(self, text: str) -> None:
+        self._lines = text.split("\n")
+        self.lineno = 0  # lifetime: one parse; the 1-based line the parser read last (0: none yet)
 
-    def error(self, message: str) -> EngineRequestError:
-        return EngineRequestError(
-            f"cannot parse Prometheus metrics line {self.lineno} ({self.text!r}): {message}; "
-            "is the URL a Prometheus text endpoint such as <server>/metrics?"
-        )
+    def __iter__(self) -> Iterator[str]:
+        for line in self._lines:
+            self.lineno += 1  # read by the caller when the parser raises
+            yield line
 
-    def skip_spaces(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t":
-            self.pos += 1
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def expect(self, char: str) -> None:
-        if self.peek() != char:
-            raise self.error(f"expected {char!r} at column {self.pos + 1}")
-        self.pos += 1
-
-    def name(self) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] in "_:"):
-            self.pos += 1
-        if start == self.pos or self.text[start].isdigit():
-            raise self.error(f"expected a metric or label name at column {start + 1}")
-        return self.text[start : self.pos]
-
-    def quoted(self) -> str:
-        self.expect('"')
-        out: list[str] = []
-        while True:
-            if self.pos >= len(self.text):
-                raise self.error("unterminated label value")
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == '"':
-                return "".join(out)
-            if char == "\\":
-                if self.pos >= len(self.text):
-                    raise self.error("dangling backslash in label value")
-                escaped = self.text[self.pos]
-                self.pos += 1
-                out.append({"n": "\n", "\\": "\\", '"': '"'}.get(escaped, "\\" + escaped))
-            else:
-                out.append(char)
-
-    def labels(self) -> dict[str, str]:
-        labels: dict[str, str] = {}
-        if self.peek() != "{":
-            return labels
-        self.pos += 1
-        while True:
-            self.skip_spaces()
-            if self.peek() == "}":
-                self.pos += 1
-                return labels
-            key = self.name()
-            self.skip_spaces()
-            self.expect("=")
-            self.skip_spaces()
-            labels[key] = self.quoted()
-            self.skip_spaces()
-            if self.peek() == ",":
-                self.pos += 1
-            elif self.peek() != "}":
-                raise self.error(f"expected ',' or '}}' at column {self.pos + 1}")
-
-
-def _parse_value(text: str, cursor: _Cursor) -> float:
-    lowered = text.lower()
-    if lowered in ("+inf", "inf"):
-        return math.inf
-    if lowered == "-inf":
-        return -math.inf
-    if lowered == "nan":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise cursor.error(f"bad sample value {text!r}") from exc
-
-
-def _parse_sample(line: str, lineno: int) -> Sample:
-    cursor = _Cursor(line, lineno)
-    name = cursor.name()
-    labels = cursor.labels()
-    rest = line[cursor.pos :].split()
-    if not rest or len(rest) > 2:
-        raise cursor.error("expected a value and an optional timestamp after the name")
-    value = _parse_value(rest[0], cursor)
-    timestamp: int | None = None
-    if len(rest) == 2:
-        try:
-            timestamp = int(rest[1])
-        except ValueError as exc:
-            raise cursor.error(f"bad timestamp {rest[1]!r}") from exc
-    return Sample(name, labels, value, timestamp)
-
-
-def _family_of(sample_name: str, types: Mapping[str, MetricType]) -> str:
-    if sample_name in types:
-        return sample_name
-    for family_type in ("counter", "histogram", "summary"):
-        for suffix in _SUFFIXES[family_type]:
-            if sample_name.endswith(suffix):
-                base = sample_name[: -len(suffix)]
-                if types.get(base) == family_type:
-                    return base
-    return sample_name
+    def last(self) -> str:
+        """The line read last (the bad one when the parser raised)."""
+        return self._lines[self.lineno - 1] if self.lineno else ""
 
 
 def parse_prometheus_text(text: str) -> PrometheusText:
-    """Parse Prometheus text exposition format 0.0.4 into metric families.
+    """Parse Prometheus text exposition format 0.0.4 into metric families (with ``prometheus_client.parser``).
 
     Args:
         text: The body of a ``/metrics`` response.
 
     Returns:
-        The families by name. A sample without a ``# TYPE`` line forms an ``untyped`` family.
+        The families by name, in the order they first appeared. Names follow ``prometheus_client``: a
+        counter's family drops the ``_total`` of its samples (``vllm:prompt_tokens`` holds the samples named
+        ``vllm:prompt_tokens_total``); a sample outside any declared family forms an ``untyped`` one.
 
     Raises:
         EngineRequestError: A line is not valid exposition text (the message names the line).
     """
+    lines = _NumberedLines(text)
+    order: list[str] = []
     types: dict[str, MetricType] = {}
     helps: dict[str, str] = {}
     samples: dict[str, list[Sample]] = {}
-    order: list[str] = []
-    # Lines end in "\n" only: label values may hold other line-breaking characters.
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip(" \t\r")
-        if not line:
-            continue
-        if line.startswith("#"):
-            parts = line[1:].split(None, 3)
-            if len(parts) >= 3 and parts[0] in ("HELP", "TYPE"):
-                keyword, name = parts[0], parts[1]
-                rest = " ".join(parts[2:])
-                if keyword == "TYPE":
-                    kind = _TYPES.get(rest.strip())
-                    if kind is None:
-                        raise _Cursor(raw, lineno).error(f"unknown metric type {rest.strip()!r}")
-                    types[name] = kind
-                else:
-                    helps[name] = rest.replace("\\n", "\n").replace("\\\\", "\\")
-                if name not in samples:
-                    samples[name] = []
-                    order.append(name)
-            continue
-        sample = _parse_sample(line, lineno)
-        family = _family_of(sample.name, types)
-        if family not in samples:
-            samples[family] = []
-            order.append(family)
-        samples[family].append(sample)
-    families = {
-        name: MetricFamily(name, types.get(name, "untyped"), helps.get(name, ""), tuple(samples[name]))
-        for name in order
-    }
+    try:
+        # The parser only iterates its file argument, so it reads the counted lines directly.
+        for metric in text_fd_to_metric_families(cast(TextIO, lines)):
+            if metric.name not in samples:
+                order.append(metric.name)
+                samples[metric.name] = []
+                types[metric.name] = _TYPES.get(metric.type, "untyped")
+                helps[metric.name] = metric.documentation
+            samples[metric.name].extend(
+                Sample(
+                    s.name,
+                    s.labels,
+                    float(s.value),
+                    None if s.timestamp is None else round(float(s.timestamp) * 1000),
+                )
+                for s in metric.samples
+            )
+    except (ValueError, IndexError, TypeError) as exc:
+        # prometheus_client reports a bad line as ValueError (with or without a message); the line is ours.
+        bad = lines.last()
+        detail = f": {exc}" if str(exc) else ""
+        raise EngineRequestError(
+            f"cannot parse Prometheus metrics line {lines.lineno} ({bad[:200]!r}){detail}; "
+            "is the URL a Prometheus text endpoint such as <server>/metrics?"
+        ) from exc
+    families = {name: MetricFamily(name, types[name], helps[name], tuple(samples[name])) for name in order}
     return PrometheusText(families)
 
 

@@ -80,6 +80,7 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentflow.dsl import Retrier, RetryNotice
 from agentflow.engines._metrics import PrometheusText, VLLMCacheConfig, VLLMMetrics, parse_prometheus_text
 from agentflow.engines._retry import RETRYABLE_STATUS, RetryEvent, RetryPolicy, parse_retry_after
 from agentflow.engines._testing import render_messages
@@ -150,6 +151,36 @@ _RETRYABLE_TRANSPORT = (
     httpx.RemoteProtocolError,
     _DeadlineError,
 )
+
+
+class _RetryableStatus(Exception):
+    """A reply with a status worth retrying (429, 5xx...); raised by an attempt, never out of the engine."""
+
+    def __init__(self, reply: _Reply, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {reply.status_code}")
+        self.reply = reply
+        self.retry_after = retry_after
+
+
+_RETRYABLE = (*_RETRYABLE_TRANSPORT, _RetryableStatus)
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, _RETRYABLE)
+
+
+def _retry_after(error: BaseException) -> float | None:
+    return error.retry_after if isinstance(error, _RetryableStatus) else None
+
+
+def _reason(error: BaseException) -> str:
+    """What failed, for logs and ``RetryEvent.reason``: ``HTTP 503`` or the transport error's class name."""
+    return str(error) if isinstance(error, _RetryableStatus) else type(error).__name__
+
+
+def _cause(error: BaseException) -> BaseException | None:
+    """The ``__cause__`` for retries that stopped on ``error``: a transport error, never our status marker."""
+    return None if isinstance(error, _RetryableStatus) else error
 
 
 def _snippet(text: str) -> str:
@@ -797,9 +828,8 @@ class OpenAIEngine:
         state = _StreamState()
         async with self._get_limiter():
             started = time.monotonic()
-            attempt = 0
+            retrier = self._retrier(url)
             while True:
-                attempt += 1
                 state = _StreamState()
                 # Invariant: cancel scopes for the deadline wrap single awaits, never a `yield`.
                 deadline = time.monotonic() + self._timeout
@@ -809,10 +839,7 @@ class OpenAIEngine:
                         response = await self._before(deadline, opening)
                         if response.status_code != 200:
                             reply = await self._before(deadline, self._read_reply(response, url))
-                            retry_after = self._check_status(reply, url, attempt)
-                            reason = f"HTTP {reply.status_code}"
-                            await self._backoff(url, attempt, reason, retry_after, None, reply.text)
-                            continue
+                            raise self._status_error(reply, url, retrier.attempt)
                         events = await stack.enter_async_context(
                             contextlib.aclosing(self._events(response, url, state, deadline))
                         )
@@ -834,14 +861,17 @@ class OpenAIEngine:
                                 state.first_token = state.first_token or time.monotonic()
                                 state.yielded += 1
                                 yield Chunk(text=text)
-                except _RETRYABLE_TRANSPORT as exc:
+                except _RETRYABLE as exc:
                     if state.yielded:
                         raise EngineRequestError(
                             f"POST {url}: the stream broke after {state.yielded} chunks "
                             f"({type(exc).__name__}: {exc}); the chunks already received are valid, "
                             "the rest of the answer is lost; retry the request"
                         ) from exc
-                    await self._backoff(url, attempt, type(exc).__name__, None, exc)
+                    # The attempt yields inside it, so it cannot be a function for Retrier.call; the retrier
+                    # still makes every decision (retryable, wait, cap) and does the sleep.
+                    if await retrier.failed(exc, retry_after=_retry_after(exc)) is not None:
+                        raise self._gave_up(url, retrier, exc) from _cause(exc)
                     continue
                 except httpx.HTTPError as exc:
                     raise EngineRequestError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
@@ -1170,11 +1200,11 @@ class OpenAIEngine:
             message = parsed.error if isinstance(parsed.error, str) else parsed.error.message
             raise EngineRequestError(f"POST {url}: the server reported an error: {_snippet(message)}")
 
-    def _check_status(self, response: _Reply, url: str, attempt: int) -> float | None:
-        """Raise for a non-retryable status; return ``Retry-After`` seconds for a retryable one."""
+    def _status_error(self, response: _Reply, url: str, attempt: int) -> Exception:
+        """The error of a failed reply: ``_RetryableStatus`` (with its ``Retry-After``) or ``EngineRequestError``."""
         status = response.status_code
         if status in RETRYABLE_STATUS or status >= 500:
-            return parse_retry_after(response.headers.get("retry-after"))
+            return _RetryableStatus(response, parse_retry_after(response.headers.get("retry-after")))
         snippet = _snippet(response.text)
         hint = ""
         if status in (401, 403):
@@ -1191,52 +1221,54 @@ class OpenAIEngine:
                 "; the server refused a request field (vLLM's v0 engine refused `priority` unless started "
                 "with --scheduling-policy priority; newer vLLM accepts and ignores it)"
             )
-        raise EngineRequestError(
+        return EngineRequestError(
             f"{response.method} {url} was rejected with HTTP {status} "
             f"({response.reason_phrase}) on attempt {attempt}: {snippet!r}{hint}"
         )
 
-    async def _backoff(
-        self,
-        url: str,
-        attempt: int,
-        reason: str,
-        retry_after: float | None,
-        exc: BaseException | None,
-        body: str = "",
-    ) -> None:
-        """Sleep before the next try, or raise when the retry budget is spent."""
-        delay = self._retry.delay(attempt, retry_after, self._rng)
-        if delay is None:
-            error_cls: type[EngineError] = EngineUnavailableError if exc is not None else EngineRequestError
-            if (
-                retry_after is not None
-                and retry_after > self._retry.max_retry_after
-                and attempt < self._retry.attempts
-            ):
-                detail = (
-                    f"the server asked to retry after {retry_after:g} s, more than "
-                    f"max_retry_after={self._retry.max_retry_after:g} s"
-                )
-            elif isinstance(exc, _DeadlineError):
-                detail = f"last error: {exc}"
-            elif exc is not None:
-                detail = f"last error {reason}: {exc}; is the server running at {self._root}?"
-            else:
-                said = f" {_snippet(body)!r}" if body else ""
-                detail = f"last error {reason}{said}; the server is overloaded or failing, check its logs"
-            error = error_cls(
-                f"{url} failed after {attempt} attempt{'s' if attempt != 1 else ''} ({detail}); "
-                f"allow more with retry=RetryPolicy(attempts=...)"
+    def _retrier(self, url: str) -> Retrier:
+        """The retry loop of one request to ``url``: the engine's policy, jitter source and ``on_retry``."""
+
+        def report(notice: RetryNotice) -> None:
+            reason = _reason(notice.error)
+            logger.warning(
+                "%s: attempt %d failed (%s); retrying in %.2f s", url, notice.attempt, reason, notice.delay_s
             )
-            if exc is not None:
-                raise error from exc
-            raise error
-        event = RetryEvent(url=url, attempt=attempt, delay_s=delay, reason=reason, retry_after=retry_after)
-        logger.warning("%s: attempt %d failed (%s); retrying in %.2f s", url, attempt, reason, delay)
-        if self._on_retry is not None:
-            self._on_retry(event)
-        await anyio.sleep(delay)
+            if self._on_retry is not None:
+                self._on_retry(
+                    RetryEvent(
+                        url=url,
+                        attempt=notice.attempt,
+                        delay_s=notice.delay_s,
+                        reason=reason,
+                        retry_after=notice.retry_after,
+                    )
+                )
+
+        return self._retry.retrier(retryable=_is_retryable, on_retry=report, rng=self._rng)
+
+    def _gave_up(self, url: str, retrier: Retrier, exc: BaseException) -> EngineError:
+        """The error for a request whose retries stopped on ``exc`` (a retryable failure)."""
+        attempt = retrier.attempt
+        if retrier.stopped == "retry_after" and isinstance(exc, _RetryableStatus):
+            detail = (
+                f"the server asked to retry after {exc.retry_after:g} s, more than "
+                f"max_retry_after={self._retry.max_retry_after:g} s"
+            )
+        elif isinstance(exc, _DeadlineError):
+            detail = f"last error: {exc}"
+        elif isinstance(exc, _RetryableStatus):
+            said = f" {_snippet(exc.reply.text)!r}" if exc.reply.text else ""
+            detail = f"last error {exc}{said}; the server is overloaded or failing, check its logs"
+        else:
+            detail = f"last error {type(exc).__name__}: {exc}; is the server running at {self._root}?"
+        error_cls: type[EngineError] = (
+            EngineRequestError if isinstance(exc, _RetryableStatus) else EngineUnavailableError
+        )
+        return error_cls(
+            f"{url} failed after {attempt} attempt{'s' if attempt != 1 else ''} ({detail}); "
+            f"allow more with retry=RetryPolicy(attempts=...)"
+        )
 
     async def _fetch(self, method: str, url: str, body: Mapping[str, object] | None) -> _Reply:
         async with self._client.stream(method, url, json=body) as response:
@@ -1246,20 +1278,21 @@ class OpenAIEngine:
         self, method: str, url: str, body: Mapping[str, object] | None, *, missing_ok: bool = False
     ) -> _Reply:
         """Send with retries; return the 200 response (or a 404/405 one when ``missing_ok``)."""
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt(number: int) -> _Reply:
             deadline = time.monotonic() + self._timeout
             try:
                 response = await self._before(deadline, self._fetch(method, url, body))
-            except _RETRYABLE_TRANSPORT as exc:
-                await self._backoff(url, attempt, type(exc).__name__, None, exc)
-                continue
             except httpx.HTTPError as exc:
+                if isinstance(exc, _RETRYABLE_TRANSPORT):
+                    raise
                 raise EngineRequestError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 200 or (missing_ok and response.status_code in (404, 405)):
                 return response
-            retry_after = self._check_status(response, url, attempt)
-            await self._backoff(
-                url, attempt, f"HTTP {response.status_code}", retry_after, None, response.text
-            )
+            raise self._status_error(response, url, number)
+
+        retrier = self._retrier(url)
+        try:
+            return await retrier.call(attempt, retry_after=_retry_after)
+        except _RETRYABLE as exc:
+            raise self._gave_up(url, retrier, exc) from _cause(exc)

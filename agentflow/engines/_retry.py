@@ -1,11 +1,11 @@
 """Retry policy for HTTP engines: jittered exponential backoff that honours ``Retry-After``.
 
-The policy is a frozen value with pure methods, so the delay arithmetic is tested without a clock;
-the engine that owns the HTTP client does the sleeping.
+The policy is a frozen value naming an engine's retry settings; the arithmetic and the loop are the DSL's
+(``Backoff``, ``Retrier``), shared with every other retry in agentflow:
 
     attempt:   1      2        3            4
     base:      d      d*m      d*m^2        d*m^3     (capped at max_delay)
-    delay:     base * (1 - jitter) + uniform(0, base * jitter)
+    delay:     base * uniform(1 - jitter, 1 + jitter)
     Retry-After: when the server sends one, the delay is exactly what it asks for
                  (a request for more than ``max_retry_after`` ends the retries at once).
 """
@@ -13,10 +13,14 @@ the engine that owns the HTTP client does the sleeping.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import anyio
+
+from agentflow.dsl import Backoff, Retrier, RetryNotice
 from agentflow.errors import ConfigError
 
 __all__ = ["RetryEvent", "RetryPolicy", "parse_retry_after"]
@@ -34,7 +38,7 @@ class RetryPolicy:
         initial_delay: Backoff base in seconds before the second try.
         multiplier: Growth factor of the base per further try.
         max_delay: Upper bound of a computed backoff, in seconds.
-        jitter: Fraction of each delay that is randomized (0 = none, 1 = full jitter).
+        jitter: Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]`` (0 = none).
         max_retry_after: The longest ``Retry-After`` the engine will honour; a server asking for
             more ends the retries with an error naming the requested wait.
     """
@@ -49,37 +53,53 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ConfigError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+        if not self.max_retry_after >= 0:
+            raise ConfigError(f"RetryPolicy.max_retry_after must be >= 0 seconds, got {self.max_retry_after}")
+        try:
+            self.schedule  # noqa: B018 - the DSL Backoff checks the delay fields
+        except ConfigError:
             raise ConfigError(
-                "RetryPolicy delays must be >= 0, got "
-                f"initial_delay={self.initial_delay}, max_delay={self.max_delay}, "
-                f"max_retry_after={self.max_retry_after}"
-            )
-        if self.multiplier < 1:
-            raise ConfigError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier}")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigError(f"RetryPolicy.jitter must be within [0, 1], got {self.jitter}")
+                f"RetryPolicy(initial_delay={self.initial_delay}, multiplier={self.multiplier}, "
+                f"max_delay={self.max_delay}, jitter={self.jitter}) is invalid: need initial_delay >= 0, "
+                "multiplier >= 1, max_delay >= 0 and 0 <= jitter <= 1"
+            ) from None
+
+    @property
+    def schedule(self) -> Backoff:
+        """The backoff between tries (when the server sends no ``Retry-After``)."""
+        return Backoff(
+            initial=self.initial_delay, factor=self.multiplier, max=self.max_delay, jitter=self.jitter
+        )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """The jittered delay after failed try number ``attempt`` (1-based), without Retry-After."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempt - 1))
-        return base * (1 - self.jitter) + rng.uniform(0, base * self.jitter)
+        return self.schedule.delay(attempt, rng)
 
-    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float | None:
-        """The delay before the next try, or ``None`` when the policy says to stop.
+    def retrier(
+        self,
+        *,
+        retryable: Callable[[BaseException], bool],
+        on_retry: Callable[[RetryNotice], None] | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> Retrier:
+        """The retry loop of one request under this policy.
 
         Args:
-            attempt: The 1-based number of the try that just failed.
-            retry_after: Seconds the server asked to wait (``Retry-After``), if it sent any.
-            rng: Source of jitter (seeded in tests).
+            retryable: Which failures to retry (transport errors, retryable statuses).
+            on_retry: Called before each retry's sleep.
+            rng: Source of jitter (seeded for reproducible runs).
+            sleep: How to wait (a fake in tests).
         """
-        if attempt >= self.attempts:
-            return None
-        if retry_after is not None:
-            if retry_after > self.max_retry_after:
-                return None
-            return max(0.0, retry_after)
-        return self.backoff(attempt, rng)
+        return Retrier(
+            attempts=self.attempts,
+            backoff=self.schedule,
+            retryable=retryable,
+            max_retry_after=self.max_retry_after,
+            on_retry=on_retry,
+            rng=rng,
+            sleep=sleep,
+        )
 
 
 @dataclass(frozen=True, slots=True)

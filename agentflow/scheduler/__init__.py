@@ -11,7 +11,6 @@ cache-budget limits, pins and pre-warms prefixes of agents paused on tools, and 
 
 from __future__ import annotations
 
-from ._admission import TokenBucket
 from ._blocks import BlockLRU, BlockStats
 from ._kv_events import KVEventStats, KVEventSubscriber
 from ._layout import PromptLayout, canonical_json
@@ -39,7 +38,6 @@ __all__ = [
     "RequestMetrics",
     "Scheduler",
     "SchedulerMetrics",
-    "TokenBucket",
     "WorkflowMetrics",
     "canonical_json",
     "common_prefix_len",

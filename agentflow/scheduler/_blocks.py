@@ -104,8 +104,12 @@ class BlockLRU:
         self._refs: dict[int, int] = {}
         # Cached blocks with no reference, least recently used first: the eviction order.
         self._free: OrderedDict[int, None] = OrderedDict()
-        # Pinned (chain seed, *tokens) -> expiry, and its heap with stale entries skipped on pop.
-        self._pins = PinTable()
+        # Pinned (chain seed, *tokens) -> expiry; a pin references its chain's blocks until unpinned or expired.
+        self._pins = PinTable(
+            clock=clock,
+            hold=lambda key: self._hold(self._chain(key[0], key[1:])),
+            unhold=lambda key: self._unhold(self._chain(key[0], key[1:])),
+        )
         # In-flight acquisitions, (chain seed, *tokens) -> count: what holds references until release().
         self._acquired: Counter[tuple[int, ...]] = Counter()
         # Watched key -> (chain hashes, matched blocks, (seed, *tokens)); index of keys by each hash they need.
@@ -233,36 +237,26 @@ class BlockLRU:
 
     def pin(self, tokens: Sequence[int], ttl_s: float, *, namespace: str | None = None) -> None:
         """Keep the full blocks of ``tokens`` for ``ttl_s`` seconds (re-pinning extends the deadline)."""
-        if ttl_s <= 0:
-            raise ConfigError(f"pin ttl_s must be > 0 seconds, got {ttl_s}; use unpin() to release early")
         self.expire_pins()
-        key = (_seed(namespace), *tokens)
-        expiry = self._clock() + ttl_s
-        if key not in self._pins:
-            self._hold(self._chain(key[0], key[1:]))
-        self._pins.set(key, expiry)
+        self._pins.pin((_seed(namespace), *tokens), ttl_s)
         self._evict_to_capacity()
         self._flush()
 
     def unpin(self, tokens: Sequence[int], *, namespace: str | None = None) -> bool:
         """Release a pin early; ``False`` if ``tokens`` was not pinned."""
-        key = (_seed(namespace), *tokens)
-        if not self._pins.remove(key):
+        if not self._pins.unpin((_seed(namespace), *tokens)):
             return False
-        self._unhold(self._chain(key[0], key[1:]))
         self._evict_to_capacity()
         self._flush()
         return True
 
     def expire_pins(self) -> int:
         """Release pins whose TTL has passed; returns how many."""
-        expired = self._pins.pop_expired(self._clock())
-        for key in expired:
-            self._unhold(self._chain(key[0], key[1:]))
+        expired = self._pins.expire()
         if expired:
             self._evict_to_capacity()
             self._flush()
-        return len(expired)
+        return expired
 
     # ------------------------------------------------------------------ watches
 

@@ -135,7 +135,7 @@ class RadixTree:
         # Tokens on edges with lock_ref > 0 (the working set that cannot be evicted).
         self._locked = 0
         # Pinned sequences -> expiry; an entry lives until unpin or expiry (checked lazily by expire_pins).
-        self._pins = PinTable()
+        self._pins = PinTable(clock=clock, hold=self._hold_pin, unhold=self.release)
         # Watched key -> its current match; lives from watch() to unwatch().
         self._watches: dict[Hashable, _Watch] = {}
         # Keys whose match may have changed during the current operation; flushed at its end.
@@ -296,25 +296,21 @@ class RadixTree:
         holds is pinned (the model cannot keep what the engine dropped).
         """
         _unsalted(namespace)
-        if ttl_s <= 0:
-            raise ConfigError(f"pin ttl_s must be > 0 seconds, got {ttl_s}; use unpin() to release early")
         self.expire_pins()
         seq = tuple(tokens)
         if self._mirror:
             seq = seq[: self._walk(seq)[0]]
-        if not seq:
-            return
-        expiry = self._clock() + ttl_s
-        if seq not in self._pins:
-            if self._mirror:
-                self._lock_path(seq, +1)
-            else:
-                end, _, _ = self._insert_path(seq, lock=True)
-                end.ends += 1
-        self._pins.set(seq, expiry)
+        self._pins.pin(seq, ttl_s)
         if not self._mirror:
             self._evict_to_budget()
         self._flush()
+
+    def _hold_pin(self, seq: tuple[int, ...]) -> None:
+        if self._mirror:
+            self._lock_path(seq, +1)
+        else:
+            end, _, _ = self._insert_path(seq, lock=True)
+            end.ends += 1
 
     def unpin(self, tokens: Sequence[int], *, namespace: str | None = None) -> bool:
         """Release a pin early; ``False`` if ``tokens`` was not pinned."""
@@ -322,17 +318,11 @@ class RadixTree:
         seq = tuple(tokens)
         if self._mirror:
             seq = next((p for p in self._pins if p == seq[: len(p)] and len(p) <= len(seq)), seq)
-        if not self._pins.remove(seq):
-            return False
-        self.release(seq)
-        return True
+        return self._pins.unpin(seq)
 
     def expire_pins(self) -> int:
         """Release pins whose TTL has passed; returns how many. Mutating calls do this first."""
-        expired = self._pins.pop_expired(self._clock())
-        for seq in expired:
-            self.release(seq)
-        return len(expired)
+        return self._pins.expire()
 
     def evict(self, n_tokens: int) -> list[Eviction]:
         """Evict least-recently-used unlocked leaves until at least ``n_tokens`` are freed or none is left."""

@@ -48,6 +48,7 @@ from typing import Literal, Protocol
 
 import anyio
 
+from agentflow.dsl import TokenBucket
 from agentflow.engines._protocols import (
     CacheEvent,
     CacheEventSource,
@@ -70,7 +71,6 @@ from agentflow.engines._types import (
 from agentflow.engines._wrapper import WrapperEngine
 from agentflow.errors import ConfigError, SchedulerError
 
-from ._admission import TokenBucket
 from ._blocks import BlockLRU
 from ._metrics import RequestMetrics, SchedulerMetrics, WorkflowMetrics, pte
 from ._policy import Policy, QueuedRequest, make_policy
@@ -328,8 +328,14 @@ class Scheduler(WrapperEngine):
         self._max_concurrency = concurrency
         # Whether max_concurrency follows the engine's slots (re-read once the engine knows them).
         self._slots_from_engine = max_concurrency is None
-        self._rpm = None if rpm is None else TokenBucket(rpm, clock=clock)
-        self._tpm = None if tpm is None else TokenBucket(tpm, clock=clock)
+        for name, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and not (limit > 0 and math.isfinite(limit)):
+                raise ConfigError(
+                    f"Scheduler {name} must be a positive number per minute or None, got {limit}"
+                )
+        # Admission limits: one minute's worth of burst, refilled continuously; live as long as the scheduler.
+        self._rpm = None if rpm is None else TokenBucket(rpm, per=60.0, clock=clock)
+        self._tpm = None if tpm is None else TokenBucket(tpm, per=60.0, clock=clock)
         self._budget = cache_budget_tokens
         self._pin_ttl = pin_ttl_s
         self._gamma = gamma

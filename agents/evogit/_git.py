@@ -4,7 +4,7 @@ Every git operation EvoGit performs goes through ``GitRepo``. Commands run in a 
 (``anyio.to_thread.run_sync``) as ``git`` subprocesses; failures are translated to
 ``EvoGitError`` here and nowhere else. Several agents, in one process or in many, share one
 repository, so a command that failed because another writer held a lock (``index.lock``, a ref
-lock, ``packed-refs.lock``) is retried with jittered backoff.
+lock, ``packed-refs.lock``) is retried with jittered backoff (the DSL's ``Retrier``).
 
 Every command runs with automatic gc and maintenance disabled (a background ``gc --auto`` would
 pack refs under the feet of concurrent writers), hooks disabled (the user's hooks are not ours to
@@ -14,16 +14,15 @@ run in a tight loop) and a fixed fallback identity.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import anyio
 
+from agentflow.dsl import Backoff, Retrier, RetryNotice
 from agentflow.errors import ConfigError, RuntimeFailure
 
 __all__ = ["EvoGitError", "GitRepo", "GitResult"]
@@ -79,6 +78,18 @@ class GitResult:
     stderr: str
 
 
+_CONTENTION_BACKOFF = Backoff(initial=0.015, factor=1.6, max=0.5, jitter=0.5)
+"""Waits between tries of a command that met another writer's lock: short, growing, jittered apart."""
+
+
+class _Contended(Exception):
+    """A git command failed because another writer held a lock (retryable); carries its result."""
+
+    def __init__(self, result: GitResult) -> None:
+        super().__init__(result.stderr.strip())
+        self.result = result
+
+
 def _is_contention(stderr: str) -> bool:
     low = stderr.lower()
     return any(m in low for m in _CONTENTION_MARKERS)
@@ -90,14 +101,18 @@ class GitRepo:
     Args:
         path: The working tree (main checkout or a linked worktree).
         attempts: How many times a command failing on lock contention is tried.
+        on_retry: Called before each retry of a command that met a lock (logs, tests).
 
     Raises:
         ConfigError: ``path`` is not inside a git working tree.
     """
 
-    def __init__(self, path: Path | str, *, attempts: int = 60) -> None:
+    def __init__(
+        self, path: Path | str, *, attempts: int = 60, on_retry: Callable[[RetryNotice], None] | None = None
+    ) -> None:
         self.path = Path(path).resolve()
         self._attempts = attempts
+        self._on_retry = on_retry
         probe = self.run_blocking("rev-parse", "--git-common-dir", "--show-toplevel", check=False)
         if probe.status != 0:
             raise ConfigError(
@@ -117,7 +132,9 @@ class GitRepo:
 
     async def at(self, path: Path | str) -> GitRepo:
         """A ``GitRepo`` for another working tree of the same repository (e.g. an agent's worktree)."""
-        return await anyio.to_thread.run_sync(partial(GitRepo, path, attempts=self._attempts))
+        return await anyio.to_thread.run_sync(
+            partial(GitRepo, path, attempts=self._attempts, on_retry=self._on_retry)
+        )
 
     def run_blocking(
         self,
@@ -125,43 +142,24 @@ class GitRepo:
         check: bool = True,
         env: Mapping[str, str] | None = None,
         ok_codes: Sequence[int] = (0,),
-        retry: bool = True,
     ) -> GitResult:
-        """Run ``git <args>`` in this working tree, retrying on lock contention; blocks the thread.
-
-        Args:
-            *args: The git arguments.
-            check: Raise ``EvoGitError`` on an exit code not in ``ok_codes``.
-            env: Extra environment variables.
-            ok_codes: Exit codes that count as success.
-            retry: Retry when stderr shows lock contention.
-
-        Returns:
-            The command's ``GitResult``.
-        """
-        command = ["git", *_BASE_CONFIG, *args]
-        delay = 0.01
-        result = GitResult(0, "", "")
+        """Run ``git <args>`` once in this working tree, without retries, blocking the thread (the arguments
+        are ``run``'s); returns the command's ``GitResult``."""
         environment = {**os.environ, **env} if env else None
-        for attempt in range(self._attempts):
-            try:
-                done = subprocess.run(
-                    command, cwd=self.path, env=environment, capture_output=True, text=True, errors="replace"
-                )
-            except OSError as exc:
-                raise ConfigError(f"cannot run git ({exc.strerror}); install git and put it on PATH") from exc
-            result = GitResult(done.returncode, done.stdout.rstrip("\n"), done.stderr)
-            if result.status in ok_codes:
-                return result
-            if not (retry and _is_contention(result.stderr)) or attempt == self._attempts - 1:
-                break
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 1.6, 0.5)
-        if check:
-            raise EvoGitError(
-                f"git {' '.join(args)} failed in {self.path} with exit code {result.status}: "
-                f"{result.stderr.strip()[:800]}"
+        try:
+            done = subprocess.run(
+                ["git", *_BASE_CONFIG, *args],
+                cwd=self.path,
+                env=environment,
+                capture_output=True,
+                text=True,
+                errors="replace",
             )
+        except OSError as exc:
+            raise ConfigError(f"cannot run git ({exc.strerror}); install git and put it on PATH") from exc
+        result = GitResult(done.returncode, done.stdout.rstrip("\n"), done.stderr)
+        if check and result.status not in ok_codes:
+            raise self._failure(args, result)
         return result
 
     async def run(
@@ -172,9 +170,40 @@ class GitRepo:
         ok_codes: Sequence[int] = (0,),
         retry: bool = True,
     ) -> GitResult:
-        """``run_blocking`` in a worker thread."""
-        call = partial(self.run_blocking, *args, check=check, env=env, ok_codes=ok_codes, retry=retry)
-        return await anyio.to_thread.run_sync(call)
+        """Run ``git <args>`` in a worker thread, retrying (with ``Retrier``) while it fails on lock contention.
+
+        Args:
+            *args: The git arguments.
+            check: Raise ``EvoGitError`` on an exit code not in ``ok_codes``.
+            env: Extra environment variables.
+            ok_codes: Exit codes that count as success.
+            retry: Retry when stderr shows lock contention.
+
+        Returns:
+            The command's ``GitResult`` (the last attempt's).
+        """
+        once = partial(self.run_blocking, *args, check=False, env=env, ok_codes=ok_codes)
+
+        async def attempt(_: int) -> GitResult:
+            result = await anyio.to_thread.run_sync(once)
+            if result.status not in ok_codes and retry and _is_contention(result.stderr):
+                raise _Contended(result)
+            return result
+
+        retrier = Retrier(attempts=self._attempts, backoff=_CONTENTION_BACKOFF, on_retry=self._on_retry)
+        try:
+            result = await retrier.call(attempt)
+        except _Contended as contended:
+            result = contended.result
+        if check and result.status not in ok_codes:
+            raise self._failure(args, result)
+        return result
+
+    def _failure(self, args: Sequence[str], result: GitResult) -> EvoGitError:
+        return EvoGitError(
+            f"git {' '.join(args)} failed in {self.path} with exit code {result.status}: "
+            f"{result.stderr.strip()[:800]}"
+        )
 
     async def out(self, *args: str) -> str:
         """The stdout of a command that must succeed."""

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentflow.dsl import Backoff
 from agentflow.engines._retry import RetryPolicy, parse_retry_after
 from agentflow.errors import ConfigError
 
@@ -20,26 +21,44 @@ def test_backoff_doubles_without_jitter_when_jitter_is_zero() -> None:
 
 
 @given(attempt=st.integers(1, 30), seed=st.integers(0, 2**32), jitter=st.floats(0, 1))
-def test_backoff_stays_within_jitter_band_when_jittered(attempt: int, seed: int, jitter: float) -> None:
+def test_backoff_is_the_dsl_backoff_when_jittered(attempt: int, seed: int, jitter: float) -> None:
+    # One formula for every retry in agentflow: the policy's delays are the DSL Backoff's, draw for draw.
     policy = RetryPolicy(attempts=40, initial_delay=0.25, max_delay=8.0, jitter=jitter)
+    backoff = Backoff(initial=0.25, factor=2.0, max=8.0, jitter=jitter)
     base = min(8.0, 0.25 * 2.0 ** (attempt - 1))
     delay = policy.backoff(attempt, random.Random(seed))
-    assert base * (1 - jitter) - 1e-9 <= delay <= base + 1e-9
+    assert delay == backoff.delay(attempt, random.Random(seed))
+    assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
 
 
-def test_delay_is_none_when_attempts_are_spent() -> None:
+class _Busy(Exception):
+    pass
+
+
+async def _sleeps(policy: RetryPolicy, failures: list[float | None]) -> tuple[list[float], str | None]:
+    """Feed ``failures`` (each a Retry-After or None) to the policy's retrier; the sleeps and why it stopped."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    retrier = policy.retrier(retryable=lambda e: isinstance(e, _Busy), sleep=sleep)
+    for retry_after in failures:
+        if await retrier.failed(_Busy(), retry_after=retry_after) is not None:
+            break
+    return slept, retrier.stopped
+
+
+@pytest.mark.anyio
+async def test_retries_stop_when_attempts_are_spent() -> None:
     policy = RetryPolicy(attempts=3, jitter=0.0)
-    rng = random.Random(0)
-    assert policy.delay(1, None, rng) == 0.5
-    assert policy.delay(2, None, rng) == 1.0
-    assert policy.delay(3, None, rng) is None
+    assert await _sleeps(policy, [None, None, None]) == ([0.5, 1.0], "attempts")
 
 
-def test_delay_follows_retry_after_when_server_sends_it() -> None:
+@pytest.mark.anyio
+async def test_retries_follow_retry_after_when_server_sends_it() -> None:
     policy = RetryPolicy(attempts=3, initial_delay=10.0, max_retry_after=5.0)
-    rng = random.Random(0)
-    assert policy.delay(1, 0.25, rng) == 0.25
-    assert policy.delay(1, 7.0, rng) is None
+    assert await _sleeps(policy, [0.25, 7.0]) == ([0.25], "retry_after")
 
 
 @pytest.mark.parametrize(

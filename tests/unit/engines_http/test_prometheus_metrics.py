@@ -31,7 +31,7 @@ vllm:prompt_tokens_total{engine="0",model_name="m"} 300.0
 
 def test_families_group_counter_and_histogram_samples_when_parsing_vllm_sample() -> None:
     scrape = parse_prometheus_text(SAMPLE.read_text())
-    hits = scrape.families["vllm:prefix_cache_hits_total"]
+    hits = scrape.families["vllm:prefix_cache_hits"]  # a counter family is named without _total
     assert hits.type == "counter"
     assert hits.help == "Prefix cache hits, in terms of number of cached tokens."
     assert [s.value for s in hits.samples] == [9216.0, 2784.0]
@@ -144,14 +144,27 @@ def test_parser_handles_escapes_special_values_and_timestamps_when_present() -> 
 
 @pytest.mark.parametrize(
     "line",
-    ['bad{label="unterminated} 1', "name_only", 'm{l="v"} notanumber', 'm{="v"} 1', "m 1 2 3"],
+    ['bad{label="unterminated} 1', "name_only", 'm{l="v"} notanumber', 'm{="v"} 1', "m 1 notatime"],
 )
 def test_parser_raises_engine_request_error_naming_line_when_malformed(line: str) -> None:
     with pytest.raises(EngineRequestError, match="line 2"):
         parse_prometheus_text(f"ok_metric 1\n{line}\n")
 
 
+@given(text=st.text(alphabet=st.sampled_from('abm_:{}="\\, #\n\t01.+-eINTYPEHLfa'), max_size=80))
+def test_parser_returns_families_or_engine_request_error_when_text_is_arbitrary(text: str) -> None:
+    # A server's /metrics body is untrusted: whatever it holds, the caller gets families or our error.
+    try:
+        scrape = parse_prometheus_text(text)
+    except EngineRequestError as exc:
+        assert "cannot parse Prometheus metrics line" in str(exc)
+    else:
+        assert all(isinstance(s.value, float) for f in scrape.families.values() for s in f.samples)
+
+
 _names = st.from_regex(r"[a-z_:][a-z0-9_:]{0,15}", fullmatch=True)
+# Label names starting with "__" are reserved for Prometheus itself (the parser refuses them).
+_label_names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(lambda n: not n.startswith("__"))
 _label_values = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
 
 
@@ -161,7 +174,7 @@ def _escape(value: str) -> str:
 
 @given(
     name=_names,
-    labels=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), _label_values, max_size=4),
+    labels=st.dictionaries(_label_names, _label_values, max_size=4),
     value=st.floats(allow_nan=False, width=64),
 )
 def test_parser_round_trips_any_sample_when_written_in_exposition_format(

@@ -7,9 +7,10 @@ import math
 import pytest
 
 import agentflow.scheduler as scheduler_pkg
+from agentflow.dsl import TokenBucket
 from agentflow.engines import Message, RequestHints
 from agentflow.errors import ConfigError
-from agentflow.scheduler import PromptLayout, TokenBucket, canonical_json, gamma_from_shape, pte
+from agentflow.scheduler import PromptLayout, canonical_json, gamma_from_shape, pte
 
 
 def test_all_matches_public_names_and_is_sorted() -> None:
@@ -57,7 +58,7 @@ def test_canonical_json_is_order_independent() -> None:
 
 def test_token_bucket_returns_wait_instead_of_raising_when_empty() -> None:
     now = [0.0]
-    bucket = TokenBucket(120, burst=2, clock=lambda: now[0])  # 2 tokens per second
+    bucket = TokenBucket(120, per=60.0, burst=2, clock=lambda: now[0])  # 2 tokens per second
     assert bucket.try_take(2) == 0.0
     assert bucket.try_take(1) == pytest.approx(0.5)
     now[0] = 0.5
@@ -68,7 +69,7 @@ def test_token_bucket_returns_wait_instead_of_raising_when_empty() -> None:
 
 
 def test_token_bucket_rejects_bad_rates() -> None:
-    with pytest.raises(ConfigError, match="positive number per minute"):
+    with pytest.raises(ConfigError, match="positive, finite rate"):
         TokenBucket(0)
 
 
