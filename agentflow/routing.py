@@ -8,7 +8,7 @@ as a Ray actor holding an embedded engine (extra ``agentflow[ray]``). Replicas m
 
 from __future__ import annotations
 
-from agentflow._ray_engine import EngineFactory, RayEngine
+from agentflow.engines._ray import EngineFactory, RayEngine
 from agentflow._routing import PrefixRouter, ReplicaStats, RouteDecision, RouteReason, RoutingPolicy
 
 __all__ = [

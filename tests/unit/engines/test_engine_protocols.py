@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Callable
 import pytest
 from _engines import PinningEngine
 
-from agentflow._ray_engine import RayEngine
+from agentflow.engines._ray import RayEngine
 from agentflow._routing import PrefixRouter
 from agentflow.engines import (
     CacheEvent,
