@@ -29,6 +29,7 @@ from ._protocols import (
     SnapshotStored,
     Unsubscribe,
 )
+from ._ray import EngineFactory, RayEngine
 from ._replay import RecordingEngine, ReplayEngine, request_key
 from ._schema_example import example_from_schema
 from ._snapshots import (
@@ -84,6 +85,7 @@ __all__ = [
     "ChunkStream",
     "Completion",
     "Engine",
+    "EngineFactory",
     "EngineScheme",
     "EngineSpecParts",
     "FinishReason",
@@ -100,6 +102,7 @@ __all__ = [
     "Prefilling",
     "PrefixCacheKind",
     "PrefixPinning",
+    "RayEngine",
     "RecordingEngine",
     "ReplayEngine",
     "RequestHints",

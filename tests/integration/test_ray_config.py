@@ -9,7 +9,7 @@ import pytest
 from agentflow import ConfigError, Err, run
 from agentflow.engines import TestEngine
 from agentflow.executors import Task, TaskStatus, ToolRegistry, tool
-from agentflow.routing import RayEngine
+from agentflow.engines import RayEngine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -28,7 +28,7 @@ from agentflow.engines import (
     VLLMEngine,
     WrapperEngine,
 )
-from agentflow.routing import PrefixRouter
+from agentflow.scheduler import PrefixRouter
 from agentflow.scheduler import Scheduler
 
 

@@ -19,7 +19,6 @@ PACKAGES = [
     "agentflow.plans",
     "agentflow.agents.evogit",
     "agentflow.telemetry",
-    "agentflow.routing",
     "agentflow.secrets",
     "agentflow.mcp",
     "agentflow.network",

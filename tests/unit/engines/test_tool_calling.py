@@ -27,7 +27,7 @@ from agentflow.engines import (
     request_key,
 )
 from agentflow.errors import ConfigError, ToolError
-from agentflow.routing import PrefixRouter
+from agentflow.scheduler import PrefixRouter
 from agentflow.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio

@@ -57,7 +57,7 @@ from agentflow.engines import (
     simple_tokenize,
 )
 from agentflow.errors import ConfigError, UnsupportedFeatureError
-from agentflow.scheduler import RadixTree
+from ._radix import RadixTree
 
 __all__ = ["PrefixRouter", "ReplicaStats", "RouteDecision", "RouteReason", "RoutingPolicy"]
 
