@@ -11,13 +11,13 @@ recorded only with ``capture_content=True``, and secrets never. ``record_trace``
 
 from __future__ import annotations
 
-from agentflow._telemetry_config import (
+from ._config import (
     ExporterName,
     TracingConfig,
     configure_tracing,
     trace_outcome,
 )
-from agentflow._telemetry_spans import (
+from ._spans import (
     DEFAULT_AGENT_STEPS,
     REDACTED,
     SecretScrubber,
