@@ -52,7 +52,7 @@ __all__ = ["PROVIDERS", "build_parser", "main"]
 PROVIDERS: tuple[str, ...] = (
     "agentflow.agents.evogit._cli",
     "agentflow.memory._cli",
-    "agentflow.runtime._runs_cli",
+    "agentflow.runs._cli",
     "agentflow.mcp._cli",
 )
 """Modules that add sub-commands with ``register(subparsers)``; one that does not exist yet is skipped."""
@@ -233,7 +233,7 @@ async def _run_flow(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agentflow.runtime._runs_cli import LATEST
+    from agentflow.runs._cli import LATEST
 
     if args.goal is None and args.plan is None:
         return _fail("give a PLAN file to run, or --goal TEXT for the meta-agent to write one")
@@ -285,8 +285,8 @@ def _run_command(
     from agentflow.dsl import Err
     from agentflow.errors import EngineUnavailableError
     from agentflow.plans import PlanChoice, dump_plan, load_plan
+    from agentflow.runs._cli import default_journal, journal_option
     from agentflow.runtime import usage_of
-    from agentflow.runtime._runs_cli import default_journal, journal_option
 
     quiet = args.quiet or args.json or args.stream
     spec = DEFAULT_ENGINE
@@ -607,7 +607,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from agentflow.report import load_run, render_report
-    from agentflow.runtime._runs_cli import journal_of, load_journaled_run
+    from agentflow.runs._cli import journal_of, load_journaled_run
 
     try:
         record: SavedRun
@@ -639,9 +639,9 @@ _NO_ANSWER: object = object()
 
 async def _find_and_answer(journal: str, ref: str, answer: object, path: str | None) -> JournaledRun:
     """The run ``ref`` names, after recording ``answer`` for its waiting interrupt (if one is given)."""
+    from agentflow.runs._cli import find_run
     from agentflow.runtime._durable import open_journal
     from agentflow.runtime._run import store_answer
-    from agentflow.runtime._runs_cli import find_run
 
     store, owned = open_journal(journal, create=False)
     try:
@@ -655,8 +655,8 @@ async def _find_and_answer(journal: str, ref: str, answer: object, path: str | N
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    from agentflow.runs._cli import journal_of, parse_json_option
     from agentflow.runtime._durable import PLAN_PREFIX
-    from agentflow.runtime._runs_cli import journal_of, parse_json_option
 
     journal = journal_of(args)
     try:
@@ -717,7 +717,7 @@ def _resume_workflow(args: argparse.Namespace, record: JournaledRun, journal: st
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``resume`` share: engine, output, limits, journal, telemetry, allowlists."""
-    from agentflow.runtime._runs_cli import add_journal_arg
+    from agentflow.runs._cli import add_journal_arg
 
     run.add_argument(
         "--engine",
@@ -945,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run", metavar="RUN", help="a run id, 'latest', or a run file (.jsonl)")
     report.add_argument("-o", "--output", required=True, help="the HTML file to write")
-    from agentflow.runtime._runs_cli import add_journal_arg
+    from agentflow.runs._cli import add_journal_arg
 
     add_journal_arg(report)
     _add_removed(

@@ -57,6 +57,7 @@ from agentflow.engines import (
     simple_tokenize,
 )
 from agentflow.errors import ConfigError, UnsupportedFeatureError
+
 from ._radix import RadixTree
 
 __all__ = ["PrefixRouter", "ReplicaStats", "RouteDecision", "RouteReason", "RoutingPolicy"]

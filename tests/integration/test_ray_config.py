@@ -7,9 +7,8 @@ import functools
 import pytest
 
 from agentflow import ConfigError, Err, run
-from agentflow.engines import TestEngine
+from agentflow.engines import RayEngine, TestEngine
 from agentflow.executors import Task, TaskStatus, ToolRegistry, tool
-from agentflow.engines import RayEngine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -15,7 +15,7 @@ import yaml
 
 from agentflow import __version__, cli
 from agentflow.report import RunRecord
-from agentflow.runtime import load_journaled_run
+from agentflow.runs import load_journaled_run
 
 ROOT = Path(__file__).parents[3]
 DIGEST = str(ROOT / "examples" / "topic_digest.yaml")

@@ -23,8 +23,7 @@ from agentflow.engines import (
     TestEngine,
     WrapperEngine,
 )
-from agentflow.scheduler import PrefixRouter
-from agentflow.scheduler import RadixTree, Scheduler
+from agentflow.scheduler import PrefixRouter, RadixTree, Scheduler
 
 PACKAGE = Path(agentflow.__file__).parent
 SEAM = {

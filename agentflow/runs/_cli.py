@@ -50,10 +50,9 @@ from agentflow.dsl import (
     event_to_json,
 )
 from agentflow.errors import ConfigError
-
-from ._durable import open_journal, resolve_step
-from ._journal import Journal, RunRecord, RunStatus, StepRecord, TraceRecord
-from ._run_trace import trace_events
+from agentflow.runtime._durable import open_journal, resolve_step
+from agentflow.runtime._journal import Journal, RunRecord, RunStatus, StepRecord, TraceRecord
+from agentflow.runtime._run_trace import trace_events
 
 if TYPE_CHECKING:
     from agentflow.report import RunRecord as SavedRun
