@@ -233,7 +233,7 @@ async def _run_flow(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agentflow.runs._cli import LATEST
+    from agentflow.runs import LATEST
 
     if args.goal is None and args.plan is None:
         return _fail("give a PLAN file to run, or --goal TEXT for the meta-agent to write one")
@@ -285,7 +285,8 @@ def _run_command(
     from agentflow.dsl import Err
     from agentflow.errors import EngineUnavailableError
     from agentflow.plans import PlanChoice, dump_plan, load_plan
-    from agentflow.runs._cli import default_journal, journal_option
+    from agentflow.runs import default_journal
+    from agentflow.runs._cli import journal_option
     from agentflow.runtime import usage_of
 
     quiet = args.quiet or args.json or args.stream
@@ -607,7 +608,8 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from agentflow.report import load_run, render_report
-    from agentflow.runs._cli import journal_of, load_journaled_run
+    from agentflow.runs import load_journaled_run
+    from agentflow.runs._cli import journal_of
 
     try:
         record: SavedRun
@@ -639,7 +641,7 @@ _NO_ANSWER: object = object()
 
 async def _find_and_answer(journal: str, ref: str, answer: object, path: str | None) -> JournaledRun:
     """The run ``ref`` names, after recording ``answer`` for its waiting interrupt (if one is given)."""
-    from agentflow.runs._cli import find_run
+    from agentflow.runs import find_run
     from agentflow.runtime._durable import open_journal
     from agentflow.runtime._run import store_answer
 

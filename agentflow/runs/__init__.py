@@ -6,7 +6,7 @@ Every run is journaled (``agentflow.runtime``); these functions read and manage 
 
 from __future__ import annotations
 
-from ._cli import (
+from ._store import (
     DEFAULT_JOURNAL,
     JOURNAL_ENV,
     LATEST,

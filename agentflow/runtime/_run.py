@@ -349,7 +349,7 @@ async def resume(
         ConfigError: no such run, nothing waits for an answer, or the recorded workflow is not allowed
             or cannot be imported.
     """
-    from agentflow.runs._cli import find_run  # the run store's library imports this package
+    from agentflow.runs._store import find_run  # the run store's library imports this package
 
     store, owned = open_journal(journal, create=False)
     try:
