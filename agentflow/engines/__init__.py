@@ -41,7 +41,8 @@ from ._snapshots import (
     plan_reuse,
 )
 from ._spec import ENGINE_SPEC_FORMS, EngineScheme, EngineSpecParts, engine_from_spec, parse_engine_spec
-from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
+from ._testing import FunctionEngine, FunctionHandler, TestEngine
+from ._text import render_messages, simple_tokenize
 from ._types import (
     DEFAULT_BLOCK_SIZE,
     Capabilities,
