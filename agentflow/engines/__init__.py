@@ -10,11 +10,9 @@ Importing this package loads neither llama.cpp (the model loads on first use) no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from agentflow._lazy import lazy_attributes as _lazy_attributes
-
 from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
+from ._metrics import VLLMMetrics
+from ._openai import OpenAIEngine, SecretHandle, ServerKind, StructuredOutputMode
 from ._protocols import (
     CacheEvent,
     CacheEventSource,
@@ -31,6 +29,7 @@ from ._protocols import (
 )
 from ._ray import EngineFactory, RayEngine
 from ._replay import RecordingEngine, ReplayEngine, request_key
+from ._retry import RetryEvent, RetryPolicy
 from ._schema_example import example_from_schema
 from ._snapshots import (
     ReusePlan,
@@ -64,13 +63,8 @@ from ._types import (
     Usage,
     closing_stream,
 )
+from ._vllm import VLLMEngine
 from ._wrapper import WrapperEngine
-
-if TYPE_CHECKING:
-    from ._metrics import VLLMMetrics
-    from ._openai import OpenAIEngine, SecretHandle, ServerKind, StructuredOutputMode
-    from ._retry import RetryEvent, RetryPolicy
-    from ._vllm import VLLMEngine
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -139,18 +133,3 @@ __all__ = [
     "request_key",
     "simple_tokenize",
 ]
-
-# Public names whose modules import httpx or vllm: loaded on first attribute access.
-_LAZY: dict[str, str] = {
-    "OpenAIEngine": "._openai",
-    "RetryEvent": "._retry",
-    "RetryPolicy": "._retry",
-    "SecretHandle": "._openai",
-    "ServerKind": "._openai",
-    "StructuredOutputMode": "._openai",
-    "VLLMEngine": "._vllm",
-    "VLLMMetrics": "._metrics",
-}
-
-
-__getattr__, __dir__ = _lazy_attributes(__name__, globals(), _LAZY)

@@ -6,13 +6,12 @@ Every run is journaled (``agentflow.runtime``); these functions read and manage 
 
 from __future__ import annotations
 
+from agentflow._cli_options import DEFAULT_JOURNAL, JOURNAL_ENV, default_journal
+
 from ._store import (
-    DEFAULT_JOURNAL,
-    JOURNAL_ENV,
     LATEST,
     RunAttempt,
     RunDetail,
-    default_journal,
     find_run,
     gc_runs,
     list_runs,

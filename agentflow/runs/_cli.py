@@ -26,23 +26,20 @@ from typing import Any, assert_never
 import anyio
 from pydantic import JsonValue
 
+from agentflow._cli_options import add_journal_arg, journal_of, journal_option, parse_json_option
 from agentflow.dsl import AgentflowError, LLMCall, StepReplayed, ToolCall, event_to_json
-from agentflow.errors import ConfigError
 from agentflow.runtime._durable import resolve_step
 
 from ._store import (
-    DEFAULT_JOURNAL,
-    JOURNAL_ENV,
     RunAttempt,
     RunDetail,
-    default_journal,
     gc_runs,
     list_runs,
     load_journaled_run,
     show_run,
 )
 
-__all__ = ["add_journal_arg", "journal_of", "journal_option", "parse_json_option", "register"]
+__all__ = ["register"]
 
 
 # -- argparse -------------------------------------------------------------------------------------
@@ -105,26 +102,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     how.add_argument("--value", help="JSON result the step had (it took effect)")
     how.add_argument("--rerun", action="store_true", help="it did not take effect: allow one more attempt")
     p.set_defaults(func=_cmd_resolve)
-
-
-def add_journal_arg(p: argparse.ArgumentParser) -> None:
-    """``--journal`` as every run command takes it."""
-    p.add_argument(
-        "--journal",
-        default=None,
-        help=f"journal file or postgresql:// URL (default: ${JOURNAL_ENV} or {DEFAULT_JOURNAL})",
-    )
-
-
-def journal_of(args: argparse.Namespace) -> str:
-    """The journal a parsed command names (``--journal``, else the default)."""
-    given = getattr(args, "journal", None)
-    return given if isinstance(given, str) and given else default_journal()
-
-
-def journal_option(journal: str) -> str:
-    """`` --journal J`` for commands printed as hints, or ``""`` for the default journal."""
-    return "" if journal == default_journal() else f" --journal {journal}"
 
 
 def _fmt_time(t: float) -> str:
@@ -326,20 +303,6 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
         f"`agentflow resume {args.run_id}{journal_option(journal)}`"
     )
     return 0
-
-
-def parse_json_option(text: str, option: str) -> object:
-    """The JSON value of a command-line option.
-
-    Raises:
-        ConfigError: it is not JSON (the message names the option).
-    """
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{option} must be JSON (e.g. '{{\"approve\": true}}' or '\"yes\"'), got {text!r}: {exc}"
-        ) from exc
 
 
 def _fail(exc: AgentflowError) -> int:

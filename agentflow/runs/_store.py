@@ -43,12 +43,9 @@ if TYPE_CHECKING:
     from agentflow.report import RunRecord as SavedRun
 
 __all__ = [
-    "DEFAULT_JOURNAL",
-    "JOURNAL_ENV",
     "LATEST",
     "RunAttempt",
     "RunDetail",
-    "default_journal",
     "find_run",
     "gc_runs",
     "list_runs",
@@ -56,12 +53,6 @@ __all__ = [
     "parse_duration",
     "show_run",
 ]
-
-DEFAULT_JOURNAL = ".agentflow/journal.db"
-"""The journal file the CLI uses when neither ``--journal`` nor ``$AGENTFLOW_JOURNAL`` is given."""
-
-JOURNAL_ENV = "AGENTFLOW_JOURNAL"
-"""Environment variable naming the CLI's journal (a file path or a ``postgresql://`` URL)."""
 
 LATEST = "latest"
 """The run reference that names the run updated last."""
@@ -71,11 +62,6 @@ _OLD_RUNS_DIR = Path(".agentflow") / "runs"
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def default_journal() -> str:
-    """The CLI's journal: ``$AGENTFLOW_JOURNAL``, else ``.agentflow/journal.db``."""
-    return os.environ.get(JOURNAL_ENV, "").strip() or DEFAULT_JOURNAL
 
 
 def parse_duration(text: str) -> float:

@@ -19,7 +19,6 @@ from ._config import (
 )
 from ._spans import (
     DEFAULT_AGENT_STEPS,
-    REDACTED,
     SecretScrubber,
     record_outcome,
     record_trace,
@@ -27,7 +26,6 @@ from ._spans import (
 
 __all__ = [
     "DEFAULT_AGENT_STEPS",
-    "REDACTED",
     "ExporterName",
     "SecretScrubber",
     "TracingConfig",

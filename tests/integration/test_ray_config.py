@@ -6,8 +6,9 @@ import functools
 
 import pytest
 
-from agentflow import ConfigError, Err, run
+from agentflow import Err, run
 from agentflow.engines import RayEngine, TestEngine
+from agentflow.errors import ConfigError
 from agentflow.executors import Task, TaskStatus, ToolRegistry, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

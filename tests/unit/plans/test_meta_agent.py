@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agentflow import Err, Ok, RunContext, flow, run
+from agentflow import Err, Ok, flow, run
 from agentflow.agents._meta import (
     BUILTIN_TOOL_REFS,
     GoalRun,
@@ -21,6 +21,7 @@ from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
 from agentflow.errors import InferenceError
 from agentflow.plans import AgentSpec, plan_json_schema, resolve_tool
 from agentflow.plans.builtin_tools import lookup, word_count
+from agentflow.runtime import RunContext
 
 ROOT = Path(__file__).parents[3]
 ROW = {"table": "examples/data/planets.csv", "key": "Mars"}
