@@ -502,7 +502,8 @@ def _escape(text: str) -> str:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from agentflow.errors import PlanError
-    from agentflow.plans import load_plan, walk_steps
+    from agentflow.plans import load_plan
+    from agentflow.plans._loader import walk_steps
 
     failed = 0
     console = Console(highlight=False, soft_wrap=True)

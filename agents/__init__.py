@@ -3,12 +3,10 @@
 - LLMCompiler (``llm_compiler``): a streamed plan of parallel tool calls, a joiner that finishes or replans.
 - ReAct (``react``): the one-call-per-turn baseline.
 - Memory tools (``memory_tools``: ``remember``/``recall``) and an LLM summarizer for memory trees.
-- Plan parsing for LLMCompiler text and JSON plans (``PlanParser``, ``JsonPlanParser``, ``plan_json_schema``).
+- Plan parsing for LLMCompiler text and JSON plans (``PlanParser``, ``JsonPlanParser``, ``compiler_plan_schema``).
 - The meta-agent (``write_plan``/``run_goal``): an LLM writes a plan in the YAML format, validated and run.
 - EvoGit coders live in ``agentflow.agents.evogit``.
 """
-
-from __future__ import annotations
 
 from ._compiler import (
     CompilerResult,
@@ -25,10 +23,10 @@ from ._plan_parser import (
     JsonPlanParser,
     ParsedPlan,
     PlanParser,
+    compiler_plan_schema,
     format_plan,
     parse_json_plan,
     parse_plan,
-    plan_json_schema,
 )
 from ._react import ReactResult, react, react_turn_schema
 
@@ -44,6 +42,7 @@ __all__ = [
     "PlanParser",
     "ReactResult",
     "TurnChoices",
+    "compiler_plan_schema",
     "describe_tools",
     "format_plan",
     "generation_schema",
@@ -52,7 +51,6 @@ __all__ = [
     "observations",
     "parse_json_plan",
     "parse_plan",
-    "plan_json_schema",
     "react",
     "react_turn_schema",
     "run_goal",

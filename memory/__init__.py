@@ -9,8 +9,6 @@
 - ``import_jsonl(store, path, tree=...)``: load notes from JSON Lines (``{text, time, session}`` per line).
 """
 
-from __future__ import annotations
-
 from agentflow.memory._bm25 import BM25Index
 from agentflow.memory._index import ScoringWeights
 from agentflow.memory._jsonl import import_jsonl, load_jsonl

@@ -8,8 +8,6 @@ Importing this package loads neither llama.cpp (the model loads on first use) no
 ``OpenAIEngine`` and ``VLLMEngine`` are imported on first attribute access.
 """
 
-from __future__ import annotations
-
 from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
 from ._metrics import VLLMMetrics
 from ._openai import OpenAIEngine, SecretHandle, ServerKind, StructuredOutputMode

@@ -13,8 +13,6 @@ agentflow plans served as MCP tools.
 The SDK is imported only when a connection is opened or a server is built, so loading plans stays light.
 """
 
-from __future__ import annotations
-
 from ._client import mcp_tools
 from ._server import PlanServer, serve_http, serve_stdio
 from ._source import MCPAllowlist, MCPSource, parse_source

@@ -4,8 +4,6 @@ Every run is journaled (``agentflow.runtime``); these functions read and manage 
 ``agentflow runs ...`` commands are a thin argument parser over them.
 """
 
-from __future__ import annotations
-
 from agentflow._cli_options import DEFAULT_JOURNAL, JOURNAL_ENV, default_journal
 
 from ._store import (

@@ -1,8 +1,6 @@
 """agentflow.runtime: the run context, running workflows (durably, with a journal), resuming them,
 and LLM calls as flows."""
 
-from __future__ import annotations
-
 from ._context import RunContext, TokenBudget
 from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt

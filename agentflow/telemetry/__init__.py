@@ -9,8 +9,6 @@ recorded only with ``capture_content=True``, and secrets never. ``record_trace``
 ``Tracer``. Nothing is sent anywhere by default.
 """
 
-from __future__ import annotations
-
 from ._config import (
     ExporterName,
     TracingConfig,

@@ -7,9 +7,6 @@ runs in a sandbox; people steer by promoting or pruning commits. Run it with ``e
 or ``python -m agentflow.agents.evogit --repo . --fitness "CMD"``.
 """
 
-from __future__ import annotations
-
-from ._cli import main, register
 from ._conflicts import Hunk, choose_by_fitness, conflict_prompt, parse_conflicts, render
 from ._edit import (
     Applied,
@@ -71,13 +68,11 @@ __all__ = [
     "find_regions",
     "graph_svg",
     "lineage",
-    "main",
     "mutation_prompt",
     "parse_conflicts",
     "parse_fitness",
     "promote",
     "prune",
-    "register",
     "render",
     "resolve_commit",
     "status_rows",

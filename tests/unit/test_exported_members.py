@@ -19,6 +19,7 @@ PACKAGES = [
     "agentflow.plans",
     "agentflow.agents.evogit",
     "agentflow.telemetry",
+    "agentflow.runs",
     "agentflow.secrets",
     "agentflow.mcp",
     "agentflow.network",

@@ -26,7 +26,8 @@ from agentflow.dsl import Event, ToolCall, named
 from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.executors import ToolRegistry
 from agentflow.memory import MemoryStore
-from agentflow.plans import call_tool, load_plan_text
+from agentflow.plans import load_plan_text
+from agentflow.plans._compile import call_tool
 from agentflow.report import RunRecord, render_report, spans_of
 from agentflow.telemetry import record_trace
 

@@ -18,7 +18,8 @@ from agentflow.dsl import LLMCall, emit, named
 from agentflow.engines import TestEngine
 from agentflow.errors import ConfigError, ToolError
 from agentflow.executors import tool
-from agentflow.plans import call_tool, load_plan
+from agentflow.plans import load_plan
+from agentflow.plans._compile import call_tool
 from agentflow.secrets import REDACTED
 from agentflow.telemetry import TracingConfig, configure_tracing, trace_outcome
 
