@@ -10,20 +10,8 @@ The top level holds what a first workflow needs; everything else is public in it
 ``agentflow.memory``, ``agentflow.executors``, ``agentflow.telemetry``, ``agentflow.errors``.
 """
 
-import os as _os
-
-# In a source checkout the subpackages agentflow.dsl/.agents/.memory/.executors live in top-level
-# folders (pyproject maps them with package-dir). When this file is imported straight from the
-# checkout (the repo root on sys.path), point the package path at the root too so they resolve.
-_here = _os.path.dirname(__file__)
-_root = _os.path.dirname(_here)
-if not _os.path.isdir(_os.path.join(_here, "dsl")) and _os.path.isfile(
-    _os.path.join(_root, "dsl", "__init__.py")
-):
-    __path__.append(_root)
-
-from agentflow import errors  # noqa: E402
-from agentflow.dsl import (  # noqa: E402
+from agentflow import errors
+from agentflow.dsl import (
     Err,
     Flow,
     Ok,
@@ -37,11 +25,11 @@ from agentflow.dsl import (  # noqa: E402
     step,
     timeout,
 )
-from agentflow.engines import Engine, engine_from_spec  # noqa: E402
-from agentflow.errors import AgentflowError  # noqa: E402
-from agentflow.plans import Plan, load_plan  # noqa: E402
-from agentflow.runtime import generate, infer, interrupt, resume, run, run_sync, stream, usage_of  # noqa: E402
-from agentflow.scheduler import Scheduler  # noqa: E402
+from agentflow.engines import Engine, engine_from_spec
+from agentflow.errors import AgentflowError
+from agentflow.plans import Plan, load_plan
+from agentflow.runtime import generate, infer, interrupt, resume, run, run_sync, stream, usage_of
+from agentflow.scheduler import Scheduler
 
 __version__ = "0.1.0"
 
