@@ -626,3 +626,9 @@ def test_one_redaction_marker_when_read() -> None:
     # agentflow.secrets.REDACTED is the only marker; nothing writes another one.
     others = [str(path.relative_to(ROOT)) for path in _sources() if "[REDACTED]" in path.read_text()]
     assert others == []
+
+
+@pytest.mark.parametrize("name", ["agentflow.tests", "agentflow.bench", "agentflow.examples"])
+def test_checkout_folders_are_not_subpackages_when_imported(name: str) -> None:
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(name)
