@@ -13,8 +13,9 @@ not at all): its steps, inputs and trace. ``resume``, ``report`` and ``runs list
 take the same run ids (``latest`` too). The engine is ``--engine``, else ``$AGENTFLOW_ENGINE``, else the
 plan's ``engine.spec``, else ``llamacpp:default``. Exit codes: 0 ok, 1 the run failed, 2 bad input (plan,
 option, engine spec, missing model file), 130 interrupted. Other features add
-sub-commands without editing this file: each module in ``PROVIDERS`` exposes
-``register(subparsers) -> None`` and sets ``func`` (``args -> exit code``) on its parsers.
+sub-commands through ``SUBCOMMANDS``: a static table of name, help and module; the module exposes
+``register(subparsers) -> None`` and sets ``func`` (``args -> exit code``) on its parsers. A sub-command's
+module is imported only when that sub-command is dispatched, so ``agentflow --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,15 +46,35 @@ if TYPE_CHECKING:
     from agentflow.runtime import RunRecord as JournaledRun
     from agentflow.telemetry import TracingConfig
 
-__all__ = ["PROVIDERS", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
-PROVIDERS: tuple[str, ...] = (
-    "agentflow.agents.evogit._cli",
-    "agentflow.memory._cli",
-    "agentflow.runtime._runs_cli",
-    "agentflow.mcp._cli",
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A sub-command defined outside this file.
+
+    Attributes:
+        name: The command (``agentflow NAME ...``).
+        help: Its one-line help, listed by ``agentflow --help`` without importing ``module``.
+        module: The module whose ``register(subparsers)`` adds the command; imported only on dispatch.
+    """
+
+    name: str
+    help: str
+    module: str
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(
+        "evolve",
+        "evolve a repository with a population of LLM coding agents (EvoGit)",
+        "agentflow.agents.evogit._cli",
+    ),
+    Subcommand("memory", "import into, query and inspect the memory store", "agentflow.memory._cli"),
+    Subcommand("runs", "list, inspect, export, settle and garbage-collect runs", "agentflow.runs._cli"),
+    Subcommand("mcp", "MCP: serve plans as MCP tools, list an MCP server's tools", "agentflow.mcp._cli"),
 )
-"""Modules that add sub-commands with ``register(subparsers)``; one that does not exist yet is skipped."""
+"""Sub-commands whose modules load only when dispatched; each module's ``register`` uses the same help."""
 
 DEFAULT_ENGINE = "llamacpp:default"
 DEFAULT_MAX_STEPS = 1000
@@ -230,7 +252,7 @@ async def _run_flow(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agentflow.runtime._runs_cli import LATEST
+    from agentflow.runs import LATEST
 
     if args.goal is None and args.plan is None:
         return _fail("give a PLAN file to run, or --goal TEXT for the meta-agent to write one")
@@ -277,13 +299,13 @@ def _run_command(
     telemetry: list[TracingConfig],
     stored_inputs: Mapping[str, object] | None,
 ) -> int:
+    from agentflow._cli_options import default_journal, journal_option
     from agentflow._postgres import is_postgres_url
     from agentflow._progress import RunProgress, count_calls
     from agentflow.dsl import Err
     from agentflow.errors import EngineUnavailableError
     from agentflow.plans import PlanChoice, dump_plan, load_plan
     from agentflow.runtime import usage_of
-    from agentflow.runtime._runs_cli import default_journal, journal_option
 
     quiet = args.quiet or args.json or args.stream
     spec = DEFAULT_ENGINE
@@ -477,7 +499,8 @@ def _escape(text: str) -> str:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from agentflow.errors import PlanError
-    from agentflow.plans import load_plan, walk_steps
+    from agentflow.plans import load_plan
+    from agentflow.plans._loader import walk_steps
 
     failed = 0
     console = Console(highlight=False, soft_wrap=True)
@@ -553,8 +576,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from agentflow._cli_options import journal_of
     from agentflow.report import load_run, render_report
-    from agentflow.runtime._runs_cli import journal_of, load_journaled_run
+    from agentflow.runs import load_journaled_run
 
     try:
         record: SavedRun
@@ -586,9 +610,9 @@ _NO_ANSWER: object = object()
 
 async def _find_and_answer(journal: str, ref: str, answer: object, path: str | None) -> JournaledRun:
     """The run ``ref`` names, after recording ``answer`` for its waiting interrupt (if one is given)."""
+    from agentflow.runs import find_run
     from agentflow.runtime._durable import open_journal
     from agentflow.runtime._run import store_answer
-    from agentflow.runtime._runs_cli import find_run
 
     store, owned = open_journal(journal, create=False)
     try:
@@ -602,8 +626,8 @@ async def _find_and_answer(journal: str, ref: str, answer: object, path: str | N
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    from agentflow._cli_options import journal_of, parse_json_option
     from agentflow.runtime._durable import PLAN_PREFIX
-    from agentflow.runtime._runs_cli import journal_of, parse_json_option
 
     journal = journal_of(args)
     try:
@@ -664,7 +688,7 @@ def _resume_workflow(args: argparse.Namespace, record: JournaledRun, journal: st
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``resume`` share: engine, output, limits, journal, telemetry, allowlists."""
-    from agentflow.runtime._runs_cli import add_journal_arg
+    from agentflow._cli_options import add_journal_arg
 
     run.add_argument(
         "--engine",
@@ -747,14 +771,14 @@ def _add_allow_tool(parser: argparse.ArgumentParser) -> None:
         help="also allow plans to import tools matching 'module:attr' or 'module:*' (repeatable; "
         "agentflow.plans.builtin_tools:* is always allowed; modules in the current directory are found)",
     )
-    from agentflow.mcp._cli import add_mcp_flags
+    from agentflow._cli_options import add_mcp_flags
 
     add_mcp_flags(parser)
 
 
 def _allow_mcp(args: argparse.Namespace) -> list[str | MCPSource]:
     """The user's MCP sources and allowed targets from ``--mcp``/``--allow-mcp``/``--mcp-secret``."""
-    from agentflow.mcp._cli import mcp_allow_from_args
+    from agentflow._cli_options import mcp_allow_from_args
 
     return mcp_allow_from_args(args)
 
@@ -782,20 +806,27 @@ def _network_policy(args: argparse.Namespace) -> NetworkPolicy:
     return NetworkPolicy.from_user(args.allow_host, trace_content=args.allow_trace_content)
 
 
-def _load_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name in PROVIDERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            if missing == name or name.startswith(missing + "."):
-                continue
-            raise
-        module.register(sub)
+def _add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    """Register ``command``'s module if it is one of ``SUBCOMMANDS``; list the others by name and help only."""
+    for entry in SUBCOMMANDS:
+        if entry.name == command:
+            importlib.import_module(entry.module).register(sub)
+        else:
+            sub.add_parser(entry.name, help=entry.help, add_help=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``agentflow`` argument parser, with every provider's sub-commands registered."""
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option (top-level options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``agentflow`` argument parser.
+
+    Args:
+        command: The sub-command about to be dispatched: if it is one of ``SUBCOMMANDS``, its module is imported
+            and registers its full parser; the other ``SUBCOMMANDS`` are listed by name and help only.
+    """
     parser = argparse.ArgumentParser(
         prog="agentflow",
         description="Typed, composable multi-agent LLM workflows: run, check, draw and report plans.",
@@ -892,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run", metavar="RUN", help="a run id, 'latest', or a run file (.jsonl)")
     report.add_argument("-o", "--output", required=True, help="the HTML file to write")
-    from agentflow.runtime._runs_cli import add_journal_arg
+    from agentflow._cli_options import add_journal_arg
 
     add_journal_arg(report)
     _add_removed(
@@ -912,14 +943,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", help="write to this file instead of stdout (e.g. plan.schema.json)")
     schema.set_defaults(func=_cmd_schema)
 
-    _load_providers(sub)
+    _add_subcommands(sub, command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(arguments))
+    args = parser.parse_args(arguments)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

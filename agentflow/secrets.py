@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 REDACTED = "[secret]"
-"""What a revealed secret value is replaced with by ``redact``."""
+"""The one redaction marker: what a secret value is replaced with by ``redact`` and by telemetry's ``SecretScrubber``."""
 
 _MIN_REDACT_LEN = 4  # shorter values would blank out ordinary text
 

@@ -62,7 +62,7 @@ from agentflow.runtime import RunContext, call_llm, infer
 from agentflow.secrets import redact
 
 from ._native_tools import plan_tool_specs, uses_native_tools
-from ._plan_parser import JsonPlanParser, PlanParser, format_plan, plan_json_schema
+from ._plan_parser import JsonPlanParser, PlanParser, compiler_plan_schema, format_plan
 
 PlanFormat = Literal["text", "json"]
 
@@ -488,7 +488,7 @@ def llm_compiler(
 
     executor = Executor(tools, max_concurrency=max_concurrency, timeout=task_timeout)
     round_type = with_tool_types(_Round, tools)
-    plan_schema = _bounded(plan_json_schema(tools, ids=False), max_calls, max_string)
+    plan_schema = _bounded(compiler_plan_schema(tools, ids=False), max_calls, max_string)
 
     @flow
     async def run_compiler() -> CompilerResult:

@@ -31,17 +31,11 @@ from pydantic import JsonValue
 from agentflow.dsl import Flow, flow, named
 from agentflow.errors import ConfigError, PlanError
 from agentflow.executors import Tool
-from agentflow.plans import (
-    API_VERSION,
-    AgentSpec,
-    LoadedPlan,
-    ToolStep,
-    check_plan,
-    infer_json,
-    resolve_tool,
-    walk_steps,
-)
+from agentflow.plans import API_VERSION, AgentSpec, LoadedPlan, ToolStep, check_plan
 from agentflow.plans import builtin_tools as _builtin
+from agentflow.plans._infer_json import infer_json
+from agentflow.plans._loader import walk_steps
+from agentflow.plans._tools import resolve_tool
 
 __all__ = ["BUILTIN_TOOL_REFS", "GoalRun", "generation_schema", "run_goal", "tools_named", "write_plan"]
 

@@ -55,7 +55,7 @@ def tool_specs(tools: ToolRegistry | ToolView) -> tuple[ToolSpec, ...]:
 
 def plan_tool_specs(tools: ToolRegistry | ToolView) -> tuple[ToolSpec, ...]:
     """Tool specs for a planner: every non-string argument may also be a ``"$N"`` reference to the result
-    of call N (the same widening as ``plan_json_schema``)."""
+    of call N (the same widening as ``compiler_plan_schema``)."""
     specs = []
     for t in tools:
         defs: dict[str, JsonValue] = {}

@@ -20,7 +20,7 @@ unknown tools, arguments that do not fit the tool (checked statically, reference
 to tasks not defined yet (forward references), and self references (the only cycle a plan without forward
 references can have).
 
-The JSON form (:func:`plan_json_schema`, :class:`JsonPlanParser`) is a list of ``{"id", "tool", "args"}`` objects;
+The JSON form (:func:`compiler_plan_schema`, :class:`JsonPlanParser`) is a list of ``{"id", "tool", "args"}`` objects;
 its schema is generated from the registry so a grammar (llama.cpp, vLLM structured outputs) can only produce known
 tools with well-typed arguments, and its parser also returns each task as soon as its object closes.
 
@@ -44,10 +44,10 @@ __all__ = [
     "JsonPlanParser",
     "ParsedPlan",
     "PlanParser",
+    "compiler_plan_schema",
     "format_plan",
     "parse_json_plan",
     "parse_plan",
-    "plan_json_schema",
 ]
 
 ToolSource = ToolRegistry | ToolView | Collection[str]
@@ -538,7 +538,9 @@ _REF_STRING: dict[str, JsonValue] = {
 }
 
 
-def plan_json_schema(tools: ToolSource, *, typed_args: bool = True, ids: bool = True) -> dict[str, JsonValue]:
+def compiler_plan_schema(
+    tools: ToolSource, *, typed_args: bool = True, ids: bool = True
+) -> dict[str, JsonValue]:
     """The JSON Schema of a JSON plan over ``tools``, for grammar-constrained decoding.
 
     A plan is an array of ``{"id": int, "tool": name, "args": {...}}``; with ``typed_args`` (and a registry or

@@ -33,9 +33,8 @@ from _harness import Machine, add_repetition_args, combine, ranges, repetitions_
 from rich.console import Console
 from rich.table import Table
 
-from agentflow.engines import GenerationRequest, LlamaCppEngine, Message
-from agentflow.routing import PrefixRouter, RayEngine, RoutingPolicy
-from agentflow.scheduler import RadixTree
+from agentflow.engines import GenerationRequest, LlamaCppEngine, Message, RayEngine
+from agentflow.scheduler import PrefixRouter, RadixTree, RoutingPolicy
 
 POLICIES: tuple[RoutingPolicy, ...] = ("affinity", "round_robin", "least_loaded")
 

@@ -64,8 +64,9 @@ from _harness import Machine, span, summarize, write_json
 from rich.console import Console
 from rich.table import Table
 
-from agentflow import Err, Event, run
+from agentflow import Err, run
 from agentflow.agents import llm_compiler, react
+from agentflow.dsl import Event
 from agentflow.engines import (
     Chunk,
     ChunkStream,

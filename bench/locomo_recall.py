@@ -34,19 +34,18 @@ from pathlib import Path
 
 import numpy as np
 from _harness import Machine, add_repetition_args, combine, ranges, repetitions_of, write_json
+from _locomo import LocomoConversation, load_locomo
 from rank_bm25 import BM25Okapi
 from rich.console import Console
 from rich.table import Table
 
 from agentflow.memory import (
     ExtractiveSummarizer,
-    LocomoConversation,
     NewLeaf,
     ScoringWeights,
     StoreCore,
     Synchronous,
     TemporalTreeCore,
-    load_locomo,
     tokenize,
 )
 

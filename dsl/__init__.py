@@ -8,8 +8,6 @@ which ``x = await other_flow`` binds. Run with ``await flow.run(ctx, state)``, w
 The DSL depends on nothing else in agentflow.
 """
 
-from __future__ import annotations
-
 from ._context import Context
 from ._control import RateLimiter, TokenBucket, branch, loop, rate_limit, recover, retry, timeout, when
 from ._do import current_scope, flow, step

@@ -39,26 +39,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentflow import (
-    Append,
-    Engine,
-    Err,
-    Ok,
-    RunContext,
-    engine_from_spec,
-    flow,
-    generate,
-    par,
-    run,
-    step,
-    stream,
-    update,
-    usage_of,
-)
-from agentflow.dsl import Event, LLMCall, StepEnded, StepStarted, TokenDelta, ToolCall
+from agentflow import Engine, Err, Ok, engine_from_spec, flow, generate, par, run, step, stream, usage_of
+from agentflow.dsl import Append, Event, LLMCall, StepEnded, StepStarted, TokenDelta, ToolCall, update
 from agentflow.errors import UserError
 from agentflow.plans import LoadedPlan, load_plan
 from agentflow.plans.builtin_tools import lookup
+from agentflow.runtime import RunContext
 from agentflow.scheduler import Scheduler
 
 PLAN = Path(__file__).with_name("topic_digest.yaml")

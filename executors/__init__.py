@@ -11,8 +11,6 @@
   calls no tool twice; :func:`with_tool_types` reads replayed results back as their tools' return types.
 """
 
-from __future__ import annotations
-
 from ._budget import StepBudget, charge_step, current_step_budget, limit_steps, step_budget
 from ._dag import PlanGraph
 from ._executor import Execution, ExecutionReport, Executor

@@ -5,23 +5,12 @@
   ``await tree.insert(text, session=...)``, ``await tree.search(query, k, since=..., until=...)``.
 - ``store.task_tree(tree_id)``: a ``TaskMemoryTree`` the planner/executor fill as tasks run;
   ``await tree.prompt_for(node_id, budget_tokens)`` builds a step's context.
-- ``import_locomo(store, path)``: load LoCoMo conversations, one tree each.
 - ``import_jsonl(store, path, tree=...)``: load notes from JSON Lines (``{text, time, session}`` per line).
 """
-
-from __future__ import annotations
 
 from agentflow.memory._bm25 import BM25Index
 from agentflow.memory._index import ScoringWeights
 from agentflow.memory._jsonl import import_jsonl, load_jsonl
-from agentflow.memory._locomo import (
-    LocomoConversation,
-    LocomoQuestion,
-    LocomoSession,
-    LocomoTurn,
-    import_locomo,
-    load_locomo,
-)
 from agentflow.memory._models import (
     InsertResult,
     Leaf,
@@ -44,10 +33,6 @@ __all__ = [
     "ExtractiveSummarizer",
     "InsertResult",
     "Leaf",
-    "LocomoConversation",
-    "LocomoQuestion",
-    "LocomoSession",
-    "LocomoTurn",
     "MemoryStore",
     "NewLeaf",
     "NodeKind",
@@ -69,8 +54,6 @@ __all__ = [
     "TreeStats",
     "approx_token_count",
     "import_jsonl",
-    "import_locomo",
     "load_jsonl",
-    "load_locomo",
     "tokenize",
 ]

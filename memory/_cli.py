@@ -17,7 +17,6 @@ import anyio
 from agentflow.errors import AgentflowError, UserError
 
 from ._jsonl import import_jsonl
-from ._locomo import import_locomo
 from ._store import MemoryStore
 
 __all__ = ["register"]
@@ -40,24 +39,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser(
         "import",
-        help="import notes (JSON Lines) or LoCoMo conversations",
+        help="import notes (JSON Lines) into a temporal tree",
         description="Import into the memory store. JSON Lines (.jsonl): one note per line, "
         '{"text": ..., "time": "2024-03-02T10:15:00Z", "session": ..., "speaker": ..., "id": ...} '
         "(text and time required), into one temporal tree (--tree, default the file's stem). "
-        "LoCoMo (.json or a folder of them): one tree per conversation. Re-importing adds nothing twice.",
+        "Re-importing adds nothing twice.",
     )
     _db_arg(p)
-    p.add_argument("path", help="a .jsonl file of notes, or a LoCoMo .json file or folder")
-    p.add_argument(
-        "--format",
-        choices=["auto", "jsonl", "locomo"],
-        default="auto",
-        help="the file format (default auto: .jsonl is JSON Lines, anything else LoCoMo)",
-    )
-    p.add_argument("--tree", help="JSON Lines: the tree id (default: the file's stem)")
-    p.add_argument(
-        "--tree-prefix", default="locomo-", help="LoCoMo: tree ids are this prefix + the file's stem"
-    )
+    p.add_argument("path", help="a .jsonl file of notes")
+    p.add_argument("--tree", help="the tree id (default: the file's stem)")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("query", help="retrieve the best leaves of a temporal tree for a query")
@@ -83,22 +73,14 @@ def _open(db: str) -> MemoryStore:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     source = Path(args.path)
-    if not source.exists():
-        print(
-            f"error: {args.path} does not exist; give a .jsonl file of notes or a LoCoMo .json file or folder"
-        )
-        return 2
-    jsonl = args.format == "jsonl" or (args.format == "auto" and source.suffix.lower() == ".jsonl")
-    if args.tree is not None and not jsonl:
-        print("error: --tree is for JSON Lines imports; LoCoMo trees are named with --tree-prefix")
+    if not source.is_file():
+        print(f"error: {args.path} is not a file; give a .jsonl file of notes (one JSON object per line)")
         return 2
 
     async def go() -> dict[str, int]:
         async with _open(args.db) as store:
-            if jsonl:
-                tree = args.tree or source.stem
-                return {tree: await import_jsonl(store, source, tree=tree)}
-            return await import_locomo(store, source, tree_prefix=args.tree_prefix)
+            tree = args.tree or source.stem
+            return {tree: await import_jsonl(store, source, tree=tree)}
 
     try:
         counts = anyio.run(go)

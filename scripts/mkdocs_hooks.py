@@ -28,8 +28,8 @@ def layout(target: Path) -> Path:
         source = ROOT / folder
         for path in sorted(source.rglob("*.py")) + sorted(source.rglob("py.typed")):
             relative = path.relative_to(source)
-            if "__pycache__" in relative.parts:
-                continue
+            if "__pycache__" in relative.parts or (destination / relative).is_symlink():
+                continue  # agentflow/dsl... are links to the top-level folders: each file is laid out once
             (destination / relative).parent.mkdir(parents=True, exist_ok=True)
             (destination / relative).symlink_to(path)
     return target

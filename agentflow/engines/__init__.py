@@ -8,13 +8,9 @@ Importing this package loads neither llama.cpp (the model loads on first use) no
 ``OpenAIEngine`` and ``VLLMEngine`` are imported on first attribute access.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from agentflow._lazy import lazy_attributes as _lazy_attributes
-
 from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
+from ._metrics import VLLMMetrics
+from ._openai import OpenAIEngine, SecretHandle, ServerKind, StructuredOutputMode
 from ._protocols import (
     CacheEvent,
     CacheEventSource,
@@ -29,7 +25,9 @@ from ._protocols import (
     SnapshotStored,
     Unsubscribe,
 )
+from ._ray import EngineFactory, RayEngine
 from ._replay import RecordingEngine, ReplayEngine, request_key
+from ._retry import RetryEvent, RetryPolicy
 from ._schema_example import example_from_schema
 from ._snapshots import (
     ReusePlan,
@@ -40,7 +38,8 @@ from ._snapshots import (
     plan_reuse,
 )
 from ._spec import ENGINE_SPEC_FORMS, EngineScheme, EngineSpecParts, engine_from_spec, parse_engine_spec
-from ._testing import FunctionEngine, FunctionHandler, TestEngine, render_messages, simple_tokenize
+from ._testing import FunctionEngine, FunctionHandler, TestEngine
+from ._text import render_messages, simple_tokenize
 from ._types import (
     DEFAULT_BLOCK_SIZE,
     Capabilities,
@@ -62,13 +61,8 @@ from ._types import (
     Usage,
     closing_stream,
 )
+from ._vllm import VLLMEngine
 from ._wrapper import WrapperEngine
-
-if TYPE_CHECKING:
-    from ._metrics import VLLMMetrics
-    from ._openai import OpenAIEngine, SecretHandle, ServerKind, StructuredOutputMode
-    from ._retry import RetryEvent, RetryPolicy
-    from ._vllm import VLLMEngine
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -84,6 +78,7 @@ __all__ = [
     "ChunkStream",
     "Completion",
     "Engine",
+    "EngineFactory",
     "EngineScheme",
     "EngineSpecParts",
     "FinishReason",
@@ -100,6 +95,7 @@ __all__ = [
     "Prefilling",
     "PrefixCacheKind",
     "PrefixPinning",
+    "RayEngine",
     "RecordingEngine",
     "ReplayEngine",
     "RequestHints",
@@ -135,18 +131,3 @@ __all__ = [
     "request_key",
     "simple_tokenize",
 ]
-
-# Public names whose modules import httpx or vllm: loaded on first attribute access.
-_LAZY: dict[str, str] = {
-    "OpenAIEngine": "._openai",
-    "RetryEvent": "._retry",
-    "RetryPolicy": "._retry",
-    "SecretHandle": "._openai",
-    "ServerKind": "._openai",
-    "StructuredOutputMode": "._openai",
-    "VLLMEngine": "._vllm",
-    "VLLMMetrics": "._metrics",
-}
-
-
-__getattr__, __dir__ = _lazy_attributes(__name__, globals(), _LAZY)

@@ -83,7 +83,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agentflow.dsl import Retrier, RetryNotice
 from agentflow.engines._metrics import PrometheusText, VLLMCacheConfig, VLLMMetrics, parse_prometheus_text
 from agentflow.engines._retry import RETRYABLE_STATUS, RetryEvent, RetryPolicy, parse_retry_after
-from agentflow.engines._testing import render_messages
+from agentflow.engines._text import render_messages
 from agentflow.engines._tools import (
     ToolCallAssembler,
     ToolCallDelta,

@@ -20,7 +20,7 @@ import anyio
 
 from agentflow.errors import ConfigError, EngineRequestError, EngineUnavailableError
 
-from ._testing import _pieces, render_messages, simple_tokenize
+from ._text import render_messages, simple_tokenize, text_pieces
 from ._tools import openai_tool, openai_tool_call, openai_tool_choice
 from ._types import (
     Capabilities,
@@ -260,7 +260,7 @@ class ReplayEngine:
 
     async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         completion = await self.generate(request)
-        for piece in _pieces(completion.text):
+        for piece in text_pieces(completion.text):
             yield Chunk(piece)
             await anyio.lowlevel.checkpoint()
         if completion.tool_calls:

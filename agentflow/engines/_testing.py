@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
@@ -32,6 +30,7 @@ from agentflow.errors import EngineRequestError, EngineUnavailableError
 from ._protocols import CacheListener, CacheListeners, LiveContext, Unsubscribe
 from ._schema_example import example_from_schema
 from ._snapshots import common_prefix_len
+from ._text import render_messages, simple_tokenize, text_pieces
 from ._types import (
     Capabilities,
     Chunk,
@@ -45,53 +44,7 @@ from ._types import (
     closing_stream,
 )
 
-__all__ = [
-    "FunctionEngine",
-    "FunctionHandler",
-    "TestEngine",
-    "render_messages",
-    "simple_tokenize",
-]
-
-_TOKEN_RE = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
-_VOCAB = 50_000
-
-
-def simple_tokenize(text: str) -> list[int]:
-    """Token ids of ``text`` for the test engines: one token per word, punctuation mark or whitespace run.
-
-    Ids are a stable hash of the piece, so equal text always gives equal tokens and a shared text prefix
-    (ending at a piece boundary) gives a shared token prefix.
-
-    >>> simple_tokenize("a b") == simple_tokenize("a b")
-    True
-    >>> len(simple_tokenize("Hello, world!"))
-    5
-    """
-    return [zlib.crc32(piece.encode("utf-8")) % _VOCAB for piece in _TOKEN_RE.findall(text)]
-
-
-def _pieces(text: str) -> list[str]:
-    return _TOKEN_RE.findall(text)
-
-
-def render_messages(request: GenerationRequest) -> str:
-    """The prompt text the test engines feed their "model": the raw prompt, or messages in a fixed template.
-
-    >>> from agentflow.engines import Message
-    >>> render_messages(GenerationRequest(messages=(Message("user", "hi"),)))
-    '<|user|>\\nhi\\n<|assistant|>\\n'
-    """
-    if request.prompt is not None:
-        return request.prompt
-    assert request.messages is not None
-    parts = [f"<|tools|>\n{' '.join(t.name for t in request.tools)}\n"] if request.tools else []
-    for m in request.messages:
-        parts.append(f"<|{m.role}|>\n{m.content}\n")
-        parts += [f"<|call {c.id}|>\n{c.name} {c.arguments}\n" for c in m.tool_calls]
-        if m.tool_call_id is not None:
-            parts.append(f"<|result of {m.tool_call_id}|>\n")
-    return "".join(parts) + "<|assistant|>\n"
+__all__ = ["FunctionEngine", "FunctionHandler", "TestEngine"]
 
 
 def _last_text(request: GenerationRequest) -> str:
@@ -201,7 +154,7 @@ class _SimulatedEngine(ABC):
             return
         text, truncated = self._shape(answer, request)
         first = 0.0
-        for i, piece in enumerate(_pieces(text)):
+        for i, piece in enumerate(text_pieces(text)):
             if i == 0:
                 first = time.perf_counter() - start
             yield Chunk(piece)
@@ -235,7 +188,7 @@ class _SimulatedEngine(ABC):
         text, stopped = _apply_stop(answer, request.stop)
         if stopped or request.json_schema is not None:
             return text, False
-        pieces = _pieces(text)
+        pieces = text_pieces(text)
         if len(pieces) > request.max_tokens:
             return "".join(pieces[: request.max_tokens]), True
         return text, False

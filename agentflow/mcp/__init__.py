@@ -13,17 +13,9 @@ agentflow plans served as MCP tools.
 The SDK is imported only when a connection is opened or a server is built, so loading plans stays light.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from agentflow._lazy import lazy_attributes
-
+from ._client import mcp_tools
+from ._server import PlanServer, serve_http, serve_stdio
 from ._source import MCPAllowlist, MCPSource, parse_source
-
-if TYPE_CHECKING:
-    from ._client import mcp_tools
-    from ._server import PlanServer, serve_http, serve_stdio
 
 __all__ = [
     "MCPAllowlist",
@@ -34,14 +26,3 @@ __all__ = [
     "serve_http",
     "serve_stdio",
 ]
-
-__getattr__, __dir__ = lazy_attributes(
-    __name__,
-    globals(),
-    {
-        "mcp_tools": "._client",
-        "PlanServer": "._server",
-        "serve_http": "._server",
-        "serve_stdio": "._server",
-    },
-)

@@ -10,80 +10,17 @@ user's side of MCP tool sources; ``agentflow run``/``validate``/``graph`` take t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
 import anyio
 
-from agentflow.errors import AgentflowError, ConfigError, UserError
-from agentflow.secrets import Secret, secret
+from agentflow._cli_options import mcp_allow_from_args
+from agentflow.errors import AgentflowError, UserError
 
 from ._source import MCPSource, parse_source
 
-__all__ = ["add_mcp_flags", "mcp_allow_from_args", "register"]
-
-
-def add_mcp_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the user's MCP flags (``--mcp``, ``--allow-mcp``, ``--mcp-secret``) to a sub-command."""
-    parser.add_argument(
-        "--mcp",
-        action="append",
-        default=[],
-        metavar="NAME=COMMAND|URL",
-        help="an MCP server whose tools plans may use as NAME.<tool> (repeatable), e.g. "
-        "--mcp 'weather=python weather_server.py' or --mcp docs=http://127.0.0.1:8000/mcp",
-    )
-    parser.add_argument(
-        "--allow-mcp",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="let plans start/reach an MCP server they name with command:/url: matching PATTERN (repeatable)",
-    )
-    parser.add_argument(
-        "--mcp-secret",
-        action="append",
-        default=[],
-        metavar="SOURCE.TOOL.ARG=ENV",
-        help="fill argument ARG of MCP tool SOURCE.TOOL with the secret in environment variable ENV, revealed "
-        "only when the call is sent (the model never sees or fills it)",
-    )
-
-
-def _parse_secret(text: str) -> tuple[str, str, str, Secret]:
-    target, sep, env = text.partition("=")
-    parts = target.strip().split(".")
-    if not sep or not env.strip() or len(parts) != 3 or not all(parts):
-        raise ConfigError(
-            f"--mcp-secret {text!r} is not SOURCE.TOOL.ARG=ENV; write e.g. "
-            "--mcp-secret weather.forecast.api_key=WEATHER_API_KEY"
-        )
-    return parts[0], parts[1], parts[2], secret(env.strip())
-
-
-def mcp_allow_from_args(args: argparse.Namespace) -> list[str | MCPSource]:
-    """The ``allow_mcp=`` entries the user's flags stand for.
-
-    Raises:
-        ConfigError: A malformed flag, or a secret for a source not given with ``--mcp``.
-    """
-    sources = [parse_source(text) for text in getattr(args, "mcp", [])]
-    by_name = {s.name: s for s in sources}
-    bindings: dict[str, dict[str, dict[str, Secret]]] = {}
-    for text in getattr(args, "mcp_secret", []):
-        source, tool, arg, handle = _parse_secret(text)
-        if source not in by_name:
-            raise ConfigError(
-                f"--mcp-secret {text!r} names MCP source {source!r}, which no --mcp defines "
-                f"(defined: {', '.join(sorted(by_name)) or 'none'})"
-            )
-        bindings.setdefault(source, {}).setdefault(tool, {})[arg] = handle
-    entries: list[str | MCPSource] = [
-        dataclasses.replace(s, secrets=bindings[s.name]) if s.name in bindings else s for s in sources
-    ]
-    entries.extend(getattr(args, "allow_mcp", []))
-    return entries
+__all__ = ["register"]
 
 
 def _fail(message: str, code: int = 2) -> int:

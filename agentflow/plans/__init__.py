@@ -6,31 +6,12 @@ with ``agentflow.run(loaded.workflow, inputs, engine=...)``, build one in Python
 ``plan_json_schema()`` is the format's published JSON Schema.
 """
 
-from __future__ import annotations
-
-from ._compile import (
-    Scope,
-    call_tool,
-    compile_plan,
-    condition_holds,
-    sibling_needs,
-)
-from ._dump import dump_plan, plan_to_data
+from ._compile import compile_plan
+from ._dump import dump_plan
 from ._graph import plan_graph, render_svg
-from ._infer_json import JsonCheck, infer_json
-from ._loader import (
-    LoadedPlan,
-    PlanChoice,
-    check_plan,
-    children_of,
-    load_plan,
-    load_plan_text,
-    referenced_steps,
-    walk_steps,
-)
+from ._loader import LoadedPlan, PlanChoice, check_plan, load_plan, load_plan_text
 from ._schema import (
     API_VERSION,
-    STEP_KINDS,
     AgentSpec,
     BranchStep,
     Condition,
@@ -52,23 +33,16 @@ from ._schema import (
     ToolStep,
     plan_json_schema,
 )
-from ._templates import Ref, Template, TemplateSyntaxError, parse_template
-from ._tools import DEFAULT_ALLOWLIST, ToolAllowlist, resolve_tool
-from ._yaml import MAX_BYTES, MAX_DEPTH, MAX_NODES, Document, read_yaml
+from ._templates import TemplateSyntaxError
+from ._tools import DEFAULT_ALLOWLIST, ToolAllowlist
 
 __all__ = [
     "API_VERSION",
     "DEFAULT_ALLOWLIST",
-    "MAX_BYTES",
-    "MAX_DEPTH",
-    "MAX_NODES",
-    "STEP_KINDS",
     "AgentSpec",
     "BranchStep",
     "Condition",
-    "Document",
     "EngineSpec",
-    "JsonCheck",
     "LLMStep",
     "LoadedPlan",
     "LoopSpec",
@@ -79,35 +53,21 @@ __all__ = [
     "ParallelStep",
     "Plan",
     "PlanChoice",
-    "Ref",
     "RetrySpec",
     "SchemaSpec",
-    "Scope",
     "SequenceStep",
     "Step",
     "TelemetrySpec",
-    "Template",
     "TemplateSyntaxError",
     "ToolAllowlist",
     "ToolRef",
     "ToolStep",
-    "call_tool",
     "check_plan",
-    "children_of",
     "compile_plan",
-    "condition_holds",
     "dump_plan",
-    "infer_json",
     "load_plan",
     "load_plan_text",
-    "parse_template",
     "plan_graph",
     "plan_json_schema",
-    "plan_to_data",
-    "read_yaml",
-    "referenced_steps",
     "render_svg",
-    "resolve_tool",
-    "sibling_needs",
-    "walk_steps",
 ]

@@ -6,8 +6,6 @@ there); ``write_run``/``load_run`` write and read a run file, the portable form 
 writes and older agentflow versions saved.
 """
 
-from __future__ import annotations
-
 from ._html import Span, render_report, spans_of
 from ._runs import DEFAULT_RUNS_DIR, RunRecord, list_runs, load_run, save_run, write_run
 

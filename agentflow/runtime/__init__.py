@@ -1,8 +1,6 @@
 """agentflow.runtime: the run context, running workflows (durably, with a journal), resuming them,
 and LLM calls as flows."""
 
-from __future__ import annotations
-
 from ._context import RunContext, TokenBudget
 from ._durable import resolve_step
 from ._interrupt import Interrupted, idempotency_key, interrupt
@@ -22,7 +20,6 @@ from ._llm import (
 )
 from ._postgres_journal import PostgresJournal
 from ._run import Workflow, resume, run, run_sync, usage_of
-from ._runs_cli import RunAttempt, RunDetail, gc_runs, list_runs, load_journaled_run, parse_duration, show_run
 from ._sqlite_journal import SqliteJournal
 from ._stream import RunStream, StreamItem, stream
 from ._tool_check import tool_call_problems
@@ -34,9 +31,7 @@ __all__ = [
     "Judge",
     "PostgresJournal",
     "Prompt",
-    "RunAttempt",
     "RunContext",
-    "RunDetail",
     "RunJournal",
     "RunRecord",
     "RunStatus",
@@ -51,22 +46,17 @@ __all__ = [
     "TraceRecord",
     "Workflow",
     "call_llm",
-    "gc_runs",
     "generate",
     "idempotency_key",
     "infer",
     "infer_json",
     "interrupt",
-    "list_runs",
     "llm_call",
-    "load_journaled_run",
-    "parse_duration",
     "resolve_step",
     "resume",
     "run",
     "run_sync",
     "schema_instructions",
-    "show_run",
     "stream",
     "tool_call_problems",
     "usage_of",

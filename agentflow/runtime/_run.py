@@ -29,7 +29,6 @@ from ._durable import load_start, open_journal, run_journaled
 from ._inputs import validate_inputs
 from ._journal import Journal
 from ._run_trace import redact_event
-from ._runs_cli import find_run
 from ._serialize import to_json
 
 if TYPE_CHECKING:
@@ -350,6 +349,8 @@ async def resume(
         ConfigError: no such run, nothing waits for an answer, or the recorded workflow is not allowed
             or cannot be imported.
     """
+    from agentflow.runs._store import find_run  # the run store's library imports this package
+
     store, owned = open_journal(journal, create=False)
     try:
         record = await find_run(store, run_id)

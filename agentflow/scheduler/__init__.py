@@ -17,6 +17,7 @@ from ._layout import PromptLayout, canonical_json
 from ._metrics import RequestMetrics, SchedulerMetrics, WorkflowMetrics, gamma_from_shape, pte
 from ._policy import CacheAwarePolicy, FifoPolicy, Policy, QueuedRequest, make_policy, policy_names
 from ._radix import Eviction, MatchListener, RadixTree, common_prefix_len
+from ._router import PrefixRouter, ReplicaStats, RouteDecision, RouteReason, RoutingPolicy
 from ._scheduler import DEFAULT_GAMMA, CacheModel, NoCache, Scheduler
 
 __all__ = [
@@ -32,10 +33,15 @@ __all__ = [
     "MatchListener",
     "NoCache",
     "Policy",
+    "PrefixRouter",
     "PromptLayout",
     "QueuedRequest",
     "RadixTree",
+    "ReplicaStats",
     "RequestMetrics",
+    "RouteDecision",
+    "RouteReason",
+    "RoutingPolicy",
     "Scheduler",
     "SchedulerMetrics",
     "WorkflowMetrics",

@@ -9,8 +9,6 @@
 The grammar engine is llguidance, chosen on JSONSchemaBench by ``bench/structured_outputs.py``.
 """
 
-from __future__ import annotations
-
 from ._budget import MAX_TOKENS, MIN_TOKENS, estimate_max_tokens
 from ._grammar import Grammar, Unenforced, compile_grammar
 from ._matcher import TokenMatcher

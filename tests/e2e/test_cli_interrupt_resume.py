@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from agentflow.dsl import LLMCall, StepReplayed
-from agentflow.runtime import show_run
+from agentflow.runs import show_run
 
 pytestmark = pytest.mark.e2e
 

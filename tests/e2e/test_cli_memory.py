@@ -1,4 +1,4 @@
-"""`agentflow memory import|query|stats` as a user runs them, on a real LoCoMo conversation."""
+"""`agentflow memory import|query|stats` as a user runs them, on a real LoCoMo conversation written as notes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,30 @@ import sys
 from pathlib import Path
 
 import pytest
+from _bench import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "26.json"
 pytestmark = pytest.mark.e2e
+
+
+def locomo_notes(source: Path, target: Path) -> None:
+    """Write a LoCoMo conversation as JSON Lines notes (one per turn), with the benchmarks' loader."""
+    (conversation,) = bench_module("_locomo").load_locomo(source)
+    lines = [
+        json.dumps(
+            {
+                "text": t.text,
+                "time": s.at.isoformat(),
+                "session": s.name,
+                "speaker": t.speaker,
+                "id": t.dia_id,
+            }
+        )
+        for s in conversation.sessions
+        for t in s.turns
+    ]
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -22,10 +42,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(not LOCOMO.exists(), reason=f"LoCoMo data not found at {LOCOMO}")
 def test_memory_import_query_stats(tmp_path: Path) -> None:
-    imported = cli("memory", "import", str(LOCOMO), "--db", "m.db", cwd=tmp_path)
+    locomo_notes(LOCOMO, tmp_path / "locomo-26.jsonl")
+    imported = cli("memory", "import", "locomo-26.jsonl", "--db", "m.db", cwd=tmp_path)
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert "locomo-26:" in imported.stdout
-    again = cli("memory", "import", str(LOCOMO), "--db", "m.db", cwd=tmp_path)
+    again = cli("memory", "import", "locomo-26.jsonl", "--db", "m.db", cwd=tmp_path)
     assert "locomo-26: 0 new leaves" in again.stdout
     query = cli(
         "memory",

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agentflow.runtime import load_journaled_run
+from agentflow.runs import load_journaled_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_VALUE = 'k3y-"quoted"\\slash-0123456789'  # JSON escaping must not let it through either

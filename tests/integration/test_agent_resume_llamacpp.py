@@ -22,7 +22,7 @@ from agentflow.agents import CompilerResult, ReactResult, llm_compiler, react
 from agentflow.dsl import Event, Flow, LLMCall
 from agentflow.engines import LlamaCppEngine, NamedToolChoice, ToolChoice
 from agentflow.executors import Tool, ToolRegistry
-from agentflow.runtime import show_run
+from agentflow.runs import show_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -21,7 +21,8 @@ from typing import Any
 import anyio
 import pytest
 
-from agentflow.runtime import resolve_step, show_run
+from agentflow.runs import show_run
+from agentflow.runtime import resolve_step
 
 pytestmark = pytest.mark.integration
 

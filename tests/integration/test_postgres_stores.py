@@ -14,7 +14,8 @@ import pytest
 from agentflow.dsl import step
 from agentflow.errors import ConfigError, JournalError, MemoryStoreError
 from agentflow.memory import MemoryStore
-from agentflow.runtime import PostgresJournal, list_runs, run
+from agentflow.runs import list_runs
+from agentflow.runtime import PostgresJournal, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -18,9 +18,9 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from agentflow import Append, Err, Ok, StepError, StepTimeout, par, run
-from agentflow.dsl import flow, step
-from agentflow.errors import ToolError
+from agentflow import Err, Ok, par, run
+from agentflow.dsl import Append, flow, step
+from agentflow.errors import StepError, StepTimeout, ToolError
 from agentflow.executors import Task, TaskStatus, ToolRegistry, tool
 from agentflow.runtime import SqliteJournal
 
@@ -116,8 +116,7 @@ def slow(marker: str) -> str:
 
 @step
 async def note(text: str) -> str:
-    from agentflow import update
-    from agentflow.dsl import get_state
+    from agentflow.dsl import get_state, update
 
     current = await get_state(Notes)
     await update(notes=[*current.notes, text])
@@ -142,7 +141,7 @@ async def failing_sub() -> int:
 @flow
 async def guarded(marker: str) -> str:
     """A sub-flow whose cleanup must run under anyio's rules when the Ray task is cancelled."""
-    from agentflow import from_async
+    from agentflow.dsl import from_async
 
     async def body() -> str:
         try:

@@ -6,10 +6,10 @@ import functools
 
 import pytest
 
-from agentflow import ConfigError, Err, run
-from agentflow.engines import TestEngine
+from agentflow import Err, run
+from agentflow.engines import RayEngine, TestEngine
+from agentflow.errors import ConfigError
 from agentflow.executors import Task, TaskStatus, ToolRegistry, tool
-from agentflow.routing import RayEngine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -13,9 +13,9 @@ import pytest
 
 from agentflow import Ok, generate, par, run
 from agentflow.dsl import LLMCall
-from agentflow.engines import GenerationRequest, LlamaCppEngine, LlamaCppStats, Message
+from agentflow.engines import GenerationRequest, LlamaCppEngine, LlamaCppStats, Message, RayEngine
 from agentflow.errors import EngineRequestError
-from agentflow.routing import PrefixRouter, RayEngine
+from agentflow.scheduler import PrefixRouter
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

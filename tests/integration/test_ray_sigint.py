@@ -26,7 +26,8 @@ DRIVER = textwrap.dedent(
 
     import ray
 
-    from agentflow import Err, StepTimeout, run
+    from agentflow import Err, run
+    from agentflow.errors import StepTimeout
     from agentflow.executors._ray import ray_step
 
     marker = Path(sys.argv[1])

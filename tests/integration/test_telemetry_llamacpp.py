@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentflow import Message, Ok, generate, named, run
-from agentflow.engines import LlamaCppEngine
+from agentflow import Ok, generate, run
+from agentflow.dsl import named
+from agentflow.engines import LlamaCppEngine, Message
 from agentflow.telemetry import configure_tracing
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

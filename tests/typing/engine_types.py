@@ -28,8 +28,7 @@ from agentflow.engines import (
     VLLMEngine,
     WrapperEngine,
 )
-from agentflow.routing import PrefixRouter
-from agentflow.scheduler import Scheduler
+from agentflow.scheduler import PrefixRouter, Scheduler
 
 
 def every_engine_is_an_engine(

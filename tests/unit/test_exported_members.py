@@ -19,7 +19,7 @@ PACKAGES = [
     "agentflow.plans",
     "agentflow.agents.evogit",
     "agentflow.telemetry",
-    "agentflow.routing",
+    "agentflow.runs",
     "agentflow.secrets",
     "agentflow.mcp",
     "agentflow.network",

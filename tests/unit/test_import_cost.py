@@ -1,4 +1,4 @@
-"""``import agentflow`` stays light: heavy libraries and subpackages load on first use, not on import.
+"""``import agentflow`` and ``agentflow --help`` stay light: heavy libraries load on first use, sub-commands on dispatch.
 
 Structural checks in a fresh interpreter (what ``sys.modules`` holds after an import), never timings.
 """
@@ -40,11 +40,6 @@ def test_importing_loads_no_heavy_library_when_nothing_is_used(module: str) -> N
     assert loaded_after(f"import {module}", HEAVY) == []
 
 
-def test_importing_agentflow_loads_only_the_dsl_when_nothing_else_is_used() -> None:
-    lazy = ("agentflow.engines", "agentflow.plans", "agentflow.runtime", "agentflow.scheduler")
-    assert loaded_after("import agentflow", lazy) == []
-
-
 def test_top_level_names_are_the_objects_of_their_home_packages() -> None:
     assert agentflow.run is agentflow.runtime.run
     assert agentflow.Plan is agentflow.plans.Plan
@@ -53,30 +48,43 @@ def test_top_level_names_are_the_objects_of_their_home_packages() -> None:
     assert {"load_plan", "run_sync", "Scheduler"} <= set(dir(agentflow))
 
 
-def test_from_import_of_a_lazy_name_works_in_a_fresh_interpreter() -> None:
-    assert loaded_after("from agentflow import Plan, run", ("agentflow.plans", "agentflow.runtime")) == [
-        "agentflow.plans",
-        "agentflow.runtime",
-    ]
-
-
 def test_unknown_attribute_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         agentflow.no_such_name  # noqa: B018
 
 
-def test_cli_help_loads_no_agent_or_git_module() -> None:
-    statement = (
-        "import contextlib\nfrom agentflow.cli import main\n"
-        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n    main(['--help'])"
+HELP = (
+    "import contextlib\nfrom agentflow.cli import main\n"
+    "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n    main(['--help'])"
+)
+
+EXTRA_HEAVY = ("git", "llama_cpp", "vllm", "ray", "zmq", "rank_bm25", "prometheus_client")
+"""Libraries of one engine, the EvoGit agents or the benchmarks: never needed to list the commands."""
+
+
+def test_cli_help_imports_no_subcommand_module() -> None:
+    from agentflow.cli import SUBCOMMANDS
+
+    modules = tuple(entry.module for entry in SUBCOMMANDS)
+    assert loaded_after(HELP, modules) == []
+
+
+def test_cli_help_imports_no_agent_memory_or_heavy_module() -> None:
+    modules = (
+        "agentflow.agents",
+        "agentflow.agents.evogit",
+        "agentflow.memory",
+        "agentflow.mcp",
+        "agentflow.runs",
+        "agentflow.report",
+        *HEAVY,
+        *EXTRA_HEAVY,
     )
-    heavy = ("git", "agentflow.agents._compiler", "agentflow.agents.evogit._evolve", *HEAVY)
-    assert loaded_after(statement, heavy) == []
+    assert loaded_after(HELP, modules) == []
 
 
-def test_agent_packages_load_their_modules_on_first_use() -> None:
-    statement = "import agentflow.agents, agentflow.agents.evogit"
-    assert loaded_after(statement, ("git", "agentflow.agents._compiler", "agentflow.agents._meta")) == []
-    assert loaded_after("from agentflow.agents import react", ("agentflow.agents._react",)) == [
-        "agentflow.agents._react"
+def test_dispatching_a_subcommand_imports_its_module() -> None:
+    statement = HELP.replace("main(['--help'])", "main(['runs', '--help'])")
+    assert loaded_after(statement, ("agentflow.runs._cli", "agentflow.memory._cli")) == [
+        "agentflow.runs._cli"
     ]

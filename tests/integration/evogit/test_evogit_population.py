@@ -17,9 +17,9 @@ from agentflow.agents.evogit import (
     GitRepo,
     PopulationStore,
     SelectionPolicy,
-    main,
     tournament,
 )
+from agentflow.agents.evogit._cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

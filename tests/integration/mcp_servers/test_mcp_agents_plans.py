@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from _mcp_servers import HttpServer, ServerLog, process_alive, stdio_command, stdio_source, stdio_target
 
-from agentflow import GenerationRequest, Ok, run
+from agentflow import Ok, run
 from agentflow.agents import llm_compiler, react
 from agentflow.dsl import Log
-from agentflow.engines import FunctionEngine
+from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.errors import PlanError
 from agentflow.mcp import MCPSource, mcp_tools
 from agentflow.plans import load_plan, load_plan_text

@@ -36,7 +36,7 @@ from agentflow.engines import (
 )
 from agentflow.errors import EngineError, StepBudgetExceededError
 from agentflow.executors import TaskResult, ToolRegistry
-from agentflow.runtime import show_run
+from agentflow.runs import show_run
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,10 @@ import time
 import anyio
 import pytest
 
-from agentflow import Err, GenerationRequest, Ok, run
+from agentflow import Err, Ok, run
 from agentflow.agents import llm_compiler, react
 from agentflow.dsl import LLMCall, PlanInvalid
-from agentflow.engines import FunctionEngine
+from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.executors import ToolRegistry
 
 pytestmark = pytest.mark.anyio

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from agentflow.agents._plan_parser import (
     JsonPlanParser,
     PlanParser,
+    compiler_plan_schema,
     format_plan,
     parse_json_plan,
     parse_plan,
-    plan_json_schema,
 )
 from agentflow.errors import PlanError
 from agentflow.executors import Executor, Task, ToolRegistry, tool
@@ -234,7 +234,7 @@ def test_json_plan_mistakes_are_plan_errors(text: str, message: str) -> None:
 
 
 def test_plan_json_schema_accepts_valid_plans_and_rejects_bad_ones() -> None:
-    schema = plan_json_schema(REGISTRY)
+    schema = compiler_plan_schema(REGISTRY)
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     good = [
@@ -251,7 +251,7 @@ def test_plan_json_schema_accepts_valid_plans_and_rejects_bad_ones() -> None:
         [],
     ):
         assert list(validator.iter_errors(bad)), bad
-    names_only = plan_json_schema({"a", "b"})
+    names_only = compiler_plan_schema({"a", "b"})
     jsonschema.validate([{"id": 1, "tool": "b", "args": {"anything": [1]}}], names_only)
 
 
@@ -363,6 +363,6 @@ def test_deep_nesting_is_a_plan_error_not_a_crash() -> None:
 
 def test_plan_json_schema_converts_to_a_llama_cpp_grammar() -> None:
     grammar_module = pytest.importorskip("llama_cpp.llama_grammar")
-    gbnf = grammar_module.json_schema_to_gbnf(json.dumps(plan_json_schema(REGISTRY)))
+    gbnf = grammar_module.json_schema_to_gbnf(json.dumps(compiler_plan_schema(REGISTRY)))
     assert '"\\"math.factorial\\""' in gbnf
     grammar_module.LlamaGrammar.from_string(gbnf, verbose=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import types
@@ -15,7 +16,7 @@ import yaml
 
 from agentflow import __version__, cli
 from agentflow.report import RunRecord
-from agentflow.runtime import load_journaled_run
+from agentflow.runs import load_journaled_run
 
 ROOT = Path(__file__).parents[3]
 DIGEST = str(ROOT / "examples" / "topic_digest.yaml")
@@ -235,7 +236,7 @@ def test_run_id_latest_is_reserved(capsys: pytest.CaptureFixture[str]) -> None:
     assert "reserved" in capsys.readouterr().err
 
 
-def test_provider_modules_register_sub_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_subcommand_module_registers_its_command_when_dispatched(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("fake_provider_for_cli_test")
 
     def register(subparsers: object) -> None:
@@ -244,18 +245,34 @@ def test_provider_modules_register_sub_commands(monkeypatch: pytest.MonkeyPatch)
 
     module.register = register  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_provider_for_cli_test", module)
-    monkeypatch.setattr(cli, "PROVIDERS", ("fake_provider_for_cli_test", "agentflow.no_such_provider_yet"))
+    monkeypatch.setattr(
+        cli, "SUBCOMMANDS", (cli.Subcommand("hello", "say hello", "fake_provider_for_cli_test"),)
+    )
     assert cli.main(["hello"]) == 7
 
 
-def test_provider_import_errors_other_than_its_own_absence_propagate(
+def test_subcommand_import_error_propagates_when_dispatched_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "broken_provider_for_cli_test.py").write_text("import not_a_real_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "PROVIDERS", ("broken_provider_for_cli_test",))
+    monkeypatch.setattr(
+        cli, "SUBCOMMANDS", (cli.Subcommand("broken", "broken", "broken_provider_for_cli_test"),)
+    )
+    assert "broken" in cli.build_parser().format_help()
     with pytest.raises(ModuleNotFoundError, match="not_a_real_dependency_xyz"):
-        cli.build_parser()
+        cli.build_parser("broken")
+
+
+def _listed_help(parser: argparse.ArgumentParser) -> dict[str, str | None]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {action.dest: action.help for action in sub._choices_actions}
+
+
+@pytest.mark.parametrize("entry", cli.SUBCOMMANDS, ids=lambda e: e.name)
+def test_subcommand_table_help_matches_its_module_when_dispatched(entry: cli.Subcommand) -> None:
+    assert _listed_help(cli.build_parser())[entry.name] == entry.help
+    assert _listed_help(cli.build_parser(entry.name))[entry.name] == entry.help
 
 
 def test_run_goal_writes_and_runs_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

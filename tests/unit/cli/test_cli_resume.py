@@ -11,7 +11,7 @@ import pytest
 
 from agentflow.cli import main
 from agentflow.dsl import LLMCall, StepReplayed, ToolCall
-from agentflow.runtime import show_run
+from agentflow.runs import show_run
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = str(ROOT / "examples" / "calc_loop.yaml")

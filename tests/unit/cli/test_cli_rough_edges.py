@@ -14,7 +14,7 @@ from rich.console import Console
 from agentflow import cli
 from agentflow._progress import RunProgress, count_calls
 from agentflow.dsl import LLMCall, StepEnded, StepStarted, ToolCall
-from agentflow.runtime import load_journaled_run
+from agentflow.runs import load_journaled_run
 
 ROOT = Path(__file__).parents[3]
 CALC = str(ROOT / "examples" / "calc_loop.yaml")

@@ -7,8 +7,6 @@ from collections.abc import AsyncGenerator, Callable
 import pytest
 from _engines import PinningEngine
 
-from agentflow._ray_engine import RayEngine
-from agentflow._routing import PrefixRouter
 from agentflow.engines import (
     CacheEvent,
     CacheEventSource,
@@ -31,7 +29,8 @@ from agentflow.engines import (
     WrapperEngine,
     closing_stream,
 )
-from agentflow.scheduler import Scheduler
+from agentflow.engines._ray import RayEngine
+from agentflow.scheduler import PrefixRouter, Scheduler
 
 pytestmark = pytest.mark.anyio
 

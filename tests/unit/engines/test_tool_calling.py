@@ -27,8 +27,7 @@ from agentflow.engines import (
     request_key,
 )
 from agentflow.errors import ConfigError, ToolError
-from agentflow.routing import PrefixRouter
-from agentflow.scheduler import Scheduler
+from agentflow.scheduler import PrefixRouter, Scheduler
 
 pytestmark = pytest.mark.anyio
 

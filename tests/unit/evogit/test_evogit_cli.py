@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.agents.evogit import main, register
+from agentflow.agents.evogit._cli import main, register
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
+from agentflow._cli_options import add_mcp_flags, mcp_allow_from_args
 from agentflow.errors import ConfigError
 from agentflow.mcp import MCPAllowlist, MCPSource, parse_source
-from agentflow.mcp._cli import add_mcp_flags, mcp_allow_from_args
 from agentflow.secrets import secret
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agentflow import GenerationRequest, Ok, RunContext, ask, flow, run
+from agentflow import Ok, flow, run
 from agentflow.agents import EngineSummarizer, llm_compiler, memory_tools
-from agentflow.engines import FunctionEngine
+from agentflow.dsl import ask
+from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.executors import ToolRegistry
 from agentflow.memory import MemoryStore
+from agentflow.runtime import RunContext
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""LoCoMo loading and import into temporal trees (on a small file in the LoCoMo format)."""
+"""The benchmarks' LoCoMo loader (bench/_locomo.py) and its import into temporal trees, on a small LoCoMo file."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from _bench import bench_module
 
 from agentflow.errors import ConfigError
-from agentflow.memory import MemoryStore, import_locomo, load_locomo
+from agentflow.memory import MemoryStore
+
+_locomo = bench_module("_locomo")
+load_locomo = _locomo.load_locomo
+import_locomo = _locomo.import_locomo
 
 SAMPLE = {
     "speaker_a": "Ann",

@@ -10,8 +10,8 @@ import plan_tools
 import pytest
 from pydantic import BaseModel
 
-from agentflow import Err, Ok, flow, get_state, run, update
-from agentflow.dsl import Event, LLMCall, RetryScheduled, StepEnded, StepStarted, ToolCall
+from agentflow import Err, Ok, flow, run
+from agentflow.dsl import Event, LLMCall, RetryScheduled, StepEnded, StepStarted, ToolCall, get_state, update
 from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
 from agentflow.errors import InferenceError, LoopLimitError, StepTimeout, ToolError
 from agentflow.plans import LoadedPlan, load_plan_text

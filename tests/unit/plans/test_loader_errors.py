@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agentflow.errors import PlanError
-from agentflow.plans import MAX_BYTES, MAX_NODES, load_plan, load_plan_text
+from agentflow.plans import load_plan, load_plan_text
+from agentflow.plans._yaml import MAX_BYTES, MAX_NODES
 
 HEAD = "apiVersion: agentflow/v1\nkind: Plan\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agentflow import Err, Ok, RunContext, flow, run
+from agentflow import Err, Ok, flow, run
 from agentflow.agents._meta import (
     BUILTIN_TOOL_REFS,
     GoalRun,
@@ -19,8 +19,10 @@ from agentflow.agents._meta import (
 )
 from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
 from agentflow.errors import InferenceError
-from agentflow.plans import AgentSpec, plan_json_schema, resolve_tool
+from agentflow.plans import AgentSpec, plan_json_schema
+from agentflow.plans._tools import resolve_tool
 from agentflow.plans.builtin_tools import lookup, word_count
+from agentflow.runtime import RunContext
 
 ROOT = Path(__file__).parents[3]
 ROW = {"table": "examples/data/planets.csv", "key": "Mars"}
@@ -164,7 +166,7 @@ async def test_write_plan_renames_repeated_step_ids() -> None:
     engine, seen = _scripted(repeated)
     out = await run(write_plan("goal"), engine=engine)
     assert isinstance(out, Ok) and len(seen) == 1
-    from agentflow.plans import walk_steps
+    from agentflow.plans._loader import walk_steps
 
     assert [s.id for s in walk_steps(out.value.plan.steps)] == ["fact", "fact_2", "fact_3", "fact_2_2"]
 

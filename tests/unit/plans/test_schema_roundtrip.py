@@ -35,8 +35,9 @@ from agentflow.plans import (
     load_plan,
     load_plan_text,
     plan_json_schema,
-    plan_to_data,
 )
+from agentflow.plans._dump import plan_to_data
+from agentflow.plans._loader import walk_steps
 
 EXAMPLES = sorted((Path(__file__).parents[3] / "examples").glob("*.yaml"))
 
@@ -169,7 +170,7 @@ def _steps() -> st.SearchStrategy[Step]:
 
 
 def _unique(steps: list[Step]) -> bool:
-    ids = [s.id for s in plans.walk_steps(steps)]
+    ids = [s.id for s in walk_steps(steps)]
     return len(ids) == len(set(ids))
 
 

@@ -19,14 +19,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from agentflow import Err, GenerationRequest, Ok, run
+from agentflow import Err, Ok, run
 from agentflow.agents import llm_compiler, memory_tools, react
 from agentflow.cli import main
 from agentflow.dsl import Event, ToolCall, named
-from agentflow.engines import FunctionEngine
+from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.executors import ToolRegistry
 from agentflow.memory import MemoryStore
-from agentflow.plans import call_tool, load_plan_text
+from agentflow.plans import load_plan_text
+from agentflow.plans._compile import call_tool
 from agentflow.report import RunRecord, render_report, spans_of
 from agentflow.telemetry import record_trace
 

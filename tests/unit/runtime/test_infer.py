@@ -9,22 +9,10 @@ import anyio
 import pytest
 from pydantic import BaseModel, Field
 
-from agentflow import (
-    ConfigError,
-    Err,
-    GenerationRequest,
-    Ok,
-    flow,
-    generate,
-    infer,
-    par,
-    run,
-    run_sync,
-    usage_of,
-)
+from agentflow import Err, Ok, flow, generate, infer, par, run, run_sync, usage_of
 from agentflow.dsl import LLMCall
-from agentflow.engines import FunctionEngine, TestEngine
-from agentflow.errors import EngineRequestError, InferenceError
+from agentflow.engines import FunctionEngine, GenerationRequest, TestEngine
+from agentflow.errors import ConfigError, EngineRequestError, InferenceError
 
 pytestmark = pytest.mark.anyio
 
@@ -186,7 +174,7 @@ async def test_token_budget_stops_llm_calls_past_the_limit() -> None:
 
 
 async def test_run_rejects_context_together_with_run_options() -> None:
-    from agentflow import RunContext
+    from agentflow.runtime import RunContext
 
     for options in ({"engine": TestEngine()}, {"max_llm_tokens": 10}, {"run_id": "x"}):
         out = await run(generate("x"), context=RunContext(), **options)  # type: ignore[arg-type]

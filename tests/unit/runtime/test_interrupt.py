@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from agentflow.cli import build_parser
 from agentflow.dsl import Err, step
 from agentflow.errors import ConfigError, ResumeError
-from agentflow.runtime import Interrupted, interrupt, resume, run, show_run
+from agentflow.runs import show_run
+from agentflow.runtime import Interrupted, interrupt, resume, run
 
 pytestmark = pytest.mark.anyio
 

@@ -15,13 +15,13 @@ from pydantic import BaseModel
 from agentflow.dsl import Append, Err, Ok, RunJournaled, StepJournal, par, step, update
 from agentflow.dsl._flow import named
 from agentflow.errors import ConfigError, ResumeError, SerializationError
+from agentflow.runs import show_run
 from agentflow.runtime import (
     RunJournal,
     SqliteJournal,
     idempotency_key,
     resolve_step,
     run,
-    show_run,
 )
 
 pytestmark = pytest.mark.anyio
@@ -417,21 +417,11 @@ async def test_repeated_step_and_parallel_branch_paths_stay_distinct(db: str) ->
     assert again.unwrap() == ["a", "b", "c"]
 
 
-def test_runtime_exports_are_sorted_and_resolve() -> None:
-    import agentflow.runtime as runtime
-
-    assert runtime.__all__ == sorted(runtime.__all__)
-    for name in runtime.__all__:
-        assert getattr(runtime, name) is not None
-    for name in ("Journal", "SqliteJournal", "RunJournal", "interrupt", "resume", "resolve_step", "gc_runs"):
-        assert name in runtime.__all__
-
-
 async def test_run_held_by_another_live_process_is_not_resumed_or_collected(db: str) -> None:
     import os
     import socket
 
-    from agentflow.runtime import gc_runs
+    from agentflow.runs import gc_runs
 
     await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)
     raw_sql(
@@ -450,7 +440,7 @@ async def test_cli_runs_resolve_settles_a_refused_step(db: str, capsys: pytest.C
 
     import anyio.to_thread
 
-    from agentflow.runtime._runs_cli import register
+    from agentflow.runs._cli import register
 
     CALLS.fail_at.add("pay0")
     await run(pipeline, {"n": 1}, state=Notes(), run_id="r1", journal=db)

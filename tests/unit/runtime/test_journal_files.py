@@ -14,7 +14,8 @@ import pytest
 
 from agentflow.dsl import step
 from agentflow.errors import JournalError
-from agentflow.runtime import SqliteJournal, list_runs, run, show_run
+from agentflow.runs import list_runs, show_run
+from agentflow.runtime import SqliteJournal, run
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,9 @@ from pydantic import BaseModel
 
 from agentflow.dsl import Err, step, update
 from agentflow.errors import ConfigError
-from agentflow.runtime import gc_runs, interrupt, list_runs, parse_duration, run, show_run
-from agentflow.runtime._runs_cli import register
+from agentflow.runs import gc_runs, list_runs, parse_duration, show_run
+from agentflow.runs._cli import register
+from agentflow.runtime import interrupt, run
 
 pytestmark = pytest.mark.anyio
 

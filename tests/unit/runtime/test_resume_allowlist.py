@@ -14,7 +14,8 @@ import pytest
 from agentflow.cli import build_parser, main
 from agentflow.dsl import step
 from agentflow.errors import ConfigError
-from agentflow.runtime import resume, run, show_run
+from agentflow.runs import show_run
+from agentflow.runtime import resume, run
 
 pytestmark = pytest.mark.anyio
 

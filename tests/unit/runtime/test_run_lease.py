@@ -14,7 +14,8 @@ from _journals import journal_at, raw_sql
 
 from agentflow.dsl import Err, step
 from agentflow.errors import ResumeError
-from agentflow.runtime import resolve_step, run, show_run
+from agentflow.runs import show_run
+from agentflow.runtime import resolve_step, run
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,8 @@ from _journals import journal_at, raw_sql
 from agentflow.dsl import Err, Log, Ok, RunJournaled, SchedulerSummary, StepReplayed, flow, step, tell
 from agentflow.errors import ConfigError, JournalError
 from agentflow.plans import load_plan_text
-from agentflow.runtime import Journal, SqliteJournal, run, show_run
+from agentflow.runs import show_run
+from agentflow.runtime import Journal, SqliteJournal, run
 from agentflow.runtime._run_trace import CUT_EVENT
 from agentflow.secrets import secret
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from agentflow import Err, Ok, flow, from_async, generate, par, run
+from agentflow import Err, Ok, flow, generate, par, run
+from agentflow.dsl import from_async
 from agentflow.engines import TestEngine
 from agentflow.errors import ConfigError, StepBudgetExceededError
 from agentflow.executors import (

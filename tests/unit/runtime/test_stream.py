@@ -7,8 +7,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agentflow import Err, Ok, flow, generate, named, step, stream
-from agentflow.dsl import LLMCall, StepEnded, StepReplayed, StepStarted, TokenDelta, ToolCall
+from agentflow import Err, Ok, flow, generate, step, stream
+from agentflow.dsl import LLMCall, StepEnded, StepReplayed, StepStarted, TokenDelta, ToolCall, named
 from agentflow.engines import TestEngine
 from agentflow.errors import ConfigError
 from agentflow.plans import load_plan_text

@@ -23,8 +23,7 @@ from agentflow.engines import (
     TestEngine,
     WrapperEngine,
 )
-from agentflow.routing import PrefixRouter
-from agentflow.scheduler import RadixTree, Scheduler
+from agentflow.scheduler import PrefixRouter, RadixTree, Scheduler
 
 PACKAGE = Path(agentflow.__file__).parent
 SEAM = {
@@ -32,7 +31,7 @@ SEAM = {
     "scheduler/_radix.py": PACKAGE / "scheduler" / "_radix.py",
     "scheduler/_blocks.py": PACKAGE / "scheduler" / "_blocks.py",
     "engines/_wrapper.py": PACKAGE / "engines" / "_wrapper.py",
-    "_routing.py": PACKAGE / "_routing.py",
+    "scheduler/_router.py": PACKAGE / "scheduler" / "_router.py",
 }
 PROBES = {"getattr", "hasattr", "setattr"}
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agentflow import GenerationRequest, Ok, run
+from agentflow import Ok, run
 from agentflow.agents import llm_compiler, react
 from agentflow.dsl import PlanInvalid
-from agentflow.engines import FunctionEngine
+from agentflow.engines import FunctionEngine, GenerationRequest
 from agentflow.executors import ToolRegistry
 from agentflow.secrets import REDACTED, redact, secret
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from agentflow import Err, infer, run
 from agentflow.engines import Completion, FunctionEngine, GenerationRequest, Usage
 from agentflow.errors import InferenceError
-from agentflow.plans import infer_json
+from agentflow.plans._infer_json import infer_json
 from agentflow.structured import MAX_TOKENS, MIN_TOKENS, OutputSpec, estimate_max_tokens
 
 pytestmark = pytest.mark.anyio

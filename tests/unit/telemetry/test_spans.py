@@ -13,12 +13,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import agentflow.telemetry as telemetry
-from agentflow import Err, Ok, generate, named, par, retry, run, step
-from agentflow.dsl import LLMCall, emit
+from agentflow import Err, Ok, generate, par, retry, run, step
+from agentflow.dsl import LLMCall, emit, named
 from agentflow.engines import TestEngine
 from agentflow.errors import ConfigError, ToolError
 from agentflow.executors import tool
-from agentflow.plans import call_tool, load_plan
+from agentflow.plans import load_plan
+from agentflow.plans._compile import call_tool
+from agentflow.secrets import REDACTED
 from agentflow.telemetry import TracingConfig, configure_tracing, trace_outcome
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "topic_digest.yaml"
@@ -216,7 +218,7 @@ async def test_secrets_never_appear_even_when_content_is_captured(
     assert "Summarize the memo" in dumped  # content was opted in
     assert "The memo is about pears." in dumped
     assert "disk full writing" in dumped
-    assert telemetry.REDACTED in dumped
+    assert REDACTED in dumped
 
 
 @pytest.mark.anyio

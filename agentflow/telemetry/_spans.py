@@ -48,18 +48,16 @@ from agentflow.dsl import (
     TokenDelta,
     ToolCall,
 )
+from agentflow.secrets import REDACTED
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
     from opentelemetry.util.types import AttributeValue
 
-__all__ = ["DEFAULT_AGENT_STEPS", "REDACTED", "SecretScrubber", "record_outcome", "record_trace"]
+__all__ = ["DEFAULT_AGENT_STEPS", "SecretScrubber", "record_outcome", "record_trace"]
 
 DEFAULT_AGENT_STEPS: frozenset[str] = frozenset({"compiler", "react", "planner", "joiner", "meta"})
 """Step names recorded as agent spans (``invoke_agent``): the names ``agentflow.agents`` gives its agents."""
-
-REDACTED = "[REDACTED]"
-"""What a scrubbed secret is replaced with."""
 
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 _SECRET_SHAPES = re.compile(
@@ -78,7 +76,7 @@ class SecretScrubber:
 
     Example:
         >>> SecretScrubber(["hunter22"], from_environment=False)("password is hunter22")
-        'password is [REDACTED]'
+        'password is [secret]'
     """
 
     def __init__(self, secrets: Iterable[str] = (), *, from_environment: bool = True) -> None:

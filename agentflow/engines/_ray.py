@@ -19,15 +19,6 @@ from typing import Any, TypeVar
 
 import anyio
 
-from agentflow.engines import (
-    Capabilities,
-    Chunk,
-    ChunkStream,
-    Completion,
-    Engine,
-    GenerationRequest,
-    closing_stream,
-)
 from agentflow.errors import EngineUnavailableError
 from agentflow.executors._ray import (
     PackedError,
@@ -36,6 +27,16 @@ from agentflow.executors._ray import (
     await_object_ref,
     pack_error,
     unpack_error,
+)
+
+from ._types import (
+    Capabilities,
+    Chunk,
+    ChunkStream,
+    Completion,
+    Engine,
+    GenerationRequest,
+    closing_stream,
 )
 
 __all__ = ["RayEngine"]

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from agentflow.errors import ConfigError
-from agentflow.memory._temporal import NewLeaf
+from agentflow.memory import NewLeaf
 
 if TYPE_CHECKING:
-    from agentflow.memory._store import MemoryStore
+    from agentflow.memory import MemoryStore
 
 __all__ = [
     "LocomoConversation",

@@ -57,7 +57,8 @@ from agentflow.engines import (
     simple_tokenize,
 )
 from agentflow.errors import ConfigError, UnsupportedFeatureError
-from agentflow.scheduler import RadixTree
+
+from ._radix import RadixTree
 
 __all__ = ["PrefixRouter", "ReplicaStats", "RouteDecision", "RouteReason", "RoutingPolicy"]
 

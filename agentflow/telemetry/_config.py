@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from agentflow.dsl import Err, Ok
 from agentflow.errors import ConfigError
 
-from ._telemetry_spans import DEFAULT_AGENT_STEPS, record_outcome
+from ._spans import DEFAULT_AGENT_STEPS, record_outcome
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

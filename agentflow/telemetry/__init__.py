@@ -9,17 +9,14 @@ recorded only with ``capture_content=True``, and secrets never. ``record_trace``
 ``Tracer``. Nothing is sent anywhere by default.
 """
 
-from __future__ import annotations
-
-from agentflow._telemetry_config import (
+from ._config import (
     ExporterName,
     TracingConfig,
     configure_tracing,
     trace_outcome,
 )
-from agentflow._telemetry_spans import (
+from ._spans import (
     DEFAULT_AGENT_STEPS,
-    REDACTED,
     SecretScrubber,
     record_outcome,
     record_trace,
@@ -27,7 +24,6 @@ from agentflow._telemetry_spans import (
 
 __all__ = [
     "DEFAULT_AGENT_STEPS",
-    "REDACTED",
     "ExporterName",
     "SecretScrubber",
     "TracingConfig",

@@ -10,10 +10,9 @@ import httpx
 import pytest
 from _engines import PinningEngine
 
-import agentflow.routing as routing
 from agentflow.engines import Engine, FunctionEngine, GenerationRequest, Message, TestEngine
 from agentflow.errors import ConfigError, EngineRequestError
-from agentflow.routing import PrefixRouter
+from agentflow.scheduler import PrefixRouter
 
 DOCS = {
     "a": "Alpha document: " + " ".join(f"apple{i}" for i in range(40)),
@@ -30,14 +29,8 @@ def replicas(n: int) -> list[TestEngine]:
     return [TestEngine(name=f"r{i}", prefix_cache=True) for i in range(n)]
 
 
-def test_public_names_are_sorted_and_resolve_when_imported() -> None:
-    assert list(routing.__all__) == sorted(routing.__all__)
-    for name in routing.__all__:
-        assert hasattr(routing, name)
-
-
-def test_importing_routing_does_not_import_ray() -> None:
-    code = "import sys, agentflow.routing; print('ray' in sys.modules)"
+def test_importing_scheduler_and_engines_does_not_import_ray() -> None:
+    code = "import sys, agentflow.scheduler, agentflow.engines; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
