@@ -40,7 +40,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, TextIO, cast
 
-from prometheus_client.parser import text_fd_to_metric_families
 
 from agentflow.errors import EngineRequestError
 
@@ -140,6 +139,8 @@ def parse_prometheus_text(text: str) -> PrometheusText:
     Raises:
         EngineRequestError: A line is not valid exposition text (the message names the line).
     """
+    from prometheus_client.parser import text_fd_to_metric_families  # only where metrics are read
+
     lines = _NumberedLines(text)
     order: list[str] = []
     types: dict[str, MetricType] = {}

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -74,10 +75,9 @@ import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Self, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import anyio
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentflow.dsl import Retrier, RetryNotice
@@ -115,6 +115,9 @@ from agentflow.errors import (
 )
 from agentflow.secrets import Secret, redact
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = [
     "OpenAIEngine",
     "SecretHandle",
@@ -145,12 +148,11 @@ class _DeadlineError(Exception):
         )
 
 
-_RETRYABLE_TRANSPORT = (
-    httpx.TimeoutException,
-    httpx.NetworkError,
-    httpx.RemoteProtocolError,
-    _DeadlineError,
-)
+@functools.cache
+def _retryable_transport() -> tuple[type[BaseException], ...]:
+    import httpx  # imported where requests are made, so importing agentflow does not pay for it
+
+    return (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, _DeadlineError)
 
 
 class _RetryableStatus(Exception):
@@ -162,11 +164,13 @@ class _RetryableStatus(Exception):
         self.retry_after = retry_after
 
 
-_RETRYABLE = (*_RETRYABLE_TRANSPORT, _RetryableStatus)
+@functools.cache
+def _retryable() -> tuple[type[BaseException], ...]:
+    return (*_retryable_transport(), _RetryableStatus)
 
 
 def _is_retryable(error: BaseException) -> bool:
-    return isinstance(error, _RETRYABLE)
+    return isinstance(error, _retryable())
 
 
 def _retry_after(error: BaseException) -> float | None:
@@ -675,6 +679,8 @@ class OpenAIEngine:
         headers = {"Accept-Encoding": "identity"}
         if key is not None:
             headers["Authorization"] = f"Bearer {_register_secret(key)}"
+        import httpx  # here, not at module level: importing agentflow does not pay for it
+
         limits = httpx.Limits(max_connections=max(64, max_concurrency or 0), max_keepalive_connections=32)
         self._client = httpx.AsyncClient(
             headers=headers,
@@ -816,6 +822,8 @@ class OpenAIEngine:
         return closing_stream(self._chunks(request))
 
     async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        import httpx
+
         submitted = time.monotonic()
         kind = await self.probe()
         if kind == "llamacpp" and request.tools and request.tool_choice in ("auto", "required"):
@@ -861,7 +869,7 @@ class OpenAIEngine:
                                 state.first_token = state.first_token or time.monotonic()
                                 state.yielded += 1
                                 yield Chunk(text=text)
-                except _RETRYABLE as exc:
+                except _retryable() as exc:
                     if state.yielded:
                         raise EngineRequestError(
                             f"POST {url}: the stream broke after {state.yielded} chunks "
@@ -1279,12 +1287,14 @@ class OpenAIEngine:
     ) -> _Reply:
         """Send with retries; return the 200 response (or a 404/405 one when ``missing_ok``)."""
 
+        import httpx
+
         async def attempt(number: int) -> _Reply:
             deadline = time.monotonic() + self._timeout
             try:
                 response = await self._before(deadline, self._fetch(method, url, body))
             except httpx.HTTPError as exc:
-                if isinstance(exc, _RETRYABLE_TRANSPORT):
+                if isinstance(exc, _retryable_transport()):
                     raise
                 raise EngineRequestError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 200 or (missing_ok and response.status_code in (404, 405)):
@@ -1294,5 +1304,5 @@ class OpenAIEngine:
         retrier = self._retrier(url)
         try:
             return await retrier.call(attempt, retry_after=_retry_after)
-        except _RETRYABLE as exc:
+        except _retryable() as exc:
             raise self._gave_up(url, retrier, exc) from _cause(exc)

@@ -92,12 +92,17 @@ def _cli(repo: Path, *extra: str) -> list[str]:
 
 def test_two_processes_share_one_repository(make_repo: Callable[..., Path], tmp_path: Path) -> None:
     repo = make_repo()
-    # Mutated candidates wait for `go` before scoring, so both processes hold their claims at once.
+    # Mutated candidates wait for `go` before scoring, so both processes hold their claims at once. The gate
+    # lives in the host's /tmp, which the namespace sandbox hides (private tmpfs): the fitness command is
+    # trusted here, so it runs with the limits only (the sandbox has its own tests).
     go = tmp_path / "go"
     gated = f"if [ $(grep -c 'def value' code.py) -gt 1 ]; then while [ ! -e {go} ]; do sleep 0.05; done; fi; {FITNESS}"
     procs = [
         subprocess.Popen(
-            [*_cli(repo, "--agents", "2", "--generations", "2", "--seed", str(i)), "--fitness", gated],
+            [
+                *_cli(repo, "--agents", "2", "--generations", "2", "--seed", str(i)),
+                *("--fitness", gated, "--isolation", "limits-only"),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -126,11 +131,12 @@ def test_two_processes_share_one_repository(make_repo: Callable[..., Path], tmp_
 def test_crash_loses_only_candidate_under_evaluation(make_repo: Callable[..., Path], tmp_path: Path) -> None:
     repo = make_repo()
     # A candidate is slow to evaluate once code.py has been mutated (the test engine duplicates the file).
+    # The flag is in the host's /tmp, which the namespace sandbox hides: limits-only isolation (trusted command).
     flag = tmp_path / "slow"
     flag.write_text("1")
     slow = f"if [ -e {flag} ] && [ $(grep -c 'def value' code.py) -gt 1 ]; then sleep 60; fi; {FITNESS}"
     first = subprocess.Popen(
-        [*_cli(repo, "--agents", "1", "--generations", "3"), "--fitness", slow],
+        [*_cli(repo, "--agents", "1", "--generations", "3"), "--fitness", slow, "--isolation", "limits-only"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -174,7 +180,7 @@ def test_two_clones_share_population_through_remote(make_repo: Callable[..., Pat
         clone = tmp_path / name
         subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
         clones.append(clone)
-    go = tmp_path / "go"
+    go = tmp_path / "go"  # in the host's /tmp: trusted command, limits-only isolation (as above)
     gated = f"if [ $(grep -c 'def value' code.py) -gt 1 ]; then while [ ! -e {go} ]; do sleep 0.05; done; fi; {FITNESS}"
     procs = [
         subprocess.Popen(
@@ -186,6 +192,8 @@ def test_two_clones_share_population_through_remote(make_repo: Callable[..., Pat
                 "0.5",
                 "--fitness",
                 gated,
+                "--isolation",
+                "limits-only",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
