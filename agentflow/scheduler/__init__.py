@@ -9,7 +9,6 @@ cache-budget limits, pins and pre-warms prefixes of agents paused on tools, and 
 ``PromptLayout`` keeps prompts' stable parts first so that agents share prefixes.
 """
 
-
 from ._blocks import BlockLRU, BlockStats
 from ._kv_events import KVEventStats, KVEventSubscriber
 from ._layout import PromptLayout, canonical_json
