@@ -40,7 +40,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, TextIO, cast
 
-
 from agentflow.errors import EngineRequestError
 
 __all__ = [
