@@ -40,8 +40,8 @@ after the deadline, or the failure asked for a longer wait than ``max_retry_afte
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff: attempt ``n`` (1-based) waits ``min(max, initial * factor**(n-1))``,
-    scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
+    """Exponential backoff: attempt ``n`` (1-based) waits ``initial * factor**(n-1)`` scaled by a random factor
+    in ``[1 - jitter, 1 + jitter]``, never more than ``max`` (the cap applies after the jitter).
 
     >>> Backoff(initial=0.5, factor=2.0, jitter=0.0).delay(3)
     2.0
@@ -64,7 +64,7 @@ class Backoff:
         base = min(self.max, self.initial * self.factor ** max(0, attempt - 1))
         if self.jitter:
             base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, base)
+        return max(0.0, min(self.max, base))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ The policy is a frozen value naming an engine's retry settings; the arithmetic a
 
     attempt:   1      2        3            4
     base:      d      d*m      d*m^2        d*m^3     (capped at max_delay)
-    delay:     base * uniform(1 - jitter, 1 + jitter)
+    delay:     min(max_delay, base * uniform(1 - jitter, 1 + jitter))
     Retry-After: when the server sends one, the delay is exactly what it asks for
                  (a request for more than ``max_retry_after`` ends the retries at once).
 """

@@ -190,7 +190,12 @@ class GitRepo:
                 raise _Contended(result)
             return result
 
-        retrier = Retrier(attempts=self._attempts, backoff=_CONTENTION_BACKOFF, on_retry=self._on_retry)
+        retrier = Retrier(
+            attempts=self._attempts,
+            backoff=_CONTENTION_BACKOFF,
+            retryable=lambda error: isinstance(error, _Contended),
+            on_retry=self._on_retry,
+        )
         try:
             result = await retrier.call(attempt)
         except _Contended as contended:

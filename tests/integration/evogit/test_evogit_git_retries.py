@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from _evogit_repos import git
 
 from agentflow.agents.evogit import EvoGitError, GitRepo
 from agentflow.dsl import RetryNotice
+from agentflow.errors import ConfigError
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -55,4 +57,14 @@ async def test_command_is_tried_once_when_retry_is_off(make_repo: Callable[..., 
     grepo = GitRepo(repo, attempts=3, on_retry=notices.append)
     result = await grepo.run("add", "new.py", check=False, retry=False)
     assert result.status != 0 and "index.lock" in result.stderr
+    assert notices == []
+
+
+async def test_command_fails_at_once_when_git_cannot_run(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo()
+    notices: list[RetryNotice] = []
+    grepo = GitRepo(repo, attempts=5, on_retry=notices.append)
+    shutil.rmtree(repo)  # the working tree vanished: git cannot even start there; nothing to wait for
+    with pytest.raises(ConfigError, match="cannot run git"):
+        await grepo.run("status")
     assert notices == []
