@@ -1,7 +1,7 @@
 """The Reader layer's environment.
 
 ``Context`` is what every step of a run can read: user dependencies and the run id. The agentflow
-runtime subclasses it (``agentflow.RunContext``) to add the engine, scheduler, tools, memory and
+runtime subclasses it (``agentflow.runtime.RunContext``) to add the engine, scheduler, tools, memory and
 journal; the DSL itself knows nothing about those.
 """
 

@@ -60,6 +60,7 @@ from ._types import (
     ToolSpec,
     Usage,
     closing_stream,
+    open_stream,
 )
 from ._vllm import VLLMEngine
 from ._wrapper import WrapperEngine
@@ -125,6 +126,7 @@ __all__ = [
     "default_model_path",
     "engine_from_spec",
     "example_from_schema",
+    "open_stream",
     "parse_engine_spec",
     "plan_reuse",
     "render_messages",

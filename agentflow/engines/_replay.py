@@ -34,6 +34,7 @@ from ._types import (
     ToolCallRequest,
     Usage,
     closing_stream,
+    open_stream,
 )
 from ._wrapper import WrapperEngine
 
@@ -131,7 +132,7 @@ class RecordingEngine(WrapperEngine):
     async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         parts: list[str] = []
         calls: list[ToolCallRequest] = []
-        async with self.wrapped.stream(request) as chunks:
+        async with open_stream(self.wrapped, request) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
                 calls.extend(chunk.tool_calls)

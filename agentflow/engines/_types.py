@@ -371,6 +371,26 @@ async def closing_stream(chunks: AsyncGenerator[Chunk, None]) -> AsyncIterator[A
             await chunks.aclose()
 
 
+def open_stream(engine: Engine, request: GenerationRequest) -> ChunkStream:
+    """``engine.stream(request)``, checked: what callers (``call_llm``, every ``WrapperEngine``) enter.
+
+    Raises:
+        ConfigError: The engine's ``stream`` is an async generator (the protocol before streams became
+            context managers) or returns something else that cannot be entered with ``async with``.
+    """
+    stream: object = engine.stream(request)
+    if isinstance(stream, AbstractAsyncContextManager):
+        return stream
+    from agentflow.errors import ConfigError
+
+    raise ConfigError(
+        f"{type(engine).__name__}.stream() returned {type(stream).__name__}, not an async context manager: "
+        "engines' streams are used as `async with engine.stream(request) as chunks`; if stream() is an async "
+        "generator, rename it (e.g. _chunks) and define `def stream(self, request): return "
+        "closing_stream(self._chunks(request))` (agentflow.engines.closing_stream)"
+    )
+
+
 @runtime_checkable
 class Engine(Protocol):
     """An LLM engine. Implementations must be safe to call from many anyio tasks at once.

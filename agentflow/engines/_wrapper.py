@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ._protocols import CacheEventSource, CacheListener, CacheSalting, Prefilling, PrefixPinning, Unsubscribe
-from ._types import Capabilities, ChunkStream, Completion, Engine, GenerationRequest, Usage
+from ._types import Capabilities, ChunkStream, Completion, Engine, GenerationRequest, Usage, open_stream
 
 __all__ = ["WrapperEngine"]
 
@@ -66,7 +66,7 @@ class WrapperEngine:
 
     def stream(self, request: GenerationRequest) -> ChunkStream:
         """The wrapped engine's stream."""
-        return self._wrapped.stream(request)
+        return open_stream(self._wrapped, request)
 
     async def tokenize(self, text: str) -> Sequence[int]:
         """The wrapped engine's tokens."""

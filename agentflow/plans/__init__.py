@@ -6,7 +6,7 @@ with ``agentflow.run(loaded.workflow, inputs, engine=...)``, build one in Python
 ``plan_json_schema()`` is the format's published JSON Schema.
 """
 
-from ._compile import compile_plan
+from ._compile import call_tool, compile_plan
 from ._dump import dump_plan
 from ._graph import plan_graph, render_svg
 from ._loader import LoadedPlan, PlanChoice, check_plan, load_plan, load_plan_text
@@ -62,6 +62,7 @@ __all__ = [
     "ToolAllowlist",
     "ToolRef",
     "ToolStep",
+    "call_tool",
     "check_plan",
     "compile_plan",
     "dump_plan",

@@ -2,8 +2,8 @@
 
 Each step becomes ``named(id, ...)`` around the flow of its kind, wrapped in ``timeout`` (per attempt) and
 ``retry`` when asked: an LLM step is ``generate`` (or ``infer_json`` with an ``output`` schema), a tool step a
-``ToolCall``-recording call of the registry's tool, ``parallel`` is ``par`` over the dependency levels of its
-children, ``map`` is ``par.map(..., limit=max_concurrency)``, ``branch`` is ``branch``, ``loop`` is ``loop``.
+``ToolCall``-recording call of the registry's tool, ``parallel`` runs its children as a dataflow in one ``par``
+(each starts when the siblings it ``needs`` are done), ``map`` is ``par.map(..., limit=max_concurrency)``, ``branch`` is ``branch``, ``loop`` is ``loop``.
 
 Plans keep no state in the State layer: a compiled step is a function of the *scope* (inputs, the results
 of the steps that ran before it, and the names a map or loop binds) returning a flow that yields

@@ -43,6 +43,7 @@ from agentflow.engines import (
     ToolSpec,
     Usage,
 )
+from agentflow.engines._types import open_stream
 from agentflow.errors import AgentflowError, ConfigError, EngineError, InferenceError
 from agentflow.executors import current_step_budget
 from agentflow.secrets import redact, redact_request
@@ -234,7 +235,7 @@ async def _stream(
     calls: list[ToolCallRequest] = []
     sink = scope.sink if scope is not None else None
     on_text = readers.text
-    async with engine.stream(request) as chunks:
+    async with open_stream(engine, request) as chunks:
         async for chunk in chunks:
             if chunk.usage is not None:
                 usage = chunk.usage

@@ -56,6 +56,7 @@ from agentflow.engines import (
     closing_stream,
     simple_tokenize,
 )
+from agentflow.engines._types import open_stream
 from agentflow.errors import ConfigError, UnsupportedFeatureError
 
 from ._radix import RadixTree
@@ -239,7 +240,7 @@ class PrefixRouter(WrapperEngine):
         decision = await self.route(request)
         replica = self._replicas[decision.replica]
         try:
-            async with replica.engine.stream(request) as chunks:
+            async with open_stream(replica.engine, request) as chunks:
                 async for chunk in chunks:
                     if chunk.usage is not None:
                         replica.usage = replica.usage + chunk.usage

@@ -67,6 +67,7 @@ from agentflow.engines._types import (
     GenerationRequest,
     Usage,
     closing_stream,
+    open_stream,
 )
 from agentflow.engines._wrapper import WrapperEngine
 from agentflow.errors import ConfigError, SchedulerError
@@ -426,7 +427,7 @@ class Scheduler(WrapperEngine):
 
     async def _chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         last: Chunk | None = None
-        async with self._admitted(request, "request") as ticket, self.wrapped.stream(request) as chunks:
+        async with self._admitted(request, "request") as ticket, open_stream(self.wrapped, request) as chunks:
             async for chunk in chunks:
                 if ticket.engine_ttft_s is None:
                     ticket.engine_ttft_s = self._clock() - ticket.t_dispatch

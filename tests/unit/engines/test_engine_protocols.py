@@ -170,3 +170,27 @@ async def test_stream_read_to_the_end_closes_once(anyio_backend: str) -> None:
         texts = [c.text async for c in chunks]
     assert "".join(texts) == "one two three four"
     assert inner.closed == 1
+
+
+class _GeneratorStreamEngine(TestEngine):
+    """A user engine written against the old protocol: ``stream`` is an async generator."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:  # type: ignore[override]
+        yield Chunk(text="old")
+
+
+@pytest.mark.parametrize("wrapper", ["bare", "scheduler", "router"])
+async def test_old_style_generator_stream_is_a_config_error_naming_the_fix(wrapper: str) -> None:
+    from agentflow.engines import open_stream
+    from agentflow.errors import ConfigError
+
+    old = _GeneratorStreamEngine()
+    engine: Engine = {"bare": old, "scheduler": Scheduler(old), "router": PrefixRouter([old])}[wrapper]
+    request = GenerationRequest(prompt="hi", max_tokens=4)
+    with pytest.raises(
+        ConfigError, match=r"_GeneratorStreamEngine\.stream\(\) returned async_generator"
+    ) as caught:
+        async with open_stream(engine, request) as chunks:
+            async for _ in chunks:
+                pass
+    assert "closing_stream(self._chunks(request))" in str(caught.value)
