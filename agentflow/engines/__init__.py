@@ -4,8 +4,8 @@ Beyond ``Engine``, an engine may implement optional protocols a scheduler uses (
 ``PrefixPinning``, ``Prefilling``, ``CacheSalting``); middleware builds on ``WrapperEngine``. ``stream`` returns
 an async context manager: ``async with engine.stream(request) as chunks: async for chunk in chunks: ...``.
 
-Importing this package loads neither llama.cpp (the model loads on first use) nor the HTTP/vLLM adapters:
-``OpenAIEngine`` and ``VLLMEngine`` are imported on first attribute access.
+Importing this package loads none of the engines' heavy libraries: llama.cpp, httpx, vLLM and Ray are imported
+when an engine first needs them (the model loads on first use).
 """
 
 from ._llamacpp import LlamaCppEngine, LlamaCppStats, default_model_path
